@@ -1,0 +1,254 @@
+"""Header names (canonical and compact forms) and the structured headers the
+core reads: Via (with RFC 3581 rport), CSeq (RFC 3261 §20)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import ParseError
+from .grammar import Params, is_token, split_outside
+from .uri import format_hostport, parse_host, parse_hostport
+
+# RFC 3261 §7.3.3 and the IANA registry's compact forms.
+COMPACT_FORMS: dict[str, str] = {
+    "a": "accept-contact",
+    "b": "referred-by",
+    "c": "content-type",
+    "d": "request-disposition",
+    "e": "content-encoding",
+    "f": "from",
+    "i": "call-id",
+    "j": "reject-contact",
+    "k": "supported",
+    "l": "content-length",
+    "m": "contact",
+    "n": "identity-info",
+    "o": "event",
+    "r": "refer-to",
+    "s": "subject",
+    "t": "to",
+    "u": "allow-events",
+    "v": "via",
+    "x": "session-expires",
+    "y": "identity",
+}
+
+_CANONICAL: dict[str, str] = {
+    name.lower(): name
+    for name in (
+        "Accept",
+        "Accept-Contact",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Allow-Events",
+        "Authentication-Info",
+        "Authorization",
+        "Call-ID",
+        "Call-Info",
+        "Contact",
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Language",
+        "Content-Length",
+        "Content-Type",
+        "CSeq",
+        "Date",
+        "Error-Info",
+        "Event",
+        "Expires",
+        "From",
+        "Identity",
+        "Identity-Info",
+        "In-Reply-To",
+        "Max-Forwards",
+        "Min-Expires",
+        "Min-SE",
+        "MIME-Version",
+        "Organization",
+        "P-Asserted-Identity",
+        "P-Preferred-Identity",
+        "Path",
+        "Priority",
+        "Privacy",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Require",
+        "RAck",
+        "Reason",
+        "Record-Route",
+        "Refer-To",
+        "Referred-By",
+        "Reject-Contact",
+        "Replaces",
+        "Reply-To",
+        "Request-Disposition",
+        "Require",
+        "Retry-After",
+        "Route",
+        "RSeq",
+        "Server",
+        "Service-Route",
+        "Session-Expires",
+        "SIP-ETag",
+        "SIP-If-Match",
+        "Subject",
+        "Subscription-State",
+        "Supported",
+        "Timestamp",
+        "To",
+        "Unsupported",
+        "User-Agent",
+        "Via",
+        "Warning",
+        "WWW-Authenticate",
+    )
+}
+
+# Headers whose grammar is a comma-separated list (RFC 3261 §7.3.1): only
+# these may be split into several values or combined into one line.
+LIST_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "alert-info",
+        "allow",
+        "allow-events",
+        "call-info",
+        "contact",
+        "content-encoding",
+        "content-language",
+        "error-info",
+        "in-reply-to",
+        "path",
+        "proxy-require",
+        "reason",
+        "record-route",
+        "require",
+        "route",
+        "service-route",
+        "supported",
+        "unsupported",
+        "via",
+        "warning",
+    }
+)
+
+
+def header_key(name: str) -> str:
+    """The lookup key of a header name: lower case, compact form expanded."""
+    key = name.lower()
+    return COMPACT_FORMS.get(key, key)
+
+
+def canonical_name(key: str, spelling: str) -> str:
+    """The name to write for `key`; unknown headers keep their spelling."""
+    return _CANONICAL.get(key, spelling)
+
+
+_SENT_PROTOCOL_RE = re.compile(r"\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+", re.I)
+
+
+@dataclass(eq=False, slots=True)
+class Via:
+    """One Via value: `SIP/2.0/UDP host:port;branch=z9hG4bK...;rport`."""
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: Params = field(default_factory=Params)
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.params.get("received")
+
+    @property
+    def rport(self) -> int | None:
+        """The rport value filled in by a server, None if absent or empty."""
+        value = self.params.get("rport")
+        return int(value) if value and value.isdigit() else None
+
+    @property
+    def wants_rport(self) -> bool:
+        return "rport" in self.params
+
+    @property
+    def sent_by(self) -> str:
+        return format_hostport(self.host, self.port)
+
+    def __str__(self) -> str:
+        return f"SIP/2.0/{self.transport} {self.sent_by}{self.params}"
+
+    def __repr__(self) -> str:
+        return f"Via({str(self)!r})"
+
+
+_VIA_FAST_RE = re.compile(r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9\-.]+)(?::(\d{1,5}))?(;[^,\"]*)?", re.I)
+
+
+def parse_via(text: str) -> Via:
+    fast = _VIA_FAST_RE.fullmatch(text.strip())
+    if fast is not None:
+        transport, host, port, params = fast.groups()
+        if port is None or int(port) <= 65535:
+            via = Via(
+                transport.upper(),
+                parse_host(host),
+                None if port is None else int(port),
+                Params.parse(params) if params else Params(),
+            )
+            if "rport" not in via.params or _rport_ok(via.params.get("rport")):
+                return via
+    return _parse_via_slowly(text)
+
+
+def _rport_ok(value: str | None) -> bool:
+    return not value or (value.isdigit() and int(value) <= 65535)
+
+
+def _parse_via_slowly(text: str) -> Via:
+    match = _SENT_PROTOCOL_RE.match(text)
+    if not match:
+        raise ParseError(400, "Malformed Via")
+    rest = text[match.end() :]
+    sent_by, semi, params = rest.partition(";")
+    sent_by = sent_by.strip()
+    # "host : port" with spaces is allowed by LWS around the colon.
+    if " " in sent_by or "\t" in sent_by:
+        sent_by = "".join(sent_by.split())
+    host, port = parse_hostport(sent_by)
+    via = Via(match.group(1).upper(), host, port, Params.parse(params) if semi else Params())
+    if not _rport_ok(via.params.get("rport")):
+        raise ParseError(400, "Malformed rport")
+    return via
+
+
+def parse_via_list(text: str) -> list[Via]:
+    return [parse_via(part) for part in split_outside(text, ",", angles=False) if part.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    seq: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+def parse_cseq(text: str) -> CSeq:
+    number, _, method = text.strip().partition(" ")
+    method = method.strip()
+    if not number.isdigit() or not number.isascii() or not is_token(method):
+        raise ParseError(400, "Malformed CSeq")
+    seq = int(number)
+    if seq >= 2**31:
+        raise ParseError(400, "CSeq number out of range")
+    return CSeq(seq, method)
