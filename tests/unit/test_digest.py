@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -261,9 +263,9 @@ def flip_char(text: str, index: int) -> str:
         ),
     ],
 )
-def test_forged_or_altered_nonce_fails(forge: object) -> None:
+def test_forged_or_altered_nonce_fails(forge: Callable[[str], str]) -> None:
     server = DigestServer(REALM, secret=b"k" * 32)
-    nonce = forge(server.challenge(T0)[0].nonce)  # type: ignore[operator]
+    nonce = forge(server.challenge(T0)[0].nonce)
     challenge = Challenge(REALM, nonce, algorithm="SHA-256", qop=("auth",))
     credentials = answer_challenge(
         challenge, method="REGISTER", uri=URI, username="alice", password="s3cret"
@@ -279,7 +281,9 @@ def test_nonce_from_other_realm_with_same_secret_fails() -> None:
     other = DigestServer("other.example.com", secret=b"k" * 32)
     server = DigestServer(REALM, secret=b"k" * 32)
     challenge = dataclasses.replace(other.challenge(T0)[0], realm=REALM)
-    credentials = answer_challenge(challenge, method="REGISTER", uri=URI, username="a", password="p")
+    credentials = answer_challenge(
+        challenge, method="REGISTER", uri=URI, username="a", password="p"
+    )
 
     result = server.verify(credentials, method="REGISTER", password="p", now=T0)
 
@@ -289,7 +293,9 @@ def test_nonce_from_other_realm_with_same_secret_fails() -> None:
 def test_realm_mismatch_fails() -> None:
     server = DigestServer(REALM)
     challenge = dataclasses.replace(server.challenge(T0)[0], realm="evil.example.com")
-    credentials = answer_challenge(challenge, method="REGISTER", uri=URI, username="a", password="p")
+    credentials = answer_challenge(
+        challenge, method="REGISTER", uri=URI, username="a", password="p"
+    )
 
     result = server.verify(credentials, method="REGISTER", password="p", now=T0)
 
@@ -584,15 +590,15 @@ def test_serialized_challenge_quotes_per_rfc() -> None:
 
 
 @pytest.mark.parametrize(
-    "value",
+    "username",
     [
-        pytest.param("Digest username=\"a\r\nVia: x\"", id="crlf-injection"),
-        pytest.param('Digest username="a\x00"', id="nul"),
+        pytest.param("alice\r\nVia: SIP/2.0/UDP evil", id="crlf-injection"),
+        pytest.param("alice\x00", id="nul"),
     ],
 )
-def test_serializers_refuse_control_characters(value: str) -> None:
+def test_serializers_refuse_control_characters(username: str) -> None:
     with pytest.raises(DigestError, match="control character"):
-        Credentials(value, "r", "n", "u", "x").to_header_value()
+        Credentials(username, "r", "n", "u", "x").to_header_value()
 
 
 CREDENTIALS_REQUIRED = 'username="a", realm="r", nonce="n", uri="u", response="x"'
@@ -724,10 +730,8 @@ header_like = st.one_of(
 @given(header_like)
 def test_parsers_only_ever_raise_digest_error(value: str) -> None:
     for parse in (parse_challenge, parse_credentials):
-        try:
+        with contextlib.suppress(DigestError):
             parse(value)
-        except DigestError:
-            pass
 
 
 @given(credentials_strategy(), st.text(max_size=20))

@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from .errors import ParseError
+from .grammar import TOKEN_RE, quote, quote_if_needed, read_quoted
+
 __all__ = [
     "AuthResult",
     "AuthStatus",
@@ -134,7 +137,6 @@ def compute_response(
 
 # --- auth-param parsing ---------------------------------------------------------------------
 
-_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _LWS = " \t"
 _BARE_STOP = _LWS + ',"'
 _FOLD = re.compile(r"\r?\n[ \t]+")
@@ -167,28 +169,18 @@ class _Cursor:
         self.pos += 1
 
     def token(self, what: str) -> str:
-        start = self.pos
-        while self.peek() and self.peek() in _TOKEN_CHARS:
-            self.pos += 1
-        if self.pos == start:
-            raise DigestError(f"expected {what} at offset {start}")
-        return self.text[start : self.pos]
+        match = TOKEN_RE.match(self.text, self.pos)
+        if match is None:
+            raise DigestError(f"expected {what} at offset {self.pos}")
+        self.pos = match.end()
+        return match.group()
 
     def quoted_string(self) -> str:
-        self.expect('"')
-        out: list[str] = []
-        while not self.at_end():
-            char = self.text[self.pos]
-            self.pos += 1
-            if char == '"':
-                return "".join(out)
-            if char == "\\":
-                if self.at_end():
-                    break
-                char = self.text[self.pos]
-                self.pos += 1
-            out.append(char)
-        raise DigestError("unterminated quoted string")
+        try:
+            value, self.pos = read_quoted(self.text, self.pos)
+        except ParseError as error:
+            raise DigestError(error.reason.lower()) from None
+        return value
 
     def bare_value(self) -> str:
         # Laxer than RFC token: real phones send unquoted base64 nonces with '/' and '='.
@@ -260,18 +252,20 @@ def _optional_algorithm(params: dict[str, str]) -> str | None:
 # --- serializing ----------------------------------------------------------------------------
 
 
-def _quote(value: str) -> str:
+def _refuse_control(value: str) -> str:
+    # A CR or LF here would let a username inject header lines into the message.
     if _CONTROL.search(value):
         raise DigestError("control character in parameter value")
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    return value
+
+
+def _quote(value: str) -> str:
+    return quote(_refuse_control(value))
 
 
 def _token_or_quote(value: str) -> str:
     # Values the RFC sends bare are quoted anyway if they are not tokens, so they round-trip.
-    if value and all(char in _TOKEN_CHARS for char in value):
-        return value
-    return _quote(value)
+    return quote_if_needed(_refuse_control(value))
 
 
 def _join(params: list[tuple[str, str]]) -> str:

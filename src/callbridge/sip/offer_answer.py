@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Literal
 
-from callbridge.sip.sdp import (
+from .sdp import (
     Attribute,
     Connection,
     Direction,

@@ -14,6 +14,8 @@ from enum import StrEnum
 from itertools import pairwise
 from typing import Final, NamedTuple, Self
 
+from .errors import ParseError
+
 MAX_SDP_BYTES: Final = 64 * 1024
 MAX_SDP_LINES: Final = 1024
 
@@ -26,13 +28,11 @@ _DOTTED_QUAD: Final = re.compile(r"[0-9.]+")
 _FORBIDDEN_CHARS: Final = ("\r", "\n", "\x00")
 
 
-class SdpError(ValueError):
+class SdpError(ParseError):
     """A malformed session description; `status` is the SIP response it warrants."""
 
     def __init__(self, reason: str, *, status: int = 400) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
+        super().__init__(status, reason)
 
 
 class Direction(StrEnum):
@@ -278,6 +278,11 @@ class _Line(NamedTuple):
     value: str
 
 
+def _echo(text: str) -> str:
+    # Reasons may end up in a response line, so peer text is shortened and kept ASCII.
+    return ascii(text[:40])
+
+
 def _fail(line: _Line, problem: str) -> SdpError:
     return SdpError(f"line {line.number} ({line.kind}=): {problem}")
 
@@ -316,7 +321,7 @@ def _split_lines(text: str) -> list[_Line]:
 
 def _split_line(number: int, text: str) -> _Line:
     if len(text) < 2 or text[1] != "=":
-        raise SdpError(f"line {number}: expected <type>=<value>, got {text[:40]!r}")
+        raise SdpError(f"line {number}: expected <type>=<value>, got {_echo(text)}")
     line = _Line(number, text[0], text[2:])
     if line.kind not in _KNOWN_TYPES:
         raise _fail(line, "unknown line type")
@@ -401,7 +406,7 @@ def _text(line: _Line | None) -> str | None:
 
 def _number(line: _Line, text: str, what: str, *, maximum: int | None = None) -> int:
     if not _NUMBER.fullmatch(text) or (maximum is not None and int(text) > maximum):
-        raise _fail(line, f"{what} is not a valid number: {text!r}")
+        raise _fail(line, f"{what} is not a valid number: {_echo(text)}")
     return int(text)
 
 
@@ -414,7 +419,7 @@ def _fields(line: _Line, count: int, what: str) -> list[str]:
 
 def _parse_version(line: _Line) -> int:
     if line.value.strip() != "0":
-        raise _fail(line, f"unsupported SDP version {line.value!r}")
+        raise _fail(line, f"unsupported SDP version {_echo(line.value)}")
     return 0
 
 
@@ -456,7 +461,7 @@ def _check_address(line: _Line, addrtype: str, address: str) -> None:
     else:
         valid = bool(address)
     if not valid:
-        raise _fail(line, f"invalid {addrtype} address {address!r}")
+        raise _fail(line, f"invalid {addrtype} address {_echo(address)}")
 
 
 def _parses_as(kind: type[ipaddress.IPv4Address | ipaddress.IPv6Address], address: str) -> bool:
@@ -557,7 +562,7 @@ def _media_lines(media: MediaDescription) -> Iterator[str]:
 def _line(kind: str, value: str) -> str:
     # A CR or LF in a value would let a caller-supplied string inject whole SDP lines.
     if any(char in value for char in _FORBIDDEN_CHARS):
-        raise SdpError(f"{kind}= value contains CR, LF or NUL: {value!r}")
+        raise SdpError(f"{kind}= value contains CR, LF or NUL: {_echo(value)}")
     return f"{kind}={value}"
 
 
