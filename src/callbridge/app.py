@@ -1,0 +1,162 @@
+"""The `callbridge serve` process: wires the transport to the transaction
+layer and the transaction layer to the PBX, and owns the one timer that
+drives every transaction's timers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+from .logs import log_event
+from .pbx.ua import UserAgent
+from .settings import Settings
+from .sip import Limits, Message, Request, Response, make_response
+from .sip.transaction import (
+    Deliver,
+    Effect,
+    NewRequest,
+    Send,
+    ServerTransaction,
+    StrayAck,
+    StrayResponse,
+    Terminated,
+    TimedOut,
+    TransactionLayer,
+)
+from .transport import Address, Transport, TransportError, TransportLayer
+
+logger = logging.getLogger("callbridge.sip")
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Where a transaction's messages go: the address, and for a server
+    transaction the transport its request came in on (its TCP connection)."""
+
+    address: Address
+    transport: Transport | None = None
+
+
+class SipService:
+    """The SIP side of the PBX in one asyncio loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.transactions = TransactionLayer()
+        self.transport = TransportLayer(
+            self._on_message,
+            limits=Limits(max_message_size=settings.max_message_size),
+            log_messages=settings.log_sip_messages,
+            on_transport_error=self._on_transport_error,
+            tcp_idle_timeout=settings.tcp_idle_timeout,
+            max_tcp_connections=settings.tcp_max_connections,
+        )
+        self.ua = UserAgent(user_agent=settings.user_agent)
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    async def start(self) -> int:
+        """Listen on the configured host and port; returns the port."""
+        return await self.transport.listen(self.settings.sip_host, self.settings.sip_port)
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.transport.close()
+
+    def _on_message(self, message: Message, source: Address, transport: Transport) -> None:
+        now = self._loop.time()
+        self._apply(self.transactions.receive(message, Peer(source, transport), now), now)
+        self._rearm()
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        now = self._loop.time()
+        self._apply(self.transactions.handle_timers(now), now)
+        self._rearm()
+
+    def _rearm(self) -> None:
+        deadline = self.transactions.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = None if deadline is None else self._loop.call_at(deadline, self._on_timer)
+
+    def _apply(self, effects: list[Effect], now: float) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                self._send(effect.message, effect.peer)
+            elif isinstance(effect, NewRequest):
+                self._answer(effect.request, effect.transaction, now)
+            elif isinstance(effect, StrayAck):
+                log_event(logger, logging.DEBUG, "sip.stray_ack", call_id=effect.request.call_id)
+            elif isinstance(effect, StrayResponse):
+                log_event(
+                    logger,
+                    logging.DEBUG,
+                    "sip.stray_response",
+                    status=effect.response.status,
+                    call_id=effect.response.call_id,
+                )
+            elif isinstance(effect, TimedOut):
+                log_event(
+                    logger,
+                    logging.INFO,
+                    "sip.transaction_timeout",
+                    method=effect.transaction.request.method,
+                    call_id=effect.transaction.request.call_id,
+                )
+            elif isinstance(effect, Deliver | Terminated):
+                pass  # nothing of ours starts client transactions yet
+
+    def _answer(self, request: Request, transaction: ServerTransaction, now: float) -> None:
+        log_event(
+            logger, logging.DEBUG, "sip.new_request", method=request.method, call_id=request.call_id
+        )
+        if request.method == "CANCEL":
+            response = self._cancel(request, now)
+        else:
+            response = self.ua.answer(request)
+        if response is not None:
+            self._apply(self.transactions.respond(transaction, response, now), now)
+
+    def _cancel(self, cancel: Request, now: float) -> Response | None:
+        invite = self.transactions.find_invite_for_cancel(cancel)
+        if invite is None:
+            return self.ua.answer(cancel)
+        # Every INVITE is answered at once today, so the CANCEL comes too late
+        # to change anything: 200 for the CANCEL, the INVITE keeps its answer.
+        sent = invite.last_response
+        return make_response(cancel, 200, to_tag=sent.to.tag if sent is not None else None)
+
+    def _send(self, message: Message, peer: object) -> None:
+        assert isinstance(peer, Peer)
+        try:
+            if isinstance(message, Response) and peer.transport is not None:
+                self.transport.send_response(message, peer.address, peer.transport)
+            else:
+                self.transport.send_request(message, peer.address)
+        except TransportError as error:
+            self._on_transport_error(error)
+
+    def _on_transport_error(self, error: TransportError) -> None:
+        log_event(logger, logging.INFO, "sip.transport_error", error=str(error))
+
+
+async def run(settings: Settings) -> int:
+    """Serve until SIGINT or SIGTERM; returns the process exit status."""
+    service = SipService(settings)
+    await service.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log_event(logger, logging.INFO, "callbridge.stopping")
+    await service.stop()
+    return 0

@@ -1,0 +1,1 @@
+"""The PBX: what callbridge does with the SIP requests it receives."""
