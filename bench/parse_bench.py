@@ -78,9 +78,7 @@ def main() -> None:
         "invite_bytes": len(INVITE),
         "parse_per_s": round(rate(lambda: parse(INVITE), args.seconds)),
         "serialize_per_s": round(rate(message.to_bytes, args.seconds)),
-        "parse_and_serialize_per_s": round(
-            rate(lambda: parse(INVITE).to_bytes(), args.seconds)
-        ),
+        "parse_and_serialize_per_s": round(rate(lambda: parse(INVITE).to_bytes(), args.seconds)),
     }
     print(json.dumps(result))
 

@@ -5,6 +5,7 @@ drives every transaction's timers."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from dataclasses import dataclass
@@ -148,10 +149,21 @@ class SipService:
         log_event(logger, logging.INFO, "sip.transport_error", error=str(error))
 
 
+def tune_garbage_collector() -> None:
+    """Every SIP message is a few dozen small objects that die young; the
+    default thresholds would run the collector every few hundred messages and
+    scan every live transaction each time. Collect less often, and move what
+    start-up built (modules, settings) out of the collector's sight."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 async def run(settings: Settings) -> int:
     """Serve until SIGINT or SIGTERM; returns the process exit status."""
     service = SipService(settings)
     await service.start()
+    tune_garbage_collector()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

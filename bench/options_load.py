@@ -1,0 +1,180 @@
+"""OPTIONS answered per second over UDP under SIPp load, against a reference
+run in the same command: SIPp answering SIPp (options_uas.xml).
+
+    .venv/bin/python bench/options_load.py [--rate 5000] [--seconds 10]
+
+For each target the same SIPp client sends `rate` OPTIONS per second for
+`seconds`; a request counts as lost when it failed or had to be retransmitted
+(no answer within SIPp's 500 ms). Prints one JSON line per target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "tests" / "integration" / "scenarios"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def sipp_client(port: int, rate: int, seconds: int, workdir: Path) -> dict[str, float]:
+    stat_file = workdir / f"client-{port}.csv"
+    calls = rate * seconds
+    started = time.monotonic()
+    subprocess.run(
+        [
+            "sipp",
+            f"127.0.0.1:{port}",
+            "-sf",
+            str(SCENARIOS / "options.xml"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-mp",
+            str(free_port()),
+            "-m",
+            str(calls),
+            "-r",
+            str(rate),
+            "-l",
+            str(rate * 4),
+            "-nostdin",
+            "-timeout",
+            f"{seconds * 3 + 10}s",
+            "-trace_stat",
+            "-stf",
+            str(stat_file),
+            "-fd",
+            "3600",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    rows = [line.rstrip(";").split(";") for line in stat_file.read_text().splitlines() if line]
+    stats = dict(zip(rows[0], rows[-1], strict=False))
+    ok = int(stats["SuccessfulCall(C)"])
+    failed = int(stats["FailedCall(C)"])
+    retrans = int(stats["Retransmissions(C)"])
+    return {
+        "offered_per_s": rate,
+        "requests": calls,
+        "answered": ok,
+        "failed": failed,
+        "retransmissions": retrans,
+        "lost_percent": round(100 * (failed + retrans) / calls, 3),
+        "answered_per_s": round(ok / elapsed),
+    }
+
+
+def reference(rate: int, seconds: int, workdir: Path) -> dict[str, float]:
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "sipp",
+            "-sf",
+            str(SCENARIOS / "options_uas.xml"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-mp",
+            str(free_port()),
+            "-nostdin",
+        ],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        return sipp_client(port, rate, seconds, workdir)
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def callbridge(rate: int, seconds: int, workdir: Path) -> dict[str, float]:
+    log = workdir / "callbridge.log"
+    env = {
+        **os.environ,
+        "CALLBRIDGE_SIP_HOST": "127.0.0.1",
+        "CALLBRIDGE_SIP_PORT": "0",
+        "CALLBRIDGE_LOG_LEVEL": "info",
+    }
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "callbridge", "serve"], env=env, stdout=out, stderr=out
+        )
+    try:
+        port = None
+        for _ in range(200):
+            match = re.search(r"sip\.listening .*port=(\d+)", log.read_text())
+            if match:
+                port = int(match.group(1))
+                break
+            time.sleep(0.05)
+        assert port is not None, log.read_text()
+        cpu_before = _cpu_seconds(server.pid)
+        result = sipp_client(port, rate, seconds, workdir)
+        result["server_cpu_seconds"] = round(_cpu_seconds(server.pid) - cpu_before, 2)
+        result["server_rss_mib"] = round(_rss_kib(server.pid) / 1024, 1)
+        return result
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=int, default=5000)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    if shutil.which("sipp") is None:
+        sys.exit("sipp is missing: `make test-deps` installs Debian's sip-tester")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        ref = reference(args.rate, args.seconds, workdir)
+        ours = callbridge(args.rate, args.seconds, workdir)
+    print(json.dumps({"target": "sipp-uas (reference)", **ref}))
+    print(json.dumps({"target": "callbridge", **ours}))
+    ratio = ours["answered_per_s"] / max(ref["answered_per_s"], 1)
+    print(json.dumps({"callbridge_vs_reference": round(ratio, 3)}))
+
+
+if __name__ == "__main__":
+    main()

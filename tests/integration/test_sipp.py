@@ -1,0 +1,157 @@
+"""`callbridge serve` against SIPp on loopback, over UDP and TCP."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import Server, run_sipp
+
+pytestmark = pytest.mark.integration
+
+TRANSPORTS = [pytest.param("u1", id="udp"), pytest.param("t1", id="tcp")]
+
+
+def _events(server: Server, event: str, **fields: str) -> list[str]:
+    wanted = [f"{k}={v}" for k, v in fields.items()]
+    return [
+        line
+        for line in server.log().splitlines()
+        if f" {event} " in line and all(w in line.split() for w in wanted)
+    ]
+
+
+def _call_id(sipp_output: str, server: Server, method: str) -> str:
+    lines = _events(server, "sip.new_request", method=method)
+    assert lines, server.log()
+    match = re.search(r"call_id=(\S+)", lines[-1])
+    assert match
+    return match.group(1)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_options_answered_with_200_and_capabilities(
+    server: Server, tmp_path: Path, transport: str
+) -> None:
+    result = run_sipp("options.xml", server, tmp_path, transport=transport, calls=3)
+    assert result.returncode == 0, result.output
+    assert result.successful == 3
+    assert result.failed == 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_invite_gets_501_as_one_transaction_with_retransmission_absorbed_and_ack_matched(
+    server: Server, tmp_path: Path, transport: str
+) -> None:
+    result = run_sipp("invite_501.xml", server, tmp_path, transport=transport)
+    assert result.returncode == 0, result.output
+    call_id = _call_id(result.output, server, "INVITE")
+    # Two INVITEs arrived, one transaction was made: the UA decided once.
+    assert len(_events(server, "sip.recv", method="INVITE", call_id=call_id)) == 2
+    assert len(_events(server, "sip.new_request", method="INVITE", call_id=call_id)) == 1
+    # Each INVITE got its 501 (the second from the transaction) and none
+    # followed the ACK: Timer G stopped.
+    log = server.log().splitlines()
+    sends = [i for i, line in enumerate(log) if " sip.send " in line and call_id in line]
+    first_ack = next(i for i, line in enumerate(log) if "method=ACK" in line and call_id in line)
+    assert all("status=501" in log[i] for i in sends)
+    assert len(sends) == 2
+    assert all(i < first_ack for i in sends)
+    if transport == "u1":
+        # On UDP the ACK lands in the transaction (Confirmed), never stray.
+        assert not _events(server, "sip.stray_ack", call_id=call_id)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_malformed_request_is_answered_400_with_reason(
+    server: Server, tmp_path: Path, transport: str
+) -> None:
+    result = run_sipp("bad_max_forwards_400.xml", server, tmp_path, transport=transport)
+    assert result.returncode == 0, result.output
+    assert _events(server, "sip.parse_error", status="400")
+
+
+def test_unsupported_version_is_answered_505(server: Server, tmp_path: Path) -> None:
+    result = run_sipp("bad_version_505.xml", server, tmp_path)
+    assert result.returncode == 0, result.output
+
+
+def _garbage(rng: random.Random) -> bytes:
+    """Random bytes, and random bytes dressed up as the start of SIP."""
+    size = rng.choice([0, 1, 3, 50, 400, 1400, 9000])
+    noise = rng.randbytes(size)
+    return rng.choice(
+        [
+            noise,
+            b"INVITE sip:x@y SIP/2.0\r\n" + noise,
+            b"SIP/2.0 200 OK\r\nVia: " + noise,
+            b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 99999999999\r\n\r\n" + noise,
+            b"\r\n\r\n",
+        ]
+    )
+
+
+def test_random_datagrams_leave_the_server_answering_options(
+    server: Server, tmp_path: Path
+) -> None:
+    rng = random.Random(4475)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for i in range(600):
+            sock.sendto(_garbage(rng), (server.host, server.port))
+            if i % 100 == 0:
+                time.sleep(0.01)  # let the loop drain; loss here would hide nothing
+    result = run_sipp("options.xml", server, tmp_path)
+    assert result.returncode == 0, result.output
+    assert server.process.poll() is None
+
+
+def test_random_tcp_streams_leave_the_server_answering_options(
+    server: Server, tmp_path: Path
+) -> None:
+    rng = random.Random(5118)
+    for _ in range(30):
+        with socket.create_connection((server.host, server.port), timeout=5) as sock:
+            try:
+                for _ in range(rng.randint(1, 5)):
+                    sock.sendall(_garbage(rng))
+            except OSError:
+                pass  # the server may close a connection it cannot frame: that is right
+    result = run_sipp("options.xml", server, tmp_path, transport="t1")
+    assert result.returncode == 0, result.output
+    assert server.process.poll() is None
+
+
+def test_malformed_datagrams_between_good_requests_do_not_harm_them(
+    server: Server, tmp_path: Path
+) -> None:
+    rng = random.Random(3261)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as garbage:
+        for _ in range(5):
+            for _ in range(20):
+                garbage.sendto(_garbage(rng), (server.host, server.port))
+            result = run_sipp("options.xml", server, tmp_path)
+            assert result.returncode == 0, result.output
+    assert _events(server, "sip.parse_error")
+
+
+def test_options_load_is_answered_without_loss(server: Server, tmp_path: Path) -> None:
+    # Correctness under modest load (no timing asserted: bench/ measures speed).
+    result = run_sipp("options.xml", server, tmp_path, calls=2000, rate=1000, timeout=60)
+    assert result.returncode == 0, result.output
+    assert result.successful == 2000
+
+
+@pytest.mark.skipif(os.environ.get("CALLBRIDGE_SKIP_SIGTERM_TEST") == "1", reason="opt-out")
+def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
+    from .conftest import start_server, stop_server
+
+    srv = start_server(tmp_path)
+    stop_server(srv.process)
+    assert srv.process.returncode == 0
+    assert "callbridge.stopping" in srv.log()
