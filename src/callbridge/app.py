@@ -138,10 +138,10 @@ class SipService:
     def _send(self, message: Message, peer: object) -> None:
         assert isinstance(peer, Peer)
         try:
-            if isinstance(message, Response) and peer.transport is not None:
-                self.transport.send_response(message, peer.address, peer.transport)
-            else:
+            if isinstance(message, Request):
                 self.transport.send_request(message, peer.address)
+            elif peer.transport is not None:
+                self.transport.send_response(message, peer.address, peer.transport)
         except TransportError as error:
             self._on_transport_error(error)
 

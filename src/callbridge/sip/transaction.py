@@ -288,6 +288,8 @@ class Transaction:
         self.reliable = reliable
         self.timers = timers
         self.state = State.IDLE
+        # The layer's key for this transaction, fixed when it is created.
+        self.key: tuple[str, ...] = ()
         self._deadlines: dict[Input, float] = {}
         self._intervals: dict[Input, float] = {}
 
@@ -653,6 +655,12 @@ class ServerNonInviteTransaction(ServerTransaction):
 
     def _start_timer_j(self, message: Message | None, now: float) -> list[Effect]:
         self._start(Input.TIMER_J, 0.0 if self.reliable else self.timers.J, now)
+        # Completed only answers retransmissions for the next 32 s: the parsed
+        # headers are dead weight for that long (thousands per second of load).
+        self.request.headers.drop_parsed()
+        if self.last_response is not None:
+            # The transport routes the response by its Via once it leaves.
+            self.last_response.headers.drop_parsed(keep=("via",))
         return []
 
 
@@ -777,7 +785,8 @@ class TransactionLayer:
             if client is None:
                 return [StrayResponse(message, peer)]
             return self._track(client, client.receive(message, now))
-        server = self._match_server(message)
+        key = _server_key(message)
+        server = self._match_server(message, key)
         if server is not None:
             return self._track(server, server.receive(message, now))
         if message.method == "ACK":
@@ -786,7 +795,8 @@ class TransactionLayer:
             reliable = message.top_via.transport not in _UNRELIABLE_TRANSPORTS
         kind = ServerInviteTransaction if message.method == "INVITE" else ServerNonInviteTransaction
         created = kind(message, peer, reliable=reliable, timers=self.timers)
-        self._servers[_server_key(message)] = created
+        created.key = key
+        self._servers[key] = created
         return [NewRequest(message, created), *self._track(created, created.start(now))]
 
     def send_request(
@@ -813,7 +823,7 @@ class TransactionLayer:
     def respond(
         self, transaction: ServerTransaction, response: Response, now: float
     ) -> list[Effect]:
-        if self._servers.get(_server_key(transaction.request)) is not transaction:
+        if self._servers.get(transaction.key) is not transaction:
             raise TransactionError("the transaction is terminated or not this layer's")
         return self._track(transaction, transaction.respond(response, now))
 
@@ -858,8 +868,8 @@ class TransactionLayer:
             return self._clients.get((via.branch, method))
         return self._servers.get((via.branch, via.sent_by.lower(), message.cseq.method))
 
-    def _match_server(self, request: Request) -> ServerTransaction | None:
-        found = self._servers.get(_server_key(request))
+    def _match_server(self, request: Request, key: tuple[str, ...]) -> ServerTransaction | None:
+        found = self._servers.get(key)
         if found is None or _is_rfc3261(request) or request.method != "ACK":
             return found
         # RFC 2543: an ACK belongs to the INVITE whose response carried its To tag.
@@ -885,6 +895,5 @@ class TransactionLayer:
             if self._clients.get(key) is transaction:
                 del self._clients[key]
         else:
-            server_key = _server_key(transaction.request)
-            if self._servers.get(server_key) is transaction:
-                del self._servers[server_key]
+            if self._servers.get(transaction.key) is transaction:
+                del self._servers[transaction.key]

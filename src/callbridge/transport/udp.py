@@ -19,6 +19,9 @@ _KEEP_ALIVES = (b"", b"\r\n", b"\r\n\r\n")
 # Source addresses are interned so a busy peer does not cost an Address per
 # datagram; cleared when full, so a spoofed flood cannot grow it.
 _MAX_REMEMBERED_SOURCES = 4096
+# A burst of requests must wait in the kernel while the loop is busy, not be
+# dropped: ask for a large receive buffer (the kernel caps it at rmem_max).
+RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 
 
 class UdpTransport(Transport):
@@ -45,9 +48,14 @@ class UdpTransport(Transport):
             lambda: _UdpProtocol(self), local_addr=(host, port)
         )
         self._socket = sock
+        raw = sock.get_extra_info("socket")
+        try:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+        except OSError as exc:  # pragma: no cover - a kernel that refuses: keep its default
+            log_event(logger, logging.INFO, "udp.receive_buffer_refused", error=exc)
         bound = sock.get_extra_info("sockname")
         self._local = Address(self.name, bound[0], bound[1])
-        if sock.get_extra_info("socket").family == socket.AF_INET6:
+        if raw.family == socket.AF_INET6:
             self._loopback = "::1"
         return self
 
