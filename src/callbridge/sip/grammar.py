@@ -17,27 +17,26 @@ def is_token(text: str) -> bool:
     return TOKEN_RE.fullmatch(text) is not None
 
 
+# quoted-string = DQUOTE *(qdtext / quoted-pair) DQUOTE; the two branches
+# share no first character, so matching is linear.
+_QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
+# Split on quoted-pairs, keeping the escaped characters: joined back, the
+# pieces are the unescaped text.
+_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
+
+
 def read_quoted(text: str, start: int) -> tuple[str, int]:
     """Read the quoted-string that opens at `text[start]`.
 
     Returns the unescaped content and the index just past the closing quote.
     """
-    out: list[str] = []
-    i = start + 1
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == '"':
-            return "".join(out), i + 1
-        if ch == "\\":
-            if i + 1 >= n:
-                break
-            out.append(text[i + 1])
-            i += 2
-            continue
-        out.append(ch)
-        i += 1
-    raise ParseError(400, "Unterminated quoted string")
+    match = _QUOTED_RE.match(text, start)
+    if match is None:
+        raise ParseError(400, "Unterminated quoted string")
+    content = match.group(1)
+    if "\\" in content:
+        content = "".join(_QUOTED_PAIR_RE.split(content))
+    return content, match.end()
 
 
 def quote(text: str) -> str:
@@ -79,6 +78,11 @@ def split_outside(text: str, sep: str, *, angles: bool = True) -> list[str]:
     return parts
 
 
+# `;name=value` parameters without quotes or whitespace, read in one split.
+# The name cannot hold "=" or ";", the value cannot hold ";": one way to match.
+_PLAIN_PARAMS_RE = re.compile(r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^;\s\"]*)?)+")
+
+
 class Params:
     """An ordered, case-insensitive list of `;name=value` parameters.
 
@@ -95,6 +99,11 @@ class Params:
     def parse(cls, text: str) -> Params:
         """Parse `;a=1;b;c="x;y"` (the leading `;` is optional)."""
         items: list[tuple[str, str | None]] = []
+        if _PLAIN_PARAMS_RE.fullmatch(text):
+            for part in text[1:].split(";"):
+                name, eq, value = part.partition("=")
+                items.append((name, value if eq else None))
+            return cls(items)
         text = text.strip()
         if not text:
             return cls(items)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from .errors import ParseError
 from .grammar import Params, is_token, split_outside
-from .uri import format_hostport, parse_host, parse_hostport
+from .uri import HOST_GROUPS, format_hostport, host_of_groups, parse_hostport
 
 # RFC 3261 §7.3.3 and the IANA registry's compact forms.
 COMPACT_FORMS: dict[str, str] = {
@@ -173,7 +173,7 @@ class Via:
     def rport(self) -> int | None:
         """The rport value filled in by a server, None if absent or empty."""
         value = self.params.get("rport")
-        return int(value) if value and value.isdigit() else None
+        return int(value) if value and _rport_ok(value) else None
 
     @property
     def wants_rport(self) -> bool:
@@ -190,27 +190,33 @@ class Via:
         return f"Via({str(self)!r})"
 
 
-_VIA_FAST_RE = re.compile(r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9\-.]+)(?::(\d{1,5}))?(;[^,\"]*)?", re.I)
+# The common shape, `SIP/2.0/UDP host:port;params`, host checked in the same pass.
+_VIA_FAST_RE = re.compile(
+    rf"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]+) {HOST_GROUPS}(?::(\d{{1,5}}))?(;[^,\"\s]*)?", re.I
+)
 
 
 def parse_via(text: str) -> Via:
     fast = _VIA_FAST_RE.fullmatch(text.strip())
     if fast is not None:
-        transport, host, port, params = fast.groups()
-        if port is None or int(port) <= 65535:
+        transport, name, ipv4, ipv6, port, params = fast.groups()
+        host = host_of_groups(name, ipv4, ipv6)
+        if host is not None and (port is None or int(port) <= 65535):
             via = Via(
                 transport.upper(),
-                parse_host(host),
+                host,
                 None if port is None else int(port),
                 Params.parse(params) if params else Params(),
             )
-            if "rport" not in via.params or _rport_ok(via.params.get("rport")):
+            if not params or "rport" not in params.lower() or _rport_ok(via.params.get("rport")):
                 return via
     return _parse_via_slowly(text)
 
 
 def _rport_ok(value: str | None) -> bool:
-    return not value or (value.isdigit() and int(value) <= 65535)
+    return not value or (
+        len(value) <= 5 and value.isdigit() and value.isascii() and int(value) <= 65535
+    )
 
 
 def _parse_via_slowly(text: str) -> Via:
@@ -248,7 +254,9 @@ def parse_cseq(text: str) -> CSeq:
     method = method.strip()
     if not number.isdigit() or not number.isascii() or not is_token(method):
         raise ParseError(400, "Malformed CSeq")
-    seq = int(number)
-    if seq >= 2**31:
+    # RFC 3261 §8.1.1.5: the number MUST be less than 2**31.
+    number = number.lstrip("0") or "0"
+    if len(number) > 10 or int(number) >= 2**31:
         raise ParseError(400, "CSeq number out of range")
+    seq = int(number)
     return CSeq(seq, method)

@@ -25,7 +25,7 @@ from .headers import (
     parse_cseq,
     parse_via_list,
 )
-from .uri import URI, NameAddr, parse_name_addr, parse_name_addr_list, parse_uri
+from .uri import URI, NameAddr, SipURI, parse_name_addr, parse_name_addr_list, parse_uri
 
 SIP_VERSION = "SIP/2.0"
 T = TypeVar("T")
@@ -57,11 +57,13 @@ class Headers:
     def __init__(self, fields: list[tuple[str, str, str]] | None = None) -> None:
         # (key, name as written, value)
         self._fields: list[tuple[str, str, str]] = fields if fields is not None else []
-        # Structured values parsed from the fields, dropped on any change.
+        # Structured values parsed from the fields, keyed by the header key
+        # they come from, and dropped when a field of that key changes.
         self._cache: dict[str, object] = {}
 
     def parsed(self, key: str, parser: Callable[[Headers], T]) -> T:
-        """`parser(self)`, computed once until the headers change.
+        """`parser(self)` for the header `key`, computed once until a field
+        of `key` changes.
 
         The result is shared: copy it before changing it.
         """
@@ -69,6 +71,11 @@ class Headers:
         if value is _MISSING:
             value = self._cache[key] = parser(self)
         return value  # type: ignore[return-value]
+
+    def drop_parsed(self, *, keep: tuple[str, ...] = ()) -> None:
+        """Free the parsed values but those of the header keys in `keep`;
+        they are parsed again if asked for."""
+        self._cache = {k: v for k, v in self._cache.items() if k in keep}
 
     @classmethod
     def of(cls, *pairs: tuple[str, str]) -> Headers:
@@ -99,19 +106,19 @@ class Headers:
         return values
 
     def add(self, name: str, value: str) -> None:
-        self._cache.clear()
         key = header_key(name)
+        self._cache.pop(key, None)
         self._fields.append((key, canonical_name(key, name), value))
 
     def prepend(self, name: str, value: str) -> None:
-        self._cache.clear()
         key = header_key(name)
+        self._cache.pop(key, None)
         self._fields.insert(0, (key, canonical_name(key, name), value))
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of `name` with one, where the first one was."""
-        self._cache.clear()
         key = header_key(name)
+        self._cache.pop(key, None)
         for i, (k, _, _) in enumerate(self._fields):
             if k == key:
                 self._fields[i] = (key, canonical_name(key, name), value)
@@ -120,14 +127,14 @@ class Headers:
         self.add(name, value)
 
     def remove(self, name: str) -> None:
-        self._cache.clear()
         key = header_key(name)
+        self._cache.pop(key, None)
         self._fields = [f for f in self._fields if f[0] != key]
 
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first value (one list element) of `name`."""
-        self._cache.clear()
         key = header_key(name)
+        self._cache.pop(key, None)
         for i, (k, n, v) in enumerate(self._fields):
             if k != key:
                 continue
@@ -162,8 +169,12 @@ def _read_cseq(headers: Headers) -> CSeq:
     return parse_cseq(headers.get("CSeq") or "")
 
 
+def _vias_of(values: list[str]) -> list[Via]:
+    return [via for value in values for via in parse_via_list(value)]
+
+
 def _read_vias(headers: Headers) -> list[Via]:
-    return [via for value in headers.get_all("Via") for via in parse_via_list(value)]
+    return _vias_of([v for k, _, v in headers._fields if k == "via"])
 
 
 def _read_from(headers: Headers) -> NameAddr:
@@ -174,12 +185,12 @@ def _read_to(headers: Headers) -> NameAddr:
     return parse_name_addr(headers.get("To") or "")
 
 
+def _contacts_of(values: list[str]) -> list[NameAddr]:
+    return [na for v in values for na in parse_name_addr_list(v, allow_wildcard=True)]
+
+
 def _read_contacts(headers: Headers) -> list[NameAddr]:
-    return [
-        na
-        for v in headers.get_all("Contact")
-        for na in parse_name_addr_list(v, allow_wildcard=True)
-    ]
+    return _contacts_of([v for k, _, v in headers._fields if k == "contact"])
 
 
 class _Message:
@@ -271,9 +282,8 @@ Message = Request | Response
 
 _BLANK_LINE_RE = re.compile(rb"\r?\n\r?\n")
 _FOLD_RE = re.compile(r"\r?\n[ \t]+")
-_VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)", re.I)
-_REQUIRED = ("via", "from", "to", "call-id", "cseq")
-_SINGLE = ("from", "to", "call-id", "cseq", "max-forwards", "content-length")
+_VERSION_RE = re.compile(r"SIP/([0-9]+)\.([0-9]+)", re.I)
+_SINGLE = frozenset(("from", "to", "call-id", "cseq", "max-forwards", "content-length"))
 
 
 def split_head(data: bytes) -> tuple[bytes, bytes]:
@@ -302,13 +312,19 @@ def parse(data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool = False)
     head = raw_head.decode("utf-8", "surrogateescape")
     if "\n " in head or "\n\t" in head:
         head = _FOLD_RE.sub(" ", head)
-    lines = head.replace("\r\n", "\n").split("\n")
-    start = lines[0]
-    message: Message = _parse_start_line(start, limits)
+    head = head.replace("\r\n", "\n")
+    if "\r" in head:
+        raise ParseError(400, "Bare CR in header")
+    lines = head.split("\n")
+    if len(lines) > 1 and not lines[-1]:
+        # A datagram that ends right after its last header line, without the
+        # empty line: nothing follows, so nothing is ambiguous.
+        lines.pop()
+    message: Message = _parse_start_line(lines[0], limits)
     headers = _parse_header_lines(lines, limits)
     message.headers = headers
-    message.body = _frame_body(headers, body, stream)
-    _check_required(message)
+    content_length = _check_required(message)
+    message.body = _frame_body(content_length, body, stream)
     return message
 
 
@@ -326,7 +342,11 @@ def _parse_start_line(line: str, limits: Limits) -> Message:
     if len(uri_text) > limits.max_uri_length:
         raise ParseError(414, "Request-URI Too Long")
     _check_version(version)
-    return Request(method, parse_uri(uri_text), Headers(), b"", SIP_VERSION)
+    uri = parse_uri(uri_text)
+    if isinstance(uri, SipURI) and uri.headers is not None:
+        # RFC 3261 §19.1.1 forbids headers in a Request-URI (RFC 4475 §3.1.2.11).
+        raise ParseError(400, "Request-URI with headers")
+    return Request(method, uri, Headers(), b"", SIP_VERSION)
 
 
 def _parse_status_line(line: str) -> Response:
@@ -339,10 +359,12 @@ def _parse_status_line(line: str) -> Response:
 
 
 def _check_version(version: str) -> None:
+    if version == SIP_VERSION:
+        return
     match = _VERSION_RE.fullmatch(version)
     if match is None:
         raise ParseError(400, "Malformed SIP version")
-    if (int(match.group(1)), int(match.group(2))) != (2, 0):
+    if (match.group(1).lstrip("0"), match.group(2).lstrip("0")) != ("2", ""):
         raise ParseError(505, "Version Not Supported")
 
 
@@ -355,11 +377,9 @@ def _parse_header_lines(lines: list[str], limits: Limits) -> Headers:
         if len(line) > max_length:
             raise ParseError(400, "Header Too Long")
         name, colon, value = line.partition(":")
-        known = _HEADER_NAMES.get(name)
-        if known is None:
-            known = _learn_header_name(name)
-            if not colon:
-                raise ParseError(400, f"Malformed header line {line[:40]!r}")
+        if not colon:
+            raise ParseError(400, f"Malformed header line {line[:40]!r}")
+        known = _HEADER_NAMES.get(name) or _learn_header_name(name)
         fields.append((known[0], known[1], value.strip(" \t")))
     return Headers(fields)
 
@@ -381,50 +401,65 @@ def _learn_header_name(written: str) -> tuple[str, str]:
     return known
 
 
-def _frame_body(headers: Headers, body: bytes, stream: bool) -> bytes:
-    lengths = headers.get_all("Content-Length")
-    if not lengths:
+def _frame_body(content_length: str | None, body: bytes, stream: bool) -> bytes:
+    if content_length is None:
         if stream:
             raise ParseError(400, "Missing Content-Length")
         return body
-    if len(set(lengths)) > 1:
-        raise ParseError(400, "Conflicting Content-Length")
-    text = lengths[0]
-    if not text.isdigit() or not text.isascii() or len(text) > 10:
+    if not content_length.isdigit() or not content_length.isascii() or len(content_length) > 10:
         raise ParseError(400, "Malformed Content-Length")
-    length = int(text)
+    length = int(content_length)
     if length > len(body):
         raise ParseError(400, "Content-Length larger than body")
     return body[:length]
 
 
-def _check_required(message: Message) -> None:
-    counts: dict[str, int] = {}
-    for key, _, _ in message.headers._fields:
-        counts[key] = counts.get(key, 0) + 1
-    for key in _REQUIRED:
-        if key not in counts:
-            raise ParseError(400, f"Missing {canonical_name(key, key)}")
-    for key in _SINGLE:
-        if counts.get(key, 0) > 1:
+def _check_required(message: Message) -> str | None:
+    """Check the headers every later layer relies on and keep them parsed.
+
+    One pass over the fields finds the missing and the repeated ones; the
+    values parsed here are the ones the message's accessors return. Returns
+    the Content-Length text, if any.
+    """
+    first: dict[str, str] = {}
+    vias: list[str] = []
+    contacts: list[str] = []
+    for key, _, value in message.headers._fields:
+        if key == "via":
+            vias.append(value)
+        elif key == "contact":
+            contacts.append(value)
+        elif key not in first:
+            first[key] = value
+        elif key in _SINGLE:
             raise ParseError(400, f"Duplicate {canonical_name(key, key)}")
-    cseq = message.cseq
-    message.vias  # noqa: B018 - parsing validates
-    if message.from_.wildcard or message.to.wildcard:
-        raise ParseError(400, "Wildcard in From or To")
-    call_id = message.call_id
+    if not vias:
+        raise ParseError(400, "Missing Via")
+    for key in ("from", "to", "call-id", "cseq"):
+        if key not in first:
+            raise ParseError(400, f"Missing {canonical_name(key, key)}")
+    cache = message.headers._cache
+    cseq = cache["cseq"] = parse_cseq(first["cseq"])
+    cache["via"] = _vias_of(vias)
+    cache["from"] = parse_name_addr(first["from"])
+    cache["to"] = parse_name_addr(first["to"])
+    call_id = first["call-id"]
     if not call_id or " " in call_id or "\t" in call_id:
         raise ParseError(400, "Malformed Call-ID")
     if isinstance(message, Request):
         if cseq.method != message.method:
             raise ParseError(400, "CSeq method does not match the request method")
-        max_forwards = message.headers.get("Max-Forwards")
-        if max_forwards is not None and not (
-            max_forwards.isdigit() and max_forwards.isascii() and int(max_forwards) <= 255
-        ):
+        max_forwards = first.get("max-forwards")
+        if max_forwards is not None and not _is_max_forwards(max_forwards):
             raise ParseError(400, "Malformed Max-Forwards")
-        if "contact" in counts:
-            message.contacts  # noqa: B018 - parsing validates
+        if contacts:
+            cache["contact"] = _contacts_of(contacts)
+    return first.get("content-length")
+
+
+def _is_max_forwards(text: str) -> bool:
+    digits = text.lstrip("0") or "0"
+    return len(digits) <= 3 and digits.isdigit() and digits.isascii() and int(digits) <= 255
 
 
 def status_reason(status: int) -> str:
@@ -501,11 +536,16 @@ def make_response(
     """Build a response to `request`: Via, From, To, Call-ID, CSeq copied,
     with `to_tag` added to To when it has none yet."""
     fields = [f for f in request.headers._fields if f[0] in _COPIED_TO_RESPONSE]
-    if to_tag is not None and status > 100:
+    copied = Headers(fields)
+    # The copied fields are the same text, so their parsed values carry over.
+    cache = request.headers._cache
+    copied._cache = {k: v for k, v in cache.items() if k in _COPIED_TO_RESPONSE}
+    if to_tag is not None and status > 100 and request.to.tag is None:
         for i, (key, name, value) in enumerate(fields):
-            if key == "to" and request.to.tag is None:
+            if key == "to":
                 fields[i] = (key, name, f"{value};tag={to_tag}")
-    response = Response(status, reason or status_reason(status), Headers(fields), body)
+        copied._cache.pop("to", None)
+    response = Response(status, reason or status_reason(status), copied, body)
     for name, value in headers or ():
         response.headers.add(name, value)
     return response

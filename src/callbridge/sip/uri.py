@@ -12,12 +12,22 @@ from urllib.parse import unquote
 from .errors import ParseError
 from .grammar import Params, quote, read_quoted, split_outside
 
-_BAD_URI_CHAR_RE = re.compile(r'[ \t<>"]')
+# Whitespace, delimiters and control characters must be escaped in a URI.
+_BAD_URI_CHAR_RE = re.compile(r'[\x00-\x20\x7f<>"]')
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
-_HOSTNAME_RE = re.compile(
-    r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.?"
+# hostname = *( domainlabel "." ) toplabel [ "." ], toplabel starting with a letter
+# (RFC 3261 §25.1). Within a label the optional tail must end on an alphanum, so
+# each label is matched one way only and a failed match backtracks linearly.
+_HOSTNAME = (
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*"
+    r"[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?"
 )
-_IPV4_RE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+_HOSTNAME_RE = re.compile(_HOSTNAME)
+_IPV4_RE = re.compile(_IPV4)
+# host = hostname / IPv4address / IPv6reference as three groups of a fast
+# regex; `host_of_groups` finishes the check the pattern cannot make.
+HOST_GROUPS = rf"(?:({_HOSTNAME})|({_IPV4})|(\[[0-9A-Fa-f:.]+\]))"
 # user = 1*( unreserved / escaped / user-unreserved ); password alike plus ":"-free.
 _USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+")
 _PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*")
@@ -26,20 +36,41 @@ _PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*")
 def parse_host(text: str) -> str:
     """Validate a host: hostname, IPv4 address or bracketed IPv6 reference."""
     if text.startswith("["):
-        if not text.endswith("]"):
+        if not text.endswith("]") or not _is_ipv6(text[1:-1]):
             raise ParseError(400, "Malformed IPv6 reference")
-        try:
-            ipaddress.IPv6Address(text[1:-1])
-        except ValueError:
-            raise ParseError(400, "Malformed IPv6 address") from None
         return text
     if _IPV4_RE.fullmatch(text):
-        if any(int(octet) > 255 for octet in text.split(".")):
+        if not _is_ipv4(text):
             raise ParseError(400, "Malformed IPv4 address")
         return text
     if not _HOSTNAME_RE.fullmatch(text):
         raise ParseError(400, f"Malformed host {text!r:.60}")
     return text
+
+
+def host_of_groups(name: str | None, ipv4: str | None, ipv6: str | None) -> str | None:
+    """The host HOST_GROUPS matched, or None if its address is out of range."""
+    if name is not None:
+        return name
+    if ipv4 is not None:
+        return ipv4 if _is_ipv4(ipv4) else None
+    return ipv6 if ipv6 is not None and _is_ipv6(ipv6[1:-1]) else None
+
+
+def _is_ipv4(text: str) -> bool:
+    return all(int(octet) <= 255 for octet in text.split("."))
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        # RFC 3261's ABNF lets "2001:db8:::192.0.2.1" through; RFC 5118 §4.10
+        # asks a robust parser to take it, as if the extra colon were absent.
+        if ":::" not in text or "::::" in text:
+            return False
+        return _is_ipv6(text.replace(":::", "::", 1))
+    return True
 
 
 def parse_hostport(text: str) -> tuple[str, int | None]:
@@ -55,12 +86,12 @@ def parse_hostport(text: str) -> tuple[str, int | None]:
     host = parse_host(host)
     if not rest:
         return host, None
-    if not rest.startswith(":") or not rest[1:].isdigit() or not rest[1:].isascii():
+    port = rest[1:]
+    if rest[0] != ":" or not (0 < len(port) <= 5 and port.isdigit() and port.isascii()):
         raise ParseError(400, f"Malformed port in {text!r:.60}")
-    port = int(rest[1:])
-    if port > 65535:
+    if int(port) > 65535:
         raise ParseError(400, "Port out of range")
-    return host, port
+    return host, int(port)
 
 
 def format_hostport(host: str, port: int | None) -> str:
@@ -113,25 +144,66 @@ class SipURI:
         return "".join(out)
 
     def __eq__(self, other: object) -> bool:
-        # RFC 3261 §19.1.4, simplified: case-insensitive scheme, host and
-        # parameter names, escapes decoded in the user part.
+        # RFC 3261 §19.1.4: user and password compare case-sensitively, the
+        # rest case-insensitively; an escaped unreserved character equals the
+        # character itself; a default left out differs from one written out.
         if not isinstance(other, SipURI):
             return NotImplemented
         return (
             self.scheme == other.scheme
-            and self.user_unescaped == other.user_unescaped
-            and self.password == other.password
+            and _same_escapes(self.user) == _same_escapes(other.user)
+            and _same_escapes(self.password) == _same_escapes(other.password)
             and self.host.lower() == other.host.lower()
             and self.port == other.port
-            and {k.lower(): v for k, v in self.params.items()}
-            == {k.lower(): v for k, v in other.params.items()}
+            and _params_match(self.params, other.params)
+            and _uri_headers(self.headers) == _uri_headers(other.headers)
         )
 
     def __hash__(self) -> int:
-        return hash((self.scheme, self.user_unescaped, self.host.lower(), self.port))
+        return hash((self.scheme, _same_escapes(self.user), self.host.lower(), self.port))
 
     def __repr__(self) -> str:
         return f"SipURI({str(self)!r})"
+
+
+_ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+_RESERVED = frozenset(";/?:@&=+$,")
+# URI parameters that must match when either side has them (RFC 3261 §19.1.4).
+_SIGNIFICANT_PARAMS = ("user", "ttl", "method", "maddr", "transport")
+
+
+def _unescape_unreserved(match: re.Match[str]) -> str:
+    char = chr(int(match.group(1), 16))
+    return match.group(0).upper() if char in _RESERVED else char
+
+
+def _same_escapes(text: str | None) -> str | None:
+    """`text` with every escape that need not be one decoded."""
+    if text is None or "%" not in text:
+        return text
+    return _ESCAPE_RE.sub(_unescape_unreserved, text)
+
+
+def _params_match(ours: Params, theirs: Params) -> bool:
+    mine = {_same_escapes(k.lower()): v for k, v in ours.items()}
+    other = {_same_escapes(k.lower()): v for k, v in theirs.items()}
+    for name in mine.keys() & other.keys():
+        a, b = mine[name], other[name]
+        if (a is None) != (b is None) or (
+            a is not None and b is not None and _same_escapes(a.lower()) != _same_escapes(b.lower())
+        ):
+            return False
+    return all((name in mine) == (name in other) for name in _SIGNIFICANT_PARAMS)
+
+
+def _uri_headers(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    headers: dict[str, str] = {}
+    for field in text.split("&"):
+        name, _, value = field.partition("=")
+        headers[unquote(name).lower()] = unquote(value)
+    return headers
 
 
 @dataclass(eq=False, slots=True)
@@ -181,61 +253,74 @@ URI = SipURI | TelURI | AbsoluteURI
 def parse_uri(text: str) -> URI:
     """Parse an absolute URI; sip/sips/tel are parsed into their parts."""
     scheme, colon, rest = text.partition(":")
+    lowered = scheme.lower()
+    if lowered == "sip" or lowered == "sips":
+        fast = _SIP_URI_FAST_RE.fullmatch(rest)
+        if fast is not None:
+            uri = _sip_uri_from_match(lowered, fast)
+            if uri is not None:
+                return uri
     if not colon or not _SCHEME_RE.fullmatch(scheme):
         raise ParseError(400, f"Malformed URI {text!r:.60}")
     if not rest or _BAD_URI_CHAR_RE.search(rest):
         raise ParseError(400, f"Malformed URI {text!r:.60}")
-    scheme = scheme.lower()
-    if scheme in ("sip", "sips"):
-        return _parse_sip_uri(scheme, rest)
-    if scheme == "tel":
+    if lowered == "sip" or lowered == "sips":
+        return _parse_sip_uri_slowly(lowered, rest)
+    if lowered == "tel":
         number, _, params = rest.partition(";")
         if not number:
             raise ParseError(400, "Malformed tel URI")
         return TelURI(number, Params.parse(params))
-    return AbsoluteURI(scheme, rest)
+    return AbsoluteURI(lowered, rest)
 
 
 # The common shape in one pass: user[:password]@host[:port][;params][?headers].
+# Every repeated group has branches that share no first character, and "@" ends
+# the userinfo, so a failed match costs time linear in the text. No "@" may
+# follow the host: where one does, the user part is the question, and the
+# slow path answers it. Nothing that must be escaped matches at all.
 _SIP_URI_FAST_RE = re.compile(
     r"(?:((?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+)"
     r"(?::((?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*))?@)?"
-    r"([A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.?)"
-    r"(?::(\d{1,5}))?(;[^?]*)?(?:\?(.*))?",
-    re.S,
+    rf"{HOST_GROUPS}"
+    r"(?::(\d{1,5}))?"
+    r'(;[^?@\x00-\x20\x7f<>"]*)?'
+    r'(?:\?([^@\x00-\x20\x7f<>"]*))?'
 )
 
 
-def _parse_sip_uri(scheme: str, rest: str) -> SipURI:
-    fast = _SIP_URI_FAST_RE.fullmatch(rest)
-    if fast is not None:
-        user, password, host, port, params, headers = fast.groups()
-        if not _IPV4_RE.fullmatch(host) and (port is None or int(port) <= 65535):
-            return SipURI(
-                scheme,
-                host,
-                user,
-                password,
-                None if port is None else int(port),
-                Params.parse(params) if params else Params(),
-                headers,
-            )
-    return _parse_sip_uri_slowly(scheme, rest)
+def _sip_uri_from_match(scheme: str, fast: re.Match[str]) -> SipURI | None:
+    user, password, name, ipv4, ipv6, port, params, headers = fast.groups()
+    host = host_of_groups(name, ipv4, ipv6)
+    if host is None or (port is not None and int(port) > 65535):
+        return None
+    return SipURI(
+        scheme,
+        host,
+        user,
+        password,
+        None if port is None else int(port),
+        Params.parse(params) if params else Params(),
+        headers,
+    )
 
 
 def _parse_sip_uri_slowly(scheme: str, rest: str) -> SipURI:
-    main, qmark, headers = rest.partition("?")
     user = password = None
-    at = main.find("@")
-    if at >= 0:
-        userinfo, main = main[:at], main[at + 1 :]
-        user, colon, pw = userinfo.partition(":")
-        if not _USER_RE.fullmatch(user):
-            raise ParseError(400, "Malformed user part in URI")
-        if colon:
-            if not _PASSWORD_RE.fullmatch(pw):
-                raise ParseError(400, "Malformed password in URI")
-            password = pw
+    # The user part may itself hold ";" and "?" (RFC 4475 §3.1.1.9), so the
+    # userinfo is found first: everything before the "@", if it is one.
+    userinfo, at, main = rest.partition("@")
+    if at and ":" in userinfo:
+        user, _, password = userinfo.partition(":")
+    elif at:
+        user = userinfo
+    if at and _USER_RE.fullmatch(user or "") and _PASSWORD_RE.fullmatch(password or ""):
+        rest = main
+    elif at and "?" not in userinfo:
+        raise ParseError(400, "Malformed userinfo in URI")
+    else:
+        user = password = None
+    main, qmark, headers = rest.partition("?")
     hostport, semi, params = main.partition(";")
     if not hostport:
         raise ParseError(400, "URI without host")
@@ -291,7 +376,7 @@ def parse_name_addr(text: str, *, allow_wildcard: bool = False) -> NameAddr:
     if fast is not None:
         quoted, tokens, uri_text, params = fast.groups()
         if quoted is None:
-            display = tokens.rstrip() or None
+            display = " ".join(tokens.split()) or None
         else:
             display = read_quoted(quoted, 0)[0] if "\\" in quoted else quoted[1:-1]
         return NameAddr(parse_uri(uri_text), display, Params.parse(params) if params else Params())
