@@ -46,26 +46,63 @@ def test_options_answered_with_200_and_capabilities(
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_invite_gets_501_as_one_transaction_with_retransmission_absorbed_and_ack_matched(
+def test_invite_gets_501_as_a_transaction_whose_ack_stops_retransmissions(
     server: Server, tmp_path: Path, transport: str
 ) -> None:
     result = run_sipp("invite_501.xml", server, tmp_path, transport=transport)
     assert result.returncode == 0, result.output
     call_id = _call_id(result.output, server, "INVITE")
-    # Two INVITEs arrived, one transaction was made: the UA decided once.
-    assert len(_events(server, "sip.recv", method="INVITE", call_id=call_id)) == 2
-    assert len(_events(server, "sip.new_request", method="INVITE", call_id=call_id)) == 1
-    # Each INVITE got its 501 (the second from the transaction) and none
-    # followed the ACK: Timer G stopped.
     log = server.log().splitlines()
     sends = [i for i, line in enumerate(log) if " sip.send " in line and call_id in line]
     first_ack = next(i for i, line in enumerate(log) if "method=ACK" in line and call_id in line)
-    assert all("status=501" in log[i] for i in sends)
-    assert len(sends) == 2
-    assert all(i < first_ack for i in sends)
-    if transport == "u1":
-        # On UDP the ACK lands in the transaction (Confirmed), never stray.
-        assert not _events(server, "sip.stray_ack", call_id=call_id)
+    # One 501, and none after the ACK during SIPp's 2.2 s pause: on UDP,
+    # Timer G would have repeated it at 0.5 s and 1.5 s had the ACK not
+    # matched the transaction.
+    assert [log[i].split("status=")[1].split()[0] for i in sends] == ["501"]
+    assert sends[0] < first_ack
+    assert not _events(server, "sip.stray_ack", call_id=call_id)
+
+
+INVITE = (
+    "INVITE sip:100@{host}:{port} SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-retrans-{n};rport\r\n"
+    "Max-Forwards: 70\r\n"
+    "From: <sip:raw@127.0.0.1:{me}>;tag=raw{n}\r\n"
+    "To: <sip:100@{host}:{port}>\r\n"
+    "Call-ID: retrans-{n}@127.0.0.1\r\n"
+    "CSeq: 1 INVITE\r\n"
+    "Content-Length: 0\r\n\r\n"
+)
+
+
+def test_retransmitted_invite_is_answered_from_its_transaction(server: Server) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(3)
+        me = sock.getsockname()[1]
+        invite = INVITE.format(host=server.host, port=server.port, me=me, n=1).encode()
+        sock.sendto(invite, (server.host, server.port))
+        sock.sendto(invite, (server.host, server.port))
+        answers = [sock.recv(65535) for _ in range(2)]
+        # The same 501 twice: same To tag, so one transaction made both.
+        assert answers[0] == answers[1]
+        assert answers[0].startswith(b"SIP/2.0 501 ")
+        to_tag = re.search(rb"\r\nTo: [^\r]*;tag=([^;\r]+)", answers[0])
+        assert to_tag
+        assert len(_events(server, "sip.new_request", call_id="retrans-1@127.0.0.1")) == 1
+        # Without an ACK, Timer G repeats the 501 (first after T1 = 0.5 s).
+        assert sock.recv(65535) == answers[0]
+        ack = (
+            INVITE.format(host=server.host, port=server.port, me=me, n=1)
+            .replace("INVITE sip:", "ACK sip:", 1)
+            .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+            .replace(">\r\nCall-ID", f">;tag={to_tag.group(1).decode()}\r\nCall-ID")
+        )
+        sock.sendto(ack.encode(), (server.host, server.port))
+        # After the ACK, silence: Timer G stopped (its next shot was at 1.5 s).
+        sock.settimeout(2.0)
+        with pytest.raises(TimeoutError):
+            sock.recv(65535)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
