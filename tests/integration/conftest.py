@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 SCENARIOS = Path(__file__).parent / "scenarios"
-_LISTENING_RE = re.compile(r"sip\.listening .*port=(\d+)")
+_LISTENING_RE = re.compile(r"sip\.listening.*?\bport\W+(\d+)")
 
 
 @dataclass

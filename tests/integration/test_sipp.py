@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -192,3 +193,19 @@ def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
     stop_server(srv.process)
     assert srv.process.returncode == 0
     assert "callbridge.stopping" in srv.log()
+
+
+def test_full_sip_messages_are_logged_as_json_lines_when_asked(tmp_path: Path) -> None:
+    from .conftest import start_server, stop_server
+
+    srv = start_server(tmp_path, CALLBRIDGE_LOG_FORMAT="json", CALLBRIDGE_LOG_SIP_MESSAGES="true")
+    try:
+        result = run_sipp("options.xml", srv, tmp_path)
+        assert result.returncode == 0, result.output
+    finally:
+        stop_server(srv.process)
+    events = [json.loads(line) for line in srv.log().splitlines() if line.startswith("{")]
+    received = [e for e in events if e["event"] == "sip.recv" and e.get("method") == "OPTIONS"]
+    sent = [e for e in events if e["event"] == "sip.send" and e.get("status") == "200"]
+    assert received and received[0]["message"].startswith("OPTIONS sip:")
+    assert sent and sent[0]["message"].startswith("SIP/2.0 200 OK\r\n")
