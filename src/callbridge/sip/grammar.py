@@ -19,7 +19,7 @@ def is_token(text: str) -> bool:
 
 # quoted-string = DQUOTE *(qdtext / quoted-pair) DQUOTE; the two branches
 # share no first character, so matching is linear.
-_QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
+_QUOTED_RE = re.compile(r'"((?:[^"\\]++|\\.)*+)"', re.S)
 # Split on quoted-pairs, keeping the escaped characters: joined back, the
 # pieces are the unescaped text.
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
@@ -80,7 +80,7 @@ def split_outside(text: str, sep: str, *, angles: bool = True) -> list[str]:
 
 # `;name=value` parameters without quotes or whitespace, read in one split.
 # The name cannot hold "=" or ";", the value cannot hold ";": one way to match.
-_PLAIN_PARAMS_RE = re.compile(r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^;\s\"]*)?)+")
+_PLAIN_PARAMS_RE = re.compile(r"(?:;[A-Za-z0-9\-.!%*_+`'~]++(?:=[^;\s\"]*+)?)++")
 
 
 class Params:

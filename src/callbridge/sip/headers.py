@@ -192,7 +192,7 @@ class Via:
 
 # The common shape, `SIP/2.0/UDP host:port;params`, host checked in the same pass.
 _VIA_FAST_RE = re.compile(
-    rf"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]+) {HOST_GROUPS}(?::(\d{{1,5}}))?(;[^,\"\s]*)?", re.I
+    rf"[Ss][Ii][Pp]/2\.0/([A-Za-z0-9\-.!%*_+`'~]++) {HOST_GROUPS}(?::(\d{{1,5}}))?(;[^,\"\s]*+)?"
 )
 
 
@@ -230,7 +230,7 @@ def _parse_via_slowly(text: str) -> Via:
     if " " in sent_by or "\t" in sent_by:
         sent_by = "".join(sent_by.split())
     host, port = parse_hostport(sent_by)
-    via = Via(match.group(1).upper(), host, port, Params.parse(params) if semi else Params())
+    via = Via(match.group(1).upper(), host, port, Params.parse(semi + params) if semi else Params())
     if not _rport_ok(via.params.get("rport")):
         raise ParseError(400, "Malformed rport")
     return via

@@ -371,16 +371,17 @@ def _check_version(version: str) -> None:
 def _parse_header_lines(lines: list[str], limits: Limits) -> Headers:
     if len(lines) - 1 > limits.max_headers:
         raise ParseError(400, "Too Many Headers")
-    fields: list[tuple[str, str, str]] = []
     max_length = limits.max_header_length
+    if max(map(len, lines)) > max_length and any(len(line) > max_length for line in lines[1:]):
+        raise ParseError(400, "Header Too Long")
+    fields: list[tuple[str, str, str]] = []
+    append = fields.append
     for line in lines[1:]:
-        if len(line) > max_length:
-            raise ParseError(400, "Header Too Long")
         name, colon, value = line.partition(":")
         if not colon:
             raise ParseError(400, f"Malformed header line {line[:40]!r}")
         known = _HEADER_NAMES.get(name) or _learn_header_name(name)
-        fields.append((known[0], known[1], value.strip(" \t")))
+        append((known[0], known[1], value.strip(" \t")))
     return Headers(fields)
 
 

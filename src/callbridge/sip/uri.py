@@ -15,22 +15,28 @@ from .grammar import Params, quote, read_quoted, split_outside
 # Whitespace, delimiters and control characters must be escaped in a URI.
 _BAD_URI_CHAR_RE = re.compile(r'[\x00-\x20\x7f<>"]')
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
-# hostname = *( domainlabel "." ) toplabel [ "." ], toplabel starting with a letter
-# (RFC 3261 §25.1). Within a label the optional tail must end on an alphanum, so
-# each label is matched one way only and a failed match backtracks linearly.
-_HOSTNAME = (
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*"
-    r"[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?"
-)
+# The fast-path patterns below are written so that a string matches one way
+# only: runs of one character class are separated by characters outside it,
+# and the runs are possessive (`*+`, `++`), so no failed match backtracks.
+#
+# hostname = *( domainlabel "." ) toplabel [ "." ], a label being alphanums
+# with inner hyphens and a toplabel starting with a letter (RFC 3261 §25.1).
+_LABEL_TAIL = r"(?:-++[A-Za-z0-9]++)*+"
+_HOSTNAME = rf"(?:[A-Za-z0-9]++{_LABEL_TAIL}\.)*[A-Za-z][A-Za-z0-9]*+{_LABEL_TAIL}\.?"
 _IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
 _HOSTNAME_RE = re.compile(_HOSTNAME)
 _IPV4_RE = re.compile(_IPV4)
 # host = hostname / IPv4address / IPv6reference as three groups of a fast
 # regex; `host_of_groups` finishes the check the pattern cannot make.
 HOST_GROUPS = rf"(?:({_HOSTNAME})|({_IPV4})|(\[[0-9A-Fa-f:.]+\]))"
-# user = 1*( unreserved / escaped / user-unreserved ); password alike plus ":"-free.
-_USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+")
-_PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*")
+# user = 1*( unreserved / escaped / user-unreserved );
+# password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," ).
+_USER_CHARS = r"[A-Za-z0-9\-_.!~*'()&=+$,;?/]"
+_PASSWORD_CHARS = r"[A-Za-z0-9\-_.!~*'()&=+$,]"
+_USER = rf"(?={_USER_CHARS}|%){_USER_CHARS}*+(?:%[0-9A-Fa-f]{{2}}{_USER_CHARS}*+)*+"
+_PASSWORD = rf"{_PASSWORD_CHARS}*+(?:%[0-9A-Fa-f]{{2}}{_PASSWORD_CHARS}*+)*+"
+_USER_RE = re.compile(_USER)
+_PASSWORD_RE = re.compile(_PASSWORD)
 
 
 def parse_host(text: str) -> str:
@@ -200,8 +206,8 @@ def _uri_headers(text: str | None) -> dict[str, str]:
     if not text:
         return {}
     headers: dict[str, str] = {}
-    for field in text.split("&"):
-        name, _, value = field.partition("=")
+    for pair in text.split("&"):
+        name, _, value = pair.partition("=")
         headers[unquote(name).lower()] = unquote(value)
     return headers
 
@@ -267,10 +273,10 @@ def parse_uri(text: str) -> URI:
     if lowered == "sip" or lowered == "sips":
         return _parse_sip_uri_slowly(lowered, rest)
     if lowered == "tel":
-        number, _, params = rest.partition(";")
+        number, semi, params = rest.partition(";")
         if not number:
             raise ParseError(400, "Malformed tel URI")
-        return TelURI(number, Params.parse(params))
+        return TelURI(number, Params.parse(semi + params))
     return AbsoluteURI(lowered, rest)
 
 
@@ -279,18 +285,23 @@ def parse_uri(text: str) -> URI:
 # the userinfo, so a failed match costs time linear in the text. No "@" may
 # follow the host: where one does, the user part is the question, and the
 # slow path answers it. Nothing that must be escaped matches at all.
-_SIP_URI_FAST_RE = re.compile(
-    r"(?:((?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+)"
-    r"(?::((?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*))?@)?"
+_SIP_URI_BODY = (
+    rf"(?:({_USER})(?::({_PASSWORD}))?@)?"
     rf"{HOST_GROUPS}"
     r"(?::(\d{1,5}))?"
-    r'(;[^?@\x00-\x20\x7f<>"]*)?'
-    r'(?:\?([^@\x00-\x20\x7f<>"]*))?'
+    r'(;[^?@\x00-\x20\x7f<>"]*+)?'
+    r'(?:\?([^@\x00-\x20\x7f<>"]*+))?'
 )
+_SIP_URI_FAST_RE = re.compile(_SIP_URI_BODY)
 
 
 def _sip_uri_from_match(scheme: str, fast: re.Match[str]) -> SipURI | None:
-    user, password, name, ipv4, ipv6, port, params, headers = fast.groups()
+    return _sip_uri_of(scheme, fast.groups())
+
+
+def _sip_uri_of(scheme: str, groups: tuple[str | None, ...]) -> SipURI | None:
+    """The SipURI whose parts _SIP_URI_BODY matched, None if out of range."""
+    user, password, name, ipv4, ipv6, port, params, headers = groups
     host = host_of_groups(name, ipv4, ipv6)
     if host is None or (port is not None and int(port) > 65535):
         return None
@@ -331,7 +342,7 @@ def _parse_sip_uri_slowly(scheme: str, rest: str) -> SipURI:
         user,
         password,
         port,
-        Params.parse(params) if semi else Params(),
+        Params.parse(semi + params) if semi else Params(),
         headers if qmark else None,
     )
 
@@ -372,13 +383,19 @@ def parse_name_addr(text: str, *, allow_wildcard: bool = False) -> NameAddr:
     """Parse one name-addr or addr-spec with its trailing parameters."""
     text = text.strip()
     display: str | None
+    fast = _SIP_NAME_ADDR_FAST_RE.fullmatch(text)
+    if fast is not None:
+        groups = fast.groups()
+        uri = _sip_uri_of(groups[2].lower(), groups[3:11])
+        if uri is not None:
+            params = groups[11]
+            return NameAddr(
+                uri, _display_of(groups[0], groups[1]), Params.parse(params) if params else Params()
+            )
     fast = _NAME_ADDR_FAST_RE.fullmatch(text)
     if fast is not None:
         quoted, tokens, uri_text, params = fast.groups()
-        if quoted is None:
-            display = " ".join(tokens.split()) or None
-        else:
-            display = read_quoted(quoted, 0)[0] if "\\" in quoted else quoted[1:-1]
+        display = _display_of(quoted, tokens)
         return NameAddr(parse_uri(uri_text), display, Params.parse(params) if params else Params())
     if not text:
         raise ParseError(400, "Empty address")
@@ -416,10 +433,18 @@ def parse_name_addr(text: str, *, allow_wildcard: bool = False) -> NameAddr:
     return NameAddr(parse_uri(uri_text), display, Params.parse(rest))
 
 
-# `Token Display <uri>;params` without quotes, escapes or LWS inside <>.
-_NAME_ADDR_FAST_RE = re.compile(
-    r'(?:("(?:[^"\\\r\n]|\\[^\r\n])*") *|((?:[A-Za-z0-9\-.!%*_+`\'~]+ +)*))'
-    r'<([^<>\s"]+)>\s*(;[^<>]*)?'
+def _display_of(quoted: str | None, tokens: str | None) -> str | None:
+    if quoted is not None:
+        return read_quoted(quoted, 0)[0] if "\\" in quoted else quoted[1:-1]
+    return " ".join(tokens.split()) or None if tokens else None
+
+
+# `"Display" <uri>;params` or `Token Display <uri>;params`, no LWS inside <>;
+# for a sip/sips URI the same pass reads the URI's parts too.
+_DISPLAY = r'(?:("(?:[^"\\\r\n]++|\\[^\r\n])*+") *+|((?:[A-Za-z0-9\-.!%*_+`\'~]++ ++)*+))'
+_NAME_ADDR_FAST_RE = re.compile(_DISPLAY + r'<([^<>\s"]++)>\s*+(;[^<>]*+)?')
+_SIP_NAME_ADDR_FAST_RE = re.compile(
+    _DISPLAY + rf"<([Ss][Ii][Pp][Ss]?):{_SIP_URI_BODY}>\s*+(;[^<>]*+)?"
 )
 
 # A display name token may be any token; quoted ones are handled apart.
