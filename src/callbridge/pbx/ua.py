@@ -61,10 +61,9 @@ class UserAgent:
     def _reply(
         self, request: Request, status: int, *, headers: list[tuple[str, str]] | None = None
     ) -> Response:
-        response = make_response(
+        return make_response(
             request,
             status,
             to_tag=new_tag(),
             headers=[*(headers or []), ("Server", self.user_agent)],
         )
-        return response
