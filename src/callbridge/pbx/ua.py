@@ -20,6 +20,16 @@ SUPPORTED_EXTENSIONS: tuple[str, ...] = ()
 _NEED_A_DIALOG = frozenset({"BYE", "INFO", "UPDATE", "PRACK", "NOTIFY"})
 _URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 
+_ALLOW = ("Allow", ", ".join(ALLOWED_METHODS))
+# What OPTIONS advertises (RFC 3261 §11.2).
+_CAPABILITIES = [
+    _ALLOW,
+    ("Accept", ", ".join(ACCEPTED_BODIES)),
+    ("Accept-Encoding", "identity"),
+    ("Accept-Language", "en"),
+    *([("Supported", ", ".join(SUPPORTED_EXTENSIONS))] if SUPPORTED_EXTENSIONS else []),
+]
+
 
 class UserAgent:
     """Answers OPTIONS, refuses what it cannot do with the RFC's status."""
@@ -37,26 +47,15 @@ class UserAgent:
         if unsupported and method != "CANCEL":
             return self._reply(request, 420, headers=[("Unsupported", ", ".join(unsupported))])
         if method == "OPTIONS":
-            return self._reply(request, 200, headers=self._capabilities())
+            return self._reply(request, 200, headers=_CAPABILITIES)
         if method == "CANCEL" or method in _NEED_A_DIALOG:
             # A CANCEL that reaches the UA matched no INVITE transaction.
             return self._reply(request, 481)
-        return self._reply(request, 501, headers=[("Allow", ", ".join(ALLOWED_METHODS))])
+        return self._reply(request, 501, headers=[_ALLOW])
 
     def _unsupported_extensions(self, request: Request) -> list[str]:
         required = request.headers.get_all("Require") + request.headers.get_all("Proxy-Require")
         return [tag for tag in required if tag.lower() not in SUPPORTED_EXTENSIONS]
-
-    def _capabilities(self) -> list[tuple[str, str]]:
-        headers = [
-            ("Allow", ", ".join(ALLOWED_METHODS)),
-            ("Accept", ", ".join(ACCEPTED_BODIES)),
-            ("Accept-Encoding", "identity"),
-            ("Accept-Language", "en"),
-        ]
-        if SUPPORTED_EXTENSIONS:
-            headers.append(("Supported", ", ".join(SUPPORTED_EXTENSIONS)))
-        return headers
 
     def _reply(
         self, request: Request, status: int, *, headers: list[tuple[str, str]] | None = None

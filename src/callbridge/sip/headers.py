@@ -140,8 +140,19 @@ LIST_HEADERS = frozenset(
 
 def header_key(name: str) -> str:
     """The lookup key of a header name: lower case, compact form expanded."""
-    key = name.lower()
-    return COMPACT_FORMS.get(key, key)
+    key = _KEYS.get(name)
+    if key is None:
+        key = name.lower()
+        key = COMPACT_FORMS.get(key, key)
+        if len(_KEYS) < _KEYS_MAX:
+            _KEYS[name] = key
+    return key
+
+
+# Names as the code writes them -> their keys: one shared string per key
+# instead of a new lower-cased copy for every header added. Bounded.
+_KEYS: dict[str, str] = {}
+_KEYS_MAX = 1024
 
 
 def canonical_name(key: str, spelling: str) -> str:
