@@ -29,6 +29,7 @@ from .sip.transaction import (
 from .transport import Address, Transport, TransportError, TransportLayer
 
 logger = logging.getLogger("callbridge.sip")
+_MAX_PEERS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class SipService:
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._peers: dict[tuple[Address, int], Peer] = {}
 
     async def start(self) -> int:
         """Listen on the configured host and port; returns the port."""
@@ -70,8 +72,20 @@ class SipService:
 
     def _on_message(self, message: Message, source: Address, transport: Transport) -> None:
         now = self._loop.time()
-        self._apply(self.transactions.receive(message, Peer(source, transport), now), now)
+        self._apply(self.transactions.receive(message, self._peer(source, transport), now), now)
         self._rearm()
+
+    def _peer(self, source: Address, transport: Transport) -> Peer:
+        # One Peer per busy source rather than one per message: completed
+        # transactions hold theirs for 32 s. Bounded, as a flood of spoofed
+        # sources must not grow it.
+        key = (source, id(transport))
+        peer = self._peers.get(key)
+        if peer is None or peer.transport is not transport:
+            if len(self._peers) >= _MAX_PEERS:
+                self._peers.clear()
+            peer = self._peers[key] = Peer(source, transport)
+        return peer
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None

@@ -128,7 +128,7 @@ class Params:
     def get(self, name: str, default: str | None = None) -> str | None:
         key = name.lower()
         for k, v in self._items:
-            if k.lower() == key:
+            if k == key or k.lower() == key:
                 if v is not None and v.startswith('"'):
                     return read_quoted(v, 0)[0]
                 return v
@@ -138,7 +138,10 @@ class Params:
         if not isinstance(name, str):
             return False
         key = name.lower()
-        return any(k.lower() == key for k, _ in self._items)
+        for k, _ in self._items:  # noqa: SIM110 - no generator on this hot path
+            if k == key or k.lower() == key:
+                return True
+        return False
 
     def set(self, name: str, value: str | None) -> None:
         """Set `name` (replacing it in place if present); quotes when needed."""

@@ -72,11 +72,6 @@ class Headers:
             value = self._cache[key] = parser(self)
         return value  # type: ignore[return-value]
 
-    def drop_parsed(self, *, keep: tuple[str, ...] = ()) -> None:
-        """Free the parsed values but those of the header keys in `keep`;
-        they are parsed again if asked for."""
-        self._cache = {k: v for k, v in self._cache.items() if k in keep}
-
     @classmethod
     def of(cls, *pairs: tuple[str, str]) -> Headers:
         headers = cls()

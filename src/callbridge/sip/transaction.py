@@ -13,27 +13,57 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
 import secrets
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Self, TypeVar
 
-from .message import Headers, Message, Request, Response, make_response
+from .message import Headers, Message, Request, Response, make_response, parse
 
 MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7: a branch made by an RFC 3261 element
 
 
+class _RandomHex:
+    """Hex strings from the kernel's CSPRNG, read 4 KiB at a time: tags,
+    branches and Call-IDs must be unguessable (RFC 3261 §19.3), and one
+    getrandom() call per response costs more than the rest of the tag."""
+
+    def __init__(self, chunk: int = 4096) -> None:
+        self._chunk = chunk
+        self.reset()
+
+    def reset(self) -> None:
+        self._pool = ""
+        self._at = 0
+
+    def take(self, nbytes: int) -> str:
+        end = self._at + 2 * nbytes
+        if end > len(self._pool):
+            self._pool = secrets.token_hex(self._chunk)
+            self._at, end = 0, 2 * nbytes
+        text = self._pool[self._at : end]
+        self._at = end
+        return text
+
+
+_random_hex = _RandomHex()
+# A forked child must not hand out the parent's remaining pool again.
+os.register_at_fork(after_in_child=_random_hex.reset)
+
+
 def new_branch() -> str:
-    return MAGIC_COOKIE + secrets.token_hex(12)
+    return MAGIC_COOKIE + _random_hex.take(12)
 
 
 def new_tag() -> str:
-    return secrets.token_hex(8)
+    return _random_hex.take(8)
 
 
 def new_call_id() -> str:
-    return secrets.token_hex(16)
+    return _random_hex.take(16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -655,12 +685,6 @@ class ServerNonInviteTransaction(ServerTransaction):
 
     def _start_timer_j(self, message: Message | None, now: float) -> list[Effect]:
         self._start(Input.TIMER_J, 0.0 if self.reliable else self.timers.J, now)
-        # Completed only answers retransmissions for the next 32 s: the parsed
-        # headers are dead weight for that long (thousands per second of load).
-        self.request.headers.drop_parsed()
-        if self.last_response is not None:
-            # The transport routes the response by its Via once it leaves.
-            self.last_response.headers.drop_parsed(keep=("via",))
         return []
 
 
@@ -751,6 +775,21 @@ def _is_rfc3261(request: Request) -> bool:
     return branch is not None and branch.startswith(MAGIC_COOKIE)
 
 
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """A non-INVITE server transaction in Completed on an unreliable
+    transport, reduced to what that state does until Timer J: answer a
+    retransmitted request with the same final response.
+
+    Under load tens of thousands of them wait out their 32 s at once; kept as
+    bytes they are invisible to the garbage collector, whose passes over whole
+    transactions stalled the loop for long enough to lose requests."""
+
+    response: bytes
+    peer: object
+    timer_j: float
+
+
 class TransactionLayer:
     """Owns the live transactions: matches what arrives, starts client
     transactions, passes the TU's responses on, and forgets a transaction as
@@ -765,9 +804,13 @@ class TransactionLayer:
         self._scheduled: dict[Transaction, float] = {}
         self._heap: list[tuple[float, int, Transaction]] = []
         self._order = itertools.count()
+        # Completed non-INVITE server transactions on UDP (see _Answered);
+        # Timer J has one length, so expiry order is arrival order.
+        self._answered: dict[tuple[str, ...], _Answered] = {}
+        self._answered_expiry: deque[tuple[float, tuple[str, ...]]] = deque()
 
     def __len__(self) -> int:
-        return len(self._clients) + len(self._servers)
+        return len(self._clients) + len(self._servers) + len(self._answered)
 
     def receive(
         self, message: Message, peer: object, now: float, *, reliable: bool | None = None
@@ -789,6 +832,10 @@ class TransactionLayer:
         server = self._match_server(message, key)
         if server is not None:
             return self._track(server, server.receive(message, now))
+        answered = self._answered.get(key)
+        if answered is not None:
+            # §17.2.2: Completed answers a retransmission with its response.
+            return [Send(parse(answered.response), answered.peer)]
         if message.method == "ACK":
             return [StrayAck(message, peer)]
         if reliable is None:
@@ -842,14 +889,21 @@ class TransactionLayer:
         return found if isinstance(found, ServerInviteTransaction) else None
 
     def next_deadline(self) -> float | None:
+        first_answered = self._answered_expiry[0][0] if self._answered_expiry else None
         while self._heap:
             deadline, _, transaction = self._heap[0]
             if self._scheduled.get(transaction) == deadline:
-                return deadline
+                return deadline if first_answered is None else min(deadline, first_answered)
             heapq.heappop(self._heap)
-        return None
+        return first_answered
 
     def handle_timers(self, now: float) -> list[Effect]:
+        expiry = self._answered_expiry
+        while expiry and expiry[0][0] <= now:
+            timer_j, key = expiry.popleft()
+            answered = self._answered.get(key)
+            if answered is not None and answered.timer_j == timer_j:
+                del self._answered[key]
         effects: list[Effect] = []
         while self._heap and self._heap[0][0] <= now:
             deadline, _, transaction = heapq.heappop(self._heap)
@@ -881,6 +935,18 @@ class TransactionLayer:
             self._forget(transaction)
             return effects
         deadline = transaction.next_deadline()
+        if (
+            isinstance(transaction, ServerNonInviteTransaction)
+            and transaction.state is State.COMPLETED
+            and transaction.last_response is not None
+            and deadline is not None
+        ):
+            self._forget(transaction)
+            self._answered[transaction.key] = _Answered(
+                transaction.last_response.to_bytes(), transaction.peer, deadline
+            )
+            self._answered_expiry.append((deadline, transaction.key))
+            return effects
         if deadline is None:
             self._scheduled.pop(transaction, None)
         elif self._scheduled.get(transaction) != deadline:

@@ -63,8 +63,13 @@ def host_of_groups(name: str | None, ipv4: str | None, ipv6: str | None) -> str 
     return ipv6 if ipv6 is not None and _is_ipv6(ipv6[1:-1]) else None
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|[01]?[0-9]?[0-9])"
+_IPV4_IN_RANGE_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def _is_ipv4(text: str) -> bool:
-    return all(int(octet) <= 255 for octet in text.split("."))
+    """A dotted quad whose octets are all 0-255 (1 to 3 digits each)."""
+    return _IPV4_IN_RANGE_RE.fullmatch(text) is not None
 
 
 def _is_ipv6(text: str) -> bool:
