@@ -1,7 +1,7 @@
 """OPTIONS answered per second over UDP under SIPp load, against a reference
 run in the same command: SIPp answering SIPp (options_uas.xml).
 
-    .venv/bin/python bench/options_load.py [--rate 5000] [--seconds 10]
+    .venv/bin/python bench/options_load.py [--rate 5000] [--seconds 40]
 
 For each target the same SIPp client sends `rate` OPTIONS per second for
 `seconds`; a request counts as lost when it failed or had to be retransmitted
@@ -162,7 +162,7 @@ def _rss_kib(pid: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=int, default=5000)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=40)
     args = parser.parse_args()
     if shutil.which("sipp") is None:
         sys.exit("sipp is missing: `make test-deps` installs Debian's sip-tester")
