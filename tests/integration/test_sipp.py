@@ -209,3 +209,33 @@ def test_full_sip_messages_are_logged_as_json_lines_when_asked(tmp_path: Path) -
     sent = [e for e in events if e["event"] == "sip.send" and e.get("status") == "200"]
     assert received and received[0]["message"].startswith("OPTIONS sip:")
     assert sent and sent[0]["message"].startswith("SIP/2.0 200 OK\r\n")
+
+
+def test_cancel_matches_its_invite_or_gets_481(server: Server) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(3)
+        me = sock.getsockname()[1]
+        invite = INVITE.format(host=server.host, port=server.port, me=me, n=2)
+        sock.sendto(invite.encode(), (server.host, server.port))
+        answer = sock.recv(65535)
+        assert answer.startswith(b"SIP/2.0 501 ")
+        cancel = invite.replace("INVITE sip:", "CANCEL sip:", 1).replace(
+            "CSeq: 1 INVITE", "CSeq: 1 CANCEL"
+        )
+        sock.sendto(cancel.encode(), (server.host, server.port))
+        # The INVITE was already answered: the CANCEL matches it (200) and
+        # changes nothing (RFC 3261 §9.2). Timer G's repeat of the 501 may
+        # arrive first.
+        replies = [sock.recv(65535) for _ in range(2)]
+        ok = [r for r in replies if b"CSeq: 1 CANCEL" in r]
+        assert ok and ok[0].startswith(b"SIP/2.0 200 ")
+        to_tag = re.search(rb"\r\nTo: [^\r]*;tag=([^;\r]+)", answer)
+        assert to_tag and to_tag.group(1) in ok[0]  # the same To tag as the 501's
+        stray = cancel.replace("z9hG4bK-retrans-2", "z9hG4bK-unknown-2")
+        sock.sendto(stray.encode(), (server.host, server.port))
+        while True:
+            reply = sock.recv(65535)
+            if b"z9hG4bK-unknown-2" in reply:
+                break
+        assert reply.startswith(b"SIP/2.0 481 ")
