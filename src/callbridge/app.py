@@ -25,6 +25,7 @@ from .sip.transaction import (
     Terminated,
     TimedOut,
     TransactionLayer,
+    TransportFailed,
 )
 from .transport import Address, Transport, TransportError, TransportLayer
 
@@ -118,11 +119,12 @@ class SipService:
                     status=effect.response.status,
                     call_id=effect.response.call_id,
                 )
-            elif isinstance(effect, TimedOut):
+            elif isinstance(effect, TimedOut | TransportFailed):
                 log_event(
                     logger,
                     logging.INFO,
-                    "sip.transaction_timeout",
+                    "sip.transaction_failed",
+                    cause="timeout" if isinstance(effect, TimedOut) else "transport",
                     method=effect.transaction.request.method,
                     call_id=effect.transaction.request.call_id,
                 )
