@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from callbridge.app import tune_garbage_collector
 from callbridge.pbx.ua import UserAgent
 from callbridge.sip import parse
 from callbridge.sip.transaction import NewRequest, Send, TransactionLayer
@@ -30,6 +31,7 @@ OPTIONS = (
 
 def main(count: int = 20_000) -> None:
     datagrams = [OPTIONS.format(n=n).encode() for n in range(count)]
+    tune_garbage_collector()  # as `callbridge serve` runs
     source = Address("udp", "127.0.0.1", 5199)
     layer = TransactionLayer()
     ua = UserAgent()
