@@ -27,7 +27,8 @@ _CAPABILITIES = [
     ("Accept", ", ".join(ACCEPTED_BODIES)),
     ("Accept-Encoding", "identity"),
     ("Accept-Language", "en"),
-    *([("Supported", ", ".join(SUPPORTED_EXTENSIONS))] if SUPPORTED_EXTENSIONS else []),
+    # Empty until an extension is implemented: the ABNF allows no option tag.
+    ("Supported", ", ".join(SUPPORTED_EXTENSIONS)),
 ]
 
 
