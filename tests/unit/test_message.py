@@ -419,3 +419,45 @@ def test_make_response_keeps_an_existing_to_tag_and_skips_it_on_100() -> None:
     )
     assert make_response(tagged, 200, to_tag="x").to.tag == "t1"
     assert make_response(inv, 486, "Busy Now").reason == "Busy Now"
+
+
+# --- Comments (RFC 3261 §25.1) in Server and User-Agent ----------------------
+
+
+def test_user_agent_comments_nest_and_unescape() -> None:
+    from callbridge.sip.headers import Product, parse_products
+
+    value = r'Yealink SIP-T46U/108.86.0.45 (build 3; "lab") (a (b \) c) d) pbx/1'
+    assert parse_products(value) == [
+        Product("Yealink"),
+        Product("SIP-T46U", "108.86.0.45"),
+        'build 3; "lab"',
+        "a (b ) c) d",
+        Product("pbx", "1"),
+    ]
+
+
+@pytest.mark.parametrize("value", ["x (unterminated", "x (a (b)", "(" * 40 + ")" * 40])
+def test_broken_or_too_deep_comments_are_parse_errors(value: str) -> None:
+    from callbridge.sip.headers import parse_products
+
+    with pytest.raises(ParseError):
+        parse_products(value)
+
+
+def test_a_message_with_comments_round_trips_as_received() -> None:
+    data = (
+        b"OPTIONS sip:pbx@127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK-c1\r\n"
+        b"From: <sip:a@127.0.0.2>;tag=1\r\n"
+        b"To: <sip:pbx@127.0.0.1>\r\n"
+        b"Call-ID: comments@127.0.0.2\r\n"
+        b"CSeq: 1 OPTIONS\r\n"
+        b"User-Agent: softphone/2.1 (Linux; (nested, with comma)) \\(x\\)\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    message = parse(data)
+    assert parse(message.to_bytes()).to_bytes() == message.to_bytes()
+    assert message.headers.get("User-Agent") == (
+        "softphone/2.1 (Linux; (nested, with comma)) \\(x\\)"
+    )

@@ -1,5 +1,5 @@
 """Lexical pieces shared by SIP headers and URIs: tokens, quoted strings,
-parameter lists and quote-aware splitting (RFC 3261 §25.1)."""
+comments, parameter lists and quote-aware splitting (RFC 3261 §25.1)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,44 @@ def read_quoted(text: str, start: int) -> tuple[str, int]:
     if "\\" in content:
         content = "".join(_QUOTED_PAIR_RE.split(content))
     return content, match.end()
+
+
+# Comments nest; a hostile value of nothing but "(" must not recurse.
+MAX_COMMENT_DEPTH = 32
+
+
+def read_comment(text: str, start: int) -> tuple[str, int]:
+    """Read the comment that opens at `text[start]` (RFC 3261 §25.1:
+    `( *(ctext / quoted-pair / comment) )`, nested comments included).
+
+    Returns its unescaped content without the outer parentheses (inner ones
+    kept) and the index just past the closing parenthesis.
+    """
+    out: list[str] = []
+    depth = 0
+    i = start
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\" and i + 1 < n:
+            out.append(text[i + 1])
+            i += 2
+            continue
+        if ch == "(":
+            depth += 1
+            if depth > MAX_COMMENT_DEPTH:
+                raise ParseError(400, "Comment nested too deeply")
+            if depth > 1:
+                out.append(ch)
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return "".join(out), i + 1
+            out.append(ch)
+        else:
+            out.append(ch)
+        i += 1
+    raise ParseError(400, "Unterminated comment")
 
 
 def quote(text: str) -> str:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import ParseError
-from .grammar import Params, is_token, split_outside
+from .grammar import Params, is_token, read_comment, split_outside
 from .uri import HOST_GROUPS, format_hostport, host_of_groups, parse_hostport
 
 # RFC 3261 §7.3.3 and the IANA registry's compact forms.
@@ -271,3 +271,38 @@ def parse_cseq(text: str) -> CSeq:
         raise ParseError(400, "CSeq number out of range")
     seq = int(number)
     return CSeq(seq, method)
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    """One `name/version` of a Server or User-Agent value (RFC 3261 §20.35)."""
+
+    name: str
+    version: str | None = None
+
+
+def parse_products(text: str) -> list[Product | str]:
+    """Split a Server or User-Agent value into products and comments.
+
+    `Yealink SIP-T46U 108.86.0.45 (build 3; "lab") (x)` gives products and
+    the comments' unescaped text, in order. A word that is not a token is
+    kept as a product name, as phones in the field write such values.
+    """
+    items: list[Product | str] = []
+    i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch in " \t":
+            i += 1
+        elif ch == "(":
+            comment, i = read_comment(text, i)
+            items.append(comment)
+        else:
+            end = i
+            while end < n and text[end] not in " \t(":
+                end += 1
+            name, _, version = text[i:end].partition("/")
+            items.append(Product(name, version or None))
+            i = end
+    return items
