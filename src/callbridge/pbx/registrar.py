@@ -1,0 +1,228 @@
+"""The registrar's rules (RFC 3261 §10.3): which bindings a REGISTER adds,
+refreshes or removes, what it answers, and when a binding has expired.
+
+It decides on a request that has already been authenticated and whose line
+is known; it keeps bindings in a `Location` (in memory here; persisted and,
+later, shared between nodes behind the same interface). No I/O, no clock:
+`now` is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Protocol
+
+from ..sip import NameAddr, ParseError, Request, Response, make_response
+from ..sip.uri import URI
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarPolicy:
+    """Limits on binding lifetimes, in seconds."""
+
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """One device registered for a line: where to reach it and until when.
+
+    `source` is where the REGISTER came from (the flow behind a NAT: requests
+    to the device go back there, not to a private Contact address).
+    """
+
+    aor: str
+    contact: NameAddr
+    expires_at: float
+    call_id: str
+    cseq: int
+    source: object = None
+    user_agent: str | None = None
+
+    @property
+    def uri(self) -> URI:
+        return self.contact.uri
+
+    def seconds_left(self, now: float) -> int:
+        return max(0, round(self.expires_at - now))
+
+
+class Location(Protocol):
+    """Where bindings live: one AOR's bindings are read and replaced whole."""
+
+    def bindings(self, aor: str, now: float) -> list[Binding]: ...
+
+    def replace(self, aor: str, bindings: list[Binding]) -> None: ...
+
+
+class MemoryLocation:
+    """Bindings in a dict: expired ones are dropped whenever an AOR is read."""
+
+    def __init__(self) -> None:
+        self._by_aor: dict[str, list[Binding]] = {}
+
+    def bindings(self, aor: str, now: float) -> list[Binding]:
+        current = [b for b in self._by_aor.get(aor, ()) if b.expires_at > now]
+        if current:
+            self._by_aor[aor] = current
+        else:
+            self._by_aor.pop(aor, None)
+        return list(current)
+
+    def replace(self, aor: str, bindings: list[Binding]) -> None:
+        if bindings:
+            self._by_aor[aor] = list(bindings)
+        else:
+            self._by_aor.pop(aor, None)
+
+
+class RegistrationRefused(Exception):
+    """A REGISTER the registrar answers with an error; nothing was changed."""
+
+    def __init__(self, status: int, reason: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.headers = list(headers)
+
+
+class Registrar:
+    """Applies REGISTER requests to a `Location` under a `RegistrarPolicy`."""
+
+    def __init__(self, location: Location, policy: RegistrarPolicy | None = None) -> None:
+        self.location = location
+        self.policy = policy or RegistrarPolicy()
+
+    def register(
+        self,
+        request: Request,
+        *,
+        aor: str,
+        max_devices: int,
+        source: object,
+        now: float,
+        to_tag: str,
+    ) -> Response:
+        """Apply `request` for the line `aor` and build the answer: 200 with
+        the current bindings, or the error that left every binding as it was."""
+        try:
+            bindings = self._apply(request, aor, max_devices, source, now)
+        except RegistrationRefused as refused:
+            return make_response(
+                request, refused.status, refused.reason, to_tag=to_tag, headers=refused.headers
+            )
+        self.location.replace(aor, bindings)
+        return make_response(
+            request,
+            200,
+            to_tag=to_tag,
+            headers=[
+                *(("Contact", _contact_value(b, now)) for b in bindings),
+                ("Date", formatdate(usegmt=True)),
+            ],
+        )
+
+    def _apply(
+        self, request: Request, aor: str, max_devices: int, source: object, now: float
+    ) -> list[Binding]:
+        try:
+            contacts = request.contacts
+        except ParseError as error:
+            raise RegistrationRefused(400, error.reason) from None
+        header_expires = _expires_header(request)
+        current = self.location.bindings(aor, now)
+        call_id, cseq = request.call_id, request.cseq.seq
+        if any(c.wildcard for c in contacts):
+            return self._remove_all(contacts, header_expires, current, call_id, cseq)
+        updated = list(current)
+        for contact in contacts:
+            expires = self._lifetime(contact, header_expires)
+            known = next((b for b in updated if b.uri == contact.uri), None)
+            if known is not None:
+                _check_order(known, call_id, cseq)
+                updated.remove(known)
+            if expires == 0:
+                continue
+            binding = Binding(
+                aor=aor,
+                contact=_without_expires(contact),
+                expires_at=now + expires,
+                call_id=call_id,
+                cseq=cseq,
+                source=source,
+                user_agent=request.headers.get("User-Agent"),
+            )
+            if known is None and len(updated) >= max_devices:
+                raise RegistrationRefused(
+                    403,
+                    "Too Many Devices",
+                    [("Warning", f'399 callbridge "at most {max_devices} devices on this line"')],
+                )
+            updated.append(binding)
+        return updated
+
+    def _lifetime(self, contact: NameAddr, header_expires: int | None) -> int:
+        text = contact.params.get("expires")
+        if text is not None:
+            if not text.isdigit() or not text.isascii():
+                raise RegistrationRefused(400, "Malformed expires parameter")
+            expires = min(int(text), 2**32 - 1)
+        elif header_expires is not None:
+            expires = header_expires
+        else:
+            expires = self.policy.default_expires
+        if 0 < expires < self.policy.min_expires:
+            raise RegistrationRefused(
+                423, "Interval Too Brief", [("Min-Expires", str(self.policy.min_expires))]
+            )
+        return min(expires, self.policy.max_expires)
+
+    def _remove_all(
+        self,
+        contacts: list[NameAddr],
+        header_expires: int | None,
+        current: list[Binding],
+        call_id: str,
+        cseq: int,
+    ) -> list[Binding]:
+        # §10.3 step 6: "*" only alone, and only with Expires: 0.
+        if len(contacts) != 1 or header_expires != 0:
+            raise RegistrationRefused(400, "Contact * needs Expires: 0 and no other Contact")
+        for binding in current:
+            _check_order(binding, call_id, cseq)
+        return []
+
+
+def _expires_header(request: Request) -> int | None:
+    text = request.headers.get("Expires")
+    if text is None:
+        return None
+    text = text.strip()
+    if not text.isdigit() or not text.isascii():
+        raise RegistrationRefused(400, "Malformed Expires")
+    return min(int(text), 2**32 - 1)
+
+
+def _check_order(binding: Binding, call_id: str, cseq: int) -> None:
+    # §10.3 step 7: the same Call-ID with an older or equal CSeq is a stale
+    # or reordered REGISTER; it must not undo a newer one.
+    if binding.call_id == call_id and cseq <= binding.cseq:
+        raise RegistrationRefused(500, "Out Of Order REGISTER", [("Retry-After", "1")])
+
+
+def _without_expires(contact: NameAddr) -> NameAddr:
+    if "expires" not in contact.params:
+        return contact
+    copy = contact.copy()
+    copy.params.remove("expires")
+    return copy
+
+
+def _contact_value(binding: Binding, now: float) -> str:
+    contact = binding.contact.copy()
+    contact.params.set("expires", str(binding.seconds_left(now)))
+    return str(contact)

@@ -1,0 +1,171 @@
+"""The registrar's rules (RFC 3261 §10.3), with the clock as a number."""
+
+from __future__ import annotations
+
+import pytest
+
+from callbridge.pbx.registrar import MemoryLocation, Registrar, RegistrarPolicy
+from callbridge.sip import Request, Response, parse
+
+AOR = "101"
+
+
+def register(
+    *contacts: str, expires: int | None = None, call_id: str = "reg-1", cseq: int = 1
+) -> Request:
+    lines = [
+        "REGISTER sip:127.0.0.1 SIP/2.0",
+        f"Via: SIP/2.0/UDP 127.0.0.2:5062;branch=z9hG4bK-reg-{cseq}",
+        "Max-Forwards: 70",
+        "From: <sip:101@127.0.0.1>;tag=dev",
+        "To: <sip:101@127.0.0.1>",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} REGISTER",
+        "User-Agent: desk-phone/1.0",
+        *(f"Contact: {c}" for c in contacts),
+    ]
+    if expires is not None:
+        lines.append(f"Expires: {expires}")
+    message = parse(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def apply(
+    registrar: Registrar, request: Request, *, now: float = 0.0, max_devices: int = 2
+) -> Response:
+    return registrar.register(
+        request, aor=AOR, max_devices=max_devices, source=("127.0.0.2", 5062), now=now, to_tag="r"
+    )
+
+
+def contacts_of(response: Response) -> dict[str, str | None]:
+    return {str(c.uri): c.params.get("expires") for c in response.contacts}
+
+
+@pytest.fixture
+def registrar() -> Registrar:
+    return Registrar(MemoryLocation(), RegistrarPolicy(min_expires=60, max_expires=3600))
+
+
+def test_register_adds_a_binding_with_the_requested_lifetime(registrar: Registrar) -> None:
+    response = apply(registrar, register("<sip:101@127.0.0.2:5062>", expires=600))
+    assert response.status == 200
+    assert contacts_of(response) == {"sip:101@127.0.0.2:5062": "600"}
+    assert "Date" in response.headers
+    [binding] = registrar.location.bindings(AOR, now=1.0)
+    assert binding.source == ("127.0.0.2", 5062)
+    assert binding.user_agent == "desk-phone/1.0"
+
+
+def test_contact_expires_parameter_wins_over_the_header(registrar: Registrar) -> None:
+    response = apply(registrar, register("<sip:101@127.0.0.2:5062>;expires=120", expires=600))
+    assert contacts_of(response) == {"sip:101@127.0.0.2:5062": "120"}
+
+
+def test_without_any_expires_the_default_applies_and_long_ones_are_cut(
+    registrar: Registrar,
+) -> None:
+    assert contacts_of(apply(registrar, register("<sip:a@127.0.0.2>"))) == {
+        "sip:a@127.0.0.2": "3600"
+    }
+    response = apply(registrar, register("<sip:a@127.0.0.2>", expires=86400, cseq=2))
+    assert contacts_of(response) == {"sip:a@127.0.0.2": "3600"}
+
+
+def test_too_brief_an_interval_gets_423_with_min_expires(registrar: Registrar) -> None:
+    response = apply(registrar, register("<sip:101@127.0.0.2>", expires=10))
+    assert response.status == 423
+    assert response.headers.get("Min-Expires") == "60"
+    assert registrar.location.bindings(AOR, now=0.0) == []
+
+
+def test_bindings_expire_on_time(registrar: Registrar) -> None:
+    apply(registrar, register("<sip:101@127.0.0.2>", expires=60), now=100.0)
+    assert len(registrar.location.bindings(AOR, now=159.9)) == 1
+    assert registrar.location.bindings(AOR, now=160.0) == []
+
+
+def test_refresh_replaces_the_binding_instead_of_adding_one(registrar: Registrar) -> None:
+    apply(registrar, register("<sip:101@127.0.0.2>", expires=60), now=0.0)
+    response = apply(registrar, register("<sip:101@127.0.0.2>", expires=60, cseq=2), now=50.0)
+    assert contacts_of(response) == {"sip:101@127.0.0.2": "60"}
+    [binding] = registrar.location.bindings(AOR, now=100.0)
+    assert binding.expires_at == 110.0
+
+
+def test_expires_zero_removes_one_binding(registrar: Registrar) -> None:
+    apply(registrar, register("<sip:a@127.0.0.2>", "<sip:b@127.0.0.3>", expires=600))
+    response = apply(registrar, register("<sip:a@127.0.0.2>", expires=0, cseq=2))
+    assert contacts_of(response) == {"sip:b@127.0.0.3": "600"}
+
+
+def test_star_with_expires_zero_removes_every_binding(registrar: Registrar) -> None:
+    apply(registrar, register("<sip:a@127.0.0.2>", "<sip:b@127.0.0.3>", expires=600))
+    response = apply(registrar, register("*", expires=0, cseq=2))
+    assert response.status == 200
+    assert response.contacts == []
+    assert registrar.location.bindings(AOR, now=1.0) == []
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        register("*", expires=600, cseq=2),
+        register("*", cseq=2),
+        register("*", "<sip:a@127.0.0.2>", expires=0, cseq=2),
+    ],
+)
+def test_star_is_refused_unless_alone_with_expires_zero(
+    registrar: Registrar, request_: Request
+) -> None:
+    apply(registrar, register("<sip:a@127.0.0.2>", expires=600))
+    assert apply(registrar, request_).status == 400
+    assert len(registrar.location.bindings(AOR, now=1.0)) == 1
+
+
+def test_register_without_contact_fetches_the_bindings(registrar: Registrar) -> None:
+    apply(registrar, register("<sip:a@127.0.0.2>", expires=600), now=0.0)
+    response = apply(registrar, register(call_id="other", cseq=9), now=100.0)
+    assert response.status == 200
+    assert contacts_of(response) == {"sip:a@127.0.0.2": "500"}
+
+
+def test_one_device_more_than_allowed_is_refused_with_a_reason(registrar: Registrar) -> None:
+    apply(registrar, register("<sip:a@127.0.0.2>", expires=600), max_devices=1)
+    response = apply(
+        registrar, register("<sip:b@127.0.0.3>", expires=600, call_id="other"), max_devices=1
+    )
+    assert response.status == 403
+    assert "1 devices" in (response.headers.get("Warning") or "")
+    assert [str(b.uri) for b in registrar.location.bindings(AOR, now=1.0)] == ["sip:a@127.0.0.2"]
+
+
+def test_a_refresh_does_not_count_against_the_device_limit(registrar: Registrar) -> None:
+    apply(registrar, register("<sip:a@127.0.0.2>", expires=600), max_devices=1)
+    response = apply(registrar, register("<sip:a@127.0.0.2>", expires=600, cseq=2), max_devices=1)
+    assert response.status == 200
+
+
+def test_an_older_cseq_on_the_same_call_id_changes_nothing(registrar: Registrar) -> None:
+    apply(registrar, register("<sip:a@127.0.0.2>", expires=600, cseq=5))
+    response = apply(registrar, register("<sip:a@127.0.0.2>", expires=0, cseq=4))
+    assert response.status == 500
+    assert len(registrar.location.bindings(AOR, now=1.0)) == 1
+
+
+def test_a_refused_request_changes_no_binding_at_all(registrar: Registrar) -> None:
+    apply(registrar, register("<sip:a@127.0.0.2>", expires=600))
+    # The first contact would be removed, the second is too brief: neither applies.
+    response = apply(
+        registrar,
+        register("<sip:a@127.0.0.2>;expires=0", "<sip:b@127.0.0.3>;expires=5", cseq=2),
+    )
+    assert response.status == 423
+    assert [str(b.uri) for b in registrar.location.bindings(AOR, now=1.0)] == ["sip:a@127.0.0.2"]
+
+
+@pytest.mark.parametrize("expires", ["soon", "-1", "١٢٠"])
+def test_malformed_expires_is_400(registrar: Registrar, expires: str) -> None:
+    request = register(f"<sip:a@127.0.0.2>;expires={expires}")
+    assert apply(registrar, request).status == 400
