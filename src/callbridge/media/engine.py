@@ -1,0 +1,587 @@
+"""The media engine: per call a graph of legs (an RTP and an RTCP socket each)
+joined by relay edges, with symmetric RTP latching and media timeouts.
+
+The graph
+---------
+A `MediaSession` belongs to one call. Its nodes are legs: `add_leg()` binds a
+port pair and returns the address to put in our SDP; `set_remote()` gives the
+leg the peer's SDP address; `connect(a, b)` adds the relay edge, after which
+every packet received on `a` is sent unchanged out of `b` and the reverse
+(PCMU, PCMA, telephone-event alike: SSRC, sequence numbers and timestamps
+pass through, and both legs are assumed to use the same payload type numbers).
+
+What later issues add attaches to the same graph, never beside it:
+
+- a **tap** (`Tap`, via `leg.add_tap`) sees every valid RTP packet received on
+  a leg, after it has been relayed: the recorder taps both legs of a call (one
+  direction each), DTMF detection taps a leg and reads RFC 4733 events with
+  `rtp.TelephoneEvent`. A tap must be quick and must not keep the packet's
+  buffer beyond the call unless it copies it (it is the bytes object asyncio
+  handed us, so keeping it is safe, but it is the tap's memory).
+- a **source** sends packets into a leg with `leg.send(packet)`: the player
+  (music on hold, IVR prompts) disconnects the leg's relay edge and sends its
+  own packets on a timer; a conference mixer taps every member leg, decodes
+  with `g711`, mixes, and sends each member the mix minus its own voice. A
+  leg has at most one relay peer; a mixer replaces edges rather than adding
+  them.
+- a WebRTC leg is another kind of node (DTLS-SRTP from aiortc) behind the same
+  `Leg` interface.
+
+Symmetric RTP latching (RFC 4961 behaviour for peers behind NAT)
+----------------------------------------------------------------
+A leg sends to the peer's SDP address until it *latches* onto the address
+the peer really sends from. A source is accepted (and latched) when:
+
+1. it is exactly the SDP address (host and port): sending there is what a
+   relay without latching would do anyway, so a spoofed copy gains nothing; or
+2. the leg has not latched yet and at most `latch_window` seconds have passed
+   since `set_remote()`: the first valid packet from anyone latches. This is
+   the NAT case (a phone behind NAT announces a private address).
+
+Anything else is dropped and counted as `foreign`: once latched, a stranger
+cannot divert the call's media, and after the window a stranger cannot latch
+a leg the peer never sent on. A `set_remote()` with a different address (a
+re-INVITE that moves the media) forgets the latch and opens a new window. The
+same rule holds on the RTCP socket on its own (RTCP latches independently).
+
+RTCP is relayed like RTP, unchanged, RTCP port to RTCP port: since RTP passes
+through untouched, the endpoints' reports stay true end to end.
+
+Media timeout
+-------------
+Activity is sampled, not stamped: the per-packet path only counts, and the
+engine's single periodic check (every `check_interval` seconds, one timer for
+all sessions) notes the time at which a leg's packet count moved. A session is
+idle for as long as its most silent *connected* leg (a leg waiting for an
+answer is not expected to send); `on_timeout(session)` runs once when that
+reaches `rtp_timeout`. The clock is injected, so tests drive it by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from ..logs import log_event
+from .errors import MediaError
+from .ports import PortPair, RtpPortAllocator
+from .rtp import RTCP_HEADER_SIZE, RTP_HEADER_SIZE
+
+logger = logging.getLogger("callbridge.media")
+
+Address = tuple[str, int]
+Clock = Callable[[], float]
+
+DEFAULT_LATCH_WINDOW = 2.0
+DEFAULT_CHECK_INTERVAL = 1.0
+_CLOSED = float("-inf")
+
+
+class Tap(Protocol):
+    """Called with each valid RTP packet a leg receives, after the relay."""
+
+    def __call__(self, leg: Leg, packet: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    """Counters of one socket of a leg. `foreign`: from a source the latching
+    rule refused; `malformed`: not RTP/RTCP; `errors`: failures while relaying."""
+
+    packets_in: int
+    bytes_in: int
+    packets_out: int
+    bytes_out: int
+    malformed: int
+    foreign: int
+    errors: int
+
+    @property
+    def dropped(self) -> int:
+        return self.malformed + self.foreign + self.errors
+
+
+@dataclass(frozen=True, slots=True)
+class LegStats:
+    rtp: StreamStats
+    rtcp: StreamStats
+
+
+class Leg(Protocol):
+    """One side of a call's media: a node of the session's graph."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def local_address(self) -> Address:
+        """The (host, RTP port) to put in our SDP for this leg's peer."""
+        ...
+
+    @property
+    def remote(self) -> Address | None:
+        """Where this leg sends: the latched source, else the SDP address."""
+        ...
+
+    @property
+    def latched(self) -> bool: ...
+
+    @property
+    def payload_types(self) -> Mapping[int, str]: ...
+
+    def stats(self) -> LegStats: ...
+
+    def idle_for(self, now: float) -> float: ...
+
+    def add_tap(self, tap: Tap) -> None: ...
+
+    def remove_tap(self, tap: Tap) -> None: ...
+
+    def send(self, packet: bytes) -> None:
+        """Send one RTP packet to the leg's peer (for players and mixers)."""
+        ...
+
+
+class MediaSession(Protocol):
+    """The media graph of one call."""
+
+    @property
+    def call_id(self) -> str: ...
+
+    async def add_leg(self, name: str | None = None) -> Leg: ...
+
+    def set_remote(
+        self,
+        leg: Leg,
+        host: str,
+        port: int,
+        payload_types: Mapping[int, str] = ...,
+        *,
+        rtcp_port: int | None = None,
+    ) -> None: ...
+
+    def connect(self, leg_a: Leg, leg_b: Leg) -> None: ...
+
+    def disconnect(self, leg: Leg) -> None: ...
+
+    def idle_for(self, now: float) -> float: ...
+
+    async def close(self) -> None: ...
+
+
+TimeoutCallback = Callable[[MediaSession], None]
+
+
+class MediaEngine(Protocol):
+    """Anchors the media of calls: in process today, rtpengine later."""
+
+    def create_session(
+        self, call_id: str, *, on_timeout: TimeoutCallback | None = None
+    ) -> MediaSession: ...
+
+    async def close(self) -> None: ...
+
+
+class _Stream(asyncio.DatagramProtocol):
+    """One socket of a leg (RTP or RTCP): receive, latch, relay, count."""
+
+    __slots__ = (
+        "_clock",
+        "_latch_window",
+        "_lost",
+        "bytes_in",
+        "bytes_out",
+        "errors",
+        "foreign",
+        "latch_until",
+        "leg",
+        "malformed",
+        "min_length",
+        "packets_in",
+        "packets_out",
+        "peer",
+        "remote",
+        "sdp_remote",
+        "source",
+        "taps",
+        "transport",
+    )
+
+    def __init__(self, leg: LocalLeg, min_length: int, clock: Clock, latch_window: float) -> None:
+        self.leg = leg
+        self.min_length = min_length
+        self._clock = clock
+        self._latch_window = latch_window
+        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.peer: _Stream | None = None
+        self.taps: tuple[Tap, ...] = ()
+        self.source: Any = None  # the accepted source, as the loop reports it
+        self.remote: Any = None  # where we send: the source once latched, else the SDP address
+        self.sdp_remote: Address | None = None
+        self.latch_until = _CLOSED
+        self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
+        self.malformed = self.foreign = self.errors = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Not an isinstance check: Python 3.11's selector transport is not a subclass.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        # The hot path: one comparison, a length and version check, one sendto.
+        try:
+            if addr != self.source and not self._admit(data, addr):
+                return
+            if len(data) < self.min_length or data[0] & 0xC0 != 0x80:
+                self.malformed += 1
+                return
+            self.packets_in += 1
+            self.bytes_in += len(data)
+            peer = self.peer
+            if peer is not None and (dest := peer.remote) is not None:
+                peer.transport.sendto(data, dest)  # type: ignore[union-attr]
+                peer.packets_out += 1
+                peer.bytes_out += len(data)
+            if self.taps:
+                for tap in self.taps:
+                    tap(self.leg, data)
+        except Exception:
+            self.errors += 1
+            if self.errors == 1:  # once per stream: a broken tap must not flood the log
+                logger.exception("media.relay_failed leg=%s", self.leg.name)
+
+    def _admit(self, data: bytes, addr: Any) -> bool:
+        """Apply the latching rule to a packet from a source not latched (yet)."""
+        if len(data) < self.min_length or data[0] & 0xC0 != 0x80:
+            self.malformed += 1
+            return False
+        sdp = self.sdp_remote
+        from_sdp = sdp is not None and addr[0] == sdp[0] and addr[1] == sdp[1]
+        if not from_sdp and (self.source is not None or self._clock() > self.latch_until):
+            self.foreign += 1
+            return False
+        self.source = self.remote = addr
+        self.latch_until = _CLOSED
+        return True
+
+    def set_remote(self, address: Address) -> None:
+        if address == self.sdp_remote and self.source is not None:
+            return  # same media address (hold, codec change): keep the latch
+        self.sdp_remote = self.remote = address
+        self.source = None
+        self.latch_until = self._clock() + self._latch_window
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and self.remote is not None:
+            self.transport.sendto(data, self.remote)
+            self.packets_out += 1
+            self.bytes_out += len(data)
+
+    def stats(self) -> StreamStats:
+        return StreamStats(
+            self.packets_in,
+            self.bytes_in,
+            self.packets_out,
+            self.bytes_out,
+            self.malformed,
+            self.foreign,
+            self.errors,
+        )
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from an earlier sendto: the peer is gone or not
+        # yet listening; the media timeout decides, not one ICMP message.
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            await self._lost
+
+
+class LocalLeg:
+    """A leg of `LocalMediaSession`: an RTP and an RTCP socket on one port pair."""
+
+    __slots__ = (
+        "_pair",
+        "_seen",
+        "last_activity",
+        "name",
+        "payload_types",
+        "rtcp",
+        "rtp",
+        "session",
+    )
+
+    def __init__(self, session: LocalMediaSession, name: str, pair: PortPair, now: float) -> None:
+        engine = session.engine
+        self.session = session
+        self.name = name
+        self._pair = pair
+        self.rtp = _Stream(self, RTP_HEADER_SIZE, engine.clock, engine.latch_window)
+        self.rtcp = _Stream(self, RTCP_HEADER_SIZE, engine.clock, engine.latch_window)
+        self.payload_types: Mapping[int, str] = {}
+        self.last_activity = now
+        self._seen = 0
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: self.rtp, sock=self._pair.rtp)
+        await loop.create_datagram_endpoint(lambda: self.rtcp, sock=self._pair.rtcp)
+
+    @property
+    def local_address(self) -> Address:
+        return (self._pair.host, self._pair.port)
+
+    @property
+    def remote(self) -> Address | None:
+        remote: Address | None = self.rtp.remote
+        return None if remote is None else (remote[0], remote[1])
+
+    @property
+    def latched(self) -> bool:
+        return self.rtp.source is not None
+
+    @property
+    def peer(self) -> LocalLeg | None:
+        return None if self.rtp.peer is None else self.rtp.peer.leg
+
+    @property
+    def taps(self) -> tuple[Tap, ...]:
+        return self.rtp.taps
+
+    def add_tap(self, tap: Tap) -> None:
+        self.rtp.taps = (*self.rtp.taps, tap)
+
+    def remove_tap(self, tap: Tap) -> None:
+        self.rtp.taps = tuple(t for t in self.rtp.taps if t is not tap)
+
+    def send(self, packet: bytes) -> None:
+        self.rtp.send(packet)
+
+    def stats(self) -> LegStats:
+        return LegStats(self.rtp.stats(), self.rtcp.stats())
+
+    def observe(self, now: float) -> None:
+        """Note `now` as the last activity if RTP arrived since the last look."""
+        if self.rtp.packets_in != self._seen:
+            self._seen = self.rtp.packets_in
+            self.last_activity = now
+
+    def idle_for(self, now: float) -> float:
+        self.observe(now)
+        return max(0.0, now - self.last_activity)
+
+    async def _close(self, ports: RtpPortAllocator) -> None:
+        try:
+            await self.rtp.close()
+            await self.rtcp.close()
+        finally:
+            ports.release(self._pair)
+
+    def __repr__(self) -> str:
+        return f"<LocalLeg {self.session.call_id}/{self.name} {self.local_address}>"
+
+
+class LocalMediaSession:
+    """The media graph of one call in `LocalMediaEngine`."""
+
+    def __init__(
+        self, engine: LocalMediaEngine, call_id: str, on_timeout: TimeoutCallback | None
+    ) -> None:
+        self.engine = engine
+        self.call_id = call_id
+        self.on_timeout = on_timeout
+        self.legs: dict[str, LocalLeg] = {}
+        self.closed = False
+        self.timed_out = False
+
+    async def add_leg(self, name: str | None = None) -> LocalLeg:
+        self._check_open()
+        name = f"leg{len(self.legs) + 1}" if name is None else name
+        if name in self.legs:
+            raise MediaError(f"call {self.call_id} already has a leg named {name!r}")
+        ports = self.engine.ports
+        pair = ports.allocate()
+        leg = LocalLeg(self, name, pair, self.engine.clock())
+        try:
+            await leg._open()
+        except BaseException:
+            await leg._close(ports)
+            raise
+        if self.closed:  # closed while we were binding
+            await leg._close(ports)
+            raise MediaError(f"call {self.call_id}: media session closed")
+        self.legs[name] = leg
+        return leg
+
+    def set_remote(
+        self,
+        leg: Leg,
+        host: str,
+        port: int,
+        payload_types: Mapping[int, str] = {},  # never mutated: copied
+        *,
+        rtcp_port: int | None = None,
+    ) -> None:
+        """Take the peer's SDP: connection address, media port, payload types
+        (number → encoding name) and the RTCP port (`a=rtcp`, default port + 1)."""
+        own = self._own(leg)
+        try:
+            address = ipaddress.ip_address(host).compressed
+        except ValueError:
+            raise MediaError(f"media address {host!r} is not an IP address") from None
+        rtcp = port + 1 if rtcp_port is None else rtcp_port
+        for number in (port, rtcp):
+            if not 0 < number < 65536:
+                raise MediaError(f"media port {number} is out of range")
+        own.payload_types = dict(payload_types)
+        own.rtp.set_remote((address, port))
+        own.rtcp.set_remote((address, rtcp))
+
+    def connect(self, leg_a: Leg, leg_b: Leg) -> None:
+        """Relay between two legs, both ways; each leaves any earlier edge."""
+        a, b = self._own(leg_a), self._own(leg_b)
+        if a is b:
+            raise MediaError(f"call {self.call_id}: cannot connect leg {a.name!r} to itself")
+        _unlink(a)
+        _unlink(b)
+        a.rtp.peer, b.rtp.peer = b.rtp, a.rtp
+        a.rtcp.peer, b.rtcp.peer = b.rtcp, a.rtcp
+        now = self.engine.clock()
+        for leg in (a, b):
+            leg.observe(now)
+            leg.last_activity = now
+
+    def disconnect(self, leg: Leg) -> None:
+        """Remove the leg's relay edge, if any."""
+        _unlink(self._own(leg))
+
+    def idle_for(self, now: float) -> float:
+        """How long the most silent connected leg has sent nothing."""
+        return max((leg.idle_for(now) for leg in self.legs.values() if leg.peer), default=0.0)
+
+    async def close(self) -> None:
+        """Stop relaying and release every leg's ports; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.engine._forget(self)
+        legs = list(self.legs.values())
+        for leg in legs:
+            _unlink(leg)
+        for leg in legs:
+            await leg._close(self.engine.ports)
+
+    def _own(self, leg: Leg) -> LocalLeg:
+        self._check_open()
+        if not isinstance(leg, LocalLeg) or leg.session is not self:
+            raise MediaError(f"{leg!r} is not a leg of call {self.call_id}")
+        return leg
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise MediaError(f"call {self.call_id}: media session closed")
+
+    def __repr__(self) -> str:
+        return f"<LocalMediaSession {self.call_id} legs={list(self.legs)}>"
+
+
+class LocalMediaEngine:
+    """The in-process engine: every leg is a pair of asyncio UDP sockets.
+
+    `rtp_timeout` (seconds, None = never) and `on_timeout(session)` end silent
+    calls; `clock` is any monotonic clock in seconds (tests pass a fake one)."""
+
+    def __init__(
+        self,
+        ports: RtpPortAllocator,
+        *,
+        rtp_timeout: float | None = None,
+        on_timeout: TimeoutCallback | None = None,
+        clock: Clock = time.monotonic,
+        check_interval: float = DEFAULT_CHECK_INTERVAL,
+        latch_window: float = DEFAULT_LATCH_WINDOW,
+    ) -> None:
+        self.ports = ports
+        self.rtp_timeout = rtp_timeout
+        self.on_timeout = on_timeout
+        self.clock = clock
+        self.check_interval = check_interval
+        self.latch_window = latch_window
+        self.sessions: dict[str, LocalMediaSession] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def create_session(
+        self, call_id: str, *, on_timeout: TimeoutCallback | None = None
+    ) -> LocalMediaSession:
+        if call_id in self.sessions:
+            raise MediaError(f"call {call_id} already has a media session")
+        session = LocalMediaSession(self, call_id, on_timeout or self.on_timeout)
+        self.sessions[call_id] = session
+        if self._timer is None and self.rtp_timeout is not None:
+            self._arm()
+        return session
+
+    def check_timeouts(self, now: float | None = None) -> list[LocalMediaSession]:
+        """Sample every leg's activity and report each session that has just
+        reached `rtp_timeout` to its `on_timeout`; returns those sessions."""
+        now = self.clock() if now is None else now
+        timeout = self.rtp_timeout
+        expired = []
+        for session in list(self.sessions.values()):
+            idle = session.idle_for(now)
+            if timeout is not None and idle >= timeout and not session.timed_out:
+                session.timed_out = True
+                expired.append(session)
+        for session in expired:
+            log_event(logger, logging.INFO, "media.timeout", call_id=session.call_id)
+            if session.on_timeout is not None:
+                try:
+                    session.on_timeout(session)
+                except Exception:
+                    logger.exception("media.on_timeout_failed call_id=%s", session.call_id)
+        return expired
+
+    async def close(self) -> None:
+        """Close every session and stop the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for session in list(self.sessions.values()):
+            try:
+                await session.close()
+            except Exception:
+                logger.exception("media.close_failed call_id=%s", session.call_id)
+
+    def _arm(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self.check_interval, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        try:
+            self.check_timeouts()
+        finally:
+            if self.sessions:
+                self._arm()
+
+    def _forget(self, session: LocalMediaSession) -> None:
+        if self.sessions.get(session.call_id) is session:
+            del self.sessions[session.call_id]
+
+
+def _unlink(leg: LocalLeg) -> None:
+    for stream in (leg.rtp, leg.rtcp):
+        if stream.peer is not None:
+            stream.peer.peer = None
+            stream.peer = None
