@@ -27,6 +27,14 @@ test-deps: venv
 	  echo "installing Debian packages:$$missing"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@# The store tests also run on the local PostgreSQL (127.0.0.1:5432); start it
+	@# if it is installed and stopped. Best effort: an online cluster is left alone.
+	-@if [ -d /etc/postgresql ] && command -v pg_ctlcluster >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  for v in $$(ls /etc/postgresql); do \
+	    $$SUDO pg_ctlcluster --skip-systemctl-redirect $$v main start >/dev/null 2>&1 || true; \
+	  done; \
+	fi
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench

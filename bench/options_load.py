@@ -122,6 +122,10 @@ def callbridge(rate: int, seconds: int, workdir: Path) -> dict[str, float]:
         **os.environ,
         "CALLBRIDGE_SIP_HOST": "127.0.0.1",
         "CALLBRIDGE_SIP_PORT": "0",
+        "CALLBRIDGE_HTTP_HOST": "127.0.0.1",
+        "CALLBRIDGE_HTTP_PORT": "0",
+        "CALLBRIDGE_DATA_DIR": str(workdir),
+        "CALLBRIDGE_DATABASE_URL": "",
         "CALLBRIDGE_LOG_LEVEL": "info",
     }
     with log.open("w") as out:

@@ -4,10 +4,11 @@ variables (and optionally a TOML file named by `CALLBRIDGE_CONFIG_FILE`)."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,11 +33,45 @@ class Settings(BaseSettings):
     tcp_max_connections: int = Field(1_024, ge=1)
     tcp_idle_timeout: float = Field(300.0, gt=0)
     user_agent: str = "callbridge"
+    sip_realm: str = Field(
+        "callbridge",
+        min_length=1,
+        description="Digest realm; lines store HA1 per realm, so changing it means "
+        "setting every line's password again.",
+    )
+    data_dir: Path = Field(Path("."), description="Where the SQLite database and files live.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite file callbridge.db in data_dir."
+    )
+    http_host: str = Field("0.0.0.0", description="Address the HTTP API listens on.")
+    http_port: int = Field(8000, ge=0, le=65535, description="HTTP port; 0 picks a free one.")
+    public_address: str | None = Field(
+        None, description="Address put in SDP and Contact; default: the SIP host or this host."
+    )
+    admin_password: SecretStr | None = Field(
+        None, description="Creates the user `admin` on first start when no admin exists."
+    )
+    auth_token_ttl: float = Field(12 * 3600, gt=0, description="Seconds an API token lives.")
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_level(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    def effective_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file in `data_dir`."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'callbridge.db').resolve()}"
+
+    def effective_public_address(self) -> str:
+        """The address others reach us at: the public address, the SIP host, or
+        when SIP listens on every interface, this host's own address."""
+        if self.public_address:
+            return self.public_address
+        if self.sip_host not in ("0.0.0.0", "::", ""):
+            return self.sip_host
+        return own_address()
 
     @classmethod
     def settings_customise_sources(
@@ -52,3 +87,12 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, Path(config_file)))
         return tuple(sources)
+
+
+def own_address() -> str:
+    """This machine's address by its host name, resolved locally (no packet
+    leaves the machine); loopback when the name does not resolve."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"

@@ -18,6 +18,7 @@ import pytest
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 _LISTENING_RE = re.compile(r"sip\.listening.*?\bport\W+(\d+)")
+_HTTP_LISTENING_RE = re.compile(r"http\.listening.*?\bport\W+(\d+)")
 
 
 @dataclass
@@ -26,18 +27,24 @@ class Server:
     port: int
     process: subprocess.Popen[str]
     log_path: Path
+    http_port: int
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
 
 def start_server(tmp_path: Path, **env: str) -> Server:
-    """Start `callbridge serve` on 127.0.0.1 with a free port and wait until it listens."""
+    """Start `callbridge serve` on 127.0.0.1 with free ports (SIP and HTTP) and its
+    database in `tmp_path`, and wait until both listen."""
     log_path = tmp_path / "callbridge.log"
     environment = {
         **os.environ,
         "CALLBRIDGE_SIP_HOST": "127.0.0.1",
         "CALLBRIDGE_SIP_PORT": "0",
+        "CALLBRIDGE_HTTP_HOST": "127.0.0.1",
+        "CALLBRIDGE_HTTP_PORT": "0",
+        "CALLBRIDGE_DATA_DIR": str(tmp_path),
+        "CALLBRIDGE_DATABASE_URL": "",  # the embedded SQLite, whatever the caller's environment
         "CALLBRIDGE_LOG_LEVEL": "debug",
         **env,
     }
@@ -51,9 +58,10 @@ def start_server(tmp_path: Path, **env: str) -> Server:
     )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        match = _LISTENING_RE.search(log_path.read_text(errors="replace"))
-        if match:
-            return Server("127.0.0.1", int(match.group(1)), process, log_path)
+        log = log_path.read_text(errors="replace")
+        sip, http = _LISTENING_RE.search(log), _HTTP_LISTENING_RE.search(log)
+        if sip and http:
+            return Server("127.0.0.1", int(sip.group(1)), process, log_path, int(http.group(1)))
         if process.poll() is not None:
             break
         time.sleep(0.05)

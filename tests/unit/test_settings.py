@@ -57,3 +57,36 @@ def test_bad_values_are_refused_naming_the_setting(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError, match=field):
         Settings()
+
+
+def test_the_database_defaults_to_a_sqlite_file_in_the_data_dir(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=None)
+    assert settings.effective_database_url() == (
+        f"sqlite+aiosqlite:///{(tmp_path / 'callbridge.db').resolve()}"
+    )
+    url = "postgresql+asyncpg://pbx@db.example.org/pbx"
+    assert Settings(database_url=url).effective_database_url() == url
+
+
+def test_the_public_address_follows_the_sip_host_unless_set() -> None:
+    assert Settings(sip_host="192.0.2.7").effective_public_address() == "192.0.2.7"
+    own = Settings(sip_host="0.0.0.0", public_address=None).effective_public_address()
+    assert own and own != "0.0.0.0"
+    assert Settings(public_address="203.0.113.9").effective_public_address() == "203.0.113.9"
+
+
+def test_the_admin_password_is_kept_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLBRIDGE_ADMIN_PASSWORD", "hunter22-secret")
+    settings = Settings()
+    assert settings.admin_password is not None
+    assert settings.admin_password.get_secret_value() == "hunter22-secret"
+    assert "hunter22-secret" not in repr(settings)
+
+
+def test_http_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CALLBRIDGE_HTTP_HOST", "CALLBRIDGE_HTTP_PORT", "CALLBRIDGE_AUTH_TOKEN_TTL"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert (settings.http_host, settings.http_port) == ("0.0.0.0", 8000)
+    assert settings.auth_token_ttl == 12 * 3600
+    assert settings.sip_realm == "callbridge"

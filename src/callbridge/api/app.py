@@ -1,0 +1,34 @@
+"""The FastAPI application: routers, error shapes and the body size limit."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+from fastapi.exceptions import RequestValidationError
+
+from .. import __version__
+from ..settings import Settings
+from ..store import Database
+from . import auth, internal_lines
+from .errors import FieldError, field_error_handler, validation_error_handler
+from .limits import MAX_BODY_SIZE, BodySizeLimit
+
+
+def create_app(settings: Settings, database: Database) -> FastAPI:
+    """The API over `database` (migrated by the caller)."""
+    app = FastAPI(
+        title="callbridge",
+        version=__version__,
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.database = database
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(FieldError, field_error_handler)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_SIZE)
+    v1 = APIRouter(prefix="/api/v1")
+    v1.include_router(auth.router)
+    v1.include_router(internal_lines.router)
+    app.include_router(v1)
+    return app

@@ -1,0 +1,64 @@
+"""Dependencies every route shares: the settings, a database session, and
+the signed-in user with the role a route asks for."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..settings import Settings
+from ..store import Database, User
+from ..store.accounts import user_for_token
+from ..store.models import Role
+
+_bearer = HTTPBearer(auto_error=False, description="A token from POST /api/v1/auth/login.")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    database: Database = request.app.state.database
+    async with database.session() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def _unauthorized() -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "missing, invalid or expired token",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+async def current_user(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized()
+    user = await user_for_token(session, credentials.credentials)
+    if user is None:
+        raise _unauthorized()
+    return user
+
+
+def require_role(*roles: Role) -> Callable[..., Coroutine[Any, Any, User]]:
+    """A dependency that lets through a signed-in user with one of `roles` (else 403)."""
+
+    async def check(user: Annotated[User, Depends(current_user)]) -> User:
+        if user.role not in roles:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "your role may not do this")
+        return user
+
+    return check

@@ -1,0 +1,15 @@
+"""Storage: SQLAlchemy 2 models, the async engine, and Alembic migrations."""
+
+from .db import Database, create_database
+from .models import ApiToken, Base, Employee, InternalLine, Role, User
+
+__all__ = [
+    "ApiToken",
+    "Base",
+    "Database",
+    "Employee",
+    "InternalLine",
+    "Role",
+    "User",
+    "create_database",
+]

@@ -1,0 +1,106 @@
+"""API users: argon2 password hashes, bearer tokens stored as their SHA-256,
+and the first admin account."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .models import ApiToken, Role, User, utcnow
+
+_hasher = PasswordHasher()
+# Verified when the username is unknown, so that answer costs what a wrong
+# password costs and timing does not tell which usernames exist.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+class AccountError(ValueError):
+    """A user cannot be created as asked; `field` names what is wrong."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    expires_at: datetime
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def authenticate(session: AsyncSession, username: str, password: str) -> User | None:
+    """The active user with this username and password, else None (in the same time)."""
+    user = await session.scalar(select(User).where(User.username == username))
+    if user is None or not user.active:
+        verify_password(_DUMMY_HASH, password)
+        return None
+    return user if verify_password(user.password_hash, password) else None
+
+
+async def issue_token(session: AsyncSession, user: User, ttl: float) -> IssuedToken:
+    """A new bearer token for `user`; only its hash is stored. Expired tokens are swept."""
+    now = utcnow()
+    await session.execute(delete(ApiToken).where(ApiToken.expires_at <= now))
+    token = secrets.token_urlsafe(32)
+    expires_at = now + timedelta(seconds=ttl)
+    session.add(ApiToken(token_hash=token_hash(token), user_id=user.id, expires_at=expires_at))
+    await session.commit()
+    return IssuedToken(token, expires_at)
+
+
+async def user_for_token(session: AsyncSession, token: str) -> User | None:
+    """The active user a valid, unexpired token belongs to."""
+    row = await session.execute(
+        select(User)
+        .join(ApiToken, ApiToken.user_id == User.id)
+        .where(ApiToken.token_hash == token_hash(token), ApiToken.expires_at > utcnow())
+    )
+    user = row.scalar_one_or_none()
+    return user if user is not None and user.active else None
+
+
+async def create_user(
+    session: AsyncSession, username: str, password: str, role: Role = "operator"
+) -> User:
+    if not username or len(username) > 64:
+        raise AccountError("username", "must be 1 to 64 characters")
+    if len(password) < 8:
+        raise AccountError("password", "must be at least 8 characters")
+    if await session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise AccountError("username", "already exists")
+    user = User(username=username, password_hash=hash_password(password), role=role, active=True)
+    session.add(user)
+    await session.commit()
+    return user
+
+
+async def ensure_admin(session: AsyncSession, password: str | None) -> User | None:
+    """On first start: create the user `admin` with `password` when no admin exists."""
+    if password is None:
+        return None
+    if await session.scalar(select(User.id).where(User.role == "admin").limit(1)) is not None:
+        return None
+    return await create_user(session, "admin", password, role="admin")
