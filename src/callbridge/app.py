@@ -1,6 +1,6 @@
 """The `callbridge serve` process: wires the transport to the transaction
-layer and the transaction layer to the PBX, and owns the one timer that
-drives every transaction's timers."""
+layer and the transaction layer to the PBX, owns the one timer that drives
+every transaction's timers, and serves the HTTP API in the same loop."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ import logging
 import signal
 from dataclasses import dataclass
 
+import uvicorn
+
+from .api import create_app
 from .logs import log_event
+from .pbx.auth import DROP, Drop
 from .pbx.ua import UserAgent
 from .settings import Settings
 from .sip import Limits, Message, Request, Response, make_response
@@ -27,9 +31,12 @@ from .sip.transaction import (
     TransactionLayer,
     TransportFailed,
 )
+from .store import Database, create_database
+from .store.accounts import ensure_admin
 from .transport import Address, Transport, TransportError, TransportLayer
 
 logger = logging.getLogger("callbridge.sip")
+http_logger = logging.getLogger("callbridge.http")
 _MAX_PEERS = 4096
 
 
@@ -135,17 +142,22 @@ class SipService:
         log_event(
             logger, logging.DEBUG, "sip.new_request", method=request.method, call_id=request.call_id
         )
+        peer = transaction.peer
+        assert isinstance(peer, Peer)
         if request.method == "CANCEL":
-            response = self._cancel(request, now)
+            response = self._cancel(request, peer, now)
         else:
-            response = self.ua.answer(request)
-        if response is not None:
+            response = self.ua.answer(request, source=peer.address.host, peer=peer, now=now)
+        if response is DROP:
+            log_event(logger, logging.INFO, "sip.dropped", src=peer.address, method=request.method)
+            self.transactions.discard(transaction)
+        elif isinstance(response, Response):
             self._apply(self.transactions.respond(transaction, response, now), now)
 
-    def _cancel(self, cancel: Request, now: float) -> Response | None:
+    def _cancel(self, cancel: Request, peer: Peer, now: float) -> Response | Drop | None:
         invite = self.transactions.find_invite_for_cancel(cancel)
         if invite is None:
-            return self.ua.answer(cancel)
+            return self.ua.answer(cancel, source=peer.address.host, peer=peer, now=now)
         # Every INVITE is answered at once today, so the CANCEL comes too late
         # to change anything: 200 for the CANCEL, the INVITE keeps its answer.
         sent = invite.last_response
@@ -165,6 +177,60 @@ class SipService:
         log_event(logger, logging.INFO, "sip.transport_error", error=str(error))
 
 
+class HttpService:
+    """uvicorn serving the API inside our loop: its startup, tick loop and
+    shutdown are driven from here, so SIGTERM stops it together with SIP
+    (uvicorn's own `serve()` would take over the signal handlers)."""
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        config = uvicorn.Config(
+            create_app(settings, database),
+            host=settings.http_host,
+            port=settings.http_port,
+            lifespan="on",
+            log_config=None,
+            timeout_graceful_shutdown=5,
+        )
+        self.server = uvicorn.Server(config)
+        self._ticks: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Listen; returns the port (the real one when 0 was asked)."""
+        config = self.server.config
+        config.load()
+        self.server.lifespan = config.lifespan_class(config)
+        try:
+            await self.server.startup()
+        except SystemExit as exit_:  # uvicorn exits when it cannot bind
+            raise OSError(f"HTTP cannot listen on {config.host}:{config.port}") from exit_
+        self._ticks = asyncio.create_task(self.server.main_loop())
+        port: int = self.server.servers[0].sockets[0].getsockname()[1]
+        return port
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self._ticks is not None:
+            await self._ticks
+            await self.server.shutdown()
+
+
+async def open_database(settings: Settings) -> Database:
+    """The database, migrated to the newest schema, with the first admin
+    created when `CALLBRIDGE_ADMIN_PASSWORD` asks for one."""
+    database = create_database(settings)
+    try:
+        await database.migrate()
+        password = settings.admin_password
+        async with database.session() as session:
+            admin = await ensure_admin(session, password.get_secret_value() if password else None)
+        if admin is not None:
+            log_event(http_logger, logging.INFO, "auth.admin_created", username=admin.username)
+    except BaseException:
+        await database.close()
+        raise
+    return database
+
+
 def tune_garbage_collector() -> None:
     """Every SIP message is a few dozen small objects that die young; the
     default thresholds would run the collector every few hundred messages and
@@ -177,14 +243,23 @@ def tune_garbage_collector() -> None:
 
 async def run(settings: Settings) -> int:
     """Serve until SIGINT or SIGTERM; returns the process exit status."""
-    service = SipService(settings)
-    await service.start()
-    tune_garbage_collector()
+    # Handlers first: a signal that arrives while we start still stops us cleanly.
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
-    await stopping.wait()
-    log_event(logger, logging.INFO, "callbridge.stopping")
-    await service.stop()
+    database = await open_database(settings)
+    service = SipService(settings)
+    http = HttpService(settings, database)
+    try:
+        await service.start()
+        port = await http.start()
+        log_event(http_logger, logging.INFO, "http.listening", host=settings.http_host, port=port)
+        tune_garbage_collector()
+        await stopping.wait()
+        log_event(logger, logging.INFO, "callbridge.stopping")
+    finally:
+        await http.stop()
+        await service.stop()
+        await database.close()
     return 0

@@ -771,3 +771,14 @@ def test_layer_refuses_ack_missing_branch_and_duplicate_client_requests() -> Non
     layer.send_request(req(), PEER, False, 0.0)
     with pytest.raises(TransactionError):
         layer.send_request(req(), PEER, False, 0.0)
+
+
+def test_a_discarded_server_transaction_leaves_nothing_behind() -> None:
+    layer = TransactionLayer()
+    [new] = layer.receive(req("OPTIONS"), PEER, 0.0)
+    assert isinstance(new, NewRequest)
+    layer.discard(new.transaction)
+    assert len(layer) == 0
+    assert layer.next_deadline() is None
+    # The retransmission is a new request again.
+    assert [type(e) for e in layer.receive(req("OPTIONS"), PEER, 0.5)] == [NewRequest]

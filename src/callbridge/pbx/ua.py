@@ -1,17 +1,20 @@
 """The user agent server at the edge of the PBX: what callbridge answers to
-a request that is not part of anything it handles yet.
+a request outside any dialog.
 
-It decides, it does not send: `answer(request)` returns the response (or
-None for ACK, which is never answered).
+It decides, it does not send: `answer(request, ...)` returns the response,
+None for ACK (never answered), or DROP when the source must get nothing.
+REGISTER goes through digest authentication and the registrar when the UA
+is given them; methods the PBX does not serve yet get the RFC's refusal.
 """
 
 from __future__ import annotations
 
 from ..sip import Request, Response, make_response
 from ..sip.transaction import new_tag
+from .auth import DROP, Authenticated, Authenticator, Drop
+from .lines import Lines
+from .registrar import Registrar
 
-# What the PBX core implements today; each later feature adds its method.
-ALLOWED_METHODS = ("OPTIONS", "ACK", "CANCEL", "BYE")
 ACCEPTED_BODIES = ("application/sdp",)
 SUPPORTED_EXTENSIONS: tuple[str, ...] = ()
 
@@ -20,25 +23,40 @@ SUPPORTED_EXTENSIONS: tuple[str, ...] = ()
 _NEED_A_DIALOG = frozenset({"BYE", "INFO", "UPDATE", "PRACK", "NOTIFY"})
 _URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 
-_ALLOW = ("Allow", ", ".join(ALLOWED_METHODS))
-# What OPTIONS advertises (RFC 3261 §11.2).
-_CAPABILITIES = [
-    _ALLOW,
-    ("Accept", ", ".join(ACCEPTED_BODIES)),
-    ("Accept-Encoding", "identity"),
-    ("Accept-Language", "en"),
-    # Empty until an extension is implemented: the ABNF allows no option tag.
-    ("Supported", ", ".join(SUPPORTED_EXTENSIONS)),
-]
-
 
 class UserAgent:
-    """Answers OPTIONS, refuses what it cannot do with the RFC's status."""
+    """Answers OPTIONS and REGISTER; refuses the rest with the RFC's status."""
 
-    def __init__(self, *, user_agent: str = "callbridge") -> None:
+    def __init__(
+        self,
+        *,
+        user_agent: str = "callbridge",
+        lines: Lines | None = None,
+        authenticator: Authenticator | None = None,
+        registrar: Registrar | None = None,
+    ) -> None:
         self.user_agent = user_agent
+        # Swapped whole by whoever applies a new configuration.
+        self.lines = lines or Lines()
+        self.authenticator = authenticator
+        self.registrar = registrar
+        methods = ["OPTIONS", "ACK", "CANCEL", "BYE"]
+        if registrar is not None and authenticator is not None:
+            methods.append("REGISTER")
+        self._allow = ("Allow", ", ".join(methods))
+        self._capabilities = [
+            self._allow,
+            ("Accept", ", ".join(ACCEPTED_BODIES)),
+            ("Accept-Encoding", "identity"),
+            ("Accept-Language", "en"),
+            # Empty until an extension is implemented: the ABNF allows no option tag.
+            ("Supported", ", ".join(SUPPORTED_EXTENSIONS)),
+        ]
 
-    def answer(self, request: Request) -> Response | None:
+    def answer(
+        self, request: Request, *, source: str = "", peer: object = None, now: float = 0.0
+    ) -> Response | Drop | None:
+        """The answer to `request` from host `source` (flow `peer`) at `now`."""
         method = request.method
         if method == "ACK":
             return None
@@ -48,22 +66,60 @@ class UserAgent:
         if unsupported and method != "CANCEL":
             return self._reply(request, 420, headers=[("Unsupported", ", ".join(unsupported))])
         if method == "OPTIONS":
-            return self._reply(request, 200, headers=_CAPABILITIES)
+            return self._reply(request, 200, headers=self._capabilities)
+        if method == "REGISTER" and self.registrar is not None:
+            return self._register(request, source=source, peer=peer, now=now)
         if method == "CANCEL" or method in _NEED_A_DIALOG:
             # A CANCEL that reaches the UA matched no INVITE transaction.
             return self._reply(request, 481)
-        return self._reply(request, 501, headers=[_ALLOW])
+        return self._reply(request, 501, headers=[self._allow])
+
+    def _register(
+        self, request: Request, *, source: str, peer: object, now: float
+    ) -> Response | Drop:
+        assert self.registrar is not None and self.authenticator is not None
+        lines = self.lines
+        tag = new_tag()
+        outcome = self.authenticator.check(
+            request, source=source, ha1_of=lines.ha1_of, now=now, to_tag=tag
+        )
+        if not isinstance(outcome, Authenticated):
+            return outcome
+        line = lines.by_username[outcome.username]
+        aor = request.to.uri
+        user = getattr(aor, "user_unescaped", None)
+        if user not in (line.number, line.username):
+            # Authenticated, but asking for someone else's line.
+            return self._reply(request, 403, "Not Your Line", to_tag=tag)
+        return self.registrar.register(
+            request,
+            aor=line.number,
+            max_devices=line.max_devices,
+            source=peer,
+            now=now,
+            to_tag=tag,
+        )
 
     def _unsupported_extensions(self, request: Request) -> list[str]:
         required = request.headers.get_all("Require") + request.headers.get_all("Proxy-Require")
         return [tag for tag in required if tag.lower() not in SUPPORTED_EXTENSIONS]
 
     def _reply(
-        self, request: Request, status: int, *, headers: list[tuple[str, str]] | None = None
+        self,
+        request: Request,
+        status: int,
+        reason: str | None = None,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        to_tag: str | None = None,
     ) -> Response:
         return make_response(
             request,
             status,
-            to_tag=new_tag(),
+            reason,
+            to_tag=to_tag or new_tag(),
             headers=[*(headers or []), ("Server", self.user_agent)],
         )
+
+
+__all__ = ["DROP", "UserAgent"]

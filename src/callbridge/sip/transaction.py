@@ -883,6 +883,12 @@ class TransactionLayer:
             return []
         return self._track(transaction, transaction.transport_failed(now))
 
+    def discard(self, transaction: ServerTransaction) -> None:
+        """Forget a server transaction the TU will never answer: a request
+        dropped on purpose (a blocked source, a scanner). Its retransmissions
+        then come up as new requests, to be dropped the same way."""
+        self._forget(transaction)
+
     def find_invite_for_cancel(self, cancel: Request) -> ServerInviteTransaction | None:
         """The server INVITE transaction a CANCEL targets (§9.2), if live."""
         found = self._servers.get(_server_key(cancel, "INVITE"))

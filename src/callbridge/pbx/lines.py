@@ -1,0 +1,50 @@
+"""The internal lines as the SIP side sees them: one immutable snapshot,
+read without I/O on every request and swapped whole when the configuration
+changes (calls in progress keep the snapshot they started with)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """An employee's extension: its number, its SIP account and its limits.
+
+    `ha1` maps a digest algorithm ("MD5", "SHA-256") to the stored
+    H(username:realm:password); the password itself is never kept.
+    """
+
+    number: str
+    username: str
+    ha1: Mapping[str, str]
+    max_devices: int = 1
+    ring_timeout: int = 30
+    max_talk_duration: int = 0
+    max_incoming_calls: int = 1
+    employee_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lines:
+    """All internal lines, by SIP username and by number."""
+
+    by_username: Mapping[str, Line] = field(default_factory=dict)
+    by_number: Mapping[str, Line] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, lines: Iterable[Line]) -> Lines:
+        listed = list(lines)
+        return cls(
+            MappingProxyType({line.username: line for line in listed}),
+            MappingProxyType({line.number: line for line in listed}),
+        )
+
+    def ha1_of(self, username: str, algorithm: str) -> str | None:
+        line = self.by_username.get(username)
+        return None if line is None else line.ha1.get(algorithm)
+
+    def __len__(self) -> int:
+        return len(self.by_username)
