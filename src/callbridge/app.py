@@ -8,16 +8,21 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import uvicorn
 
 from .api import create_app
 from .logs import log_event
-from .pbx.auth import DROP, Drop
+from .pbx.auth import DROP, Authenticator, Drop
+from .pbx.guard import FloodGuard
+from .pbx.lines import Lines, load_lines
+from .pbx.registrar import MemoryLocation, Registrar
 from .pbx.ua import UserAgent
 from .settings import Settings
 from .sip import Limits, Message, Request, Response, make_response
+from .sip.digest import DigestServer
 from .sip.transaction import (
     Deliver,
     Effect,
@@ -63,7 +68,18 @@ class SipService:
             tcp_idle_timeout=settings.tcp_idle_timeout,
             max_tcp_connections=settings.tcp_max_connections,
         )
-        self.ua = UserAgent(user_agent=settings.user_agent)
+        self.guard = FloodGuard()
+        self.ua = UserAgent(
+            user_agent=settings.user_agent,
+            authenticator=Authenticator(
+                DigestServer(
+                    settings.sip_realm, algorithms=settings.sip_digest_algorithms.split(",")
+                ),
+                self.guard,
+                server_name=settings.user_agent,
+            ),
+            registrar=Registrar(MemoryLocation()),
+        )
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -78,8 +94,16 @@ class SipService:
             self._timer.cancel()
         await self.transport.close()
 
+    def use_lines(self, lines: Lines) -> None:
+        """Swap in a new snapshot of the internal lines."""
+        self.ua.lines = lines
+        log_event(logger, logging.INFO, "pbx.lines_loaded", count=len(lines))
+
     def _on_message(self, message: Message, source: Address, transport: Transport) -> None:
         now = self._loop.time()
+        if self.guard.is_blocked(source.host, now):
+            self.transport.stats.dropped += 1
+            return
         self._apply(self.transactions.receive(message, self._peer(source, transport), now), now)
         self._rearm()
 
@@ -182,9 +206,15 @@ class HttpService:
     shutdown are driven from here, so SIGTERM stops it together with SIP
     (uvicorn's own `serve()` would take over the signal handlers)."""
 
-    def __init__(self, settings: Settings, database: Database) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        *,
+        on_lines_changed: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         config = uvicorn.Config(
-            create_app(settings, database),
+            create_app(settings, database, on_lines_changed=on_lines_changed),
             host=settings.http_host,
             port=settings.http_port,
             lifespan="on",
@@ -250,8 +280,13 @@ async def run(settings: Settings) -> int:
         loop.add_signal_handler(signum, stopping.set)
     database = await open_database(settings)
     service = SipService(settings)
-    http = HttpService(settings, database)
+
+    async def reload_lines() -> None:
+        service.use_lines(await load_lines(database))
+
+    http = HttpService(settings, database, on_lines_changed=reload_lines)
     try:
+        await reload_lines()
         await service.start()
         port = await http.start()
         log_event(http_logger, logging.INFO, "http.listening", host=settings.http_host, port=port)

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         description="Digest realm; lines store HA1 per realm, so changing it means "
         "setting every line's password again.",
     )
+    sip_digest_algorithms: str = Field(
+        "SHA-256,MD5",
+        pattern=r"^(SHA-256|MD5)(,(SHA-256|MD5))*$",
+        description="Digest algorithms offered to phones, strongest first (RFC 8760). "
+        "A phone that does not skip an algorithm it lacks (SIPp 3.6 is one) needs MD5 alone.",
+    )
     data_dir: Path = Field(Path("."), description="Where the SQLite database and files live.")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default: SQLite file callbridge.db in data_dir."

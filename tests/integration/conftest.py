@@ -89,9 +89,9 @@ def server(tmp_path: Path) -> Iterator[Server]:
     assert srv.process.returncode == 0, srv.log()
 
 
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -124,8 +124,10 @@ def run_sipp(
     rate: float | None = None,
     timeout: float = 30,
     extra: list[str] | None = None,
+    local_ip: str = "127.0.0.1",
 ) -> SippResult:
-    """Run a SIPp UAC scenario against `target` and read its final statistics."""
+    """Run a SIPp UAC scenario against `target` from `local_ip` and read its
+    final statistics."""
     sipp = shutil.which("sipp")
     if sipp is None:
         pytest.fail("sipp is not installed: `make test` installs Debian's sip-tester")
@@ -136,9 +138,13 @@ def run_sipp(
         "-sf",
         str(SCENARIOS / scenario),
         "-i",
-        "127.0.0.1",
+        local_ip,
         "-p",
-        str(free_port(socket.SOCK_STREAM if transport.startswith("t") else socket.SOCK_DGRAM)),
+        str(
+            free_port(
+                socket.SOCK_STREAM if transport.startswith("t") else socket.SOCK_DGRAM, local_ip
+            )
+        ),
         "-mp",
         str(free_port()),
         "-t",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 
@@ -13,8 +15,14 @@ from .errors import FieldError, field_error_handler, validation_error_handler
 from .limits import MAX_BODY_SIZE, BodySizeLimit
 
 
-def create_app(settings: Settings, database: Database) -> FastAPI:
-    """The API over `database` (migrated by the caller)."""
+def create_app(
+    settings: Settings,
+    database: Database,
+    *,
+    on_lines_changed: Callable[[], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """The API over `database` (migrated by the caller); `on_lines_changed`
+    is awaited after every write to internal lines."""
     app = FastAPI(
         title="callbridge",
         version=__version__,
@@ -24,6 +32,8 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = database
+    if on_lines_changed is not None:
+        app.state.lines_changed = on_lines_changed
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(FieldError, field_error_handler)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_SIZE)

@@ -8,6 +8,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from sqlalchemy import select
+
+from ..store import Database
+from ..store.models import InternalLine
+
 
 @dataclass(frozen=True, slots=True)
 class Line:
@@ -48,3 +53,22 @@ class Lines:
 
     def __len__(self) -> int:
         return len(self.by_username)
+
+
+async def load_lines(database: Database) -> Lines:
+    """Read every internal line from the store into a new snapshot."""
+    async with database.session() as session:
+        rows = (await session.scalars(select(InternalLine))).all()
+    return Lines.of(
+        Line(
+            number=row.number,
+            username=row.username,
+            ha1=MappingProxyType({"MD5": row.ha1_md5, "SHA-256": row.ha1_sha256}),
+            max_devices=row.max_devices,
+            ring_timeout=row.ring_timeout,
+            max_talk_duration=row.max_talk_duration,
+            max_incoming_calls=row.max_incoming_calls,
+            employee_id=row.employee_id,
+        )
+        for row in rows
+    )

@@ -1,0 +1,105 @@
+"""Phones registering internal lines provisioned over the API: digest
+authentication, the registrar, and the flood guard, end to end."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import Server, run_sipp, start_server, stop_server
+
+pytestmark = pytest.mark.integration
+
+ADMIN_PASSWORD = "admin-pass-for-tests"
+LINE_PASSWORD = "line-pass-for-tests"
+STRANGER = "127.0.0.2"
+
+
+@pytest.fixture
+def pbx(tmp_path: Path) -> Iterator[Server]:
+    # SIPp 3.6 answers only the first challenge and knows only MD5 (see README).
+    srv = start_server(
+        tmp_path,
+        CALLBRIDGE_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        CALLBRIDGE_SIP_DIGEST_ALGORITHMS="MD5",
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{srv.http_port}", timeout=10) as api:
+            token = api.post(
+                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+            ).json()["token"]
+            created = api.post(
+                "/api/v1/internal-lines",
+                json={
+                    "number": "101",
+                    "username": "alice",
+                    "password": LINE_PASSWORD,
+                    "max_devices": 1,
+                },
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert created.status_code == 201, created.text
+        yield srv
+    finally:
+        stop_server(srv.process)
+    assert srv.process.returncode == 0, srv.log()
+
+
+def register(
+    srv: Server, tmp_path: Path, *, password: str, calls: int = 1, local_ip: str = "127.0.0.1"
+) -> int:
+    result = run_sipp(
+        "register.xml",
+        srv,
+        tmp_path,
+        calls=calls,
+        timeout=20,
+        local_ip=local_ip,
+        extra=["-s", "101", "-au", "alice", "-ap", password, "-recv_timeout", "2000"],
+    )
+    return result.successful
+
+
+def test_a_phone_registers_a_line_created_over_the_api(pbx: Server, tmp_path: Path) -> None:
+    assert register(pbx, tmp_path, password=LINE_PASSWORD) == 1
+    assert " status=200 " in pbx.log()
+    assert LINE_PASSWORD not in pbx.log()
+
+
+def test_a_wrong_password_is_challenged_again_not_registered(pbx: Server, tmp_path: Path) -> None:
+    assert register(pbx, tmp_path, password="not-the-password") == 0
+    assert " status=200 " not in pbx.log()
+
+
+def _options_answered(srv: Server, local_ip: str) -> bool:
+    request = (
+        f"OPTIONS sip:{srv.host}:{srv.port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {local_ip}:5999;branch=z9hG4bK-probe-{local_ip};rport\r\n"
+        f"From: <sip:probe@{local_ip}>;tag=p\r\n"
+        f"To: <sip:{srv.host}:{srv.port}>\r\n"
+        f"Call-ID: probe-{local_ip}\r\n"
+        "CSeq: 1 OPTIONS\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((local_ip, 0))
+        sock.settimeout(1.0)
+        sock.sendto(request, (srv.host, srv.port))
+        try:
+            return sock.recv(65535).startswith(b"SIP/2.0 200 ")
+        except TimeoutError:
+            return False
+
+
+def test_guessing_passwords_blocks_the_source_and_only_that_source(
+    pbx: Server, tmp_path: Path
+) -> None:
+    # Twelve guesses: more than the ten failures a minute allowed by default.
+    register(pbx, tmp_path, password="guess", calls=12, local_ip=STRANGER)
+    assert not _options_answered(pbx, STRANGER)  # dropped, not answered
+    assert _options_answered(pbx, "127.0.0.1")
+    assert register(pbx, tmp_path, password=LINE_PASSWORD) == 1
