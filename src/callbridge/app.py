@@ -212,9 +212,16 @@ class HttpService:
         database: Database,
         *,
         on_lines_changed: Callable[[], Awaitable[None]] | None = None,
+        guard: FloodGuard | None = None,
     ) -> None:
         config = uvicorn.Config(
-            create_app(settings, database, on_lines_changed=on_lines_changed),
+            create_app(
+                settings,
+                database,
+                on_lines_changed=on_lines_changed,
+                guard=guard,
+                guard_clock=asyncio.get_running_loop().time,
+            ),
             host=settings.http_host,
             port=settings.http_port,
             lifespan="on",
@@ -284,7 +291,7 @@ async def run(settings: Settings) -> int:
     async def reload_lines() -> None:
         service.use_lines(await load_lines(database))
 
-    http = HttpService(settings, database, on_lines_changed=reload_lines)
+    http = HttpService(settings, database, on_lines_changed=reload_lines, guard=service.guard)
     try:
         await reload_lines()
         await service.start()

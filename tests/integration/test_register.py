@@ -103,3 +103,13 @@ def test_guessing_passwords_blocks_the_source_and_only_that_source(
     assert not _options_answered(pbx, STRANGER)  # dropped, not answered
     assert _options_answered(pbx, "127.0.0.1")
     assert register(pbx, tmp_path, password=LINE_PASSWORD) == 1
+    # The admin sees the block over the API and lifts it.
+    with httpx.Client(base_url=f"http://127.0.0.1:{pbx.http_port}", timeout=10) as api:
+        token = api.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        ).json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        blocks = api.get("/api/v1/security/blocks", headers=auth).json()
+        assert [b["source"] for b in blocks["items"]] == [STRANGER]
+        assert api.delete(f"/api/v1/security/blocks/{STRANGER}", headers=auth).status_code == 204
+    assert _options_answered(pbx, STRANGER)

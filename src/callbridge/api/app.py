@@ -8,9 +8,10 @@ from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from .. import __version__
+from ..pbx.guard import FloodGuard
 from ..settings import Settings
 from ..store import Database
-from . import auth, internal_lines
+from . import auth, internal_lines, security
 from .errors import FieldError, field_error_handler, validation_error_handler
 from .limits import MAX_BODY_SIZE, BodySizeLimit
 
@@ -20,9 +21,12 @@ def create_app(
     database: Database,
     *,
     on_lines_changed: Callable[[], Awaitable[None]] | None = None,
+    guard: FloodGuard | None = None,
+    guard_clock: Callable[[], float] | None = None,
 ) -> FastAPI:
     """The API over `database` (migrated by the caller); `on_lines_changed`
-    is awaited after every write to internal lines."""
+    is awaited after every write to internal lines; `guard` (with the clock it
+    counts in) is the SIP side's flood guard, shown under /security."""
     app = FastAPI(
         title="callbridge",
         version=__version__,
@@ -34,11 +38,15 @@ def create_app(
     app.state.database = database
     if on_lines_changed is not None:
         app.state.lines_changed = on_lines_changed
+    app.state.guard = guard
+    if guard_clock is not None:
+        app.state.guard_clock = guard_clock
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(FieldError, field_error_handler)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_SIZE)
     v1 = APIRouter(prefix="/api/v1")
     v1.include_router(auth.router)
     v1.include_router(internal_lines.router)
+    v1.include_router(security.router)
     app.include_router(v1)
     return app
