@@ -18,7 +18,8 @@ from .logs import log_event
 from .pbx.auth import DROP, Authenticator, Drop
 from .pbx.guard import FloodGuard
 from .pbx.lines import Lines, load_lines
-from .pbx.registrar import MemoryLocation, Registrar
+from .pbx.location import StoredLocation
+from .pbx.registrar import Location, MemoryLocation, Registrar
 from .pbx.ua import UserAgent
 from .settings import Settings
 from .sip import Limits, Message, Request, Response, make_response
@@ -93,6 +94,26 @@ class SipService:
         if self._timer is not None:
             self._timer.cancel()
         await self.transport.close()
+
+    def use_location(self, location: Location) -> None:
+        """Keep bindings in `location` (before start: bindings are not moved)."""
+        self.ua.registrar = Registrar(location)
+
+    def peer_at(self, transport: str, host: str, port: int) -> object:
+        """The Peer for a flow read back from the store (its connection, if it
+        was TCP, is gone: a request to it would open a new one)."""
+        try:
+            endpoint: Transport | None = self.transport.transport_for(transport)
+        except TransportError:
+            endpoint = None
+        return Peer(Address(transport, host, port), endpoint)
+
+    @staticmethod
+    def flow_of(source: object) -> tuple[str, str, int] | None:
+        if not isinstance(source, Peer):
+            return None
+        address = source.address
+        return address.transport, address.host, address.port
 
     def use_lines(self, lines: Lines) -> None:
         """Swap in a new snapshot of the internal lines."""
@@ -287,6 +308,10 @@ async def run(settings: Settings) -> int:
         loop.add_signal_handler(signum, stopping.set)
     database = await open_database(settings)
     service = SipService(settings)
+    location = StoredLocation(
+        database, flow_of=service.flow_of, source_of=service.peer_at, clock=loop.time
+    )
+    service.use_location(location)
 
     async def reload_lines() -> None:
         service.use_lines(await load_lines(database))
@@ -295,6 +320,9 @@ async def run(settings: Settings) -> int:
     try:
         await reload_lines()
         await service.start()
+        restored = await location.load()
+        log_event(logger, logging.INFO, "pbx.bindings_restored", count=restored)
+        location.start()
         port = await http.start()
         log_event(http_logger, logging.INFO, "http.listening", host=settings.http_host, port=port)
         tune_garbage_collector()
@@ -303,5 +331,6 @@ async def run(settings: Settings) -> int:
     finally:
         await http.stop()
         await service.stop()
+        await location.stop()
         await database.close()
     return 0

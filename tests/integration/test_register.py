@@ -113,3 +113,39 @@ def test_guessing_passwords_blocks_the_source_and_only_that_source(
         assert [b["source"] for b in blocks["items"]] == [STRANGER]
         assert api.delete(f"/api/v1/security/blocks/{STRANGER}", headers=auth).status_code == 204
     assert _options_answered(pbx, STRANGER)
+
+
+def test_bindings_survive_a_restart(tmp_path: Path) -> None:
+    env = {
+        "CALLBRIDGE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "CALLBRIDGE_SIP_DIGEST_ALGORITHMS": "MD5",
+    }
+    first = start_server(tmp_path, **env)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{first.http_port}", timeout=10) as api:
+            token = api.post(
+                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+            ).json()["token"]
+            api.post(
+                "/api/v1/internal-lines",
+                json={"number": "101", "username": "alice", "password": LINE_PASSWORD},
+                headers={"Authorization": f"Bearer {token}"},
+            ).raise_for_status()
+        assert register(first, tmp_path, password=LINE_PASSWORD) == 1
+    finally:
+        stop_server(first.process)
+    assert first.process.returncode == 0
+
+    second = start_server(tmp_path, **env)  # the same data directory
+    try:
+        assert "pbx.bindings_restored count=1" in second.log()
+        fetched = run_sipp(
+            "register_fetch.xml",
+            second,
+            tmp_path,
+            extra=["-s", "101", "-au", "alice", "-ap", LINE_PASSWORD],
+        )
+        assert fetched.successful == 1, fetched.output
+    finally:
+        stop_server(second.process)
+    assert second.process.returncode == 0

@@ -1,7 +1,7 @@
 """Storage: SQLAlchemy 2 models, the async engine, and Alembic migrations."""
 
 from .db import Database, create_database
-from .models import ApiToken, Base, Employee, InternalLine, Role, User
+from .models import ApiToken, Base, Employee, InternalLine, Registration, Role, User
 
 __all__ = [
     "ApiToken",
@@ -9,6 +9,7 @@ __all__ = [
     "Database",
     "Employee",
     "InternalLine",
+    "Registration",
     "Role",
     "User",
     "create_database",

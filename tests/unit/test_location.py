@@ -1,0 +1,85 @@
+"""Bindings written through to the store and read back after a restart,
+on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from callbridge.pbx.location import StoredLocation
+from callbridge.pbx.registrar import Binding
+from callbridge.sip import parse_name_addr
+from callbridge.store import Database
+
+WALL = 1_800_000_000.0  # a fixed wall clock, in seconds
+
+
+def location(database: Database, *, now: float, wall: float) -> StoredLocation:
+    return StoredLocation(
+        database,
+        flow_of=lambda source: source if isinstance(source, tuple) else None,  # type: ignore[return-value]
+        source_of=lambda transport, host, port: (transport, host, port),
+        clock=lambda: now,
+        wall_clock=lambda: wall,
+    )
+
+
+def binding(contact: str, *, expires_at: float, aor: str = "101") -> Binding:
+    return Binding(
+        aor=aor,
+        contact=parse_name_addr(contact),
+        expires_at=expires_at,
+        call_id="reg-1@127.0.0.2",
+        cseq=7,
+        source=("udp", "127.0.0.2", 5062),
+        user_agent="desk-phone/1.0",
+    )
+
+
+async def test_bindings_survive_a_restart_with_the_seconds_they_had_left(
+    database: Database,
+) -> None:
+    before = location(database, now=100.0, wall=WALL)
+    before.replace("101", [binding("<sip:101@127.0.0.2:5062;transport=udp>", expires_at=700.0)])
+    await before.flush()
+
+    # "Restarted" 60 s later, with a monotonic clock that began again at 5.
+    after = location(database, now=5.0, wall=WALL + 60)
+    assert await after.load() == 1
+    [restored] = after.bindings("101", now=5.0)
+    assert restored.expires_at == 5.0 + 540.0
+    assert str(restored.uri) == "sip:101@127.0.0.2:5062;transport=udp"
+    assert restored.source == ("udp", "127.0.0.2", 5062)
+    assert (restored.call_id, restored.cseq, restored.user_agent) == (
+        "reg-1@127.0.0.2",
+        7,
+        "desk-phone/1.0",
+    )
+
+
+async def test_expired_bindings_are_not_restored(database: Database) -> None:
+    before = location(database, now=0.0, wall=WALL)
+    before.replace("101", [binding("<sip:a@127.0.0.2>", expires_at=60.0)])
+    before.replace("102", [binding("<sip:b@127.0.0.3>", expires_at=600.0, aor="102")])
+    await before.flush()
+    after = location(database, now=0.0, wall=WALL + 61)
+    assert await after.load() == 1
+    assert after.bindings("101", now=0.0) == []
+    assert len(after.bindings("102", now=0.0)) == 1
+
+
+async def test_removed_bindings_stay_removed(database: Database) -> None:
+    before = location(database, now=0.0, wall=WALL)
+    before.replace("101", [binding("<sip:a@127.0.0.2>", expires_at=600.0)])
+    await before.flush()
+    before.replace("101", [])
+    await before.flush()
+    after = location(database, now=0.0, wall=WALL)
+    assert await after.load() == 0
+
+
+async def test_the_background_writer_saves_changes_and_stop_saves_the_rest(
+    database: Database,
+) -> None:
+    store = location(database, now=0.0, wall=WALL)
+    store.start()
+    store.replace("101", [binding("<sip:a@127.0.0.2>", expires_at=600.0)])
+    await store.stop()
+    assert await location(database, now=0.0, wall=WALL).load() == 1
