@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,8 +34,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def sipp_client(port: int, rate: int, seconds: int, workdir: Path) -> dict[str, float]:
-    stat_file = workdir / f"client-{port}.csv"
+def sipp_client(
+    port: int,
+    rate: int,
+    seconds: int,
+    workdir: Path,
+    *,
+    scenario: str = "options.xml",
+    extra: tuple[str, ...] = (),
+) -> dict[str, float]:
+    stat_file = workdir / f"client-{port}-{scenario}.csv"
     calls = rate * seconds
     started = time.monotonic()
     subprocess.run(
@@ -42,7 +51,7 @@ def sipp_client(port: int, rate: int, seconds: int, workdir: Path) -> dict[str, 
             "sipp",
             f"127.0.0.1:{port}",
             "-sf",
-            str(SCENARIOS / "options.xml"),
+            str(SCENARIOS / scenario),
             "-i",
             "127.0.0.1",
             "-p",
@@ -63,6 +72,7 @@ def sipp_client(port: int, rate: int, seconds: int, workdir: Path) -> dict[str, 
             str(stat_file),
             "-fd",
             "3600",
+            *extra,
         ],
         cwd=workdir,
         capture_output=True,
@@ -116,7 +126,8 @@ def reference(rate: int, seconds: int, workdir: Path) -> dict[str, float]:
             server.wait()
 
 
-def callbridge(rate: int, seconds: int, workdir: Path) -> dict[str, float]:
+def start_callbridge(workdir: Path, **settings: str) -> tuple[subprocess.Popen[bytes], int, int]:
+    """`callbridge serve` on loopback with free ports: (process, SIP port, HTTP port)."""
     log = workdir / "callbridge.log"
     env = {
         **os.environ,
@@ -127,28 +138,45 @@ def callbridge(rate: int, seconds: int, workdir: Path) -> dict[str, float]:
         "CALLBRIDGE_DATA_DIR": str(workdir),
         "CALLBRIDGE_DATABASE_URL": "",
         "CALLBRIDGE_LOG_LEVEL": "info",
+        **settings,
     }
     with log.open("w") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "callbridge", "serve"], env=env, stdout=out, stderr=out
         )
+    for _ in range(400):
+        text = log.read_text()
+        sip = re.search(r"sip\.listening .*port=(\d+)", text)
+        http = re.search(r"http\.listening .*port=(\d+)", text)
+        if sip and http:
+            return server, int(sip.group(1)), int(http.group(1))
+        time.sleep(0.05)
+    stop_callbridge(server)
+    raise RuntimeError("callbridge did not start:\n" + log.read_text())
+
+
+def stop_callbridge(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=10)
+
+
+def measure(
+    server: subprocess.Popen[bytes], run: Callable[[], dict[str, float]]
+) -> dict[str, float]:
+    """`run()`'s result with the server's CPU seconds and RSS added."""
+    cpu_before = _cpu_seconds(server.pid)
+    result = run()
+    result["server_cpu_seconds"] = round(_cpu_seconds(server.pid) - cpu_before, 2)
+    result["server_rss_mib"] = round(_rss_kib(server.pid) / 1024, 1)
+    return result
+
+
+def callbridge(rate: int, seconds: int, workdir: Path) -> dict[str, float]:
+    server, port, _ = start_callbridge(workdir)
     try:
-        port = None
-        for _ in range(200):
-            match = re.search(r"sip\.listening .*port=(\d+)", log.read_text())
-            if match:
-                port = int(match.group(1))
-                break
-            time.sleep(0.05)
-        assert port is not None, log.read_text()
-        cpu_before = _cpu_seconds(server.pid)
-        result = sipp_client(port, rate, seconds, workdir)
-        result["server_cpu_seconds"] = round(_cpu_seconds(server.pid) - cpu_before, 2)
-        result["server_rss_mib"] = round(_rss_kib(server.pid) / 1024, 1)
-        return result
+        return measure(server, lambda: sipp_client(port, rate, seconds, workdir))
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=10)
+        stop_callbridge(server)
 
 
 def _cpu_seconds(pid: int) -> float:

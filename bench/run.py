@@ -8,6 +8,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-for script in ("parse_bench.py", "pipeline_bench.py", "options_load.py", "rtp_relay_bench.py"):
+for script in (
+    "parse_bench.py",
+    "pipeline_bench.py",
+    "options_load.py",
+    "register_load.py",
+    "rtp_relay_bench.py",
+):
     print(f"# {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True)

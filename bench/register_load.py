@@ -1,0 +1,113 @@
+"""Registrations with digest authentication per second, under SIPp load
+over UDP, against a reference run in the same command: SIPp playing a
+registrar that challenges and accepts without checking (register_uas.xml).
+
+    .venv/bin/python bench/register_load.py [--rate 1500] [--seconds 20]
+
+Each SIPp call is one registration: REGISTER, 401, REGISTER with
+credentials, 200. It counts as lost when it failed or needed a
+retransmission. Against callbridge the line is created over the API first,
+and the digest is MD5 (SIPp 3.6 knows no other).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from options_load import (
+    SCENARIOS,
+    free_port,
+    measure,
+    sipp_client,
+    start_callbridge,
+    stop_callbridge,
+)
+
+ADMIN_PASSWORD = "bench-admin-password"
+LINE_PASSWORD = "bench-line-password"
+SIPP_ARGS = ("-s", "101", "-au", "alice", "-ap", LINE_PASSWORD)
+
+
+def reference(rate: int, seconds: int, workdir: Path) -> dict[str, float]:
+    port = free_port()
+    registrar = subprocess.Popen(
+        [
+            "sipp",
+            "-sf",
+            str(SCENARIOS / "register_uas.xml"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-mp",
+            str(free_port()),
+            "-nostdin",
+        ],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        return sipp_client(port, rate, seconds, workdir, scenario="register.xml", extra=SIPP_ARGS)
+    finally:
+        registrar.send_signal(signal.SIGINT)
+        try:
+            registrar.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            registrar.kill()
+            registrar.wait()
+
+
+def callbridge(rate: int, seconds: int, workdir: Path) -> dict[str, float]:
+    server, sip_port, http_port = start_callbridge(
+        workdir,
+        CALLBRIDGE_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        CALLBRIDGE_SIP_DIGEST_ALGORITHMS="MD5",
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=10) as api:
+            token = api.post(
+                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+            ).json()["token"]
+            api.post(
+                "/api/v1/internal-lines",
+                json={"number": "101", "username": "alice", "password": LINE_PASSWORD},
+                headers={"Authorization": f"Bearer {token}"},
+            ).raise_for_status()
+        return measure(
+            server,
+            lambda: sipp_client(
+                sip_port, rate, seconds, workdir, scenario="register.xml", extra=SIPP_ARGS
+            ),
+        )
+    finally:
+        stop_callbridge(server)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=int, default=1500)
+    parser.add_argument("--seconds", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        ref = reference(args.rate, args.seconds, workdir)
+        ours = callbridge(args.rate, args.seconds, workdir)
+    print(json.dumps({"target": "sipp registrar (reference)", **ref}))
+    print(json.dumps({"target": "callbridge", **ours}))
+    ratio = ours["answered_per_s"] / max(ref["answered_per_s"], 1)
+    print(json.dumps({"callbridge_vs_reference": round(ratio, 3)}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
