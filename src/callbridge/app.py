@@ -16,10 +16,10 @@ import uvicorn
 from .api import create_app
 from .logs import log_event
 from .pbx.auth import DROP, Authenticator, Drop
-from .pbx.guard import FloodGuard
+from .pbx.guard import FloodGuard, GuardPolicy
 from .pbx.lines import Lines, load_lines
 from .pbx.location import StoredLocation
-from .pbx.registrar import Location, MemoryLocation, Registrar
+from .pbx.registrar import Location, MemoryLocation, Registrar, RegistrarPolicy
 from .pbx.ua import UserAgent
 from .settings import Settings
 from .sip import Limits, Message, Request, Response, make_response
@@ -69,7 +69,13 @@ class SipService:
             tcp_idle_timeout=settings.tcp_idle_timeout,
             max_tcp_connections=settings.tcp_max_connections,
         )
-        self.guard = FloodGuard()
+        self.guard = FloodGuard(
+            GuardPolicy(
+                max_failures=settings.guard_max_failures,
+                window=settings.guard_window,
+                block_for=settings.guard_block_for,
+            )
+        )
         self.ua = UserAgent(
             user_agent=settings.user_agent,
             authenticator=Authenticator(
@@ -79,7 +85,7 @@ class SipService:
                 self.guard,
                 server_name=settings.user_agent,
             ),
-            registrar=Registrar(MemoryLocation()),
+            registrar=Registrar(MemoryLocation(), self._registrar_policy()),
         )
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
@@ -97,7 +103,15 @@ class SipService:
 
     def use_location(self, location: Location) -> None:
         """Keep bindings in `location` (before start: bindings are not moved)."""
-        self.ua.registrar = Registrar(location)
+        self.ua.registrar = Registrar(location, self._registrar_policy())
+
+    def _registrar_policy(self) -> RegistrarPolicy:
+        settings = self.settings
+        return RegistrarPolicy(
+            min_expires=settings.registrar_min_expires,
+            max_expires=settings.registrar_max_expires,
+            default_expires=settings.registrar_max_expires,
+        )
 
     def peer_at(self, transport: str, host: str, port: int) -> object:
         """The Peer for a flow read back from the store (its connection, if it

@@ -45,6 +45,19 @@ class Settings(BaseSettings):
         description="Digest algorithms offered to phones, strongest first (RFC 8760). "
         "A phone that does not skip an algorithm it lacks (SIPp 3.6 is one) needs MD5 alone.",
     )
+    registrar_min_expires: int = Field(
+        60, ge=1, description="Shorter registrations get 423 Interval Too Brief."
+    )
+    registrar_max_expires: int = Field(
+        3600, ge=60, description="Longer registrations are cut to this many seconds."
+    )
+    guard_max_failures: int = Field(
+        10, ge=0, description="Failed authentications a source may have in guard_window."
+    )
+    guard_window: float = Field(60.0, gt=0, description="Seconds the failures are counted over.")
+    guard_block_for: float = Field(
+        3600.0, gt=0, description="Seconds a source is then dropped without an answer."
+    )
     data_dir: Path = Field(Path("."), description="Where the SQLite database and files live.")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default: SQLite file callbridge.db in data_dir."

@@ -26,6 +26,7 @@ def pbx(tmp_path: Path) -> Iterator[Server]:
         tmp_path,
         CALLBRIDGE_ADMIN_PASSWORD=ADMIN_PASSWORD,
         CALLBRIDGE_SIP_DIGEST_ALGORITHMS="MD5",
+        CALLBRIDGE_GUARD_MAX_FAILURES="3",
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{srv.http_port}", timeout=10) as api:
@@ -98,8 +99,8 @@ def _options_answered(srv: Server, local_ip: str) -> bool:
 def test_guessing_passwords_blocks_the_source_and_only_that_source(
     pbx: Server, tmp_path: Path
 ) -> None:
-    # Twelve guesses: more than the ten failures a minute allowed by default.
-    register(pbx, tmp_path, password="guess", calls=12, local_ip=STRANGER)
+    # Five guesses: more than the three failures a minute this PBX allows.
+    register(pbx, tmp_path, password="guess", calls=5, local_ip=STRANGER)
     assert not _options_answered(pbx, STRANGER)  # dropped, not answered
     assert _options_answered(pbx, "127.0.0.1")
     assert register(pbx, tmp_path, password=LINE_PASSWORD) == 1
