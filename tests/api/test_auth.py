@@ -85,3 +85,18 @@ async def test_openapi_describes_the_internal_lines(api: Api) -> None:
         "/api/v1/internal-lines/{line_id}",
     } <= set(paths)
     assert "password" not in answer.json()["components"]["schemas"]["InternalLineOut"]["properties"]
+
+
+async def test_password_guessing_is_stopped_with_429_then_even_the_right_password_waits(
+    api: Api,
+) -> None:
+    for _ in range(11):  # more than the ten failures a minute allowed
+        wrong = await api.client.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": "guess-guess"}
+        )
+        assert wrong.status_code == 401
+    blocked = await api.client.post(
+        "/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}
+    )
+    assert blocked.status_code == 429
+    assert blocked.headers["Retry-After"] == "900"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field, SecretStr
 
+from ..pbx.guard import FloodGuard, GuardPolicy
 from ..store.accounts import authenticate, issue_token
 from .deps import SessionDep, SettingsDep
 
@@ -23,15 +25,45 @@ class TokenResponse(BaseModel):
     expires_at: datetime
 
 
-@router.post("/login", responses={401: {"description": "Wrong username or password."}})
-async def login(body: LoginRequest, session: SessionDep, settings: SettingsDep) -> TokenResponse:
+# Password guessing over HTTP: the same rule as for SIP, per client address.
+LOGIN_POLICY = GuardPolicy(max_failures=10, window=60.0, block_for=900.0)
+
+
+def _login_guard(request: Request) -> FloodGuard:
+    guard: FloodGuard | None = getattr(request.app.state, "login_guard", None)
+    if guard is None:
+        guard = request.app.state.login_guard = FloodGuard(LOGIN_POLICY)
+    return guard
+
+
+@router.post(
+    "/login",
+    responses={
+        401: {"description": "Wrong username or password."},
+        429: {"description": "Too many failed sign-ins from this address; try later."},
+    },
+)
+async def login(
+    body: LoginRequest, request: Request, session: SessionDep, settings: SettingsDep
+) -> TokenResponse:
+    guard = _login_guard(request)
+    client = request.client.host if request.client else "unknown"
+    now = time.monotonic()
+    if guard.is_blocked(client, now):
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "too many failed sign-ins from this address",
+            headers={"Retry-After": str(int(LOGIN_POLICY.block_for))},
+        )
     user = await authenticate(session, body.username, body.password.get_secret_value())
     if user is None:
+        guard.failed(client, now)
         # One answer for an unknown user and a wrong password.
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "wrong username or password",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    guard.succeeded(client)
     issued = await issue_token(session, user, settings.auth_token_ttl)
     return TokenResponse(token=issued.token, expires_at=issued.expires_at)
