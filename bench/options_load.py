@@ -95,13 +95,22 @@ def sipp_client(
     }
 
 
-def reference(rate: int, seconds: int, workdir: Path) -> dict[str, float]:
+def reference(
+    rate: int,
+    seconds: int,
+    workdir: Path,
+    *,
+    server_scenario: str = "options_uas.xml",
+    scenario: str = "options.xml",
+    extra: tuple[str, ...] = (),
+) -> dict[str, float]:
+    """The same client against SIPp playing the server (`server_scenario`)."""
     port = free_port()
     server = subprocess.Popen(
         [
             "sipp",
             "-sf",
-            str(SCENARIOS / "options_uas.xml"),
+            str(SCENARIOS / server_scenario),
             "-i",
             "127.0.0.1",
             "-p",
@@ -116,7 +125,7 @@ def reference(rate: int, seconds: int, workdir: Path) -> dict[str, float]:
     )
     try:
         time.sleep(0.5)
-        return sipp_client(port, rate, seconds, workdir)
+        return sipp_client(port, rate, seconds, workdir, scenario=scenario, extra=extra)
     finally:
         server.send_signal(signal.SIGINT)
         try:

@@ -14,23 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
 from options_load import (
-    SCENARIOS,
-    free_port,
     measure,
     sipp_client,
     start_callbridge,
     stop_callbridge,
 )
+from options_load import reference as options_reference
 
 ADMIN_PASSWORD = "bench-admin-password"
 LINE_PASSWORD = "bench-line-password"
@@ -38,34 +34,14 @@ SIPP_ARGS = ("-s", "101", "-au", "alice", "-ap", LINE_PASSWORD)
 
 
 def reference(rate: int, seconds: int, workdir: Path) -> dict[str, float]:
-    port = free_port()
-    registrar = subprocess.Popen(
-        [
-            "sipp",
-            "-sf",
-            str(SCENARIOS / "register_uas.xml"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-mp",
-            str(free_port()),
-            "-nostdin",
-        ],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    return options_reference(
+        rate,
+        seconds,
+        workdir,
+        server_scenario="register_uas.xml",
+        scenario="register.xml",
+        extra=SIPP_ARGS,
     )
-    try:
-        time.sleep(0.5)
-        return sipp_client(port, rate, seconds, workdir, scenario="register.xml", extra=SIPP_ARGS)
-    finally:
-        registrar.send_signal(signal.SIGINT)
-        try:
-            registrar.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            registrar.kill()
-            registrar.wait()
 
 
 def callbridge(rate: int, seconds: int, workdir: Path) -> dict[str, float]:
