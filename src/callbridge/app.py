@@ -10,12 +10,14 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import uvicorn
 
 from .api import create_app
 from .logs import log_event
 from .pbx.auth import DROP, Authenticator, Drop
+from .pbx.calls import CallLog
 from .pbx.guard import FloodGuard, GuardPolicy
 from .pbx.lines import Lines, load_lines
 from .pbx.location import StoredLocation
@@ -321,6 +323,8 @@ async def run(settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     database = await open_database(settings)
+    interrupted = await CallLog(database).close_interrupted(datetime.now(UTC))
+    log_event(logger, logging.INFO, "pbx.calls_interrupted", count=interrupted)
     service = SipService(settings)
     location = StoredLocation(
         database, flow_of=service.flow_of, source_of=service.peer_at, clock=loop.time

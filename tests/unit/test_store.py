@@ -22,7 +22,7 @@ from callbridge.store.accounts import (
     token_hash,
     user_for_token,
 )
-from callbridge.store.models import utcnow
+from callbridge.store.models import CallRecord, utcnow
 
 
 def _differences(connection: Connection) -> list[object]:
@@ -35,7 +35,7 @@ async def test_migrations_build_the_schema_the_models_describe(empty_database: D
     async with empty_database.engine.connect() as connection:
         assert await connection.run_sync(_differences) == []
         version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
-    assert version == "0002"
+    assert version == "0003"
 
 
 async def test_migrating_again_changes_nothing(database: Database) -> None:
@@ -122,3 +122,20 @@ async def test_tokens_are_stored_hashed_and_expire(database: Database) -> None:
         await session.execute(update(ApiToken).values(expires_at=utcnow() - timedelta(seconds=1)))
         await session.commit()
         assert await user_for_token(session, issued.token) is None
+
+
+async def test_call_status_outside_the_words_is_refused_by_the_database(
+    database: Database,
+) -> None:
+    record = CallRecord(
+        id="c" * 32,
+        direction="internal",
+        caller_number="101",
+        callee_number="102",
+        started_at=utcnow(),
+        status="hung_up",
+    )
+    async with database.session() as session:
+        session.add(record)
+        with pytest.raises(IntegrityError):
+            await session.commit()

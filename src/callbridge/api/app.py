@@ -11,7 +11,7 @@ from .. import __version__
 from ..pbx.guard import FloodGuard
 from ..settings import Settings
 from ..store import Database
-from . import auth, internal_lines, security
+from . import auth, calls, internal_lines, security
 from .errors import FieldError, field_error_handler, validation_error_handler
 from .limits import MAX_BODY_SIZE, BodySizeLimit
 
@@ -47,6 +47,7 @@ def create_app(
     v1 = APIRouter(prefix="/api/v1")
     v1.include_router(auth.router)
     v1.include_router(internal_lines.router)
+    v1.include_router(calls.router)
     v1.include_router(security.router)
     app.include_router(v1)
     return app

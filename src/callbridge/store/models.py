@@ -1,4 +1,5 @@
-"""The tables: employees, internal lines, API users and their tokens."""
+"""The tables: employees, internal lines, API users and their tokens,
+registrations and call records."""
 
 from __future__ import annotations
 
@@ -23,6 +24,21 @@ from ..sip.digest import compute_ha1
 
 Role = Literal["admin", "supervisor", "operator"]
 ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator")
+
+CallDirection = Literal["internal", "incoming", "outgoing"]
+CALL_DIRECTIONS: tuple[CallDirection, ...] = ("internal", "incoming", "outgoing")
+CallStatus = Literal["in_progress", "answered", "missed", "busy", "rejected", "failed", "cancelled"]
+CALL_STATUSES: tuple[CallStatus, ...] = (
+    "in_progress",
+    "answered",
+    "missed",
+    "busy",
+    "rejected",
+    "failed",
+    "cancelled",
+)
+HangupSide = Literal["caller", "callee", "system"]
+HANGUP_SIDES: tuple[HangupSide, ...] = ("caller", "callee", "system")
 
 # Named constraints, so migrations can alter them the same way on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -145,3 +161,41 @@ class Registration(Base):
     source_host: Mapped[str] = mapped_column(String(64))
     source_port: Mapped[int] = mapped_column(Integer)
     user_agent: Mapped[str | None] = mapped_column(String(255))
+
+
+class CallRecord(Base):
+    """One call, answered or not, from the moment it starts: a record left
+    `in_progress` by a crash is closed as failed at the next start."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        CheckConstraint("direction IN ('internal', 'incoming', 'outgoing')", name="direction"),
+        CheckConstraint(
+            "status IN ('in_progress', 'answered', 'missed', 'busy', 'rejected', 'failed', "
+            "'cancelled')",
+            name="status",
+        ),
+        CheckConstraint("hangup_side IN ('caller', 'callee', 'system')", name="hangup_side"),
+    )
+
+    # Globally unique (uuid4 hex), so records from several nodes never collide.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    direction: Mapped[str] = mapped_column(String(16))
+    caller_number: Mapped[str] = mapped_column(String(32))
+    callee_number: Mapped[str] = mapped_column(String(32))
+    caller_raw: Mapped[str | None] = mapped_column(String(255))
+    callee_raw: Mapped[str | None] = mapped_column(String(255))
+    internal_line_id: Mapped[int | None] = mapped_column(
+        ForeignKey("internal_lines.id", ondelete="SET NULL"), index=True
+    )
+    employee_id: Mapped[int | None] = mapped_column(
+        ForeignKey("employees.id", ondelete="SET NULL"), index=True
+    )
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    talk_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    hangup_side: Mapped[str | None] = mapped_column(String(8))
+    hangup_cause: Mapped[str | None] = mapped_column(String(128))
+    sip_call_id: Mapped[str | None] = mapped_column(String(255), index=True)
