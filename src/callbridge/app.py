@@ -250,6 +250,7 @@ class HttpService:
         *,
         on_lines_changed: Callable[[], Awaitable[None]] | None = None,
         guard: FloodGuard | None = None,
+        location: Location | None = None,
     ) -> None:
         config = uvicorn.Config(
             create_app(
@@ -257,7 +258,8 @@ class HttpService:
                 database,
                 on_lines_changed=on_lines_changed,
                 guard=guard,
-                guard_clock=asyncio.get_running_loop().time,
+                location=location,
+                sip_clock=asyncio.get_running_loop().time,
             ),
             host=settings.http_host,
             port=settings.http_port,
@@ -334,7 +336,13 @@ async def run(settings: Settings) -> int:
     async def reload_lines() -> None:
         service.use_lines(await load_lines(database))
 
-    http = HttpService(settings, database, on_lines_changed=reload_lines, guard=service.guard)
+    http = HttpService(
+        settings,
+        database,
+        on_lines_changed=reload_lines,
+        guard=service.guard,
+        location=location,
+    )
     try:
         await reload_lines()
         await service.start()

@@ -23,7 +23,7 @@ def guard() -> FloodGuard:
 
 @pytest.fixture
 async def client(api: Api, guard: FloodGuard) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(api.settings, api.database, guard=guard, guard_clock=lambda: NOW)
+    app = create_app(api.settings, api.database, guard=guard, sip_clock=lambda: NOW)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c

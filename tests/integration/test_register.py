@@ -69,6 +69,19 @@ def test_a_phone_registers_a_line_created_over_the_api(pbx: Server, tmp_path: Pa
     assert register(pbx, tmp_path, password=LINE_PASSWORD) == 1
     assert " status=200 " in pbx.log()
     assert LINE_PASSWORD not in pbx.log()
+    # The admin sees the device on the line.
+    with httpx.Client(base_url=f"http://127.0.0.1:{pbx.http_port}", timeout=10) as api:
+        token = api.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        ).json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        [line] = api.get("/api/v1/internal-lines", headers=auth).json()["items"]
+        devices = api.get(f"/api/v1/internal-lines/{line['id']}/registrations", headers=auth)
+    [device] = devices.json()["items"]
+    assert device["contact"].startswith("<sip:101@127.0.0.1:")
+    assert device["source"].startswith("udp:127.0.0.1:")
+    assert device["user_agent"] == "sipp-phone"
+    assert 100 < device["expires_in"] <= 120
 
 
 def test_a_wrong_password_is_challenged_again_not_registered(pbx: Server, tmp_path: Path) -> None:

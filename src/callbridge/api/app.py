@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 
 from .. import __version__
 from ..pbx.guard import FloodGuard
+from ..pbx.registrar import Location
 from ..settings import Settings
 from ..store import Database
 from . import auth, calls, internal_lines, security
@@ -22,11 +23,13 @@ def create_app(
     *,
     on_lines_changed: Callable[[], Awaitable[None]] | None = None,
     guard: FloodGuard | None = None,
-    guard_clock: Callable[[], float] | None = None,
+    location: Location | None = None,
+    sip_clock: Callable[[], float] | None = None,
 ) -> FastAPI:
     """The API over `database` (migrated by the caller); `on_lines_changed`
-    is awaited after every write to internal lines; `guard` (with the clock it
-    counts in) is the SIP side's flood guard, shown under /security."""
+    is awaited after every write to internal lines. `guard` (shown under
+    /security) and `location` (each line's registrations) are the SIP side's,
+    and `sip_clock` is the monotonic clock they count in."""
     app = FastAPI(
         title="callbridge",
         version=__version__,
@@ -39,8 +42,9 @@ def create_app(
     if on_lines_changed is not None:
         app.state.lines_changed = on_lines_changed
     app.state.guard = guard
-    if guard_clock is not None:
-        app.state.guard_clock = guard_clock
+    app.state.location = location
+    if sip_clock is not None:
+        app.state.sip_clock = sip_clock
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(FieldError, field_error_handler)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_SIZE)

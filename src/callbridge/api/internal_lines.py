@@ -3,14 +3,17 @@ Admins write, admins and supervisors read. The SIP password is write-only."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from ..pbx.registrar import Location
 from ..store import Employee, InternalLine, User
 from .deps import LinesChanged, SessionDep, SettingsDep, require_role
 from .errors import FieldError, conflict, not_found_reference
@@ -174,6 +177,48 @@ async def create_line(
 @router.get("/{line_id}", responses=_RESPONSES)
 async def read_line(line_id: int, session: SessionDep, _user: Reader) -> InternalLineOut:
     return InternalLineOut.model_validate(await _get(session, line_id))
+
+
+class RegistrationOut(BaseModel):
+    contact: str
+    expires_at: datetime
+    expires_in: int
+    source: str | None = Field(description="transport:host:port the device registered from")
+    user_agent: str | None
+
+
+class RegistrationList(BaseModel):
+    items: list[RegistrationOut]
+    total: int
+
+
+@router.get("/{line_id}/registrations", responses=_RESPONSES)
+async def list_registrations(
+    line_id: int, request: Request, session: SessionDep, _user: Reader
+) -> RegistrationList:
+    """The devices registered to the line now (none while SIP is not running)."""
+    line = await _get(session, line_id)
+    location: Location | None = getattr(request.app.state, "location", None)
+    if location is None:
+        return RegistrationList(items=[], total=0)
+    clock: Callable[[], float] = getattr(request.app.state, "sip_clock", time.monotonic)
+    now, wall = clock(), time.time()
+    items = [
+        RegistrationOut(
+            contact=str(binding.contact),
+            expires_at=datetime.fromtimestamp(wall + binding.expires_at - now, UTC),
+            expires_in=binding.seconds_left(now),
+            source=_flow_text(binding.source),
+            user_agent=binding.user_agent,
+        )
+        for binding in location.bindings(line.number, now)
+    ]
+    return RegistrationList(items=items, total=len(items))
+
+
+def _flow_text(source: object) -> str | None:
+    address = getattr(source, "address", None)
+    return None if address is None else str(address)
 
 
 @router.patch("/{line_id}", responses=_RESPONSES)

@@ -33,7 +33,7 @@ class BlockList(BaseModel):
 
 def _guard(request: Request) -> tuple[FloodGuard | None, Callable[[], float]]:
     guard: FloodGuard | None = getattr(request.app.state, "guard", None)
-    clock: Callable[[], float] = getattr(request.app.state, "guard_clock", time.monotonic)
+    clock: Callable[[], float] = getattr(request.app.state, "sip_clock", time.monotonic)
     return guard, clock
 
 
