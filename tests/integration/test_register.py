@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -17,33 +18,37 @@ pytestmark = pytest.mark.integration
 ADMIN_PASSWORD = "admin-pass-for-tests"
 LINE_PASSWORD = "line-pass-for-tests"
 STRANGER = "127.0.0.2"
+ENV = {
+    "CALLBRIDGE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    # SIPp 3.6 answers only the first challenge and knows only MD5 (see README).
+    "CALLBRIDGE_SIP_DIGEST_ALGORITHMS": "MD5",
+}
+
+
+@contextmanager
+def admin(srv: Server) -> Iterator[httpx.Client]:
+    """An HTTP client for the server's API, signed in as the admin."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{srv.http_port}", timeout=10) as api:
+        token = api.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        ).json()["token"]
+        api.headers["Authorization"] = f"Bearer {token}"
+        yield api
+
+
+def create_line(srv: Server) -> None:
+    with admin(srv) as api:
+        api.post(
+            "/api/v1/internal-lines",
+            json={"number": "101", "username": "alice", "password": LINE_PASSWORD},
+        ).raise_for_status()
 
 
 @pytest.fixture
 def pbx(tmp_path: Path) -> Iterator[Server]:
-    # SIPp 3.6 answers only the first challenge and knows only MD5 (see README).
-    srv = start_server(
-        tmp_path,
-        CALLBRIDGE_ADMIN_PASSWORD=ADMIN_PASSWORD,
-        CALLBRIDGE_SIP_DIGEST_ALGORITHMS="MD5",
-        CALLBRIDGE_GUARD_MAX_FAILURES="3",
-    )
+    srv = start_server(tmp_path, **ENV, CALLBRIDGE_GUARD_MAX_FAILURES="3")
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{srv.http_port}", timeout=10) as api:
-            token = api.post(
-                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-            ).json()["token"]
-            created = api.post(
-                "/api/v1/internal-lines",
-                json={
-                    "number": "101",
-                    "username": "alice",
-                    "password": LINE_PASSWORD,
-                    "max_devices": 1,
-                },
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            assert created.status_code == 201, created.text
+        create_line(srv)
         yield srv
     finally:
         stop_server(srv.process)
@@ -70,13 +75,9 @@ def test_a_phone_registers_a_line_created_over_the_api(pbx: Server, tmp_path: Pa
     assert " status=200 " in pbx.log()
     assert LINE_PASSWORD not in pbx.log()
     # The admin sees the device on the line.
-    with httpx.Client(base_url=f"http://127.0.0.1:{pbx.http_port}", timeout=10) as api:
-        token = api.post(
-            "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-        ).json()["token"]
-        auth = {"Authorization": f"Bearer {token}"}
-        [line] = api.get("/api/v1/internal-lines", headers=auth).json()["items"]
-        devices = api.get(f"/api/v1/internal-lines/{line['id']}/registrations", headers=auth)
+    with admin(pbx) as api:
+        [line] = api.get("/api/v1/internal-lines").json()["items"]
+        devices = api.get(f"/api/v1/internal-lines/{line['id']}/registrations")
     [device] = devices.json()["items"]
     assert device["contact"].startswith("<sip:101@127.0.0.1:")
     assert device["source"].startswith("udp:127.0.0.1:")
@@ -118,39 +119,23 @@ def test_guessing_passwords_blocks_the_source_and_only_that_source(
     assert _options_answered(pbx, "127.0.0.1")
     assert register(pbx, tmp_path, password=LINE_PASSWORD) == 1
     # The admin sees the block over the API and lifts it.
-    with httpx.Client(base_url=f"http://127.0.0.1:{pbx.http_port}", timeout=10) as api:
-        token = api.post(
-            "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-        ).json()["token"]
-        auth = {"Authorization": f"Bearer {token}"}
-        blocks = api.get("/api/v1/security/blocks", headers=auth).json()
+    with admin(pbx) as api:
+        blocks = api.get("/api/v1/security/blocks").json()
         assert [b["source"] for b in blocks["items"]] == [STRANGER]
-        assert api.delete(f"/api/v1/security/blocks/{STRANGER}", headers=auth).status_code == 204
+        assert api.delete(f"/api/v1/security/blocks/{STRANGER}").status_code == 204
     assert _options_answered(pbx, STRANGER)
 
 
 def test_bindings_survive_a_restart(tmp_path: Path) -> None:
-    env = {
-        "CALLBRIDGE_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "CALLBRIDGE_SIP_DIGEST_ALGORITHMS": "MD5",
-    }
-    first = start_server(tmp_path, **env)
+    first = start_server(tmp_path, **ENV)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{first.http_port}", timeout=10) as api:
-            token = api.post(
-                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-            ).json()["token"]
-            api.post(
-                "/api/v1/internal-lines",
-                json={"number": "101", "username": "alice", "password": LINE_PASSWORD},
-                headers={"Authorization": f"Bearer {token}"},
-            ).raise_for_status()
+        create_line(first)
         assert register(first, tmp_path, password=LINE_PASSWORD) == 1
     finally:
         stop_server(first.process)
     assert first.process.returncode == 0
 
-    second = start_server(tmp_path, **env)  # the same data directory
+    second = start_server(tmp_path, **ENV)  # the same data directory
     try:
         assert "pbx.bindings_restored count=1" in second.log()
         fetched = run_sipp(
