@@ -200,10 +200,23 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rate", type=int, default=5000)
-    parser.add_argument("--seconds", type=int, default=40)
+Target = Callable[[int, int, Path], dict[str, float]]
+
+
+def compare(
+    description: str | None,
+    *,
+    rate: int,
+    seconds: int,
+    reference_name: str,
+    reference: Target,
+    callbridge: Target,
+) -> None:
+    """Parse --rate/--seconds, run the reference then callbridge with the same
+    SIPp client, and print both results and their ratio as JSON lines."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rate", type=int, default=rate)
+    parser.add_argument("--seconds", type=int, default=seconds)
     args = parser.parse_args()
     if shutil.which("sipp") is None:
         sys.exit("sipp is missing: `make test-deps` installs Debian's sip-tester")
@@ -211,10 +224,21 @@ def main() -> None:
         workdir = Path(tmp)
         ref = reference(args.rate, args.seconds, workdir)
         ours = callbridge(args.rate, args.seconds, workdir)
-    print(json.dumps({"target": "sipp-uas (reference)", **ref}))
+    print(json.dumps({"target": reference_name, **ref}))
     print(json.dumps({"target": "callbridge", **ours}))
     ratio = ours["answered_per_s"] / max(ref["answered_per_s"], 1)
     print(json.dumps({"callbridge_vs_reference": round(ratio, 3)}))
+
+
+def main() -> None:
+    compare(
+        __doc__,
+        rate=5000,
+        seconds=40,
+        reference_name="sipp-uas (reference)",
+        reference=reference,
+        callbridge=callbridge,
+    )
 
 
 if __name__ == "__main__":

@@ -12,15 +12,12 @@ and the digest is MD5 (SIPp 3.6 knows no other).
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-import tempfile
 from pathlib import Path
 
 import httpx
 
 from options_load import (
+    compare,
     measure,
     sipp_client,
     start_callbridge,
@@ -71,19 +68,15 @@ def callbridge(rate: int, seconds: int, workdir: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rate", type=int, default=1500)
-    parser.add_argument("--seconds", type=int, default=20)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        ref = reference(args.rate, args.seconds, workdir)
-        ours = callbridge(args.rate, args.seconds, workdir)
-    print(json.dumps({"target": "sipp registrar (reference)", **ref}))
-    print(json.dumps({"target": "callbridge", **ours}))
-    ratio = ours["answered_per_s"] / max(ref["answered_per_s"], 1)
-    print(json.dumps({"callbridge_vs_reference": round(ratio, 3)}))
+    compare(
+        __doc__,
+        rate=1500,
+        seconds=20,
+        reference_name="sipp registrar (reference)",
+        reference=reference,
+        callbridge=callbridge,
+    )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
