@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 
-import pytest
-
 from callbridge.logs import JsonFormatter, TextFormatter, log_event
 
 
@@ -48,12 +46,17 @@ def test_json_lines_carry_the_fields() -> None:
     assert out["dest"] == "udp:1"
 
 
-def test_disabled_level_costs_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    logger = logging.getLogger("callbridge.test.quiet")
-    logger.setLevel(logging.INFO)
+def test_disabled_level_builds_no_record() -> None:
+    # The per-message path calls log_event for every datagram: with debug off
+    # it must stop at the level check, before the logger makes a record.
+    class Counting(logging.Logger):
+        calls = 0
 
-    class Explodes:
-        def __str__(self) -> str:
-            raise AssertionError("formatted although the level is off")
+        def log(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+            Counting.calls += 1
 
-    log_event(logger, logging.DEBUG, "sip.recv", value=Explodes())
+    quiet = Counting("callbridge.test.quiet", level=logging.INFO)
+    log_event(quiet, logging.DEBUG, "sip.recv", method="OPTIONS")
+    assert Counting.calls == 0
+    log_event(quiet, logging.INFO, "sip.recv", method="OPTIONS")
+    assert Counting.calls == 1

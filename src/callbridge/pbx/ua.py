@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..sip import Request, Response, make_response
 from ..sip.transaction import new_tag
-from .auth import DROP, Authenticated, Authenticator, Drop
+from .auth import Authenticated, Authenticator, Drop
 from .lines import Lines
 from .registrar import Registrar
 
@@ -120,6 +120,3 @@ class UserAgent:
             to_tag=to_tag or new_tag(),
             headers=[*(headers or []), ("Server", self.user_agent)],
         )
-
-
-__all__ = ["DROP", "UserAgent"]
