@@ -16,17 +16,21 @@ import uvicorn
 
 from .api import create_app
 from .logs import log_event
+from .media.engine import LocalMediaEngine
+from .media.ports import RtpPortAllocator
 from .pbx.auth import DROP, Authenticator, Drop
-from .pbx.calls import CallLog
+from .pbx.b2bua import B2bua, ResponseHandler
+from .pbx.calls import CallLog, CallRecorder
 from .pbx.guard import FloodGuard, GuardPolicy
 from .pbx.lines import Lines, load_lines
 from .pbx.location import StoredLocation
-from .pbx.registrar import Location, MemoryLocation, Registrar, RegistrarPolicy
+from .pbx.registrar import Binding, Location, MemoryLocation, Registrar, RegistrarPolicy
 from .pbx.ua import UserAgent
 from .settings import Settings
 from .sip import Limits, Message, Request, Response, make_response
 from .sip.digest import DigestServer
 from .sip.transaction import (
+    ClientTransaction,
     Deliver,
     Effect,
     NewRequest,
@@ -36,9 +40,12 @@ from .sip.transaction import (
     StrayResponse,
     Terminated,
     TimedOut,
+    TransactionError,
     TransactionLayer,
     TransportFailed,
+    new_branch,
 )
+from .sip.uri import SipURI
 from .store import Database, create_database
 from .store.accounts import ensure_admin
 from .transport import Address, Transport, TransportError, TransportLayer
@@ -46,6 +53,12 @@ from .transport import Address, Transport, TransportError, TransportLayer
 logger = logging.getLogger("callbridge.sip")
 http_logger = logging.getLogger("callbridge.http")
 _MAX_PEERS = 4096
+# Requests with a To tag that still are not a call's business.
+_OUT_OF_DIALOG = frozenset({"ACK", "OPTIONS", "REGISTER"})
+
+
+def _uri_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,25 +91,31 @@ class SipService:
                 block_for=settings.guard_block_for,
             )
         )
+        self.authenticator = Authenticator(
+            DigestServer(settings.sip_realm, algorithms=settings.sip_digest_algorithms.split(",")),
+            self.guard,
+            server_name=settings.user_agent,
+        )
         self.ua = UserAgent(
             user_agent=settings.user_agent,
-            authenticator=Authenticator(
-                DigestServer(
-                    settings.sip_realm, algorithms=settings.sip_digest_algorithms.split(",")
-                ),
-                self.guard,
-                server_name=settings.user_agent,
-            ),
+            authenticator=self.authenticator,
             registrar=Registrar(MemoryLocation(), self._registrar_policy()),
         )
+        # Calls need a store for their records: `use_b2bua` plugs them in.
+        self.b2bua: B2bua | None = None
+        self.host = settings.effective_public_address()
+        self.port = settings.sip_port
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._peers: dict[tuple[Address, int], Peer] = {}
+        # Who is waiting for the responses of each client transaction.
+        self._owners: dict[ClientTransaction, ResponseHandler] = {}
 
     async def start(self) -> int:
         """Listen on the configured host and port; returns the port."""
-        return await self.transport.listen(self.settings.sip_host, self.settings.sip_port)
+        self.port = await self.transport.listen(self.settings.sip_host, self.settings.sip_port)
+        return self.port
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -106,6 +125,74 @@ class SipService:
     def use_location(self, location: Location) -> None:
         """Keep bindings in `location` (before start: bindings are not moved)."""
         self.ua.registrar = Registrar(location, self._registrar_policy())
+
+    def use_b2bua(self, b2bua: B2bua) -> None:
+        """Take calls: INVITEs and their dialogs go to `b2bua`."""
+        self.b2bua = b2bua
+        self.ua = UserAgent(
+            user_agent=self.ua.user_agent,
+            lines=self.ua.lines,
+            authenticator=self.ua.authenticator,
+            registrar=self.ua.registrar,
+            calls=True,
+        )
+
+    @property
+    def location(self) -> Location:
+        assert self.ua.registrar is not None
+        return self.ua.registrar.location
+
+    # --- the SipPort the B2BUA drives -----------------------------------------
+
+    def time(self) -> float:
+        return self._loop.time()
+
+    def send_request(self, request: Request, peer: object, on_response: ResponseHandler) -> None:
+        assert isinstance(peer, Peer)
+        now = self._loop.time()
+        if "Via" not in request.headers:  # a CANCEL keeps its INVITE's
+            request.headers.prepend("Via", self._via(peer))
+        reliable = peer.address.transport != "udp"
+        try:
+            client, effects = self.transactions.send_request(request, peer, reliable, now)
+        except TransactionError as error:
+            log_event(logger, logging.WARNING, "sip.send_failed", error=str(error))
+            return
+        self._owners[client] = on_response
+        self._apply(effects, now)
+        self._rearm()
+
+    def send_ack(self, ack: Request, peer: object) -> None:
+        assert isinstance(peer, Peer)
+        ack.headers.prepend("Via", self._via(peer))
+        self._send(ack, peer)
+
+    def respond(self, transaction: ServerTransaction, response: Response) -> None:
+        now = self._loop.time()
+        try:
+            effects = self.transactions.respond(transaction, response, now)
+        except TransactionError:
+            return  # the transaction ended: nobody waits for this answer any more
+        self._apply(effects, now)
+        self._rearm()
+
+    def contact(self, user: str, peer: object) -> str:
+        transport = peer.address.transport if isinstance(peer, Peer) else "udp"
+        suffix = "" if transport == "udp" else f";transport={transport}"
+        return f"<sip:{user}@{_uri_host(self.host)}:{self.port}{suffix}>"
+
+    def peer_for(self, binding: Binding) -> object:
+        if isinstance(binding.source, Peer):
+            return binding.source
+        uri = binding.uri
+        if isinstance(uri, SipURI):
+            transport = (uri.params.get("transport") or "udp").lower()
+            return self.peer_at(transport, uri.host.strip("[]"), uri.port or 5060)
+        return self.peer_at("udp", "127.0.0.1", 0)  # unreachable on purpose: it fails
+
+    def _via(self, peer: Peer) -> str:
+        transport = peer.address.transport.upper()
+        return f"SIP/2.0/{transport} {_uri_host(self.host)}:{self.port};branch={new_branch()};rport"
 
     def _registrar_policy(self) -> RegistrarPolicy:
         settings = self.settings
@@ -132,7 +219,8 @@ class SipService:
         return address.transport, address.host, address.port
 
     def use_lines(self, lines: Lines) -> None:
-        """Swap in a new snapshot of the internal lines."""
+        """Swap in a new snapshot of the internal lines (calls in progress
+        keep the lines they started with)."""
         self.ua.lines = lines
         log_event(logger, logging.INFO, "pbx.lines_loaded", count=len(lines))
 
@@ -177,27 +265,43 @@ class SipService:
                 self._send(effect.message, effect.peer)
             elif isinstance(effect, NewRequest):
                 self._answer(effect.request, effect.transaction, now)
+            elif isinstance(effect, Deliver):
+                self._deliver(effect.message, effect.transaction)
             elif isinstance(effect, StrayAck):
-                log_event(logger, logging.DEBUG, "sip.stray_ack", call_id=effect.request.call_id)
+                if self.b2bua is not None:
+                    self.b2bua.ack(effect.request)
             elif isinstance(effect, StrayResponse):
-                log_event(
-                    logger,
-                    logging.DEBUG,
-                    "sip.stray_response",
-                    status=effect.response.status,
-                    call_id=effect.response.call_id,
-                )
+                if self.b2bua is not None:
+                    self.b2bua.stray_response(effect.response)
             elif isinstance(effect, TimedOut | TransportFailed):
-                log_event(
-                    logger,
-                    logging.INFO,
-                    "sip.transaction_failed",
-                    cause="timeout" if isinstance(effect, TimedOut) else "transport",
-                    method=effect.transaction.request.method,
-                    call_id=effect.transaction.request.call_id,
-                )
-            elif isinstance(effect, Deliver | Terminated):
-                pass  # nothing of ours starts client transactions yet
+                self._failed(effect.transaction, timed_out=isinstance(effect, TimedOut))
+            elif isinstance(effect, Terminated):
+                self._owners.pop(effect.transaction, None)  # type: ignore[call-overload]
+
+    def _deliver(self, message: Message, transaction: object) -> None:
+        if isinstance(message, Response) and isinstance(transaction, ClientTransaction):
+            owner = self._owners.get(transaction)
+            if owner is not None:
+                owner(transaction, message)
+        elif isinstance(message, Request) and self.b2bua is not None:
+            self.b2bua.ack(message)  # an ACK that reused its INVITE's branch
+
+    def _failed(self, transaction: object, *, timed_out: bool) -> None:
+        request = getattr(transaction, "request", None)
+        assert isinstance(request, Request)
+        log_event(
+            logger,
+            logging.INFO,
+            "sip.transaction_failed",
+            cause="timeout" if timed_out else "transport",
+            method=request.method,
+            call_id=request.call_id,
+        )
+        if isinstance(transaction, ClientTransaction):
+            owner = self._owners.pop(transaction, None)
+            if owner is not None:
+                # §8.1.3.1: the TU acts as on a 408, or a 503 for the transport.
+                owner(transaction, make_response(request, 408 if timed_out else 503))
 
     def _answer(self, request: Request, transaction: ServerTransaction, now: float) -> None:
         log_event(
@@ -205,8 +309,13 @@ class SipService:
         )
         peer = transaction.peer
         assert isinstance(peer, Peer)
-        if request.method == "CANCEL":
+        method, b2bua = request.method, self.b2bua
+        if method == "CANCEL":
             response = self._cancel(request, peer, now)
+        elif b2bua is not None and method == "INVITE" and request.to.tag is None:
+            response = b2bua.invite(request, transaction, source=peer.address.host, peer=peer)
+        elif b2bua is not None and request.to.tag is not None and method not in _OUT_OF_DIALOG:
+            response = b2bua.in_dialog(request, transaction)
         else:
             response = self.ua.answer(request, source=peer.address.host, peer=peer, now=now)
         if response is DROP:
@@ -219,8 +328,11 @@ class SipService:
         invite = self.transactions.find_invite_for_cancel(cancel)
         if invite is None:
             return self.ua.answer(cancel, source=peer.address.host, peer=peer, now=now)
-        # Every INVITE is answered at once today, so the CANCEL comes too late
-        # to change anything: 200 for the CANCEL, the INVITE keeps its answer.
+        to_tag = None if self.b2bua is None else self.b2bua.cancel(invite)
+        if to_tag is not None:
+            return make_response(cancel, 200, to_tag=to_tag)
+        # An INVITE no call holds was answered at once: the CANCEL comes too
+        # late to change anything; 200 for it, the INVITE keeps its answer.
         sent = invite.last_response
         return make_response(cancel, 200, to_tag=sent.to.tag if sent is not None else None)
 
@@ -332,6 +444,23 @@ async def run(settings: Settings) -> int:
         database, flow_of=service.flow_of, source_of=service.peer_at, clock=loop.time
     )
     service.use_location(location)
+    media = LocalMediaEngine(
+        RtpPortAllocator(settings.rtp_ports, host=settings.sip_host or "0.0.0.0"),
+        rtp_timeout=settings.rtp_timeout or None,
+        clock=loop.time,
+    )
+    recorder = CallRecorder(database)
+    b2bua = B2bua(
+        service,
+        authenticator=service.authenticator,
+        location=location,
+        media=media,
+        recorder=recorder,
+        media_address=service.host,
+        lines=lambda: service.ua.lines,
+        user_agent=settings.user_agent,
+    )
+    service.use_b2bua(b2bua)
 
     async def reload_lines() -> None:
         service.use_lines(await load_lines(database))
@@ -349,6 +478,7 @@ async def run(settings: Settings) -> int:
         restored = await location.load()
         log_event(logger, logging.INFO, "pbx.bindings_restored", count=restored)
         location.start()
+        recorder.start()
         port = await http.start()
         log_event(http_logger, logging.INFO, "http.listening", host=settings.http_host, port=port)
         tune_garbage_collector()
@@ -356,6 +486,10 @@ async def run(settings: Settings) -> int:
         log_event(logger, logging.INFO, "callbridge.stopping")
     finally:
         await http.stop()
+        await b2bua.close()
+        log_event(logger, logging.INFO, "b2bua.stats", **b2bua.stats())
+        await recorder.stop()
+        await media.close()
         await service.stop()
         await location.stop()
         await database.close()

@@ -16,6 +16,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .media.ports import PortRange
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -70,12 +72,26 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = Field(
         None, description="Creates the user `admin` on first start when no admin exists."
     )
+    rtp_ports: str = Field(
+        "10000-20000",
+        pattern=r"^\s*\d{1,5}\s*-\s*\d{1,5}\s*$",
+        description="RTP port range FIRST-LAST for anchored media (a pair per call leg).",
+    )
+    rtp_timeout: float = Field(
+        60.0, ge=0, description="Seconds without RTP after which a call is ended; 0 = never."
+    )
     auth_token_ttl: float = Field(12 * 3600, gt=0, description="Seconds an API token lives.")
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_level(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("rtp_ports")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        PortRange.parse(value)  # its error names what is wrong with the range
+        return value
 
     def effective_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file in `data_dir`."""

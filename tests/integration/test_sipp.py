@@ -46,19 +46,19 @@ def test_options_answered_with_200_and_capabilities(
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_invite_gets_501_as_a_transaction_whose_ack_stops_retransmissions(
+def test_unauthenticated_invite_gets_407_from_a_transaction_whose_ack_stops_retransmissions(
     server: Server, tmp_path: Path, transport: str
 ) -> None:
-    result = run_sipp("invite_501.xml", server, tmp_path, transport=transport)
+    result = run_sipp("invite_407.xml", server, tmp_path, transport=transport)
     assert result.returncode == 0, result.output
     call_id = _call_id(server, "INVITE")
     log = server.log().splitlines()
     sends = [i for i, line in enumerate(log) if " sip.send " in line and call_id in line]
     first_ack = next(i for i, line in enumerate(log) if "method=ACK" in line and call_id in line)
-    # One 501, and none after the ACK during SIPp's 2.2 s pause: on UDP,
+    # One 407, and none after the ACK during SIPp's 2.2 s pause: on UDP,
     # Timer G would have repeated it at 0.5 s and 1.5 s had the ACK not
     # matched the transaction.
-    assert [log[i].split("status=")[1].split()[0] for i in sends] == ["501"]
+    assert [log[i].split("status=")[1].split()[0] for i in sends] == ["407"]
     assert sends[0] < first_ack
     assert not _events(server, "sip.stray_ack", call_id=call_id)
 
@@ -84,13 +84,13 @@ def test_retransmitted_invite_is_answered_from_its_transaction(server: Server) -
         sock.sendto(invite, (server.host, server.port))
         sock.sendto(invite, (server.host, server.port))
         answers = [sock.recv(65535) for _ in range(2)]
-        # The same 501 twice: same To tag, so one transaction made both.
+        # The same 407 twice: same To tag, so one transaction made both.
         assert answers[0] == answers[1]
-        assert answers[0].startswith(b"SIP/2.0 501 ")
+        assert answers[0].startswith(b"SIP/2.0 407 ")
         to_tag = re.search(rb"\r\nTo: [^\r]*;tag=([^;\r]+)", answers[0])
         assert to_tag
         assert len(_events(server, "sip.new_request", call_id="retrans-1@127.0.0.1")) == 1
-        # Without an ACK, Timer G repeats the 501 (first after T1 = 0.5 s).
+        # Without an ACK, Timer G repeats the 407 (first after T1 = 0.5 s).
         assert sock.recv(65535) == answers[0]
         ack = (
             INVITE.format(host=server.host, port=server.port, me=me, n=1)
@@ -217,19 +217,19 @@ def test_cancel_matches_its_invite_or_gets_481(server: Server) -> None:
         invite = INVITE.format(host=server.host, port=server.port, me=me, n=2)
         sock.sendto(invite.encode(), (server.host, server.port))
         answer = sock.recv(65535)
-        assert answer.startswith(b"SIP/2.0 501 ")
+        assert answer.startswith(b"SIP/2.0 407 ")
         cancel = invite.replace("INVITE sip:", "CANCEL sip:", 1).replace(
             "CSeq: 1 INVITE", "CSeq: 1 CANCEL"
         )
         sock.sendto(cancel.encode(), (server.host, server.port))
         # The INVITE was already answered: the CANCEL matches it (200) and
-        # changes nothing (RFC 3261 §9.2). Timer G's repeat of the 501 may
+        # changes nothing (RFC 3261 §9.2). Timer G's repeat of the 407 may
         # arrive first.
         replies = [sock.recv(65535) for _ in range(2)]
         ok = [r for r in replies if b"CSeq: 1 CANCEL" in r]
         assert ok and ok[0].startswith(b"SIP/2.0 200 ")
         to_tag = re.search(rb"\r\nTo: [^\r]*;tag=([^;\r]+)", answer)
-        assert to_tag and to_tag.group(1) in ok[0]  # the same To tag as the 501's
+        assert to_tag and to_tag.group(1) in ok[0]  # the same To tag as the 407's
         stray = cancel.replace("z9hG4bK-retrans-2", "z9hG4bK-unknown-2")
         sock.sendto(stray.encode(), (server.host, server.port))
         while True:

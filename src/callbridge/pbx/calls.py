@@ -7,6 +7,8 @@ Every time is passed in, timezone-aware; nothing here reads a clock.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from datetime import datetime, timedelta
 
@@ -15,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..store import Database
 from ..store.models import CALL_DIRECTIONS, CALL_STATUSES, HANGUP_SIDES, CallRecord
+
+logger = logging.getLogger("callbridge.calls")
 
 INTERRUPTED = "interrupted by restart"
 # How a call can end: every status but the one a call has while it lasts.
@@ -153,3 +157,146 @@ def _aware(name: str, at: datetime) -> datetime:
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} {value!r} is not one of {', '.join(allowed)}")
+
+
+class CallRecorder:
+    """Write-behind call records for the B2BUA: `begin`, `answered` and
+    `ended` return at once and never touch the call's signalling path; one
+    background task writes what has piled up in one transaction, in order.
+
+    A record is begun the moment its call is, so a crash loses at most the
+    last few milliseconds of changes, and the next start closes whatever it
+    left in progress as failed (`CallLog.close_interrupted`). A failed write
+    is retried with a growing pause, never dropped while the process lives.
+    """
+
+    def __init__(self, database: Database, *, retry_after: float = 0.5) -> None:
+        self.database = database
+        self.retry_after = retry_after
+        self._pending: list[CallRecord | tuple[str, dict[str, object]]] = []
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def begin(
+        self,
+        *,
+        at: datetime,
+        caller_number: str,
+        callee_number: str,
+        direction: str = "internal",
+        internal_line_id: int | None = None,
+        employee_id: int | None = None,
+        sip_call_id: str | None = None,
+    ) -> str:
+        """Queue the record of a call that starts `at`; returns its id."""
+        _one_of("direction", direction, CALL_DIRECTIONS)
+        record = CallRecord(
+            id=uuid.uuid4().hex,
+            direction=direction,
+            caller_number=caller_number,
+            callee_number=callee_number,
+            internal_line_id=internal_line_id,
+            employee_id=employee_id,
+            started_at=_aware("at", at),
+            talk_seconds=0,
+            status="in_progress",
+            sip_call_id=sip_call_id,
+        )
+        self._queue(record)
+        return record.id
+
+    def answered(self, call_id: str, at: datetime) -> None:
+        self._queue((call_id, {"answered_at": _aware("at", at)}))
+
+    def ended(
+        self,
+        call_id: str,
+        *,
+        at: datetime,
+        answered_at: datetime | None,
+        status: str,
+        hangup_side: str | None,
+        hangup_cause: str | None,
+    ) -> None:
+        """Close the record: `status` one of END_STATUSES; the talk time runs
+        from `answered_at` (the caller's own note of it) to `at`."""
+        _one_of("status", status, END_STATUSES)
+        if hangup_side is not None:
+            _one_of("hangup_side", hangup_side, HANGUP_SIDES)
+        self._queue(
+            (
+                call_id,
+                {
+                    "ended_at": _aware("at", at),
+                    "status": status,
+                    "hangup_side": hangup_side,
+                    "hangup_cause": hangup_cause,
+                    "talk_seconds": _talk_seconds(answered_at, at),
+                },
+            )
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="call-recorder")
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is written."""
+        await self._idle.wait()
+
+    async def stop(self) -> None:
+        """Write what is queued, then stop."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    def _queue(self, change: CallRecord | tuple[str, dict[str, object]]) -> None:
+        self._pending.append(change)
+        self._idle.clear()
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        pause = self.retry_after
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self._write(batch)
+                    pause = self.retry_after
+                except Exception:
+                    logger.exception("calls.write_failed changes=%d", len(batch))
+                    self._pending[:0] = batch
+                    if self._stopping:
+                        return
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 30.0)
+            self._idle.set()
+            if self._stopping:
+                return
+
+    async def _write(self, batch: list[CallRecord | tuple[str, dict[str, object]]]) -> None:
+        async with self.database.session() as session:
+            # Inserts first: every update in a batch follows its record's insert.
+            session.add_all(
+                [
+                    CallRecord(**{c.key: getattr(change, c.key) for c in CallRecord.__table__.c})
+                    for change in batch
+                    if isinstance(change, CallRecord)
+                ]
+            )
+            await session.flush()
+            for change in batch:
+                if isinstance(change, tuple):
+                    call_id, values = change
+                    await session.execute(
+                        update(CallRecord)
+                        .where(CallRecord.id == call_id, CallRecord.status == "in_progress")
+                        .values(**values)
+                    )
+            await session.commit()

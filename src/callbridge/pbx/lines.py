@@ -30,6 +30,7 @@ class Line:
     max_talk_duration: int = 0
     max_incoming_calls: int = 1
     employee_id: int | None = None
+    id: int | None = None  # the line's row in the store
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ async def load_lines(database: Database) -> Lines:
             max_talk_duration=row.max_talk_duration,
             max_incoming_calls=row.max_incoming_calls,
             employee_id=row.employee_id,
+            id=row.id,
         )
         for row in rows
     )

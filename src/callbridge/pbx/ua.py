@@ -25,7 +25,8 @@ _URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 
 
 class UserAgent:
-    """Answers OPTIONS and REGISTER; refuses the rest with the RFC's status."""
+    """Answers OPTIONS and REGISTER; refuses the rest with the RFC's status.
+    `calls` says whether a B2BUA takes INVITEs (it only changes Allow)."""
 
     def __init__(
         self,
@@ -34,6 +35,7 @@ class UserAgent:
         lines: Lines | None = None,
         authenticator: Authenticator | None = None,
         registrar: Registrar | None = None,
+        calls: bool = False,
     ) -> None:
         self.user_agent = user_agent
         # Swapped whole by whoever applies a new configuration.
@@ -41,6 +43,9 @@ class UserAgent:
         self.authenticator = authenticator
         self.registrar = registrar
         methods = ["OPTIONS", "ACK", "CANCEL", "BYE"]
+        if calls:  # a B2BUA takes INVITE and what its dialogs carry
+            methods[:0] = ["INVITE"]
+            methods.append("INFO")
         if registrar is not None and authenticator is not None:
             methods.append("REGISTER")
         self._allow = ("Allow", ", ".join(methods))

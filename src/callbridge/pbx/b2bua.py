@@ -1,0 +1,917 @@
+"""The back-to-back user agent: calls between internal lines.
+
+A call has two sides, each its own dialog with its own Call-ID and tags: the
+caller's, where we are the UAS, and the callee's, where we are the UAC. While
+the callee's line rings there is one fork per registered device; the first
+2xx wins, the other forks are cancelled. Every SDP that crosses from one side
+to the other is rewritten to point at the call's media session, so RTP flows
+through callbridge (`media/`), and the call's record is kept by a
+`CallRecorder` from the first INVITE to the last BYE.
+
+The SIP side is reached through `SipPort` (the service owns the sockets and
+the transaction layer); timers are the loop's. A call's handlers never block:
+the only awaits are binding the media ports, in the call's setup task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum, auto
+from typing import Protocol
+
+from ..logs import log_event
+from ..media.engine import Leg, MediaEngine, MediaSession
+from ..media.errors import MediaError
+from ..sip import Headers, Request, Response, make_response
+from ..sip.dialog import Dialog, DialogError
+from ..sip.offer_answer import with_connection
+from ..sip.sdp import SdpError, SessionDescription, parse_sdp
+from ..sip.transaction import (
+    DEFAULT_TIMERS,
+    ClientTransaction,
+    ServerTransaction,
+    make_cancel,
+    new_call_id,
+    new_tag,
+)
+from ..sip.uri import URI, parse_name_addr
+from .auth import Authenticated, Authenticator, Drop
+from .calls import CallRecorder
+from .lines import Line, Lines
+from .registrar import Binding, Location
+
+logger = logging.getLogger("callbridge.calls")
+
+ResponseHandler = Callable[[ClientTransaction, Response], None]
+WallClock = Callable[[], datetime]
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
+_COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
+_NULL_ADDRESSES = frozenset({"0.0.0.0", "::"})
+_SETUP_DELAY_SAMPLES = 100_000
+# How long an ended call's dialogs still answer retransmissions (64*T1).
+_LINGER = 64 * DEFAULT_TIMERS.T1
+
+
+class SipPort(Protocol):
+    """What the B2BUA needs of the SIP service."""
+
+    def send_request(self, request: Request, peer: object, on_response: ResponseHandler) -> None:
+        """Add our top Via and start a client transaction; every response
+        (a timeout as 408, a transport failure as 503) goes to `on_response`."""
+        ...
+
+    def send_ack(self, ack: Request, peer: object) -> None:
+        """Add our top Via and send the ACK of a 2xx (no transaction)."""
+        ...
+
+    def respond(self, transaction: ServerTransaction, response: Response) -> None: ...
+
+    def contact(self, user: str, peer: object) -> str:
+        """Our Contact for a dialog with `peer`, as a header value."""
+        ...
+
+    def peer_for(self, binding: Binding) -> object:
+        """Where requests to a registered device go."""
+        ...
+
+    def time(self) -> float: ...
+
+
+class Phase(Enum):
+    SETUP = auto()  # authenticated, binding media ports
+    RINGING = auto()  # forks sent
+    ANSWERED = auto()
+    ENDED = auto()
+
+
+@dataclass(eq=False, slots=True)
+class Side:
+    """One confirmed side of a call: its dialog, the flow it is reached on,
+    and its media leg."""
+
+    role: str  # "caller" or "callee": the hangup side it stands for
+    dialog: Dialog
+    peer: object
+    media: Leg
+    reliable: bool
+    sdp_sent: bytes = b""
+    # Our last 2xx to an INVITE of this side, retransmitted until its ACK.
+    unacked: tuple[ServerTransaction, Response] | None = None
+    retransmit: asyncio.TimerHandle | None = None
+    # Our ACK of this side's 2xx, sent again if the 2xx is.
+    ack: Request | None = None
+
+
+@dataclass(eq=False, slots=True)
+class Fork:
+    """An INVITE to one device of the callee's line."""
+
+    peer: object
+    request: Request
+    transaction: ClientTransaction | None = None
+    provisional: bool = False
+    final: int | None = None
+    # A CANCEL waits for a provisional response (RFC 3261 §9.1).
+    cancel_reason: str | None = None
+    cancelled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Media:
+    """The first audio stream of an SDP, as the media engine needs it."""
+
+    index: int
+    host: str
+    port: int
+    rtcp_port: int | None
+    payload_types: Mapping[int, str]
+    sends: bool
+
+
+def _audio_of(sdp: SessionDescription) -> _Media:
+    for index, media in enumerate(sdp.media):
+        if media.media_type != "audio" or media.is_rejected:
+            continue
+        connection = sdp.connection_for(media)
+        if connection is None:
+            raise SdpError("the audio stream has no connection address", status=488)
+        rtcp = media.attribute("rtcp")
+        payload_types = {
+            int(pt): rtpmap.encoding for pt, rtpmap in media.rtpmaps.items() if pt.isdigit()
+        }
+        return _Media(
+            index=index,
+            host=connection.address,
+            port=media.port,
+            rtcp_port=int(rtcp.split()[0]) if rtcp and rtcp.split()[0].isdigit() else None,
+            payload_types=payload_types,
+            sends=sdp.effective_direction(media).sends
+            and connection.address not in _NULL_ADDRESSES,
+        )
+    raise SdpError("no audio stream to relay", status=488)
+
+
+def _sdp_of(message: Request | Response) -> SessionDescription | None:
+    """The message's SDP body; None when it has none; SdpError when bad."""
+    if not message.body:
+        return None
+    content_type = (message.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if content_type != "application/sdp":
+        raise SdpError(f"body of type {content_type or 'unknown'} is not SDP", status=415)
+    return parse_sdp(message.body)
+
+
+class B2bua:
+    """Calls between internal lines: the INVITEs that create them and every
+    request and response of their dialogs."""
+
+    def __init__(
+        self,
+        sip: SipPort,
+        *,
+        authenticator: Authenticator,
+        location: Location,
+        media: MediaEngine,
+        recorder: CallRecorder,
+        media_address: str,
+        lines: Callable[[], Lines],
+        wallclock: WallClock = lambda: datetime.now(UTC),
+        user_agent: str = "callbridge",
+    ) -> None:
+        self.sip = sip
+        self.authenticator = authenticator
+        self.location = location
+        self.media = media
+        self.recorder = recorder
+        self.media_address = media_address
+        self.lines = lines
+        self.wallclock = wallclock
+        self.user_agent = user_agent
+        # (Call-ID, our tag) of every dialog and fork → its call.
+        self.dialogs: dict[tuple[str, str], Call] = {}
+        self.by_invite: dict[ServerTransaction, Call] = {}
+        self.ringing_or_talking: Counter[str] = Counter()
+        self.calls = 0
+        self.setup_delays: list[float] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- requests from the SIP service --------------------------------------
+
+    def invite(
+        self, request: Request, transaction: ServerTransaction, *, source: str, peer: object
+    ) -> Response | Drop | None:
+        """A new INVITE: authenticate, check the target and its limits, and
+        start the call. Returns the response to send now, if any."""
+        now = self.sip.time()
+        lines = self.lines()
+        tag = new_tag()
+        outcome = self.authenticator.check(
+            request, source=source, ha1_of=lines.ha1_of, now=now, to_tag=tag
+        )
+        if not isinstance(outcome, Authenticated):
+            return outcome
+        caller = lines.by_username[outcome.username]
+        number = getattr(request.uri, "user_unescaped", None) or ""
+        callee = lines.by_number.get(number)
+        started = self.wallclock()
+
+        def refuse(status: int, reason: str, record: str, cause: str) -> Response:
+            line = callee or caller
+            call_id = self.recorder.begin(
+                at=started,
+                caller_number=caller.number,
+                callee_number=number,
+                internal_line_id=line.id,
+                employee_id=line.employee_id,
+                sip_call_id=request.call_id,
+            )
+            self.recorder.ended(
+                call_id,
+                at=started,
+                answered_at=None,
+                status=record,
+                hangup_side="system",
+                hangup_cause=cause,
+            )
+            log_event(logger, logging.INFO, "call.refused", status=status, cause=cause)
+            return self._reply(request, status, reason, to_tag=tag)
+
+        if callee is None:
+            return refuse(404, "Not Found", "failed", "unknown number")
+        max_forwards = request.headers.get("Max-Forwards")
+        if max_forwards is not None and max_forwards.strip() == "0":
+            return refuse(483, "Too Many Hops", "failed", "too many hops")
+        try:
+            offer = _sdp_of(request)
+            if offer is None:
+                raise SdpError("an INVITE without an SDP offer is not supported", status=488)
+            audio = _audio_of(offer)
+        except SdpError as error:
+            status = error.status if error.status in (415, 488) else 488
+            return refuse(status, "Not Acceptable Here", "failed", f"bad SDP: {error.reason}")
+        if self.ringing_or_talking[callee.number] >= callee.max_incoming_calls:
+            return refuse(486, "Busy Here", "busy", "incoming call limit")
+        bindings = self.location.bindings(callee.number, now)
+        if not bindings:
+            return refuse(480, "Temporarily Unavailable", "failed", "no registered device")
+        call = Call(
+            self,
+            caller=caller,
+            callee=callee,
+            invite=request,
+            transaction=transaction,
+            peer=peer,
+            tag=tag,
+            offer=offer,
+            audio=audio,
+            bindings=bindings,
+            received_at=now,
+            started=started,
+        )
+        self.by_invite[transaction] = call
+        self.ringing_or_talking[callee.number] += 1
+        self.calls += 1
+        self._spawn(call.setup())
+        return self._reply(request, 100, to_tag=None)
+
+    def cancel(self, invite: ServerTransaction) -> str | None:
+        """The caller cancelled `invite`: returns the To tag for the 200 to
+        the CANCEL, or None when no call of ours has this INVITE."""
+        call = self.by_invite.get(invite)
+        if call is None:
+            return None
+        call.caller_cancelled()
+        return call.tag
+
+    def in_dialog(self, request: Request, transaction: ServerTransaction) -> Response | None:
+        """A request with a To tag (not ACK, CANCEL or OPTIONS): ours to
+        answer, now (the response) or later (None)."""
+        call = self.dialogs.get((request.call_id, request.to.tag or ""))
+        side = None if call is None else call.side_of(request.call_id)
+        if call is None or side is None:
+            return self._reply(request, 481)
+        refused = side.dialog.receive_request(request)
+        if refused is not None:
+            return refused
+        return call.request(side, request, transaction)
+
+    def ack(self, request: Request) -> None:
+        """An ACK outside any transaction: for a 2xx of ours."""
+        call = self.dialogs.get((request.call_id, request.to.tag or ""))
+        if call is not None:
+            call.acked(request)
+
+    def stray_response(self, response: Response) -> None:
+        """A 2xx retransmitted after its transaction ended: ACK it again."""
+        call = self.dialogs.get((response.call_id, response.from_.tag or ""))
+        if call is not None and 200 <= response.status < 300:
+            call.reacknowledge(response)
+
+    # --- for the calls --------------------------------------------------------
+
+    def _reply(
+        self,
+        request: Request,
+        status: int,
+        reason: str | None = None,
+        *,
+        to_tag: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> Response:
+        return make_response(
+            request,
+            status,
+            reason,
+            to_tag=to_tag if to_tag is not None or status == 100 else new_tag(),
+            headers=[*(headers or []), ("Server", self.user_agent)],
+            body=body,
+        )
+
+    def _spawn(self, coroutine: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("call.task_failed", exc_info=task.exception())
+
+    def _note_setup_delay(self, seconds: float) -> None:
+        samples = self.setup_delays
+        if len(samples) < _SETUP_DELAY_SAMPLES:
+            samples.append(seconds)
+        else:  # reservoir sampling keeps a fair sample of a long run
+            slot = random.randrange(self.calls)
+            if slot < _SETUP_DELAY_SAMPLES:
+                samples[slot] = seconds
+
+    def stats(self) -> dict[str, object]:
+        """Counters for the log at shutdown and for benchmarks."""
+        delays = sorted(self.setup_delays)
+
+        def percentile(share: float) -> float:
+            if not delays:
+                return 0.0
+            return round(delays[min(len(delays) - 1, int(share * len(delays)))] * 1000, 3)
+
+        return {
+            "calls": self.calls,
+            "active": len(self.by_invite),
+            "setup_delay_p50_ms": percentile(0.50),
+            "setup_delay_p99_ms": percentile(0.99),
+        }
+
+    async def close(self) -> None:
+        """End every call (BYE and CANCEL go out; records are closed)."""
+        for call in list({*self.by_invite.values(), *self.dialogs.values()}):
+            call.shut_down()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@dataclass(eq=False)
+class Call:
+    """One call from an internal line to another."""
+
+    b2bua: B2bua
+    caller: Line
+    callee: Line
+    invite: Request
+    transaction: ServerTransaction
+    peer: object
+    tag: str
+    offer: SessionDescription
+    audio: _Media
+    bindings: list[Binding]
+    received_at: float
+    started: datetime
+    phase: Phase = Phase.SETUP
+    record: str = ""
+    forks: list[Fork] = field(default_factory=list)
+    caller_side: Side | None = None
+    callee_side: Side | None = None
+    session: MediaSession | None = None
+    caller_leg: Leg | None = None
+    callee_leg: Leg | None = None
+    answered_at: datetime | None = None
+    # A re-INVITE being relayed: from which side, its transaction and offer.
+    reinvite: tuple[Side, ServerTransaction, SessionDescription] | None = None
+    _timer: asyncio.TimerHandle | None = None
+    _early_sdp: bytes = b""
+
+    def __post_init__(self) -> None:
+        line = self.callee
+        self.record = self.b2bua.recorder.begin(
+            at=self.started,
+            caller_number=self.caller.number,
+            callee_number=self.callee.number,
+            internal_line_id=line.id,
+            employee_id=line.employee_id,
+            sip_call_id=self.invite.call_id,
+        )
+        log_event(
+            logger,
+            logging.INFO,
+            "call.started",
+            record=self.record,
+            caller=self.caller.number,
+            callee=self.callee.number,
+            devices=len(self.bindings),
+        )
+
+    # --- setup and ringing ----------------------------------------------------
+
+    async def setup(self) -> None:
+        b2bua = self.b2bua
+        session = self.session = b2bua.media.create_session(
+            self.record, on_timeout=lambda _: self.media_timed_out()
+        )
+        try:
+            self.caller_leg = await session.add_leg("caller")
+            self.callee_leg = await session.add_leg("callee")
+        except MediaError as error:
+            if self.phase is not Phase.SETUP:
+                return  # the call ended while the ports were bound
+            log_event(logger, logging.WARNING, "call.no_media_ports", error=str(error))
+            self._fail(503, "Service Unavailable", "failed", "no media ports")
+            return
+        if self.phase is not Phase.SETUP:  # cancelled while the ports were bound
+            await self._close_media()
+            return
+        audio = self.audio
+        self._set_remote(self.caller_leg, audio)
+        offer = self._anchored(self.offer, audio, self.callee_leg)
+        for binding in self.bindings:
+            self._fork(binding, offer)
+        self.phase = Phase.RINGING
+        if all(fork.final for fork in self.forks):  # every device failed at once
+            self._all_forks_failed()
+            return
+        b2bua._note_setup_delay(b2bua.sip.time() - self.received_at)
+        self._timer = asyncio.get_running_loop().call_later(
+            self.callee.ring_timeout, self._ring_timeout
+        )
+
+    def _fork(self, binding: Binding, sdp: bytes) -> None:
+        b2bua = self.b2bua
+        peer = b2bua.sip.peer_for(binding)
+        host = b2bua.media_address
+        caller, callee = self.caller, self.callee
+        display = self.invite.from_.display_name
+        from_ = f"<sip:{caller.number}@{host}>;tag={new_tag()}"
+        if display:
+            from_ = f"{display} {from_}"
+        max_forwards = self.invite.headers.get("Max-Forwards")
+        headers = Headers.of(
+            ("Max-Forwards", str(min(70, int(max_forwards) - 1)) if max_forwards else "70"),
+            ("From", from_),
+            ("To", f"<sip:{callee.number}@{host}>"),
+            ("Call-ID", new_call_id()),
+            ("CSeq", "1 INVITE"),
+            ("Contact", b2bua.sip.contact(caller.number, peer)),
+            ("Allow", ALLOW),
+            ("User-Agent", b2bua.user_agent),
+            ("Content-Type", "application/sdp"),
+        )
+        request = Request("INVITE", binding.uri.copy(), headers, sdp)
+        fork = Fork(peer, request)
+        self.forks.append(fork)
+        b2bua.dialogs[(request.call_id, request.from_.tag or "")] = self
+        b2bua.sip.send_request(request, peer, lambda txn, r: self._fork_response(fork, txn, r))
+
+    def _fork_response(
+        self, fork: Fork, transaction: ClientTransaction, response: Response
+    ) -> None:
+        fork.transaction = transaction
+        status = response.status
+        if status < 200:
+            if status > 100 or not fork.provisional:
+                fork.provisional = True
+                if fork.cancel_reason is not None and not fork.cancelled:
+                    self._send_cancel(fork)
+            if status > 100 and self.phase is Phase.RINGING and not fork.cancelled:
+                self._ringing(response)
+            return
+        fork.final = status
+        if status >= 300:
+            if self.phase is Phase.RINGING and all(f.final for f in self.forks):
+                self._all_forks_failed()
+            return
+        # A 2xx: the winner, a retransmission of the winner's, or a late one.
+        side = self.callee_side
+        if side is not None and side.dialog.call_id == response.call_id:
+            self.reacknowledge(response)
+        elif self.phase is Phase.RINGING:
+            self._answered(fork, response)
+        else:
+            self._refuse_late_answer(fork, response)
+
+    def _ringing(self, response: Response) -> None:
+        """Relay a 180 or 183 to the caller; early media flows from a 183's SDP."""
+        body = b""
+        try:
+            sdp = _sdp_of(response)
+        except SdpError:
+            sdp = None
+        if sdp is not None and self.callee_leg is not None and self.caller_leg is not None:
+            try:
+                audio = _audio_of(sdp)
+                self._set_remote(self.callee_leg, audio)
+                self._connect()
+                body = self._early_sdp = self._anchored(sdp, audio, self.caller_leg)
+            except (SdpError, MediaError):
+                body = b""
+        headers = [("Contact", self.b2bua.sip.contact(self.callee.number, self.peer))]
+        if body:
+            headers.append(("Content-Type", "application/sdp"))
+        self._respond_caller(response.status, response.reason, headers=headers, body=body)
+
+    def _answered(self, fork: Fork, response: Response) -> None:
+        b2bua = self.b2bua
+        try:
+            dialog = Dialog.from_uac(fork.request, response)
+            answer = _sdp_of(response)
+            if answer is None:
+                raise SdpError("the 2xx has no SDP answer", status=488)
+            audio = _audio_of(answer)
+        except (DialogError, SdpError) as error:
+            log_event(logger, logging.INFO, "call.bad_answer", record=self.record, error=str(error))
+            self._refuse_late_answer(fork, response)
+            fork.final = 502
+            if all(f.final for f in self.forks):
+                self._all_forks_failed()
+            return
+        assert self.caller_leg is not None and self.callee_leg is not None
+        callee = self.callee_side = Side(
+            "callee", dialog, fork.peer, self.callee_leg, fork.request.top_via.transport != "UDP"
+        )
+        self._acknowledge(callee)
+        for other in self.forks:
+            if other is not fork:
+                self._cancel_fork(other, _COMPLETED_ELSEWHERE)
+        self._set_remote(self.callee_leg, audio)
+        self._connect()
+        local = Dialog.from_uas(self.invite, self.tag, self._our_contact_uri())
+        caller = self.caller_side = Side(
+            "caller", local, self.peer, self.caller_leg, self.invite.top_via.transport != "UDP"
+        )
+        b2bua.dialogs[(self.invite.call_id, self.tag)] = self
+        body = self._anchored(answer, audio, self.caller_leg)
+        caller.sdp_sent = body
+        self._timer_cancel()
+        self.phase = Phase.ANSWERED
+        contact = ("Contact", b2bua.sip.contact(self.callee.number, self.peer))
+        ok = self._respond_caller(200, "OK", headers=[contact, *self._sdp_headers()], body=body)
+        if ok is not None:
+            self._until_acked(caller, self.transaction, ok)
+        b2bua.by_invite.pop(self.transaction, None)
+        self.answered_at = b2bua.wallclock()
+        b2bua.recorder.answered(self.record, self.answered_at)
+        log_event(logger, logging.INFO, "call.answered", record=self.record)
+        if self.callee.max_talk_duration > 0:
+            self._timer = asyncio.get_running_loop().call_later(
+                self.callee.max_talk_duration, self._talk_limit
+            )
+
+    def _refuse_late_answer(self, fork: Fork, response: Response) -> None:
+        """A 2xx we cannot use (another device won, or it is unusable): ACK and BYE it."""
+        try:
+            dialog = Dialog.from_uac(fork.request, response)
+        except DialogError:
+            return
+        ack = dialog.create_request("ACK")
+        self.b2bua.sip.send_ack(ack, fork.peer)
+        bye = dialog.create_request("BYE", headers=[("Reason", _COMPLETED_ELSEWHERE)])
+        self.b2bua.sip.send_request(bye, fork.peer, _ignore)
+
+    def _all_forks_failed(self) -> None:
+        statuses = [f.final or 500 for f in self.forks]
+        if any(s in (486, 600) for s in statuses):
+            self._fail(486, "Busy Here", "busy", "busy", side="callee")
+        elif any(s in (603, 607, 403) for s in statuses):
+            self._fail(603, "Decline", "rejected", "declined", side="callee")
+        else:
+            worst = max(statuses)
+            self._fail(480, "Temporarily Unavailable", "failed", f"devices answered {worst}")
+
+    def caller_cancelled(self) -> None:
+        if self.phase in (Phase.SETUP, Phase.RINGING):
+            self._fail(487, "Request Terminated", "cancelled", "caller cancelled", side="caller")
+
+    def _ring_timeout(self) -> None:
+        self._timer = None
+        if self.phase is Phase.RINGING:
+            self._fail(480, "Temporarily Unavailable", "missed", "ring timeout")
+
+    def _fail(
+        self, status: int, reason: str, record: str, cause: str, *, side: str = "system"
+    ) -> None:
+        """End a call that was never answered."""
+        reason_header = f'SIP;cause={status};text="{reason}"'
+        if status == 487:
+            reason_header = 'SIP;cause=487;text="Caller cancelled"'
+        for fork in self.forks:
+            self._cancel_fork(fork, reason_header)
+        self._respond_caller(status, reason)
+        self._end(record, side, cause)
+
+    def _cancel_fork(self, fork: Fork, reason: str) -> None:
+        if fork.final is not None or fork.cancel_reason is not None:
+            return
+        fork.cancel_reason = reason
+        if fork.provisional:
+            self._send_cancel(fork)
+
+    def _send_cancel(self, fork: Fork) -> None:
+        fork.cancelled = True
+        # The CANCEL keeps the INVITE's Via (its branch names what it cancels).
+        cancel = make_cancel(fork.request)
+        if fork.cancel_reason:
+            cancel.headers.add("Reason", fork.cancel_reason)
+        self.b2bua.sip.send_request(cancel, fork.peer, _ignore)
+
+    # --- the answered call ----------------------------------------------------
+
+    def side_of(self, call_id: str) -> Side | None:
+        for side in (self.caller_side, self.callee_side):
+            if side is not None and side.dialog.call_id == call_id:
+                return side
+        return None
+
+    def other(self, side: Side) -> Side:
+        other = self.callee_side if side is self.caller_side else self.caller_side
+        assert other is not None
+        return other
+
+    def request(
+        self, side: Side, request: Request, transaction: ServerTransaction
+    ) -> Response | None:
+        method = request.method
+        reply = self.b2bua._reply
+        if method == "BYE":
+            if self.phase is Phase.ANSWERED:
+                self._hang_up(side, "answered", side.role, "normal")
+            return reply(request, 200)
+        if method == "INVITE":
+            return self._reinvited(side, request, transaction)
+        if method == "INFO" and self.phase is Phase.ANSWERED:
+            self._relay(side, request, transaction)
+            return None
+        return reply(request, 501, headers=[("Allow", ALLOW)])
+
+    def _relay(self, side: Side, request: Request, transaction: ServerTransaction) -> None:
+        """Pass a request (INFO: DTMF, say) to the other side and its answer back."""
+        other = self.other(side)
+        headers = [
+            (name, request.headers.get(name) or "")
+            for name in ("Content-Type", "Info-Package")
+            if request.headers.get(name)
+        ]
+        relayed = other.dialog.create_request(request.method, headers=headers, body=request.body)
+
+        def back(_: ClientTransaction, response: Response) -> None:
+            if response.status >= 200:
+                self.b2bua.sip.respond(
+                    transaction, self.b2bua._reply(request, response.status, response.reason)
+                )
+
+        self.b2bua.sip.send_request(relayed, other.peer, back)
+
+    def _reinvited(
+        self, side: Side, request: Request, transaction: ServerTransaction
+    ) -> Response | None:
+        reply = self.b2bua._reply
+        if self.phase is not Phase.ANSWERED or self.reinvite is not None or side.unacked:
+            return reply(request, 491, headers=[("Retry-After", "1")])
+        try:
+            offer = _sdp_of(request)
+            audio = None if offer is None else _audio_of(offer)
+        except SdpError as error:
+            return reply(request, 488, error.reason[:80])
+        contact = [("Contact", self.b2bua.sip.contact(self._user_for(side), side.peer))]
+        if offer is None or audio is None:
+            # A session refresh without an offer: our offer is what we last sent.
+            ok = reply(request, 200, headers=[*contact, *self._sdp_headers()], body=side.sdp_sent)
+            self._until_acked(side, transaction, ok)
+            return ok
+        other = self.other(side)
+        self.reinvite = (side, transaction, offer)
+        relayed = other.dialog.create_request(
+            "INVITE",
+            headers=[("Allow", ALLOW), ("Content-Type", "application/sdp")],
+            body=self._anchored(offer, audio, other.media),
+        )
+        self.b2bua.sip.send_request(
+            relayed, other.peer, lambda _, response: self._reinvite_answered(response)
+        )
+        return None
+
+    def _reinvite_answered(self, response: Response) -> None:
+        if response.status < 200 or self.reinvite is None or self.phase is not Phase.ANSWERED:
+            return
+        side, transaction, offer = self.reinvite
+        self.reinvite = None
+        other = self.other(side)
+        request = transaction.request
+        assert isinstance(request, Request)
+        reply = self.b2bua._reply
+        contact = [("Contact", self.b2bua.sip.contact(self._user_for(side), side.peer))]
+        if response.status >= 300:
+            self.b2bua.sip.respond(transaction, reply(request, response.status, response.reason))
+            if response.status in (408, 481):  # §12.2.1.2: the dialog is gone
+                self._hang_up(other, "answered", "system", f"re-INVITE answered {response.status}")
+            return
+        try:
+            other.dialog.receive_response(response)
+            answer = _sdp_of(response)
+            audio = None if answer is None else _audio_of(answer)
+        except (DialogError, SdpError):
+            answer = audio = None
+        other.ack = other.dialog.create_request("ACK")
+        self.b2bua.sip.send_ack(other.ack, other.peer)
+        if answer is None or audio is None:
+            self.b2bua.sip.respond(transaction, reply(request, 488))
+            return
+        self._set_remote(other.media, audio)
+        self._set_remote(side.media, _audio_of(offer))
+        body = side.sdp_sent = self._anchored(answer, audio, side.media)
+        ok = reply(request, 200, headers=[*contact, *self._sdp_headers()], body=body)
+        self.b2bua.sip.respond(transaction, ok)
+        self._until_acked(side, transaction, ok)
+
+    def acked(self, ack: Request) -> None:
+        side = self.side_of(ack.call_id)
+        if side is None or side.unacked is None:
+            return
+        _, response = side.unacked
+        if ack.cseq.seq == response.cseq.seq:
+            side.unacked = None
+            if side.retransmit is not None:
+                side.retransmit.cancel()
+                side.retransmit = None
+
+    def reacknowledge(self, response: Response) -> None:
+        side = self.side_of(response.call_id)
+        if side is not None and side.ack is not None:
+            self.b2bua.sip.send_ack(side.ack, side.peer)
+
+    def _acknowledge(self, side: Side) -> None:
+        side.ack = side.dialog.create_request("ACK")
+        self.b2bua.sip.send_ack(side.ack, side.peer)
+
+    def _until_acked(self, side: Side, transaction: ServerTransaction, response: Response) -> None:
+        """Retransmit our 2xx on an unreliable flow until its ACK (§13.3.1.4);
+        after 64*T1 without one the call is over."""
+        side.unacked = (transaction, response)
+        if side.reliable:
+            return
+        timers = DEFAULT_TIMERS
+        loop = asyncio.get_running_loop()
+        given_up_at = self.b2bua.sip.time() + 64 * timers.T1
+
+        def again(interval: float) -> None:
+            side.retransmit = None
+            if side.unacked is None or self.phase is Phase.ENDED:
+                return
+            if self.b2bua.sip.time() >= given_up_at:
+                side.unacked = None
+                self._hang_up(None, "answered", "system", "no ACK")
+                return
+            self.b2bua.sip.respond(transaction, response)
+            side.retransmit = loop.call_later(interval, again, min(2 * interval, timers.T2))
+
+        side.retransmit = loop.call_later(timers.T1, again, min(2 * timers.T1, timers.T2))
+
+    def _talk_limit(self) -> None:
+        self._timer = None
+        if self.phase is Phase.ANSWERED:
+            self._hang_up(None, "answered", "system", "talk limit")
+
+    def media_timed_out(self) -> None:
+        if self.phase is Phase.ANSWERED:
+            self._hang_up(None, "answered", "system", "media timeout")
+        elif self.phase is Phase.RINGING:
+            self._fail(480, "Temporarily Unavailable", "failed", "media timeout")
+
+    def shut_down(self) -> None:
+        if self.phase is Phase.ANSWERED:
+            self._hang_up(None, "answered", "system", "shutdown")
+        elif self.phase is not Phase.ENDED:
+            self._fail(503, "Service Unavailable", "failed", "shutdown")
+
+    def _hang_up(self, by: Side | None, record: str, hangup_side: str, cause: str) -> None:
+        """End an answered call: BYE to every side but the one that hung up."""
+        if self.phase is Phase.ENDED:
+            return
+        for side in (self.caller_side, self.callee_side):
+            if side is None or side is by:
+                continue
+            if side.retransmit is not None:
+                side.retransmit.cancel()
+            headers = [] if by is not None else [("Reason", f'SIP;cause=200;text="{cause}"')]
+            bye = side.dialog.create_request("BYE", headers=headers)
+            self.b2bua.sip.send_request(bye, side.peer, _ignore)
+        self._end(record, hangup_side, cause)
+
+    # --- common -----------------------------------------------------------------
+
+    def _end(self, record: str, side: str, cause: str) -> None:
+        if self.phase is Phase.ENDED:
+            return
+        self.phase = Phase.ENDED
+        b2bua = self.b2bua
+        self._timer_cancel()
+        b2bua.recorder.ended(
+            self.record,
+            at=b2bua.wallclock(),
+            answered_at=self.answered_at,
+            status=record,
+            hangup_side=side,
+            hangup_cause=cause,
+        )
+        b2bua.by_invite.pop(self.transaction, None)
+        b2bua.ringing_or_talking[self.callee.number] -= 1
+        if b2bua.ringing_or_talking[self.callee.number] <= 0:
+            del b2bua.ringing_or_talking[self.callee.number]
+        log_event(
+            logger, logging.INFO, "call.ended", record=self.record, status=record, cause=cause
+        )
+        b2bua._spawn(self._close_media())
+        # The dialogs stay known a while to answer retransmissions.
+        asyncio.get_running_loop().call_later(_LINGER, self._forget)
+
+    def _forget(self) -> None:
+        dialogs = self.b2bua.dialogs
+        for key in [k for k, call in dialogs.items() if call is self and k[0] in self._call_ids()]:
+            del dialogs[key]
+
+    def _call_ids(self) -> set[str]:
+        return {self.invite.call_id, *(fork.request.call_id for fork in self.forks)}
+
+    async def _close_media(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    def _timer_cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _respond_caller(
+        self,
+        status: int,
+        reason: str,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> Response | None:
+        """Respond to the caller's INVITE while its transaction can take it."""
+        sent = self.transaction.last_response
+        if sent is not None and sent.status >= 200:
+            return None
+        response = self.b2bua._reply(
+            self.invite, status, reason, to_tag=self.tag, headers=headers, body=body
+        )
+        self.b2bua.sip.respond(self.transaction, response)
+        return response
+
+    def _connect(self) -> None:
+        assert self.session is not None and self.caller_leg and self.callee_leg
+        self.session.connect(self.caller_leg, self.callee_leg)
+
+    def _set_remote(self, leg: Leg, audio: _Media) -> None:
+        assert self.session is not None
+        if audio.host in _NULL_ADDRESSES:
+            return  # RFC 2543 hold: nowhere to send
+        self.session.set_remote(
+            leg, audio.host, audio.port, audio.payload_types, rtcp_port=audio.rtcp_port
+        )
+
+    def _anchored(self, sdp: SessionDescription, audio: _Media, leg: Leg) -> bytes:
+        """`sdp` pointed at `leg`: its audio stream at our address and the
+        leg's port, every other stream refused (we relay audio only)."""
+        ports = [0] * len(sdp.media)
+        ports[audio.index] = leg.local_address[1]
+        return with_connection(sdp, self.b2bua.media_address, ports).to_bytes()
+
+    def _sdp_headers(self) -> list[tuple[str, str]]:
+        return [("Content-Type", "application/sdp")]
+
+    def _our_contact_uri(self) -> URI:
+        return parse_name_addr(self.b2bua.sip.contact(self.callee.number, self.peer)).uri
+
+    def _user_for(self, side: Side) -> str:
+        return self.callee.number if side.role == "caller" else self.caller.number
+
+
+def _ignore(_: ClientTransaction, __: Response) -> None:
+    """For requests whose answer changes nothing (BYE, CANCEL)."""
