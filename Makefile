@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # Debian packages the tests drive as real peers.
-TEST_DEBS := sip-tester
+TEST_DEBS := sip-tester baresip-core
 
 .PHONY: run venv test test-deps lint typecheck unit integration bench clean
 

@@ -20,7 +20,7 @@ from .media.engine import LocalMediaEngine
 from .media.ports import RtpPortAllocator
 from .pbx.auth import DROP, Authenticator, Drop
 from .pbx.b2bua import B2bua, ResponseHandler
-from .pbx.calls import CallLog, CallRecorder
+from .pbx.calls import CallRecorder
 from .pbx.guard import FloodGuard, GuardPolicy
 from .pbx.lines import Lines, load_lines
 from .pbx.location import StoredLocation
@@ -312,6 +312,8 @@ class SipService:
         method, b2bua = request.method, self.b2bua
         if method == "CANCEL":
             response = self._cancel(request, peer, now)
+        elif b2bua and method not in _OUT_OF_DIALOG and (refusal := self.ua.refusal(request)):
+            response = refusal
         elif b2bua is not None and method == "INVITE" and request.to.tag is None:
             response = b2bua.invite(request, transaction, source=peer.address.host, peer=peer)
         elif b2bua is not None and request.to.tag is not None and method not in _OUT_OF_DIALOG:
@@ -437,7 +439,7 @@ async def run(settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     database = await open_database(settings)
-    interrupted = await CallLog(database).close_interrupted(datetime.now(UTC))
+    interrupted = await CallRecorder(database).close_interrupted(datetime.now(UTC))
     log_event(logger, logging.INFO, "pbx.calls_interrupted", count=interrupted)
     service = SipService(settings)
     location = StoredLocation(

@@ -4,13 +4,14 @@ calls of their own employee."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import update
 
-from callbridge.pbx.calls import CallLog
+from callbridge.pbx.calls import CallRecorder
 from callbridge.store import Employee, InternalLine, User
 
 from .conftest import Api
@@ -26,9 +27,9 @@ def at(minutes: int) -> datetime:
 class Calls:
     """Two employees with a line each, and a few calls between them."""
 
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Api, recorder: CallRecorder) -> None:
         self.api = api
-        self.log = CallLog(api.database)
+        self.recorder = recorder
         self.ids: dict[str, str] = {}
 
     async def setup(self) -> None:
@@ -41,10 +42,11 @@ class Calls:
             session.add_all([self.line_101, self.line_102])
             await session.commit()
         # Calls to Bob's line are handled by Bob, and the other way round.
-        await self._call("answered", minute=0, to=self.line_102, by=self.bob, status="answered")
-        await self._call("missed", minute=10, to=self.line_101, by=self.alice, status="missed")
-        await self._call("busy", minute=20, to=self.line_102, by=self.bob, status="busy")
-        await self._call("ringing", minute=30, to=self.line_101, by=self.alice, status=None)
+        self._call("answered", minute=0, to=self.line_102, by=self.bob, status="answered")
+        self._call("missed", minute=10, to=self.line_101, by=self.alice, status="missed")
+        self._call("busy", minute=20, to=self.line_102, by=self.bob, status="busy")
+        self._call("ringing", minute=30, to=self.line_101, by=self.alice, status=None)
+        await self.recorder.flush()
 
     @staticmethod
     def _line(number: str, username: str, employee_id: int) -> InternalLine:
@@ -52,21 +54,30 @@ class Calls:
         line.set_password("s3cret-pass", "test.realm")
         return line
 
-    async def _call(
+    def _call(
         self, name: str, *, minute: int, to: InternalLine, by: Employee, status: str | None
     ) -> None:
-        call_id = await self.log.start(
+        call_id = self.recorder.begin(
             at=at(minute),
             caller_number="102" if to.number == "101" else "101",
             callee_number=to.number,
             internal_line_id=to.id,
             employee_id=by.id,
         )
+        answered_at: datetime | None = None
         if status == "answered":
-            await self.log.answered(call_id, at(minute) + timedelta(seconds=5))
+            answered_at = at(minute) + timedelta(seconds=5)
+            self.recorder.answered(call_id, answered_at)
         if status is not None:
             side = "caller" if status == "answered" else "callee"
-            await self.log.ended(call_id, at(minute + 1), status, side, None)
+            self.recorder.ended(
+                call_id,
+                at=at(minute + 1),
+                answered_at=answered_at,
+                status=status,
+                hangup_side=side,
+                hangup_cause=None,
+            )
         self.ids[name] = call_id
 
     def names(self, items: list[dict[str, Any]]) -> list[str]:
@@ -75,8 +86,18 @@ class Calls:
 
 
 @pytest.fixture
-async def calls(api: Api) -> Calls:
-    made = Calls(api)
+async def recorder(api: Api) -> AsyncIterator[CallRecorder]:
+    running = CallRecorder(api.database)
+    running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def calls(api: Api, recorder: CallRecorder) -> Calls:
+    made = Calls(api, recorder)
     await made.setup()
     return made
 
@@ -196,9 +217,12 @@ async def test_operator_sees_only_the_calls_of_their_employee(api: Api, calls: C
     assert other.status_code == 404
 
 
-async def test_operator_without_an_employee_sees_no_calls(api: Api, calls: Calls) -> None:
+async def test_operator_without_an_employee_sees_no_calls(
+    api: Api, calls: Calls, recorder: CallRecorder
+) -> None:
     # A record with no employee must not match an operator with none.
-    await CallLog(api.database).start(at=at(40), caller_number="101", callee_number="199")
+    recorder.begin(at=at(40), caller_number="101", callee_number="199")
+    await recorder.flush()
     assert await listed(api, "operator") == {"items": [], "total": 0}
     for call_id in calls.ids.values():
         answer = await api.client.get(f"{URL}/{call_id}", headers=api.auth("operator"))

@@ -1,15 +1,18 @@
-"""The call log: a record from the moment a call starts to its end, talk time
-from the answer, and the records a crash left open closed at the next start;
-on SQLite and PostgreSQL."""
+"""The call records the B2BUA writes behind its back: a record from the moment
+a call starts to its end, talk time from the answer, the records a crash left
+open closed at the next start, and the write-behind itself (batches in order,
+nothing lost on stop or on a failed write); on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
-from callbridge.pbx.calls import CallLog, UnknownCall
+from callbridge.pbx.calls import CallRecorder
 from callbridge.store import Database, Employee, InternalLine
 from callbridge.store.models import CallRecord
 
@@ -20,13 +23,50 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-async def start(log: CallLog, **fields: object) -> str:
-    return await log.start(
+@pytest.fixture
+async def recorder(database: Database) -> AsyncIterator[CallRecorder]:
+    running = CallRecorder(database, retry_after=0.01)
+    running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def begin(recorder: CallRecorder, **fields: object) -> str:
+    return recorder.begin(
         at=fields.pop("at", T0),  # type: ignore[arg-type]
         caller_number="101",
         callee_number="102",
         **fields,  # type: ignore[arg-type]
     )
+
+
+def end(
+    recorder: CallRecorder,
+    call_id: str,
+    at: datetime,
+    status: str,
+    side: str | None,
+    cause: str | None,
+    answered_at: datetime | None = None,
+) -> None:
+    recorder.ended(
+        call_id,
+        at=at,
+        answered_at=answered_at,
+        status=status,
+        hangup_side=side,
+        hangup_cause=cause,
+    )
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async def wait() -> None:
+        while not condition():
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(wait(), 5.0)
 
 
 async def record(database: Database, call_id: str) -> CallRecord:
@@ -36,51 +76,76 @@ async def record(database: Database, call_id: str) -> CallRecord:
     return found
 
 
-async def test_a_call_is_recorded_in_progress_when_it_starts(database: Database) -> None:
-    log = CallLog(database)
-    call_id = await start(log, caller_raw="<sip:101@pbx>", sip_call_id="abc@10.0.0.2")
+async def all_records(database: Database) -> list[CallRecord]:
+    async with database.session() as session:
+        return list(await session.scalars(select(CallRecord)))
+
+
+async def test_a_call_is_recorded_in_progress_once_begun(
+    database: Database, recorder: CallRecorder
+) -> None:
+    call_id = begin(recorder, caller_raw="<sip:101@pbx>", sip_call_id="abc@10.0.0.2")
+    await recorder.flush()
     stored = await record(database, call_id)
     assert (stored.status, stored.direction, stored.talk_seconds) == ("in_progress", "internal", 0)
     assert (stored.caller_number, stored.callee_number) == ("101", "102")
     assert (stored.caller_raw, stored.sip_call_id) == ("<sip:101@pbx>", "abc@10.0.0.2")
     assert stored.started_at == T0
     assert stored.answered_at is None and stored.ended_at is None
-    assert len(call_id) == 32 and call_id != await start(log)
+    assert len(call_id) == 32 and call_id != begin(recorder)
 
 
-async def test_answered_call_gets_talk_seconds_from_the_answer(database: Database) -> None:
-    log = CallLog(database)
-    call_id = await start(log)
-    await log.answered(call_id, at(4))
-    await log.answered(call_id, at(5))  # another device's late 200 moves nothing
-    assert await log.ended(call_id, at(65.4), "answered", "callee", "BYE")
+async def test_answered_call_gets_talk_seconds_from_the_answer(
+    database: Database, recorder: CallRecorder
+) -> None:
+    call_id = begin(recorder)
+    recorder.answered(call_id, at(4))
+    end(recorder, call_id, at(65.4), "answered", "callee", "BYE", answered_at=at(4))
+    await recorder.flush()
     stored = await record(database, call_id)
     assert (stored.status, stored.talk_seconds) == ("answered", 61)
     assert (stored.answered_at, stored.ended_at) == (at(4), at(65.4))
     assert (stored.hangup_side, stored.hangup_cause) == ("callee", "BYE")
 
 
-async def test_ring_timeout_marks_call_missed_without_talk(database: Database) -> None:
-    log = CallLog(database)
-    call_id = await start(log)
-    await log.ended(call_id, at(30), "missed", "system", "ring timeout")
+@pytest.mark.parametrize("flush_between", [False, True])
+async def test_a_second_answer_does_not_move_the_time(
+    database: Database, recorder: CallRecorder, flush_between: bool
+) -> None:
+    call_id = begin(recorder)
+    recorder.answered(call_id, at(4))
+    if flush_between:
+        await recorder.flush()
+    recorder.answered(call_id, at(5))  # another device's late 200 moves nothing
+    await recorder.flush()
+    assert (await record(database, call_id)).answered_at == at(4)
+
+
+async def test_ring_timeout_marks_call_missed_without_talk(
+    database: Database, recorder: CallRecorder
+) -> None:
+    call_id = begin(recorder)
+    end(recorder, call_id, at(30), "missed", "system", "ring timeout")
+    await recorder.flush()
     stored = await record(database, call_id)
     assert (stored.status, stored.talk_seconds, stored.answered_at) == ("missed", 0, None)
     assert (stored.hangup_side, stored.hangup_cause) == ("system", "ring timeout")
 
 
-async def test_caller_cancel_marks_call_cancelled(database: Database) -> None:
-    log = CallLog(database)
-    call_id = await start(log)
-    await log.ended(call_id, at(3), "cancelled", "caller", "CANCEL")
+async def test_caller_cancel_marks_call_cancelled(
+    database: Database, recorder: CallRecorder
+) -> None:
+    call_id = begin(recorder)
+    end(recorder, call_id, at(3), "cancelled", "caller", "CANCEL")
+    await recorder.flush()
     stored = await record(database, call_id)
     assert (stored.status, stored.hangup_side, stored.ended_at) == ("cancelled", "caller", at(3))
 
 
-async def test_busy_callee_marks_call_busy(database: Database) -> None:
-    log = CallLog(database)
-    call_id = await start(log)
-    await log.ended(call_id, at(1), "busy", "callee", "486 Busy Here")
+async def test_busy_callee_marks_call_busy(database: Database, recorder: CallRecorder) -> None:
+    call_id = begin(recorder)
+    end(recorder, call_id, at(1), "busy", "callee", "486 Busy Here")
+    await recorder.flush()
     stored = await record(database, call_id)
     assert (stored.status, stored.hangup_cause, stored.talk_seconds) == (
         "busy",
@@ -89,24 +154,36 @@ async def test_busy_callee_marks_call_busy(database: Database) -> None:
     )
 
 
-async def test_an_ended_call_is_not_closed_again(database: Database) -> None:
-    log = CallLog(database)
-    call_id = await start(log)
-    assert await log.ended(call_id, at(2), "rejected", "callee", "603 Decline")
-    assert not await log.ended(call_id, at(9), "failed", "system", "rtp timeout")
+@pytest.mark.parametrize("flush_between", [False, True])
+async def test_an_ended_call_is_not_closed_again(
+    database: Database, recorder: CallRecorder, flush_between: bool
+) -> None:
+    call_id = begin(recorder)
+    end(recorder, call_id, at(2), "rejected", "callee", "603 Decline")
+    if flush_between:
+        await recorder.flush()
+    end(recorder, call_id, at(9), "failed", "system", "rtp timeout")
+    recorder.answered(call_id, at(10))  # too late: the call is over
+    await recorder.flush()
     stored = await record(database, call_id)
     assert (stored.status, stored.ended_at) == ("rejected", at(2))
+    assert (stored.hangup_side, stored.hangup_cause) == ("callee", "603 Decline")
+    assert stored.answered_at is None
 
 
-async def test_a_call_answered_then_failed_keeps_its_talk_time(database: Database) -> None:
-    log = CallLog(database)
-    call_id = await start(log)
-    await log.answered(call_id, at(2))
-    await log.ended(call_id, at(32), "failed", "system", "rtp timeout")
+async def test_a_call_answered_then_failed_keeps_its_talk_time(
+    database: Database, recorder: CallRecorder
+) -> None:
+    call_id = begin(recorder)
+    recorder.answered(call_id, at(2))
+    end(recorder, call_id, at(32), "failed", "system", "rtp timeout", answered_at=at(2))
+    await recorder.flush()
     assert (await record(database, call_id)).talk_seconds == 30
 
 
-async def test_the_call_keeps_its_line_and_employee(database: Database) -> None:
+async def test_the_call_keeps_its_line_and_employee(
+    database: Database, recorder: CallRecorder
+) -> None:
     async with database.session() as session:
         employee = Employee(name="Alice")
         session.add(employee)
@@ -115,20 +192,23 @@ async def test_the_call_keeps_its_line_and_employee(database: Database) -> None:
         line.set_password("s3cret-pass", "callbridge")
         session.add(line)
         await session.commit()
-    call_id = await start(CallLog(database), internal_line_id=line.id, employee_id=employee.id)
+    call_id = begin(recorder, internal_line_id=line.id, employee_id=employee.id)
+    await recorder.flush()
     stored = await record(database, call_id)
     assert (stored.internal_line_id, stored.employee_id) == (line.id, employee.id)
 
 
 async def test_close_interrupted_fails_the_calls_a_crash_left_open(database: Database) -> None:
-    before_crash = CallLog(database)
-    ringing = await start(before_crash)
-    talking = await start(before_crash)
-    await before_crash.answered(talking, at(3))
-    done = await start(before_crash)
-    await before_crash.ended(done, at(5), "missed", "system", "ring timeout")
+    before_crash = CallRecorder(database)
+    before_crash.start()
+    ringing = begin(before_crash)
+    talking = begin(before_crash)
+    before_crash.answered(talking, at(3))
+    done = begin(before_crash)
+    end(before_crash, done, at(5), "missed", "system", "ring timeout")
+    await before_crash.flush()
     # The process dies here; the next start closes what it left open.
-    after_restart = CallLog(database)
+    after_restart = CallRecorder(database)
     assert await after_restart.close_interrupted(at(600)) == 2
     for call_id in (ringing, talking):
         stored = await record(database, call_id)
@@ -140,6 +220,7 @@ async def test_close_interrupted_fails_the_calls_a_crash_left_open(database: Dat
         assert (stored.ended_at, stored.talk_seconds) == (at(600), 0)
     assert (await record(database, done)).status == "missed"
     assert await after_restart.close_interrupted(at(601)) == 0
+    await before_crash.stop()
 
 
 @pytest.mark.parametrize(
@@ -151,31 +232,125 @@ async def test_close_interrupted_fails_the_calls_a_crash_left_open(database: Dat
     ],
 )
 async def test_bad_status_words_are_refused_naming_the_value(
-    database: Database, status: str, side: str, bad: str
+    database: Database, recorder: CallRecorder, status: str, side: str, bad: str
 ) -> None:
-    log = CallLog(database)
-    call_id = await start(log)
+    call_id = begin(recorder)
     with pytest.raises(ValueError, match=f"'{bad}'"):
-        await log.ended(call_id, at(1), status, side, None)
+        end(recorder, call_id, at(1), status, side, None)
     with pytest.raises(ValueError, match="'sideways'"):
-        await start(log, direction="sideways")
+        begin(recorder, direction="sideways")
+    await recorder.flush()
+    assert [(r.id, r.status) for r in await all_records(database)] == [(call_id, "in_progress")]
+
+
+async def test_answered_status_needs_an_answer(database: Database, recorder: CallRecorder) -> None:
+    call_id = begin(recorder)
+    with pytest.raises(ValueError, match="never answered"):
+        end(recorder, call_id, at(1), "answered", "caller", "BYE")
+    await recorder.flush()
     assert (await record(database, call_id)).status == "in_progress"
 
 
-async def test_answered_status_needs_an_answer(database: Database) -> None:
-    log = CallLog(database)
-    call_id = await start(log)
-    with pytest.raises(ValueError, match="never answered"):
-        await log.ended(call_id, at(1), "answered", "caller", "BYE")
-
-
-async def test_naive_times_and_unknown_calls_are_refused(database: Database) -> None:
-    log = CallLog(database)
+async def test_naive_times_are_refused(database: Database, recorder: CallRecorder) -> None:
+    naive = datetime(2026, 11, 27, 9, 0)
     with pytest.raises(ValueError, match="timezone"):
-        await start(log, at=datetime(2026, 11, 27, 9, 0))
-    with pytest.raises(UnknownCall):
-        await log.answered("0" * 32, at(1))
-    with pytest.raises(UnknownCall):
-        await log.ended("0" * 32, at(1), "missed", "system", None)
-    async with database.session() as session:
-        assert list(await session.scalars(select(CallRecord))) == []
+        begin(recorder, at=naive)
+    call_id = begin(recorder)
+    with pytest.raises(ValueError, match="timezone"):
+        recorder.answered(call_id, naive)
+    with pytest.raises(ValueError, match="timezone"):
+        end(recorder, call_id, naive, "missed", "system", None)
+    with pytest.raises(ValueError, match="timezone"):
+        end(recorder, call_id, at(9), "answered", "caller", "BYE", answered_at=naive)
+    with pytest.raises(ValueError, match="timezone"):
+        await recorder.close_interrupted(naive)
+    await recorder.flush()
+    stored = await record(database, call_id)
+    assert (stored.status, stored.answered_at) == ("in_progress", None)
+    assert len(await all_records(database)) == 1
+
+
+# --- the write-behind ---------------------------------------------------------
+
+
+async def test_changes_queued_before_a_write_land_in_one_batch_in_order(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = CallRecorder(database)
+    batches: list[int] = []
+    write = recorder._write
+
+    async def counted(batch: list[object]) -> None:
+        batches.append(len(batch))
+        await write(batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(recorder, "_write", counted)
+    recorder.start()
+    calls = []
+    for n in range(200):
+        call_id = begin(recorder, at=at(n))
+        recorder.answered(call_id, at(n + 1))
+        end(recorder, call_id, at(n + 11), "answered", "caller", "BYE", answered_at=at(n + 1))
+        calls.append(call_id)
+    await recorder.flush()
+    await recorder.stop()
+    assert batches == [600]
+    stored = {r.id: r for r in await all_records(database)}
+    assert len(stored) == 200
+    for n, call_id in enumerate(calls):
+        r = stored[call_id]
+        assert (r.started_at, r.answered_at, r.ended_at) == (at(n), at(n + 1), at(n + 11))
+        assert (r.status, r.talk_seconds) == ("answered", 10)
+
+
+async def test_stop_writes_what_is_queued(database: Database) -> None:
+    recorder = CallRecorder(database)
+    recorder.start()
+    ringing = begin(recorder)
+    done = begin(recorder)
+    end(recorder, done, at(3), "cancelled", "caller", "CANCEL")
+    await recorder.stop()  # no flush first
+    assert (await record(database, ringing)).status == "in_progress"
+    assert (await record(database, done)).status == "cancelled"
+
+
+async def test_a_failed_write_is_retried_and_nothing_is_lost(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = CallRecorder(database, retry_after=0.2)
+    write = recorder._write
+    failures: list[int] = []
+
+    async def fails_once(batch: list[object]) -> None:
+        if not failures:
+            failures.append(len(batch))
+            raise ConnectionError("database went away")
+        await write(batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(recorder, "_write", fails_once)
+    recorder.start()
+    first = begin(recorder)
+    recorder.answered(first, at(1))
+    await until(lambda: bool(failures))
+    # Changes queued while the failed batch waits for its retry follow it.
+    end(recorder, first, at(21), "answered", "callee", "BYE", answered_at=at(1))
+    second = begin(recorder, at=at(30))
+    await recorder.flush()
+    await recorder.stop()
+    assert failures == [2]
+    one, two = await record(database, first), await record(database, second)
+    assert (one.status, one.answered_at, one.talk_seconds) == ("answered", at(1), 20)
+    assert (two.status, two.started_at) == ("in_progress", at(30))
+
+
+async def test_a_record_the_database_refuses_does_not_hold_back_the_others(
+    database: Database, recorder: CallRecorder
+) -> None:
+    # A line deleted while its call rang: the record's reference is refused.
+    orphan = begin(recorder, internal_line_id=999_999)
+    after = begin(recorder, at=at(5))
+    end(recorder, after, at(9), "missed", "system", "ring timeout")
+    await asyncio.wait_for(recorder.flush(), 10)
+    kept = await record(database, orphan)
+    assert (kept.internal_line_id, kept.status) == (None, "in_progress")
+    assert (await record(database, after)).status == "missed"

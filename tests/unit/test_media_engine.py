@@ -342,6 +342,24 @@ async def test_on_timeout_runs_once_when_media_stops(
     assert timed_out == [session]
 
 
+async def test_a_leg_on_hold_does_not_time_out_and_counts_again_from_its_resume(
+    engine: LocalMediaEngine, call: Call, clock: FakeClock
+) -> None:
+    session, leg_a, leg_b, caller, callee = call
+    session.expect_media(leg_b, False)  # the callee was put on hold: recvonly
+    clock.now += 100
+    caller.send(rtp(1), leg_a)
+    await callee.receive()
+    assert engine.check_timeouts() == []
+    session.expect_media(leg_b, True)  # resumed: its silence counts from now
+    clock.now += 29
+    caller.send(rtp(2), leg_a)
+    await callee.receive()
+    assert engine.check_timeouts() == []
+    clock.now += 1
+    assert engine.check_timeouts() == [session]
+
+
 async def test_legs_not_yet_connected_do_not_time_out(
     engine: LocalMediaEngine, clock: FakeClock
 ) -> None:

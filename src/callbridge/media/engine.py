@@ -52,8 +52,9 @@ Media timeout
 Activity is sampled, not stamped: the per-packet path only counts, and the
 engine's single periodic check (every `check_interval` seconds, one timer for
 all sessions) notes the time at which a leg's packet count moved. A session is
-idle for as long as its most silent *connected* leg (a leg waiting for an
-answer is not expected to send); `on_timeout(session)` runs once when that
+idle for as long as its most silent *connected* leg whose peer is expected to
+send (a leg waiting for an answer, or put on hold with `expect_media(leg,
+False)`, is not); `on_timeout(session)` runs once when that
 reaches `rtp_timeout`. The clock is injected, so tests drive it by hand.
 """
 
@@ -168,6 +169,11 @@ class MediaSession(Protocol):
     def connect(self, leg_a: Leg, leg_b: Leg) -> None: ...
 
     def disconnect(self, leg: Leg) -> None: ...
+
+    def expect_media(self, leg: Leg, expected: bool) -> None:
+        """Whether the leg's peer is meant to send (not on hold, say): only
+        legs that are count towards the media timeout."""
+        ...
 
     def idle_for(self, now: float) -> float: ...
 
@@ -315,6 +321,7 @@ class LocalLeg:
     __slots__ = (
         "_pair",
         "_seen",
+        "expected",
         "last_activity",
         "name",
         "payload_types",
@@ -333,6 +340,7 @@ class LocalLeg:
         self.payload_types: Mapping[int, str] = {}
         self.last_activity = now
         self._seen = 0
+        self.expected = True
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -467,9 +475,18 @@ class LocalMediaSession:
         """Remove the leg's relay edge, if any."""
         _unlink(self._own(leg))
 
+    def expect_media(self, leg: Leg, expected: bool) -> None:
+        own = self._own(leg)
+        if expected and not own.expected:  # silence while not expected does not count
+            own.last_activity = self.engine.clock()
+        own.expected = expected
+
     def idle_for(self, now: float) -> float:
-        """How long the most silent connected leg has sent nothing."""
-        return max((leg.idle_for(now) for leg in self.legs.values() if leg.peer), default=0.0)
+        """How long the most silent connected leg that should send has sent nothing."""
+        return max(
+            (leg.idle_for(now) for leg in self.legs.values() if leg.peer and leg.expected),
+            default=0.0,
+        )
 
     async def close(self) -> None:
         """Stop relaying and release every leg's ports; idempotent."""

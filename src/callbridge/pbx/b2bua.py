@@ -568,13 +568,13 @@ class Call:
         body = self._anchored(answer, audio, self.caller_leg)
         caller.sdp_sent = body
         self._timer_cancel()
+        self.answered_at = b2bua.wallclock()
         self.phase = Phase.ANSWERED
         contact = ("Contact", b2bua.sip.contact(self.callee.number, self.peer))
         ok = self._respond_caller(200, "OK", headers=[contact, *self._sdp_headers()], body=body)
         if ok is not None:
             self._until_acked(caller, self.transaction, ok)
         b2bua.by_invite.pop(self.transaction, None)
-        self.answered_at = b2bua.wallclock()
         b2bua.recorder.answered(self.record, self.answered_at)
         log_event(logger, logging.INFO, "call.answered", record=self.record)
         if self.callee.max_talk_duration > 0:
@@ -890,6 +890,7 @@ class Call:
 
     def _set_remote(self, leg: Leg, audio: _Media) -> None:
         assert self.session is not None
+        self.session.expect_media(leg, audio.sends)
         if audio.host in _NULL_ADDRESSES:
             return  # RFC 2543 hold: nowhere to send
         self.session.set_remote(

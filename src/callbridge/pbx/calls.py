@@ -13,133 +13,19 @@ import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import IntegrityError
 
 from ..store import Database
 from ..store.models import CALL_DIRECTIONS, CALL_STATUSES, HANGUP_SIDES, CallRecord
 
 logger = logging.getLogger("callbridge.calls")
 
+# What the recorder queues: a new record, or (record id, column values).
+_Change = CallRecord | tuple[str, dict[str, object]]
+
 INTERRUPTED = "interrupted by restart"
 # How a call can end: every status but the one a call has while it lasts.
 END_STATUSES = tuple(status for status in CALL_STATUSES if status != "in_progress")
-
-
-class UnknownCall(LookupError):
-    """No call record has this id."""
-
-    def __init__(self, call_id: str) -> None:
-        super().__init__(f"no call record {call_id!r}")
-        self.call_id = call_id
-
-
-class CallLog:
-    """The calls table, seen as the life of a call."""
-
-    def __init__(self, database: Database) -> None:
-        self.database = database
-
-    async def start(
-        self,
-        *,
-        at: datetime,
-        caller_number: str,
-        callee_number: str,
-        direction: str = "internal",
-        caller_raw: str | None = None,
-        callee_raw: str | None = None,
-        internal_line_id: int | None = None,
-        employee_id: int | None = None,
-        sip_call_id: str | None = None,
-    ) -> str:
-        """Write the record of a call that starts `at`; returns its id."""
-        _one_of("direction", direction, CALL_DIRECTIONS)
-        record = CallRecord(
-            id=uuid.uuid4().hex,
-            direction=direction,
-            caller_number=caller_number,
-            callee_number=callee_number,
-            caller_raw=caller_raw,
-            callee_raw=callee_raw,
-            internal_line_id=internal_line_id,
-            employee_id=employee_id,
-            started_at=_aware("at", at),
-            talk_seconds=0,
-            status="in_progress",
-            sip_call_id=sip_call_id,
-        )
-        async with self.database.session() as session:
-            session.add(record)
-            await session.commit()
-        return record.id
-
-    async def answered(self, call_id: str, at: datetime) -> None:
-        """The call was answered `at`; a later answer (another device's 200)
-        does not move the time."""
-        _aware("at", at)
-        async with self.database.session() as session:
-            record = await _get(session, call_id)
-            if record.answered_at is None and record.status == "in_progress":
-                record.answered_at = at
-                await session.commit()
-
-    async def ended(
-        self,
-        call_id: str,
-        at: datetime,
-        status: str,
-        hangup_side: str | None,
-        hangup_cause: str | None,
-    ) -> bool:
-        """Close the call `at` with `status`; talk time runs from the answer
-        to `at`. Returns False, changing nothing, when it was already closed."""
-        _aware("at", at)
-        _one_of("status", status, END_STATUSES)
-        if hangup_side is not None:
-            _one_of("hangup_side", hangup_side, HANGUP_SIDES)
-        async with self.database.session() as session:
-            record = await _get(session, call_id)
-            if record.status != "in_progress":
-                return False
-            if status == "answered" and record.answered_at is None:
-                raise ValueError(f"status 'answered': call {call_id!r} was never answered")
-            record.ended_at = at
-            record.status = status
-            record.hangup_side = hangup_side
-            record.hangup_cause = hangup_cause
-            record.talk_seconds = _talk_seconds(record.answered_at, at)
-            await session.commit()
-        return True
-
-    async def close_interrupted(self, at: datetime) -> int:
-        """Close every call still in progress as failed, interrupted by a
-        restart (called at start-up, before any call); returns how many.
-
-        `ended_at` is `at`, the moment they were closed: when the process died
-        is not known, so the talk time is not invented either (0)."""
-        _aware("at", at)
-        async with self.database.session() as session:
-            result = await session.execute(
-                update(CallRecord)
-                .where(CallRecord.status == "in_progress")
-                .values(
-                    status="failed",
-                    ended_at=at,
-                    talk_seconds=0,
-                    hangup_side="system",
-                    hangup_cause=INTERRUPTED,
-                )
-            )
-            await session.commit()
-        count: int = result.rowcount  # type: ignore[attr-defined]
-        return count
-
-
-async def _get(session: AsyncSession, call_id: str) -> CallRecord:
-    record = await session.get(CallRecord, call_id)
-    if record is None:
-        raise UnknownCall(call_id)
-    return record
 
 
 def _talk_seconds(answered_at: datetime | None, ended_at: datetime) -> int:
@@ -166,14 +52,14 @@ class CallRecorder:
 
     A record is begun the moment its call is, so a crash loses at most the
     last few milliseconds of changes, and the next start closes whatever it
-    left in progress as failed (`CallLog.close_interrupted`). A failed write
+    left in progress as failed (`close_interrupted`). A failed write
     is retried with a growing pause, never dropped while the process lives.
     """
 
     def __init__(self, database: Database, *, retry_after: float = 0.5) -> None:
         self.database = database
         self.retry_after = retry_after
-        self._pending: list[CallRecord | tuple[str, dict[str, object]]] = []
+        self._pending: list[_Change] = []
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -187,6 +73,8 @@ class CallRecorder:
         caller_number: str,
         callee_number: str,
         direction: str = "internal",
+        caller_raw: str | None = None,
+        callee_raw: str | None = None,
         internal_line_id: int | None = None,
         employee_id: int | None = None,
         sip_call_id: str | None = None,
@@ -198,6 +86,8 @@ class CallRecorder:
             direction=direction,
             caller_number=caller_number,
             callee_number=callee_number,
+            caller_raw=caller_raw,
+            callee_raw=callee_raw,
             internal_line_id=internal_line_id,
             employee_id=employee_id,
             started_at=_aware("at", at),
@@ -209,6 +99,9 @@ class CallRecorder:
         return record.id
 
     def answered(self, call_id: str, at: datetime) -> None:
+        """The call was answered `at`; a later answer (another device's 200)
+        does not move the time: only the first answer of a call in progress
+        is written."""
         self._queue((call_id, {"answered_at": _aware("at", at)}))
 
     def ended(
@@ -222,15 +115,21 @@ class CallRecorder:
         hangup_cause: str | None,
     ) -> None:
         """Close the record: `status` one of END_STATUSES; the talk time runs
-        from `answered_at` (the caller's own note of it) to `at`."""
+        from `answered_at` (the caller's own note of it) to `at`. A call
+        already closed is not closed again: the change is dropped when written."""
+        _aware("at", at)
+        if answered_at is not None:
+            _aware("answered_at", answered_at)
         _one_of("status", status, END_STATUSES)
         if hangup_side is not None:
             _one_of("hangup_side", hangup_side, HANGUP_SIDES)
+        if status == "answered" and answered_at is None:
+            raise ValueError(f"status 'answered': call {call_id!r} was never answered")
         self._queue(
             (
                 call_id,
                 {
-                    "ended_at": _aware("at", at),
+                    "ended_at": at,
                     "status": status,
                     "hangup_side": hangup_side,
                     "hangup_cause": hangup_cause,
@@ -238,6 +137,29 @@ class CallRecorder:
                 },
             )
         )
+
+    async def close_interrupted(self, at: datetime) -> int:
+        """Close every call still in progress as failed, interrupted by a
+        restart (called at start-up, before any call); returns how many.
+
+        `ended_at` is `at`, the moment they were closed: when the process died
+        is not known, so the talk time is not invented either (0)."""
+        _aware("at", at)
+        async with self.database.session() as session:
+            result = await session.execute(
+                update(CallRecord)
+                .where(CallRecord.status == "in_progress")
+                .values(
+                    status="failed",
+                    ended_at=at,
+                    talk_seconds=0,
+                    hangup_side="system",
+                    hangup_cause=INTERRUPTED,
+                )
+            )
+            await session.commit()
+        count: int = result.rowcount  # type: ignore[attr-defined]
+        return count
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="call-recorder")
@@ -254,7 +176,7 @@ class CallRecorder:
             await self._task
             self._task = None
 
-    def _queue(self, change: CallRecord | tuple[str, dict[str, object]]) -> None:
+    def _queue(self, change: _Change) -> None:
         self._pending.append(change)
         self._idle.clear()
         self._wakeup.set()
@@ -269,6 +191,10 @@ class CallRecorder:
                 try:
                     await self._write(batch)
                     pause = self.retry_after
+                except IntegrityError:
+                    # One change the database refuses (a line deleted mid-call,
+                    # say) must not hold back every call after it.
+                    self._pending[:0] = await self._write_one_by_one(batch)
                 except Exception:
                     logger.exception("calls.write_failed changes=%d", len(batch))
                     self._pending[:0] = batch
@@ -280,7 +206,27 @@ class CallRecorder:
             if self._stopping:
                 return
 
-    async def _write(self, batch: list[CallRecord | tuple[str, dict[str, object]]]) -> None:
+    async def _write_one_by_one(self, batch: list[_Change]) -> list[_Change]:
+        """Write each change alone; returns those to retry later. An insert
+        the database refuses is written again without its references to the
+        line and employee; any other refused change is logged and dropped."""
+        for index, change in enumerate(batch):
+            try:
+                await self._write([change])
+            except IntegrityError as error:
+                if isinstance(change, CallRecord) and (
+                    change.internal_line_id is not None or change.employee_id is not None
+                ):
+                    logger.warning("calls.references_dropped id=%s error=%s", change.id, error)
+                    change.internal_line_id = change.employee_id = None
+                    return batch[index:]
+                logger.error("calls.change_dropped change=%r error=%s", change, error)
+            except Exception:
+                logger.exception("calls.write_failed changes=%d", len(batch) - index)
+                return batch[index:]
+        return []
+
+    async def _write(self, batch: list[_Change]) -> None:
         async with self.database.session() as session:
             # Inserts first: every update in a batch follows its record's insert.
             session.add_all(
@@ -294,9 +240,10 @@ class CallRecorder:
             for change in batch:
                 if isinstance(change, tuple):
                     call_id, values = change
-                    await session.execute(
-                        update(CallRecord)
-                        .where(CallRecord.id == call_id, CallRecord.status == "in_progress")
-                        .values(**values)
+                    statement = update(CallRecord).where(
+                        CallRecord.id == call_id, CallRecord.status == "in_progress"
                     )
+                    if "answered_at" in values:  # the first answer wins
+                        statement = statement.where(CallRecord.answered_at.is_(None))
+                    await session.execute(statement.values(**values))
             await session.commit()

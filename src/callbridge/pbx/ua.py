@@ -65,11 +65,9 @@ class UserAgent:
         method = request.method
         if method == "ACK":
             return None
-        if request.uri.scheme not in _URI_SCHEMES:
-            return self._reply(request, 416, headers=[("Accept", ", ".join(ACCEPTED_BODIES))])
-        unsupported = self._unsupported_extensions(request)
-        if unsupported and method != "CANCEL":
-            return self._reply(request, 420, headers=[("Unsupported", ", ".join(unsupported))])
+        refusal = self.refusal(request)
+        if refusal is not None:
+            return refusal
         if method == "OPTIONS":
             return self._reply(request, 200, headers=self._capabilities)
         if method == "REGISTER" and self.registrar is not None:
@@ -78,6 +76,16 @@ class UserAgent:
             # A CANCEL that reaches the UA matched no INVITE transaction.
             return self._reply(request, 481)
         return self._reply(request, 501, headers=[self._allow])
+
+    def refusal(self, request: Request) -> Response | None:
+        """The answer to a request no one may take: an unknown URI scheme
+        (416) or an extension it requires that we lack (420); else None."""
+        if request.uri.scheme not in _URI_SCHEMES:
+            return self._reply(request, 416, headers=[("Accept", ", ".join(ACCEPTED_BODIES))])
+        unsupported = self._unsupported_extensions(request)
+        if unsupported and request.method != "CANCEL":
+            return self._reply(request, 420, headers=[("Unsupported", ", ".join(unsupported))])
+        return None
 
     def _register(
         self, request: Request, *, source: str, peer: object, now: float
