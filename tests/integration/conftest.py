@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -185,3 +189,263 @@ def _last_stats(path: Path) -> dict[str, str]:
     header = lines[0].rstrip(";").split(";")
     values = lines[-1].rstrip(";").split(";")
     return dict(zip(header, values, strict=False))
+
+
+# --- SIPp in the background, its message traces, and RTP endpoints -----------
+
+
+@dataclass
+class TracedMessage:
+    """One SIP message from SIPp's -trace_msg file, as SIPp sent or received it."""
+
+    direction: str  # "sent" or "received"
+    at: datetime
+    text: str
+
+    @property
+    def first_line(self) -> str:
+        return self.text.split("\n", 1)[0].strip()
+
+    @property
+    def status(self) -> int | None:
+        """The status code of a response; None for a request."""
+        parts = self.first_line.split()
+        return int(parts[1]) if parts[0] == "SIP/2.0" else None
+
+    @property
+    def method(self) -> str:
+        """The request's method, or the CSeq method of a response."""
+        if self.status is None:
+            return self.first_line.split()[0]
+        return (self.header("CSeq") or " ?").split()[-1]
+
+    def header(self, name: str) -> str | None:
+        """The first value of the header `name` (compact forms not expanded)."""
+        head = self.text.split("\n\n", 1)[0]
+        for line in head.split("\n")[1:]:
+            key, _, value = line.partition(":")
+            if key.strip().lower() == name.lower():
+                return value.strip()
+        return None
+
+    @property
+    def body(self) -> str:
+        parts = self.text.split("\n\n", 1)
+        return parts[1] if len(parts) == 2 else ""
+
+    def sdp_media(self) -> tuple[str, int] | None:
+        """The connection address and the port of the audio stream of the SDP body."""
+        address = re.search(r"^c=IN IP4 (\S+)", self.body, re.MULTILINE)
+        port = re.search(r"^m=audio (\d+) ", self.body, re.MULTILINE)
+        if address is None or port is None:
+            return None
+        return address.group(1), int(port.group(1))
+
+    def summary(self) -> str:
+        arrow = "->" if self.direction == "sent" else "<-"
+        return f"{self.at.time()} {arrow} {self.first_line}"
+
+
+_TRACE_SPLIT = re.compile(
+    r"^-{47} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\n\w+ message (sent|received)[^\n]*\n\n",
+    re.MULTILINE,
+)
+
+
+def parse_message_trace(text: str) -> list[TracedMessage]:
+    """The messages of a SIPp -trace_msg file, in order."""
+    parts = _TRACE_SPLIT.split(text)
+    messages = []
+    for i in range(1, len(parts) - 2, 3):
+        at = datetime.strptime(parts[i], "%Y-%m-%d %H:%M:%S.%f")
+        messages.append(TracedMessage(parts[i + 1], at, parts[i + 2].strip("\n") + "\n"))
+    return messages
+
+
+@dataclass
+class SippProcess:
+    """A SIPp run in the background: a UAS waiting for callbridge's INVITE, or
+    a UAC beside other peers. Each keeps its files in a directory of its own:
+    `messages.log` (-trace_msg), `errors.log`, `logs.log` (<log> actions),
+    `stats.csv` and `output.txt` (stdout and stderr)."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    directory: Path
+    port: int
+    media_port: int
+
+    def wait(self, timeout: float = 30) -> SippResult:
+        """Wait until SIPp ends (killing it after `timeout` seconds) and read
+        its final statistics."""
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+        return SippResult(self.process.returncode, self.output(), _last_stats(self.stat_file))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    @property
+    def stat_file(self) -> Path:
+        return self.directory / "stats.csv"
+
+    def output(self) -> str:
+        text = ""
+        for name in ("output.txt", "errors.log"):
+            path = self.directory / name
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return text
+
+    def messages(self) -> list[TracedMessage]:
+        path = self.directory / "messages.log"
+        return parse_message_trace(path.read_text(errors="replace")) if path.exists() else []
+
+    def received(
+        self, *, method: str | None = None, status: int | None = None
+    ) -> list[TracedMessage]:
+        """The messages SIPp received: requests of `method`, or responses with
+        `status` (and, with both, responses to `method`)."""
+        return [
+            m
+            for m in self.messages()
+            if m.direction == "received"
+            and (status is None or m.status == status)
+            and (method is None or m.method == method)
+            and (status is not None or method is None or m.status is None)
+        ]
+
+    def exchange(self) -> str:
+        """Every message's first line with its direction: what a failing test shows."""
+        lines = [m.summary() for m in self.messages()]
+        return f"{self.name} ({self.directory}):\n  " + "\n  ".join(lines or ["(no message)"])
+
+
+def start_sipp(
+    scenario: str,
+    target: Server,
+    tmp_path: Path,
+    *,
+    port: int | None = None,
+    media_port: int | None = None,
+    calls: int = 1,
+    timeout: float = 30,
+    recv_timeout: float = 10,
+    extra: list[str] | None = None,
+    local_ip: str = "127.0.0.1",
+) -> SippProcess:
+    """Start SIPp with `scenario` over UDP, from `local_ip`:`port` (a free
+    one if None), towards `target`, without waiting for it; `-timeout` and
+    `-recv_timeout` bound the run. Stop it with `wait()` or `stop()`, in a
+    finally block."""
+    sipp = shutil.which("sipp")
+    if sipp is None:
+        pytest.fail("sipp is not installed: `make test` installs Debian's sip-tester")
+    port = port if port is not None else free_port(host=local_ip)
+    while media_port is None or media_port == port:
+        media_port = free_port(host=local_ip)
+    directory = tmp_path / f"sipp-{Path(scenario).stem}-{port}-{time.monotonic_ns()}"
+    directory.mkdir()
+    args = [
+        sipp,
+        f"{target.host}:{target.port}",
+        "-sf",
+        str(SCENARIOS / scenario),
+        "-i",
+        local_ip,
+        "-p",
+        str(port),
+        "-mp",
+        str(media_port),
+        "-t",
+        "u1",
+        "-m",
+        str(calls),
+        "-timeout",
+        f"{int(timeout)}s",
+        "-timeout_error",
+        "-recv_timeout",
+        str(int(recv_timeout * 1000)),
+        "-nostdin",
+        "-trace_stat",
+        "-stf",
+        str(directory / "stats.csv"),
+        "-fd",
+        "3600",
+        "-trace_msg",
+        "-message_file",
+        str(directory / "messages.log"),
+        "-trace_err",
+        "-error_file",
+        str(directory / "errors.log"),
+        "-trace_logs",
+        "-log_file",
+        str(directory / "logs.log"),
+        *(extra or []),
+    ]
+    with (directory / "output.txt").open("wb") as output:
+        process = subprocess.Popen(
+            args, cwd=directory, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
+        )
+    return SippProcess(Path(scenario).stem, process, directory, port, media_port)
+
+
+class RtpEndpoint:
+    """A phone's media on loopback: a UDP socket that sends a 20 ms RTP
+    stream (PCMU, 160 bytes of `fill`) to where it is told, from the port it
+    advertises in SDP (so symmetric RTP latches on it), and keeps what arrives."""
+
+    def __init__(self, fill: int, host: str = "127.0.0.1") -> None:
+        self.fill = fill
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(0.005)
+        self.port: int = self.sock.getsockname()[1]
+        self.received: list[tuple[bytes, tuple[str, int]]] = []
+        self.sent = 0
+        self._target: tuple[str, int] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def send_to(self, target: tuple[str, int] | None) -> None:
+        """Start sending to `target` (None: fall silent)."""
+        self._target = target
+
+    def payloads_from(self, fill: int) -> int:
+        """How many packets arrived carrying the stream of the endpoint with `fill`."""
+        return sum(1 for data, _ in self.received if data[12:] == bytes([fill]) * 160)
+
+    def _run(self) -> None:
+        ssrc = random.getrandbits(32)
+        sequence = random.getrandbits(16)
+        timestamp = random.getrandbits(32)
+        next_send = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                data, source = self.sock.recvfrom(2048)
+                self.received.append((data, source))
+            except (TimeoutError, OSError):
+                pass
+            now = time.monotonic()
+            if now >= next_send:
+                next_send = now + 0.02
+                target = self._target
+                if target is not None:
+                    header = struct.pack("!BBHII", 0x80, 0, sequence, timestamp, ssrc)
+                    try:
+                        self.sock.sendto(header + bytes([self.fill]) * 160, target)
+                        self.sent += 1
+                    except OSError:
+                        pass
+                    sequence = (sequence + 1) & 0xFFFF
+                    timestamp = (timestamp + 160) & 0xFFFFFFFF
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
