@@ -12,6 +12,8 @@ tmp_path)."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ..conftest import PG_HOST, PG_PORT, _pg_admin
 from .conftest import (
     RtpEndpoint,
     Server,
@@ -661,3 +664,28 @@ def test_hold_reinvite_and_info_pass_through_to_the_other_side(pbx: Pbx) -> None
     assert "Signal=5" in info.text and "application/dtmf-relay" in info.text, why
     [record] = pbx.calls(1)
     _assert_record(record, status="answered", caller=ALICE, callee=BOB.number)
+
+
+@pytest.fixture
+def fresh_postgres() -> Iterator[str]:
+    """A PostgreSQL database of this test's own (the server migrates it)."""
+    name = f"callbridge_calls_{secrets.token_hex(6)}"
+    user = asyncio.run(_pg_admin(f"CREATE DATABASE {name}"))
+    try:
+        yield f"postgresql+asyncpg://{user}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def test_a_call_is_recorded_on_postgresql(
+    start_pbx: Callable[..., Pbx], fresh_postgres: str
+) -> None:
+    pbx = start_pbx(CALLBRIDGE_DATABASE_URL=fresh_postgres)
+    pbx.line(ALICE)
+    pbx.line(BOB)
+    callee = pbx.device(BOB, "call_uas_answer.xml")
+    caller = pbx.call(ALICE, BOB.number, "call_uac.xml", talk_ms=500)
+    _assert_succeeded(caller, callee, pbx=pbx)
+    [record] = pbx.calls(1)
+    _assert_record(record, status="answered", caller=ALICE, callee=BOB.number)
+    assert record["hangup_side"] == "caller", record
