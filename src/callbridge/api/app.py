@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -12,7 +12,15 @@ from ..pbx.guard import FloodGuard
 from ..pbx.registrar import Location
 from ..settings import Settings
 from ..store import Database
-from . import auth, calls, internal_lines, security
+from . import (
+    auth,
+    calls,
+    external_lines,
+    internal_lines,
+    normalization_rules,
+    routing_rules,
+    security,
+)
 from .errors import FieldError, field_error_handler, validation_error_handler
 from .limits import MAX_BODY_SIZE, BodySizeLimit
 
@@ -25,11 +33,17 @@ def create_app(
     guard: FloodGuard | None = None,
     location: Location | None = None,
     sip_clock: Callable[[], float] | None = None,
+    on_config_changed: Callable[[], Awaitable[None]] | None = None,
+    registration_state: Callable[[int], Mapping[str, str | None]] | None = None,
 ) -> FastAPI:
     """The API over `database` (migrated by the caller); `on_lines_changed`
-    is awaited after every write to internal lines. `guard` (shown under
-    /security) and `location` (each line's registrations) are the SIP side's,
-    and `sip_clock` is the monotonic clock they count in."""
+    is awaited after every write to internal lines, `on_config_changed` after
+    every write to external lines, routing and normalization rules. `guard`
+    (shown under /security) and `location` (each line's registrations) are
+    the SIP side's, and `sip_clock` is the monotonic clock they count in.
+    `registration_state(external_line_id)` gives `{"state": "registered" |
+    "failed" | "unregistered", "reason": str | None}` for each external line
+    (unregistered for all without it)."""
     app = FastAPI(
         title="callbridge",
         version=__version__,
@@ -45,12 +59,19 @@ def create_app(
     app.state.location = location
     if sip_clock is not None:
         app.state.sip_clock = sip_clock
+    if on_config_changed is not None:
+        app.state.config_changed = on_config_changed
+    if registration_state is not None:
+        app.state.registration_state = registration_state
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(FieldError, field_error_handler)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_SIZE)
     v1 = APIRouter(prefix="/api/v1")
     v1.include_router(auth.router)
     v1.include_router(internal_lines.router)
+    v1.include_router(external_lines.router)
+    v1.include_router(routing_rules.router)
+    v1.include_router(normalization_rules.router)
     v1.include_router(calls.router)
     v1.include_router(security.router)
     app.include_router(v1)

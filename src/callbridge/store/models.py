@@ -1,5 +1,6 @@
 """The tables: employees, internal lines, API users and their tokens,
-registrations and call records."""
+registrations, call records, external lines, and the routing and
+normalization rules."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -199,3 +201,135 @@ class CallRecord(Base):
     hangup_side: Mapped[str | None] = mapped_column(String(8))
     hangup_cause: Mapped[str | None] = mapped_column(String(128))
     sip_call_id: Mapped[str | None] = mapped_column(String(255), index=True)
+
+
+Transport = Literal["udp", "tcp"]
+TRANSPORTS: tuple[Transport, ...] = ("udp", "tcp")
+RuleDirection = Literal["incoming", "outgoing"]
+RULE_DIRECTIONS: tuple[RuleDirection, ...] = ("incoming", "outgoing")
+ActionType = Literal["internal_line", "external_line", "ivr", "deny"]
+ACTION_TYPES: tuple[ActionType, ...] = ("internal_line", "external_line", "ivr", "deny")
+NormalizationField = Literal["request_uri", "from", "to", "pai", "display_name"]
+NORMALIZATION_FIELDS: tuple[NormalizationField, ...] = (
+    "request_uri",
+    "from",
+    "to",
+    "pai",
+    "display_name",
+)
+NormalizationMethod = Literal["pattern", "e164", "e164_digits", "national"]
+NORMALIZATION_METHODS: tuple[NormalizationMethod, ...] = (
+    "pattern",
+    "e164",
+    "e164_digits",
+    "national",
+)
+
+# The region national numbers are read in when a line names none.
+DEFAULT_REGION = "US"
+# The default incoming rule migration 0004 creates; its target is NULL until
+# an admin sets the internal line it sends calls to.
+DEFAULT_INCOMING_RULE_NAME = "Default incoming"
+DEFAULT_INCOMING_RULE_PRIORITY = 1_000_000
+
+
+class ExternalLine(Base):
+    """A SIP trunk at a provider. The password is kept as given, not hashed:
+    callbridge answers the provider's digest challenges with it, which needs
+    the password itself. The API never returns it."""
+
+    __tablename__ = "external_lines"
+    __table_args__ = (
+        CheckConstraint("transport IN ('udp', 'tcp')", name="transport"),
+        CheckConstraint("total_lines >= 1", name="total_lines"),
+        CheckConstraint(
+            "outgoing_lines >= 0 AND outgoing_lines <= total_lines", name="outgoing_lines"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # host[:port]; an IPv6 address in brackets.
+    server: Mapped[str] = mapped_column(String(255))
+    # The user part callbridge presents (From, Contact); empty: the login.
+    username: Mapped[str] = mapped_column(String(64), default="")
+    register: Mapped[bool] = mapped_column(Boolean, default=False)
+    login: Mapped[str] = mapped_column(String(128), default="")
+    password: Mapped[str] = mapped_column(String(128), default="")
+    total_lines: Mapped[int] = mapped_column(Integer, default=1)
+    outgoing_lines: Mapped[int] = mapped_column(Integer, default=1)
+    transport: Mapped[str] = mapped_column(String(8), default="udp")
+    # IP addresses and CIDR networks the provider may also send from.
+    alt_addresses: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # ISO 3166-1 alpha-2 country national numbers on this line are read in.
+    default_region: Mapped[str] = mapped_column(String(2), default=DEFAULT_REGION)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class RoutingRule(Base):
+    """Where a call goes: the first rule by priority (lower first) whose
+    direction, external line (NULL: any) and masks match decides.
+
+    `action_target` is an internal line's number for `internal_line`, an
+    external line's id (as text) for `external_line`, NULL otherwise. The one
+    `is_default` rule (incoming) catches the incoming calls no other rule
+    takes; created by the migration with a NULL target, it answers 480 until
+    an admin sets the internal line it sends calls to.
+    """
+
+    __tablename__ = "routing_rules"
+    __table_args__ = (
+        CheckConstraint("direction IN ('incoming', 'outgoing')", name="direction"),
+        CheckConstraint(
+            "action_type IN ('internal_line', 'external_line', 'ivr', 'deny')",
+            name="action_type",
+        ),
+        CheckConstraint("priority >= 0", name="priority"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    direction: Mapped[str] = mapped_column(String(16))
+    external_line_id: Mapped[int | None] = mapped_column(
+        ForeignKey("external_lines.id", ondelete="RESTRICT"), index=True
+    )
+    priority: Mapped[int] = mapped_column(Integer)
+    action_type: Mapped[str] = mapped_column(String(16))
+    action_target: Mapped[str | None] = mapped_column(String(64))
+    source_mask: Mapped[str] = mapped_column(String(64), default="*")
+    destination_mask: Mapped[str] = mapped_column(String(64), default="*")
+    destination_rewrite: Mapped[str | None] = mapped_column(String(128))
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class NormalizationRule(Base):
+    """How the numbers of messages from (incoming) or to (outgoing) an
+    external line (NULL: every line) are rewritten: the `fields` listed, by
+    `method` (`pattern`: `match` regex and `replacement`; or a number format)."""
+
+    __tablename__ = "normalization_rules"
+    __table_args__ = (
+        CheckConstraint("direction IN ('incoming', 'outgoing')", name="direction"),
+        CheckConstraint("method IN ('pattern', 'e164', 'e164_digits', 'national')", name="method"),
+        CheckConstraint("priority >= 0", name="priority"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    priority: Mapped[int] = mapped_column(Integer)
+    direction: Mapped[str] = mapped_column(String(16))
+    external_line_id: Mapped[int | None] = mapped_column(
+        ForeignKey("external_lines.id", ondelete="RESTRICT"), index=True
+    )
+    # Which of request_uri, from, to, pai, display_name the rule changes.
+    fields: Mapped[list[str]] = mapped_column(JSON, default=list)
+    method: Mapped[str] = mapped_column(String(16))
+    match: Mapped[str | None] = mapped_column(String(500))
+    replacement: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,342 @@
+"""External lines (SIP trunks to providers) as the SIP side sees them, and
+the registration of a line with its provider.
+
+`Registration` is sans-IO, like the SIP core: it builds the REGISTERs,
+reads the responses, and says when it next needs the clock (`deadline`);
+`Trunks` drives one per line that asks for registration, through the SIP
+service, with the loop's timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from ..logs import log_event
+from ..sip import Headers, Request, Response
+from ..sip.digest import DigestError, answer_challenge, parse_challenge, select_challenge
+from ..sip.transaction import ClientTransaction, new_call_id, new_tag
+from ..sip.uri import parse_uri
+
+logger = logging.getLogger("callbridge.trunks")
+
+DEFAULT_EXPIRES = 3600
+RETRY_FIRST = 5.0
+RETRY_MAX = 300.0
+# Refresh when this share of the granted time has passed: early enough for a
+# lost REGISTER to be retried before the binding lapses.
+REFRESH_AT = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class Trunk:
+    """An external line: where the provider is and how we sign in."""
+
+    id: int
+    code: str
+    host: str
+    port: int = 5060
+    transport: str = "udp"
+    active: bool = True
+    register: bool = False
+    username: str = ""
+    login: str = ""
+    password: str = field(default="", repr=False)
+    total_lines: int = 1
+    outgoing_lines: int = 1
+    alt_addresses: tuple[str, ...] = ()
+    default_region: str = "US"
+
+    @classmethod
+    def parse_server(cls, server: str) -> tuple[str, int]:
+        """`host[:port]` (IPv6 in brackets) as (host, port)."""
+        text = server.strip()
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            return host, int(rest[1:]) if rest.startswith(":") else 5060
+        host, sep, port = text.rpartition(":")
+        if sep and port.isdigit() and ":" not in host:
+            return host, int(port)
+        return text, 5060
+
+    def sends_from(self, address: str) -> bool:
+        """Whether a request from `address` may be this provider's: its
+        server, or one of the alternative addresses or networks."""
+        try:
+            source = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        for allowed in (self.host, *self.alt_addresses):
+            try:
+                if source in ipaddress.ip_network(allowed, strict=False):
+                    return True
+            except ValueError:
+                continue  # a host name: compared by the caller after resolving
+        return False
+
+
+class State(StrEnum):
+    UNREGISTERED = "unregistered"
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    FAILED = "failed"
+
+
+class Registration:
+    """The registration of one external line with its provider (RFC 3261
+    §10.2): REGISTER, answer a 401/407 once per nonce, honour 423's
+    Min-Expires, refresh before expiry, back off after a failure."""
+
+    def __init__(
+        self,
+        trunk: Trunk,
+        *,
+        local_host: str,
+        local_port: int,
+        expires: int = DEFAULT_EXPIRES,
+        retry_first: float = RETRY_FIRST,
+        retry_max: float = RETRY_MAX,
+    ) -> None:
+        self.trunk = trunk
+        self.contact = f"<sip:{trunk.username or trunk.login}@{_host(local_host)}:{local_port}>"
+        self.expires = expires
+        self.retry_first = retry_first
+        self.retry_max = retry_max
+        self.state = State.UNREGISTERED
+        self.reason: str | None = None
+        self.deadline: float | None = None
+        self.granted: int | None = None
+        self._call_id = new_call_id()
+        self._tag = new_tag()
+        self._cseq = 0
+        self._retry = retry_first
+        self._answered = False
+        self._stopping = False
+
+    # --- inputs ---------------------------------------------------------------
+
+    def start(self, now: float) -> Request:
+        """The first REGISTER."""
+        self.state = State.REGISTERING
+        self.deadline = None
+        return self._register(self.expires)
+
+    def timer(self, now: float) -> Request | None:
+        """The deadline has come: refresh, or retry after a failure."""
+        if self.deadline is None or now < self.deadline:
+            return None
+        self.deadline = None
+        if self._stopping:
+            return None
+        if self.state is State.FAILED:
+            self.state = State.REGISTERING
+        return self._register(self.expires)
+
+    def stop(self) -> Request | None:
+        """Give the binding up (Expires: 0) if there is one."""
+        registered = self.state is State.REGISTERED
+        self._stopping = True
+        self.state = State.UNREGISTERED
+        self.deadline = None
+        return self._register(0) if registered else None
+
+    def response(self, response: Response, now: float) -> Request | None:
+        """A response to our REGISTER; returns the next REGISTER, if one is due now."""
+        status = response.status
+        if status < 200 or self._stopping:
+            return None
+        if status in (401, 407):
+            return self._challenged(response, now, proxy=status == 407)
+        if status == 423:
+            minimum = (response.headers.get("Min-Expires") or "").strip()
+            if minimum.isdigit() and int(minimum) > self.expires:
+                self.expires = int(minimum)
+                return self._register(self.expires)
+        if 200 <= status < 300:
+            self._registered(response, now)
+        elif status == 408:
+            self._fail(now, "no answer from the server")
+        else:
+            self._fail(now, f"{status} {response.reason}")
+        return None
+
+    # --- helpers --------------------------------------------------------------
+
+    def _registered(self, response: Response, now: float) -> None:
+        granted = self._granted(response)
+        self.state = State.REGISTERED
+        self.reason = None
+        self.granted = granted
+        self._retry = self.retry_first
+        self._answered = False
+        self.deadline = now + max(1.0, granted * REFRESH_AT)
+        log_event(logger, logging.INFO, "trunk.registered", trunk=self.trunk.code, expires=granted)
+
+    def _granted(self, response: Response) -> int:
+        ours = parse_uri(self.contact[1:-1])
+        for contact in response.contacts:
+            if contact.wildcard or str(contact.uri) != str(ours):
+                continue
+            value = contact.params.get("expires")
+            if value and value.isdigit():
+                return int(value)
+        header = (response.headers.get("Expires") or "").strip()
+        return int(header) if header.isdigit() else self.expires
+
+    def _challenged(self, response: Response, now: float, *, proxy: bool) -> Request | None:
+        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        try:
+            challenge = select_challenge(
+                [parse_challenge(value) for value in response.headers.get_all(name)]
+            )
+        except (DigestError, ValueError) as error:
+            self._fail(now, f"cannot answer the challenge: {error}")
+            return None
+        if self._answered and not challenge.stale:
+            # Providers challenge every REGISTER with a fresh nonce: a second
+            # challenge to signed credentials means they were refused.
+            self._fail(now, "wrong login or password")
+            return None
+        self._answered = True
+        uri = f"sip:{_host(self.trunk.host)}:{self.trunk.port}"
+        credentials = answer_challenge(
+            challenge,
+            method="REGISTER",
+            uri=uri,
+            username=self.trunk.login or self.trunk.username,
+            password=self.trunk.password,
+        )
+        header = "Proxy-Authorization" if proxy else "Authorization"
+        return self._register(self.expires, (header, credentials.to_header_value()))
+
+    def _fail(self, now: float, reason: str) -> None:
+        self.state = State.FAILED
+        self.reason = reason
+        self._answered = False
+        self.deadline = now + self._retry
+        log_event(
+            logger,
+            logging.WARNING,
+            "trunk.registration_failed",
+            trunk=self.trunk.code,
+            reason=reason,
+            retry_in=self._retry,
+        )
+        self._retry = min(self._retry * 2, self.retry_max)
+
+    def _register(self, expires: int, credentials: tuple[str, str] | None = None) -> Request:
+        if credentials is None:
+            self._answered = False  # a new attempt
+        trunk = self.trunk
+        self._cseq += 1
+        server = f"{_host(trunk.host)}:{trunk.port}"
+        aor = f"<sip:{trunk.username or trunk.login}@{server}>"
+        headers = Headers.of(
+            ("Max-Forwards", "70"),
+            ("From", f"{aor};tag={self._tag}"),
+            ("To", aor),
+            ("Call-ID", self._call_id),
+            ("CSeq", f"{self._cseq} REGISTER"),
+            ("Contact", self.contact),
+            ("Expires", str(expires)),
+        )
+        if credentials is not None:
+            headers.add(*credentials)
+        return Request("REGISTER", parse_uri(f"sip:{server}"), headers)
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+class TrunkPort(Protocol):
+    """What registrations need of the SIP service."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    def time(self) -> float: ...
+
+    def send_request(
+        self,
+        request: Request,
+        peer: object,
+        on_response: Callable[[ClientTransaction, Response], None],
+    ) -> None: ...
+
+    def peer_at(self, transport: str, host: str, port: int) -> object: ...
+
+
+class Trunks:
+    """The registrations of the external lines that ask for one."""
+
+    def __init__(self, sip: TrunkPort) -> None:
+        self.sip = sip
+        self.registrations: dict[int, Registration] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+
+    def use(self, trunks: Iterable[Trunk]) -> None:
+        """Apply a new set of external lines: lines that no longer register
+        (or whose settings changed) unregister, new ones register."""
+        wanted = {t.id: t for t in trunks if t.active and t.register}
+        for line_id, registration in list(self.registrations.items()):
+            if wanted.get(line_id) != registration.trunk:
+                self._stop(line_id)
+        for line_id, trunk in wanted.items():
+            if line_id not in self.registrations:
+                registration = Registration(
+                    trunk, local_host=self.sip.host, local_port=self.sip.port
+                )
+                self.registrations[line_id] = registration
+                self._send(registration, registration.start(self.sip.time()))
+
+    def state(self, line_id: int) -> Mapping[str, str | None]:
+        registration = self.registrations.get(line_id)
+        if registration is None:
+            return {"state": State.UNREGISTERED.value, "reason": None}
+        return {"state": registration.state.value, "reason": registration.reason}
+
+    def close(self) -> None:
+        for line_id in list(self.registrations):
+            self._stop(line_id)
+
+    def _stop(self, line_id: int) -> None:
+        registration = self.registrations.pop(line_id)
+        timer = self._timers.pop(line_id, None)
+        if timer is not None:
+            timer.cancel()
+        self._send(registration, registration.stop())
+
+    def _send(self, registration: Registration, request: Request | None) -> None:
+        if request is not None:
+            trunk = registration.trunk
+            peer = self.sip.peer_at(trunk.transport, trunk.host, trunk.port)
+
+            def on_response(_: ClientTransaction, response: Response) -> None:
+                self._send(registration, registration.response(response, self.sip.time()))
+
+            self.sip.send_request(request, peer, on_response)
+        self._arm(registration)
+
+    def _arm(self, registration: Registration) -> None:
+        line_id = registration.trunk.id
+        timer = self._timers.pop(line_id, None)
+        if timer is not None:
+            timer.cancel()
+        if registration.deadline is None or self.registrations.get(line_id) is not registration:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, registration.deadline - self.sip.time())
+        self._timers[line_id] = loop.call_later(delay, self._fire, registration)
+
+    def _fire(self, registration: Registration) -> None:
+        self._timers.pop(registration.trunk.id, None)
+        self._send(registration, registration.timer(self.sip.time()))
