@@ -8,7 +8,7 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -25,6 +25,7 @@ from .pbx.guard import FloodGuard, GuardPolicy
 from .pbx.lines import Lines, load_lines
 from .pbx.location import StoredLocation
 from .pbx.registrar import Binding, Location, MemoryLocation, Registrar, RegistrarPolicy
+from .pbx.trunks import Trunks, load_trunks
 from .pbx.ua import UserAgent
 from .settings import Settings
 from .sip import Limits, Message, Request, Response, make_response
@@ -363,6 +364,8 @@ class HttpService:
         database: Database,
         *,
         on_lines_changed: Callable[[], Awaitable[None]] | None = None,
+        on_config_changed: Callable[[], Awaitable[None]] | None = None,
+        registration_state: Callable[[int], Mapping[str, str | None]] | None = None,
         guard: FloodGuard | None = None,
         location: Location | None = None,
     ) -> None:
@@ -371,6 +374,8 @@ class HttpService:
                 settings,
                 database,
                 on_lines_changed=on_lines_changed,
+                on_config_changed=on_config_changed,
+                registration_state=registration_state,
                 guard=guard,
                 location=location,
                 sip_clock=asyncio.get_running_loop().time,
@@ -464,19 +469,27 @@ async def run(settings: Settings) -> int:
     )
     service.use_b2bua(b2bua)
 
+    trunks = Trunks(service)
+
     async def reload_lines() -> None:
         service.use_lines(await load_lines(database))
+
+    async def reload_trunks() -> None:
+        trunks.use(await load_trunks(database))
 
     http = HttpService(
         settings,
         database,
         on_lines_changed=reload_lines,
+        on_config_changed=reload_trunks,
+        registration_state=trunks.state,
         guard=service.guard,
         location=location,
     )
     try:
         await reload_lines()
         await service.start()
+        await reload_trunks()
         restored = await location.load()
         log_event(logger, logging.INFO, "pbx.bindings_restored", count=restored)
         location.start()
@@ -488,6 +501,7 @@ async def run(settings: Settings) -> int:
         log_event(logger, logging.INFO, "callbridge.stopping")
     finally:
         await http.stop()
+        trunks.close()
         await b2bua.close()
         log_event(logger, logging.INFO, "b2bua.stats", **b2bua.stats())
         await recorder.stop()

@@ -70,3 +70,6 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     # Alembic narrates every start-up at info (plugins, dialect); only its
     # warnings matter unless we are debugging.
     logging.getLogger("alembic").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    # aiosqlite logs every statement with its parameters at debug level: they
+    # hold trunk passwords and digest hashes, which no log may show.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from callbridge.logs import JsonFormatter, TextFormatter, log_event
+from callbridge.logs import JsonFormatter, TextFormatter, configure, log_event
 
 
 def record(event: str, **fields: object) -> logging.LogRecord:
@@ -60,3 +60,12 @@ def test_disabled_level_builds_no_record() -> None:
     assert Counting.calls == 0
     log_event(quiet, logging.INFO, "sip.recv", method="OPTIONS")
     assert Counting.calls == 1
+
+
+def test_debug_logging_never_shows_database_parameters() -> None:
+    # aiosqlite's debug lines carry statement parameters: trunk passwords.
+    configure("debug")
+    try:
+        assert not logging.getLogger("aiosqlite").isEnabledFor(logging.DEBUG)
+    finally:
+        configure("info")

@@ -42,7 +42,7 @@ def create_app(
     (shown under /security) and `location` (each line's registrations) are
     the SIP side's, and `sip_clock` is the monotonic clock they count in.
     `registration_state(external_line_id)` gives `{"state": "registered" |
-    "failed" | "unregistered", "reason": str | None}` for each external line
+    "registering" | "failed" | "unregistered", "reason": str | None}` for each external line
     (unregistered for all without it)."""
     app = FastAPI(
         title="callbridge",

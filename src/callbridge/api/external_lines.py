@@ -31,7 +31,7 @@ router = APIRouter(prefix="/external-lines", tags=["external lines"])
 Reader = Annotated[User, Depends(require_role("admin", "supervisor"))]
 Writer = Annotated[User, Depends(require_role("admin"))]
 
-RegistrationStateName = Literal["registered", "failed", "unregistered"]
+RegistrationStateName = Literal["registered", "registering", "failed", "unregistered"]
 RegistrationStateHook = Callable[[int], Mapping[str, str | None]]
 
 
@@ -262,7 +262,8 @@ class ExternalLineOut(BaseModel):
     default_region: str
     comment: str
     registration_state: RegistrationStateName = Field(
-        description="registered, failed (see registration_reason) or unregistered."
+        description="registered, registering (waiting for the provider), "
+        "failed (see registration_reason) or unregistered."
     )
     registration_reason: str | None = Field(
         description="Why the last registration failed, when it did."

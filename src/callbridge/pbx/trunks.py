@@ -12,16 +12,21 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
+
+from sqlalchemy import select
 
 from ..logs import log_event
 from ..sip import Headers, Request, Response
 from ..sip.digest import DigestError, answer_challenge, parse_challenge, select_challenge
 from ..sip.transaction import ClientTransaction, new_call_id, new_tag
 from ..sip.uri import parse_uri
+from ..store import Database
+from ..store.models import ExternalLine
 
 logger = logging.getLogger("callbridge.trunks")
 
@@ -51,6 +56,8 @@ class Trunk:
     outgoing_lines: int = 1
     alt_addresses: tuple[str, ...] = ()
     default_region: str = "US"
+    # The server's IP address, resolved when the lines were loaded.
+    address: str | None = None
 
     @classmethod
     def parse_server(cls, server: str) -> tuple[str, int]:
@@ -71,7 +78,7 @@ class Trunk:
             source = ipaddress.ip_address(address)
         except ValueError:
             return False
-        for allowed in (self.host, *self.alt_addresses):
+        for allowed in (self.address or self.host, *self.alt_addresses):
             try:
                 if source in ipaddress.ip_network(allowed, strict=False):
                     return True
@@ -296,6 +303,11 @@ class Trunks:
                     trunk, local_host=self.sip.host, local_port=self.sip.port
                 )
                 self.registrations[line_id] = registration
+                if trunk.address is None:
+                    # Shown in the API; the next apply resolves it again.
+                    registration.state = State.FAILED
+                    registration.reason = f"cannot resolve {trunk.host}"
+                    continue
                 self._send(registration, registration.start(self.sip.time()))
 
     def state(self, line_id: int) -> Mapping[str, str | None]:
@@ -318,7 +330,7 @@ class Trunks:
     def _send(self, registration: Registration, request: Request | None) -> None:
         if request is not None:
             trunk = registration.trunk
-            peer = self.sip.peer_at(trunk.transport, trunk.host, trunk.port)
+            peer = self.sip.peer_at(trunk.transport, trunk.address or trunk.host, trunk.port)
 
             def on_response(_: ClientTransaction, response: Response) -> None:
                 self._send(registration, registration.response(response, self.sip.time()))
@@ -340,3 +352,40 @@ class Trunks:
     def _fire(self, registration: Registration) -> None:
         self._timers.pop(registration.trunk.id, None)
         self._send(registration, registration.timer(self.sip.time()))
+
+
+async def load_trunks(database: Database) -> list[Trunk]:
+    """Every external line from the store, its server resolved (a name that
+    does not resolve leaves `address` None: the line cannot register)."""
+    async with database.session() as session:
+        rows = (await session.scalars(select(ExternalLine))).all()
+    loop = asyncio.get_running_loop()
+    trunks = []
+    for row in rows:
+        host, port = Trunk.parse_server(row.server)
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            address: str | None = str(infos[0][4][0])
+        except OSError as error:
+            log_event(logger, logging.WARNING, "trunk.unresolved", trunk=row.code, error=str(error))
+            address = None
+        trunks.append(
+            Trunk(
+                id=row.id,
+                code=row.code,
+                host=host,
+                port=port,
+                transport=row.transport,
+                active=row.active,
+                register=row.register,
+                username=row.username,
+                login=row.login,
+                password=row.password,
+                total_lines=row.total_lines,
+                outgoing_lines=row.outgoing_lines,
+                alt_addresses=tuple(row.alt_addresses or ()),
+                default_region=row.default_region,
+                address=address,
+            )
+        )
+    return trunks
