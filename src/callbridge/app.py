@@ -21,6 +21,7 @@ from .media.ports import RtpPortAllocator
 from .pbx.auth import DROP, Authenticator, Drop
 from .pbx.b2bua import B2bua, ResponseHandler
 from .pbx.calls import CallRecorder
+from .pbx.dialplan import load_dialplan
 from .pbx.guard import FloodGuard, GuardPolicy
 from .pbx.lines import Lines, load_lines
 from .pbx.location import StoredLocation
@@ -475,7 +476,9 @@ async def run(settings: Settings) -> int:
         service.use_lines(await load_lines(database))
 
     async def reload_trunks() -> None:
-        trunks.use(await load_trunks(database))
+        loaded = await load_trunks(database)
+        trunks.use(loaded)
+        b2bua.dialplan = await load_dialplan(database, loaded)
 
     http = HttpService(
         settings,

@@ -20,16 +20,17 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum, auto
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ..logs import log_event
 from ..media.engine import Leg, MediaEngine, MediaSession
 from ..media.errors import MediaError
 from ..sip import Headers, Request, Response, make_response
 from ..sip.dialog import Dialog, DialogError
+from ..sip.digest import DigestError, answer_challenge, parse_challenge, select_challenge
 from ..sip.offer_answer import with_connection
 from ..sip.sdp import SdpError, SessionDescription, parse_sdp
 from ..sip.transaction import (
@@ -40,14 +41,18 @@ from ..sip.transaction import (
     new_call_id,
     new_tag,
 )
-from ..sip.uri import URI, parse_name_addr
+from ..sip.uri import URI, parse_name_addr, parse_uri
 from .auth import Authenticated, Authenticator, Drop
 from .calls import CallRecorder
+from .dialplan import DEFAULT_REGION, Dialplan
 from .lines import Line, Lines
+from .normalize import to_e164
 from .registrar import Binding, Location
+from .trunks import Trunk
 
 logger = logging.getLogger("callbridge.calls")
 
+K = TypeVar("K")
 ResponseHandler = Callable[[ClientTransaction, Response], None]
 WallClock = Callable[[], datetime]
 
@@ -55,6 +60,7 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
 _COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
 _NULL_ADDRESSES = frozenset({"0.0.0.0", "::"})
 _SETUP_DELAY_SAMPLES = 100_000
+DEFAULT_RING_TIMEOUT = 60  # an outgoing call rings as long as the far end lets it
 # How long an ended call's dialogs still answer retransmissions (64*T1).
 _LINGER = 64 * DEFAULT_TIMERS.T1
 
@@ -79,6 +85,10 @@ class SipPort(Protocol):
 
     def peer_for(self, binding: Binding) -> object:
         """Where requests to a registered device go."""
+        ...
+
+    def peer_at(self, transport: str, host: str, port: int) -> object:
+        """Where requests to an address go (an external line's server)."""
         ...
 
     def time(self) -> float: ...
@@ -111,16 +121,62 @@ class Side:
 
 @dataclass(eq=False, slots=True)
 class Fork:
-    """An INVITE to one device of the callee's line."""
+    """An INVITE to one device of the callee's line, or to an external line."""
 
     peer: object
     request: Request
+    trunk: Trunk | None = None
+    authenticated: bool = False
     transaction: ClientTransaction | None = None
     provisional: bool = False
     final: int | None = None
     # A CANCEL waits for a provisional response (RFC 3261 §9.1).
     cancel_reason: str | None = None
     cancelled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one fork of a call goes: a registered device, or an external
+    line's server (whose digest challenge is answered with its login)."""
+
+    peer: object
+    uri: URI
+    from_user: str
+    from_host: str
+    to_user: str
+    trunk: Trunk | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What admission decided about a call: who calls whom, over which
+    lines, and what its record says."""
+
+    tag: str
+    started: datetime
+    direction: str
+    caller_number: str
+    callee_number: str
+    caller_raw: str | None = None
+    callee_raw: str | None = None
+    caller_line: Line | None = None
+    callee_line: Line | None = None
+    # The internal line whose employee the record belongs to.
+    record_line: Line | None = None
+    trunk_in: Trunk | None = None
+    trunk_out: Trunk | None = None
+    targets: tuple[Target, ...] = ()
+
+    @property
+    def ring_timeout(self) -> int:
+        return self.callee_line.ring_timeout if self.callee_line else DEFAULT_RING_TIMEOUT
+
+    @property
+    def max_talk_duration(self) -> int:
+        """The talk limit of the internal line the call is for (or from, outgoing)."""
+        line = self.callee_line or self.caller_line
+        return line.max_talk_duration if line else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,12 +248,17 @@ class B2bua:
         self.recorder = recorder
         self.media_address = media_address
         self.lines = lines
+        # Swapped whole when the configuration changes.
+        self.dialplan = Dialplan()
         self.wallclock = wallclock
         self.user_agent = user_agent
         # (Call-ID, our tag) of every dialog and fork → its call.
         self.dialogs: dict[tuple[str, str], Call] = {}
         self.by_invite: dict[ServerTransaction, Call] = {}
         self.ringing_or_talking: Counter[str] = Counter()
+        # Calls on each external line: all of them, and those we placed.
+        self.trunk_calls: Counter[int] = Counter()
+        self.trunk_outgoing: Counter[int] = Counter()
         self.calls = 0
         self.setup_delays: list[float] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -207,47 +268,187 @@ class B2bua:
     def invite(
         self, request: Request, transaction: ServerTransaction, *, source: str, peer: object
     ) -> Response | Drop | None:
-        """A new INVITE: authenticate, check the target and its limits, and
-        start the call. Returns the response to send now, if any."""
+        """A new INVITE: find who calls (an external line by its address, or
+        an internal line by digest), route it, check the limits, and start
+        the call. Returns the response to send now, if any."""
         now = self.sip.time()
-        lines = self.lines()
         tag = new_tag()
-        outcome = self.authenticator.check(
-            request, source=source, ha1_of=lines.ha1_of, now=now, to_tag=tag
+        dialplan = self.dialplan
+        trunk = dialplan.trunk_for_source(source)
+        if trunk is not None:
+            plan: Plan | Response = self._from_trunk(request, trunk, dialplan, tag)
+        else:
+            lines = self.lines()
+            outcome = self.authenticator.check(
+                request, source=source, ha1_of=lines.ha1_of, now=now, to_tag=tag
+            )
+            if not isinstance(outcome, Authenticated):
+                return outcome
+            plan = self._from_line(request, lines.by_username[outcome.username], dialplan, tag)
+        if isinstance(plan, Response):
+            return plan
+        return self._admit(request, transaction, peer, plan, now)
+
+    def _from_line(
+        self, request: Request, caller: Line, dialplan: Dialplan, tag: str
+    ) -> Plan | Response:
+        """A call an internal line dials: another line, or out through the
+        outgoing rules."""
+        dialled = _user_of(request.uri)
+        plan = Plan(
+            tag=tag,
+            started=self.wallclock(),
+            direction="internal",
+            caller_number=caller.number,
+            callee_number=dialled,
+            caller_line=caller,
+            record_line=caller,
         )
-        if not isinstance(outcome, Authenticated):
-            return outcome
-        caller = lines.by_username[outcome.username]
-        number = getattr(request.uri, "user_unescaped", None) or ""
-        callee = lines.by_number.get(number)
-        started = self.wallclock()
-
-        def refuse(status: int, reason: str, record: str, cause: str) -> Response:
-            line = callee or caller
-            call_id = self.recorder.begin(
-                at=started,
-                caller_number=caller.number,
-                callee_number=number,
-                internal_line_id=line.id,
-                employee_id=line.employee_id,
-                sip_call_id=request.call_id,
+        callee = self.lines().by_number.get(dialled)
+        if callee is not None:
+            return replace(plan, callee_line=callee, record_line=callee)
+        decision = None
+        for decision in dialplan.router.candidates(
+            "outgoing", external_line_id=None, source=caller.number, destination=dialled
+        ):
+            action = decision.action
+            if action.type == "deny":
+                return self._refuse(request, plan, 403, "Forbidden", "rejected", "denied by rule")
+            if action.type == "internal_line":
+                callee = self.lines().by_number.get(decision.destination)
+                if callee is not None:
+                    return replace(plan, callee_line=callee, record_line=callee)
+                continue
+            if action.type != "external_line" or not (action.target or "").isdigit():
+                continue
+            trunk = dialplan.trunks.get(int(action.target or 0))
+            if trunk is None or not trunk.active or trunk.address is None:
+                continue
+            if not self._has_room(trunk, outgoing=True):
+                continue  # full: the next rule may take another line
+            return self._via_trunk(plan, trunk, decision.destination, dialplan)
+        if decision is not None:
+            return self._refuse(
+                request, plan, 503, "Service Unavailable", "failed", "external lines full"
             )
-            self.recorder.ended(
-                call_id,
-                at=started,
-                answered_at=None,
-                status=record,
-                hangup_side="system",
-                hangup_cause=cause,
-            )
-            log_event(logger, logging.INFO, "call.refused", status=status, cause=cause)
-            return self._reply(request, status, reason, to_tag=tag)
+        if to_e164(dialled, DEFAULT_REGION) is None:
+            return self._refuse(request, plan, 404, "Not Found", "failed", "unknown number")
+        return self._refuse(request, plan, 403, "No Route", "rejected", "no outgoing route")
 
+    def _via_trunk(self, plan: Plan, trunk: Trunk, number: str, dialplan: Dialplan) -> Plan:
+        normalizer = dialplan.normalizer
+        sent = normalizer.normalize_number(
+            number, direction="outgoing", external_line_id=trunk.id, field="request_uri"
+        )
+        caller_id = normalizer.normalize_number(
+            trunk.username or trunk.login,
+            direction="outgoing",
+            external_line_id=trunk.id,
+            field="from",
+        )
+        host = f"{_host(trunk.host)}:{trunk.port}"
+        target = Target(
+            peer=self.sip.peer_at(trunk.transport, trunk.address or trunk.host, trunk.port),
+            uri=parse_uri(f"sip:{sent}@{host}"),
+            from_user=caller_id,
+            from_host=host,
+            to_user=sent,
+            trunk=trunk,
+        )
+        return replace(
+            plan,
+            direction="outgoing",
+            callee_number=to_e164(number, trunk.default_region) or number,
+            callee_raw=number,
+            trunk_out=trunk,
+            targets=(target,),
+        )
+
+    def _from_trunk(
+        self, request: Request, trunk: Trunk, dialplan: Dialplan, tag: str
+    ) -> Plan | Response:
+        """A call from an external line: normalize its numbers, then the
+        incoming rules say which internal line rings."""
+        normalizer = dialplan.normalizer
+        caller_raw = _user_of(request.from_.uri)
+        dialled = _user_of(request.uri)
+        if dialled in (trunk.username, trunk.login) and _user_of(request.to.uri):
+            dialled = _user_of(request.to.uri)  # a registered line: the DID is in To
+        caller = normalizer.normalize_number(
+            caller_raw, direction="incoming", external_line_id=trunk.id, field="from"
+        )
+        destination = normalizer.normalize_number(
+            dialled, direction="incoming", external_line_id=trunk.id, field="request_uri"
+        )
+        plan = Plan(
+            tag=tag,
+            started=self.wallclock(),
+            direction="incoming",
+            caller_number=to_e164(caller, trunk.default_region) or caller,
+            caller_raw=caller_raw,
+            callee_number=destination,
+            callee_raw=dialled,
+            trunk_in=trunk,
+        )
+        if not self._has_room(trunk, outgoing=False):
+            return self._refuse(request, plan, 503, "Service Unavailable", "failed", "line full")
+        decision = dialplan.router.route(
+            "incoming",
+            external_line_id=trunk.id,
+            source=plan.caller_number,
+            destination=destination,
+        )
+        if (
+            decision is None
+            or decision.action.type == "ivr"
+            or decision.action.type == "external_line"
+        ):
+            return self._refuse(request, plan, 480, "Temporarily Unavailable", "failed", "no route")
+        if decision.action.type == "deny":
+            return self._refuse(request, plan, 603, "Decline", "rejected", "denied by rule")
+        callee = self.lines().by_number.get(decision.destination)
         if callee is None:
-            return refuse(404, "Not Found", "failed", "unknown number")
+            return self._refuse(request, plan, 404, "Not Found", "failed", "unknown internal line")
+        return replace(plan, callee_line=callee, record_line=callee, callee_number=callee.number)
+
+    def _has_room(self, trunk: Trunk, *, outgoing: bool) -> bool:
+        if self.trunk_calls[trunk.id] >= trunk.total_lines:
+            return False
+        return not outgoing or self.trunk_outgoing[trunk.id] < trunk.outgoing_lines
+
+    def _refuse(
+        self, request: Request, plan: Plan, status: int, reason: str, record: str, cause: str
+    ) -> Response:
+        """Answer `status` and leave the record of a call that never rang."""
+        line = plan.record_line
+        call_id = self.recorder.begin(
+            at=plan.started,
+            direction=plan.direction,
+            caller_number=plan.caller_number,
+            callee_number=plan.callee_number,
+            caller_raw=plan.caller_raw,
+            callee_raw=plan.callee_raw,
+            internal_line_id=line.id if line else None,
+            employee_id=line.employee_id if line else None,
+            sip_call_id=request.call_id,
+        )
+        self.recorder.ended(
+            call_id,
+            at=plan.started,
+            answered_at=None,
+            status=record,
+            hangup_side="system",
+            hangup_cause=cause,
+        )
+        log_event(logger, logging.INFO, "call.refused", status=status, cause=cause)
+        return self._reply(request, status, reason, to_tag=plan.tag)
+
+    def _admit(
+        self, request: Request, transaction: ServerTransaction, peer: object, plan: Plan, now: float
+    ) -> Response:
         max_forwards = request.headers.get("Max-Forwards")
         if max_forwards is not None and max_forwards.strip() == "0":
-            return refuse(483, "Too Many Hops", "failed", "too many hops")
+            return self._refuse(request, plan, 483, "Too Many Hops", "failed", "too many hops")
         try:
             offer = _sdp_of(request)
             if offer is None:
@@ -255,31 +456,49 @@ class B2bua:
             audio = _audio_of(offer)
         except SdpError as error:
             status = error.status if error.status in (415, 488) else 488
-            return refuse(status, "Not Acceptable Here", "failed", f"bad SDP: {error.reason}")
-        if self.ringing_or_talking[callee.number] >= callee.max_incoming_calls:
-            return refuse(486, "Busy Here", "busy", "incoming call limit")
-        bindings = self.location.bindings(callee.number, now)
-        if not bindings:
-            return refuse(480, "Temporarily Unavailable", "failed", "no registered device")
+            return self._refuse(
+                request, plan, status, "Not Acceptable Here", "failed", f"bad SDP: {error.reason}"
+            )
+        callee = plan.callee_line
+        if callee is not None:
+            if self.ringing_or_talking[callee.number] >= callee.max_incoming_calls:
+                return self._refuse(request, plan, 486, "Busy Here", "busy", "incoming call limit")
+            bindings = self.location.bindings(callee.number, now)
+            if not bindings:
+                return self._refuse(
+                    request, plan, 480, "Temporarily Unavailable", "failed", "no registered device"
+                )
+            plan = replace(plan, targets=tuple(self._device(b, plan) for b in bindings))
         call = Call(
             self,
-            caller=caller,
-            callee=callee,
+            plan=plan,
             invite=request,
             transaction=transaction,
             peer=peer,
-            tag=tag,
             offer=offer,
             audio=audio,
-            bindings=bindings,
             received_at=now,
-            started=started,
         )
         self.by_invite[transaction] = call
-        self.ringing_or_talking[callee.number] += 1
+        if callee is not None:
+            self.ringing_or_talking[callee.number] += 1
+        for trunk in (plan.trunk_in, plan.trunk_out):
+            if trunk is not None:
+                self.trunk_calls[trunk.id] += 1
+        if plan.trunk_out is not None:
+            self.trunk_outgoing[plan.trunk_out.id] += 1
         self.calls += 1
         self._spawn(call.setup())
         return self._reply(request, 100, to_tag=None)
+
+    def _device(self, binding: Binding, plan: Plan) -> Target:
+        return Target(
+            peer=self.sip.peer_for(binding),
+            uri=binding.uri.copy(),
+            from_user=plan.caller_number,
+            from_host=self.media_address,
+            to_user=plan.callee_number,
+        )
 
     def cancel(self, invite: ServerTransaction) -> str | None:
         """The caller cancelled `invite`: returns the To tag for the 200 to
@@ -380,20 +599,17 @@ class B2bua:
 
 @dataclass(eq=False)
 class Call:
-    """One call from an internal line to another."""
+    """One call: from an internal line or an external line, to the devices
+    of an internal line or out through an external line."""
 
     b2bua: B2bua
-    caller: Line
-    callee: Line
+    plan: Plan
     invite: Request
     transaction: ServerTransaction
     peer: object
-    tag: str
     offer: SessionDescription
     audio: _Media
-    bindings: list[Binding]
     received_at: float
-    started: datetime
     phase: Phase = Phase.SETUP
     record: str = ""
     forks: list[Fork] = field(default_factory=list)
@@ -409,13 +625,17 @@ class Call:
     _early_sdp: bytes = b""
 
     def __post_init__(self) -> None:
-        line = self.callee
+        plan = self.plan
+        line = plan.record_line
         self.record = self.b2bua.recorder.begin(
-            at=self.started,
-            caller_number=self.caller.number,
-            callee_number=self.callee.number,
-            internal_line_id=line.id,
-            employee_id=line.employee_id,
+            at=plan.started,
+            direction=plan.direction,
+            caller_number=plan.caller_number,
+            callee_number=plan.callee_number,
+            caller_raw=plan.caller_raw,
+            callee_raw=plan.callee_raw,
+            internal_line_id=line.id if line else None,
+            employee_id=line.employee_id if line else None,
             sip_call_id=self.invite.call_id,
         )
         log_event(
@@ -423,10 +643,15 @@ class Call:
             logging.INFO,
             "call.started",
             record=self.record,
-            caller=self.caller.number,
-            callee=self.callee.number,
-            devices=len(self.bindings),
+            direction=plan.direction,
+            caller=plan.caller_number,
+            callee=plan.callee_number,
+            forks=len(plan.targets),
         )
+
+    @property
+    def tag(self) -> str:
+        return self.plan.tag
 
     # --- setup and ringing ----------------------------------------------------
 
@@ -450,43 +675,81 @@ class Call:
         audio = self.audio
         self._set_remote(self.caller_leg, audio)
         offer = self._anchored(self.offer, audio, self.callee_leg)
-        for binding in self.bindings:
-            self._fork(binding, offer)
+        for target in self.plan.targets:
+            self._fork(target, offer)
         self.phase = Phase.RINGING
         if all(fork.final for fork in self.forks):  # every device failed at once
             self._all_forks_failed()
             return
         b2bua._note_setup_delay(b2bua.sip.time() - self.received_at)
         self._timer = asyncio.get_running_loop().call_later(
-            self.callee.ring_timeout, self._ring_timeout
+            self.plan.ring_timeout, self._ring_timeout
         )
 
-    def _fork(self, binding: Binding, sdp: bytes) -> None:
+    def _fork(self, target: Target, sdp: bytes) -> None:
         b2bua = self.b2bua
-        peer = b2bua.sip.peer_for(binding)
-        host = b2bua.media_address
-        caller, callee = self.caller, self.callee
         display = self.invite.from_.display_name
-        from_ = f"<sip:{caller.number}@{host}>;tag={new_tag()}"
-        if display:
+        from_ = f"<sip:{target.from_user}@{target.from_host}>;tag={new_tag()}"
+        if display and target.trunk is None:
             from_ = f"{display} {from_}"
         max_forwards = self.invite.headers.get("Max-Forwards")
         headers = Headers.of(
             ("Max-Forwards", str(min(70, int(max_forwards) - 1)) if max_forwards else "70"),
             ("From", from_),
-            ("To", f"<sip:{callee.number}@{host}>"),
+            ("To", f"<sip:{target.to_user}@{target.from_host}>"),
             ("Call-ID", new_call_id()),
             ("CSeq", "1 INVITE"),
-            ("Contact", b2bua.sip.contact(caller.number, peer)),
+            ("Contact", b2bua.sip.contact(target.from_user, target.peer)),
             ("Allow", ALLOW),
             ("User-Agent", b2bua.user_agent),
             ("Content-Type", "application/sdp"),
         )
-        request = Request("INVITE", binding.uri.copy(), headers, sdp)
-        fork = Fork(peer, request)
+        request = Request("INVITE", target.uri.copy(), headers, sdp)
+        fork = Fork(target.peer, request, trunk=target.trunk)
         self.forks.append(fork)
         b2bua.dialogs[(request.call_id, request.from_.tag or "")] = self
-        b2bua.sip.send_request(request, peer, lambda txn, r: self._fork_response(fork, txn, r))
+        self._send_fork(fork)
+
+    def _send_fork(self, fork: Fork) -> None:
+        self.b2bua.sip.send_request(
+            fork.request, fork.peer, lambda txn, r: self._fork_response(fork, txn, r)
+        )
+
+    def _authenticate(self, fork: Fork, response: Response) -> bool:
+        """Answer an external line's 401/407 with its login, once."""
+        trunk = fork.trunk
+        if trunk is None or fork.authenticated or self.phase is not Phase.RINGING:
+            return False
+        proxy = response.status == 407
+        try:
+            challenge = select_challenge(
+                [
+                    parse_challenge(value)
+                    for value in response.headers.get_all(
+                        "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+                    )
+                ]
+            )
+        except (DigestError, ValueError):
+            return False
+        old = fork.request
+        credentials = answer_challenge(
+            challenge,
+            method="INVITE",
+            uri=str(old.uri),
+            username=trunk.login or trunk.username,
+            password=trunk.password,
+        )
+        headers = Headers([f for f in old.headers._fields if f[0] != "via"])
+        headers.set("CSeq", f"{old.cseq.seq + 1} INVITE")
+        headers.add(
+            "Proxy-Authorization" if proxy else "Authorization", credentials.to_header_value()
+        )
+        fork.request = Request("INVITE", old.uri.copy(), headers, old.body)
+        fork.authenticated = True
+        fork.provisional = False
+        self._send_fork(fork)
+        return True
 
     def _fork_response(
         self, fork: Fork, transaction: ClientTransaction, response: Response
@@ -500,6 +763,8 @@ class Call:
                     self._send_cancel(fork)
             if status > 100 and self.phase is Phase.RINGING and not fork.cancelled:
                 self._ringing(response)
+            return
+        if status in (401, 407) and self._authenticate(fork, response):
             return
         fork.final = status
         if status >= 300:
@@ -530,7 +795,7 @@ class Call:
                 body = self._early_sdp = self._anchored(sdp, audio, self.caller_leg)
             except (SdpError, MediaError):
                 body = b""
-        headers = [("Contact", self.b2bua.sip.contact(self.callee.number, self.peer))]
+        headers = [("Contact", self.b2bua.sip.contact(self.plan.callee_number, self.peer))]
         if body:
             headers.append(("Content-Type", "application/sdp"))
         self._respond_caller(response.status, response.reason, headers=headers, body=body)
@@ -570,16 +835,16 @@ class Call:
         self._timer_cancel()
         self.answered_at = b2bua.wallclock()
         self.phase = Phase.ANSWERED
-        contact = ("Contact", b2bua.sip.contact(self.callee.number, self.peer))
+        contact = ("Contact", b2bua.sip.contact(self.plan.callee_number, self.peer))
         ok = self._respond_caller(200, "OK", headers=[contact, *self._sdp_headers()], body=body)
         if ok is not None:
             self._until_acked(caller, self.transaction, ok)
         b2bua.by_invite.pop(self.transaction, None)
         b2bua.recorder.answered(self.record, self.answered_at)
         log_event(logger, logging.INFO, "call.answered", record=self.record)
-        if self.callee.max_talk_duration > 0:
+        if self.plan.max_talk_duration > 0:
             self._timer = asyncio.get_running_loop().call_later(
-                self.callee.max_talk_duration, self._talk_limit
+                self.plan.max_talk_duration, self._talk_limit
             )
 
     def _refuse_late_answer(self, fork: Fork, response: Response) -> None:
@@ -839,9 +1104,14 @@ class Call:
             hangup_cause=cause,
         )
         b2bua.by_invite.pop(self.transaction, None)
-        b2bua.ringing_or_talking[self.callee.number] -= 1
-        if b2bua.ringing_or_talking[self.callee.number] <= 0:
-            del b2bua.ringing_or_talking[self.callee.number]
+        plan = self.plan
+        if plan.callee_line is not None:
+            _release(b2bua.ringing_or_talking, plan.callee_line.number)
+        for trunk in (plan.trunk_in, plan.trunk_out):
+            if trunk is not None:
+                _release(b2bua.trunk_calls, trunk.id)
+        if plan.trunk_out is not None:
+            _release(b2bua.trunk_outgoing, plan.trunk_out.id)
         log_event(
             logger, logging.INFO, "call.ended", record=self.record, status=record, cause=cause
         )
@@ -908,11 +1178,26 @@ class Call:
         return [("Content-Type", "application/sdp")]
 
     def _our_contact_uri(self) -> URI:
-        return parse_name_addr(self.b2bua.sip.contact(self.callee.number, self.peer)).uri
+        return parse_name_addr(self.b2bua.sip.contact(self.plan.callee_number, self.peer)).uri
 
     def _user_for(self, side: Side) -> str:
-        return self.callee.number if side.role == "caller" else self.caller.number
+        plan = self.plan
+        return plan.callee_number if side.role == "caller" else plan.caller_number
 
 
 def _ignore(_: ClientTransaction, __: Response) -> None:
     """For requests whose answer changes nothing (BYE, CANCEL)."""
+
+
+def _user_of(uri: object) -> str:
+    return getattr(uri, "user_unescaped", None) or ""
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _release(counter: Counter[K], key: K) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
