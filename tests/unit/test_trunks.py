@@ -26,13 +26,16 @@ TRUNK = Trunk(
 class Provider:
     """A registrar that challenges with digest and grants `expires`."""
 
-    def __init__(self, *, password: str = PASSWORD, expires: int = 120) -> None:
+    def __init__(
+        self, *, password: str = PASSWORD, expires: int = 120, proxy: bool = False
+    ) -> None:
         self.digest = DigestServer("provider.example", algorithms=["MD5"])
         self.password = password
         self.expires = expires
+        self.proxy = proxy
 
     def answer(self, request: Request, now: float) -> Response:
-        value = request.headers.get("Authorization")
+        value = request.headers.get("Proxy-Authorization" if self.proxy else "Authorization")
         if value is not None:
             credentials = parse_credentials(value)
             result = self.digest.verify(
@@ -49,9 +52,14 @@ class Provider:
         challenge = self.digest.challenge(now)[0]
         return make_response(
             request,
-            401,
+            407 if self.proxy else 401,
             to_tag="prov",
-            headers=[("WWW-Authenticate", challenge.to_header_value())],
+            headers=[
+                (
+                    "Proxy-Authenticate" if self.proxy else "WWW-Authenticate",
+                    challenge.to_header_value(),
+                )
+            ],
         )
 
 
@@ -164,3 +172,9 @@ def test_a_provider_may_send_from_its_server_or_its_alternative_networks() -> No
     assert trunk.sends_from("127.0.0.9")
     assert not trunk.sends_from("127.0.0.3")
     assert not trunk.sends_from("not-an-address")
+
+
+def test_a_proxy_challenge_is_answered_with_proxy_authorization() -> None:
+    registration = new_registration()
+    register(registration, Provider(proxy=True), now=0.0)
+    assert registration.state is State.REGISTERED
