@@ -23,6 +23,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "tests" / "integration" / "scenarios"
@@ -43,7 +46,9 @@ def sipp_client(
     scenario: str = "options.xml",
     extra: tuple[str, ...] = (),
 ) -> dict[str, float]:
-    stat_file = workdir / f"client-{port}-{scenario}.csv"
+    local_port = free_port()
+    # `scenario` may also be a path (SCENARIOS / an absolute path is that path).
+    stat_file = workdir / f"client-{port}-{local_port}-{Path(scenario).name}.csv"
     calls = rate * seconds
     started = time.monotonic()
     subprocess.run(
@@ -55,7 +60,7 @@ def sipp_client(
             "-i",
             "127.0.0.1",
             "-p",
-            str(free_port()),
+            str(local_port),
             "-mp",
             str(free_port()),
             "-m",
@@ -164,6 +169,21 @@ def start_callbridge(workdir: Path, **settings: str) -> tuple[subprocess.Popen[b
     raise RuntimeError("callbridge did not start:\n" + log.read_text())
 
 
+def create_lines(http_port: int, admin_password: str, lines: list[dict[str, Any]]) -> None:
+    """Sign in as `admin` and create each internal line (the API's JSON body)."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=10) as api:
+        token = api.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": admin_password}
+        ).json()["token"]
+        for line in lines:
+            api.post(
+                "/api/v1/internal-lines", json=line, headers={"Authorization": f"Bearer {token}"}
+            ).raise_for_status()
+        api.post(
+            "/api/v1/config/apply", headers={"Authorization": f"Bearer {token}"}
+        ).raise_for_status()
+
+
 def stop_callbridge(server: subprocess.Popen[bytes]) -> None:
     server.send_signal(signal.SIGTERM)
     server.wait(timeout=10)
@@ -211,9 +231,11 @@ def compare(
     reference_name: str,
     reference: Target,
     callbridge: Target,
+    ratio_of: str = "answered_per_s",
 ) -> None:
     """Parse --rate/--seconds, run the reference then callbridge with the same
-    SIPp client, and print both results and their ratio as JSON lines."""
+    SIPp client, and print both results and the ratio of their `ratio_of` as
+    JSON lines."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rate", type=int, default=rate)
     parser.add_argument("--seconds", type=int, default=seconds)
@@ -226,7 +248,7 @@ def compare(
         ours = callbridge(args.rate, args.seconds, workdir)
     print(json.dumps({"target": reference_name, **ref}))
     print(json.dumps({"target": "callbridge", **ours}))
-    ratio = ours["answered_per_s"] / max(ref["answered_per_s"], 1)
+    ratio = ours[ratio_of] / max(ref[ratio_of], 1)
     print(json.dumps({"callbridge_vs_reference": round(ratio, 3)}))
 
 

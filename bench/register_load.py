@@ -57,6 +57,9 @@ def callbridge(rate: int, seconds: int, workdir: Path) -> dict[str, float]:
                 json={"number": "101", "username": "alice", "password": LINE_PASSWORD},
                 headers={"Authorization": f"Bearer {token}"},
             ).raise_for_status()
+            api.post(
+                "/api/v1/config/apply", headers={"Authorization": f"Bearer {token}"}
+            ).raise_for_status()
         return measure(
             server,
             lambda: sipp_client(

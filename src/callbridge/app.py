@@ -21,12 +21,12 @@ from .media.ports import RtpPortAllocator
 from .pbx.auth import DROP, Authenticator, Drop
 from .pbx.b2bua import B2bua, ResponseHandler
 from .pbx.calls import CallRecorder
-from .pbx.dialplan import load_dialplan
+from .pbx.config import InvalidConfig, apply_staged, latest, running_config
 from .pbx.guard import FloodGuard, GuardPolicy
-from .pbx.lines import Lines, load_lines
+from .pbx.lines import Lines
 from .pbx.location import StoredLocation
 from .pbx.registrar import Binding, Location, MemoryLocation, Registrar, RegistrarPolicy
-from .pbx.trunks import Trunks, load_trunks
+from .pbx.trunks import Trunks
 from .pbx.ua import UserAgent
 from .settings import Settings
 from .sip import Limits, Message, Request, Response, make_response
@@ -50,6 +50,7 @@ from .sip.transaction import (
 from .sip.uri import SipURI
 from .store import Database, create_database
 from .store.accounts import ensure_admin
+from .store.models import ConfigVersion
 from .transport import Address, Transport, TransportError, TransportLayer
 
 logger = logging.getLogger("callbridge.sip")
@@ -364,8 +365,7 @@ class HttpService:
         settings: Settings,
         database: Database,
         *,
-        on_lines_changed: Callable[[], Awaitable[None]] | None = None,
-        on_config_changed: Callable[[], Awaitable[None]] | None = None,
+        on_apply: Callable[[ConfigVersion], Awaitable[None]] | None = None,
         registration_state: Callable[[int], Mapping[str, str | None]] | None = None,
         guard: FloodGuard | None = None,
         location: Location | None = None,
@@ -374,8 +374,7 @@ class HttpService:
             create_app(
                 settings,
                 database,
-                on_lines_changed=on_lines_changed,
-                on_config_changed=on_config_changed,
+                on_apply=on_apply,
                 registration_state=registration_state,
                 guard=guard,
                 location=location,
@@ -427,6 +426,21 @@ async def open_database(settings: Settings) -> Database:
     return database
 
 
+async def current_version(database: Database) -> ConfigVersion:
+    """The version to run: the last one applied; on the first start, the
+    staged set applied as version 1 (an empty one if it cannot run)."""
+    async with database.session() as session:
+        version = await latest(session)
+        if version is not None:
+            return version
+        try:
+            return await apply_staged(session, by=None, source="start")
+        except InvalidConfig as error:
+            log_event(logger, logging.WARNING, "config.not_applied", problems=len(error.problems))
+            await session.rollback()
+            return ConfigVersion(id=0, source="empty", snapshot={})
+
+
 def tune_garbage_collector() -> None:
     """Every SIP message is a few dozen small objects that die young; the
     default thresholds would run the collector every few hundred messages and
@@ -472,27 +486,25 @@ async def run(settings: Settings) -> int:
 
     trunks = Trunks(service)
 
-    async def reload_lines() -> None:
-        service.use_lines(await load_lines(database))
-
-    async def reload_trunks() -> None:
-        loaded = await load_trunks(database)
-        trunks.use(loaded)
-        b2bua.dialplan = await load_dialplan(database, loaded)
+    async def run_config(version: ConfigVersion) -> None:
+        """Swap in an applied version: calls in progress keep what they began with."""
+        config = await running_config(version)
+        service.use_lines(config.lines)
+        b2bua.dialplan = config.dialplan
+        trunks.use(config.trunks)
+        log_event(logger, logging.INFO, "config.running", version=config.version)
 
     http = HttpService(
         settings,
         database,
-        on_lines_changed=reload_lines,
-        on_config_changed=reload_trunks,
+        on_apply=run_config,
         registration_state=trunks.state,
         guard=service.guard,
         location=location,
     )
     try:
-        await reload_lines()
         await service.start()
-        await reload_trunks()
+        await run_config(await current_version(database))
         restored = await location.load()
         log_event(logger, logging.INFO, "pbx.bindings_restored", count=restored)
         location.start()

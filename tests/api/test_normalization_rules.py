@@ -4,13 +4,9 @@ neither, references that must exist, paging in priority order, and roles."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
-
-from callbridge.api import create_app
 
 from .conftest import Api
 
@@ -229,31 +225,3 @@ async def test_an_unknown_rule_is_404(api: Api) -> None:
     for method in ("GET", "PATCH", "DELETE"):
         answer = await api.client.request(method, f"{URL}/999", json={}, headers=api.auth())
         assert answer.status_code == 404
-
-
-@pytest.fixture
-async def hooked(api: Api) -> AsyncIterator[tuple[httpx.AsyncClient, list[str]]]:
-    calls: list[str] = []
-
-    async def config_changed() -> None:
-        calls.append("changed")
-
-    app = create_app(api.settings, api.database, on_config_changed=config_changed)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as client:
-        yield client, calls
-
-
-async def test_every_write_and_only_a_write_reaches_the_sip_side(
-    api: Api, hooked: tuple[httpx.AsyncClient, list[str]]
-) -> None:
-    client, calls = hooked
-    created = await client.post(URL, json=rule(), headers=api.auth())
-    url = f"{URL}/{created.json()['id']}"
-    await client.patch(url, json={"priority": 5}, headers=api.auth())
-    await client.delete(url, headers=api.auth())
-    assert len(calls) == 3
-    await client.post(URL, json=rule(match="("), headers=api.auth())
-    await client.get(URL, headers=api.auth())
-    assert len(calls) == 3

@@ -202,6 +202,7 @@ def create_lines(server: Server) -> None:
                 "/api/v1/internal-lines",
                 json={"number": number, "username": username, "password": password},
             ).raise_for_status()
+        api.post("/api/v1/config/apply").raise_for_status()
 
 
 def line_account(server: Server, line: tuple[str, str, str]) -> str:

@@ -102,8 +102,15 @@ class Pbx:
                     **limits,
                 },
             )
-        assert created.status_code == 201, created.text
+            assert created.status_code == 201, created.text
+            self.apply(api)
         return int(created.json()["id"])
+
+    @staticmethod
+    def apply(api: httpx.Client) -> None:
+        """Apply the staged lines and rules (edits reach calls only then)."""
+        applied = api.post("/api/v1/config/apply")
+        assert applied.status_code == 200, applied.text
 
     def register(self, line: Line, port: int) -> None:
         """Register a device of `line` whose Contact is 127.0.0.1:`port`."""
@@ -689,3 +696,22 @@ def test_a_call_is_recorded_on_postgresql(
     [record] = pbx.calls(1)
     _assert_record(record, status="answered", caller=ALICE, callee=BOB.number)
     assert record["hangup_side"] == "caller", record
+
+
+def test_an_apply_during_a_call_leaves_the_call_on_the_settings_it_began_with(
+    pbx: Pbx,
+) -> None:
+    pbx.line(ALICE)
+    bob = pbx.line(BOB)
+    callee = pbx.device(BOB, "call_uas_answer.xml")
+    caller = pbx.call(ALICE, BOB.number, "call_uac.xml", talk_ms=3000)
+    _wait_for(caller, _first("received", method="INVITE", status=200), "the answer")
+    # A talk limit of 1 s applied mid-call does not cut the call that runs.
+    with pbx.api() as api:
+        changed = api.patch(f"/api/v1/internal-lines/{bob}", json={"max_talk_duration": 1})
+        assert changed.status_code == 200, changed.text
+        pbx.apply(api)
+    _assert_succeeded(caller, callee, pbx=pbx)
+    [record] = pbx.calls(1)
+    assert (record["status"], record["hangup_side"]) == ("answered", "caller"), record
+    assert record["talk_seconds"] >= 3, record

@@ -42,6 +42,7 @@ def create_line(srv: Server) -> None:
             "/api/v1/internal-lines",
             json={"number": "101", "username": "alice", "password": LINE_PASSWORD},
         ).raise_for_status()
+        api.post("/api/v1/config/apply").raise_for_status()
 
 
 @pytest.fixture

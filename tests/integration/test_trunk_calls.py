@@ -41,7 +41,8 @@ def external_line(pbx: Pbx, port: int, **fields: Any) -> int:  # noqa: F811 - th
                 **fields,
             },
         )
-    assert created.status_code == 201, created.text
+        assert created.status_code == 201, created.text
+        pbx.apply(api)
     line_id: int = created.json()["id"]
     return line_id
 
@@ -49,7 +50,8 @@ def external_line(pbx: Pbx, port: int, **fields: Any) -> int:  # noqa: F811 - th
 def rule(pbx: Pbx, path: str, body: dict[str, Any]) -> None:  # noqa: F811 - the fixture's name
     with pbx.api() as api:
         created = api.post(path, json=body)
-    assert created.status_code == 201, created.text
+        assert created.status_code == 201, created.text
+        pbx.apply(api)
 
 
 def route_incoming_to(pbx: Pbx, number: str) -> None:  # noqa: F811 - the fixture's name
@@ -59,7 +61,8 @@ def route_incoming_to(pbx: Pbx, number: str) -> None:  # noqa: F811 - the fixtur
             f"/api/v1/routing-rules/{default['id']}",
             json={"action": {"type": "internal_line", "target": number}},
         )
-    assert changed.status_code == 200, changed.text
+        assert changed.status_code == 200, changed.text
+        pbx.apply(api)
 
 
 def test_a_customers_call_reaches_the_employee_with_the_number_in_e164(pbx: Pbx) -> None:  # noqa: F811

@@ -85,6 +85,7 @@ def test_an_external_line_registers_with_its_provider(
                 },
             )
             assert created.status_code == 201, created.text
+            client.post("/api/v1/config/apply").raise_for_status()
             line = registration_of(client, created.json()["id"], until=state)
         assert (line["registration_state"], line["registration_reason"]) == (state, reason)
         assert password not in pbx.log()

@@ -12,9 +12,11 @@ from ..pbx.guard import FloodGuard
 from ..pbx.registrar import Location
 from ..settings import Settings
 from ..store import Database
+from ..store.models import ConfigVersion
 from . import (
     auth,
     calls,
+    config,
     external_lines,
     internal_lines,
     normalization_rules,
@@ -29,16 +31,15 @@ def create_app(
     settings: Settings,
     database: Database,
     *,
-    on_lines_changed: Callable[[], Awaitable[None]] | None = None,
+    on_apply: Callable[[ConfigVersion], Awaitable[None]] | None = None,
     guard: FloodGuard | None = None,
     location: Location | None = None,
     sip_clock: Callable[[], float] | None = None,
-    on_config_changed: Callable[[], Awaitable[None]] | None = None,
     registration_state: Callable[[int], Mapping[str, str | None]] | None = None,
 ) -> FastAPI:
-    """The API over `database` (migrated by the caller); `on_lines_changed`
-    is awaited after every write to internal lines, `on_config_changed` after
-    every write to external lines, routing and normalization rules. `guard`
+    """The API over `database` (migrated by the caller). Edits to lines and
+    rules are staged; `on_apply(version)` is awaited when a version is
+    applied (`/config/apply`, or a rollback) and runs it. `guard`
     (shown under /security) and `location` (each line's registrations) are
     the SIP side's, and `sip_clock` is the monotonic clock they count in.
     `registration_state(external_line_id)` gives `{"state": "registered" |
@@ -53,14 +54,12 @@ def create_app(
     )
     app.state.settings = settings
     app.state.database = database
-    if on_lines_changed is not None:
-        app.state.lines_changed = on_lines_changed
+    if on_apply is not None:
+        app.state.apply_config = on_apply
     app.state.guard = guard
     app.state.location = location
     if sip_clock is not None:
         app.state.sip_clock = sip_clock
-    if on_config_changed is not None:
-        app.state.config_changed = on_config_changed
     if registration_state is not None:
         app.state.registration_state = registration_state
     app.add_exception_handler(RequestValidationError, validation_error_handler)
@@ -72,6 +71,7 @@ def create_app(
     v1.include_router(external_lines.router)
     v1.include_router(routing_rules.router)
     v1.include_router(normalization_rules.router)
+    v1.include_router(config.router)
     v1.include_router(calls.router)
     v1.include_router(security.router)
     app.include_router(v1)

@@ -3,7 +3,7 @@ the signed-in user with the role a route asks for."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
@@ -29,20 +29,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def _nothing() -> None:
-    return None
-
-
-def get_lines_changed(request: Request) -> Callable[[], Awaitable[None]]:
-    """What to call after a write to internal lines: the SIP side reloads
-    its snapshot of them (nothing when the API runs alone)."""
-    hook: Callable[[], Awaitable[None]] = getattr(request.app.state, "lines_changed", _nothing)
-    return hook
-
-
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-LinesChanged = Annotated[Callable[[], Awaitable[None]], Depends(get_lines_changed)]
 
 
 def _unauthorized() -> HTTPException:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -35,17 +35,6 @@ RegistrationStateName = Literal["registered", "registering", "failed", "unregist
 RegistrationStateHook = Callable[[int], Mapping[str, str | None]]
 
 
-async def _nothing() -> None:
-    return None
-
-
-def get_config_changed(request: Request) -> Callable[[], Awaitable[None]]:
-    """What to call after a write to external lines, routing or normalization
-    rules (nothing when the API runs alone)."""
-    hook: Callable[[], Awaitable[None]] = getattr(request.app.state, "config_changed", _nothing)
-    return hook
-
-
 def _unregistered(_line_id: int) -> Mapping[str, str | None]:
     return {"state": "unregistered", "reason": None}
 
@@ -56,7 +45,6 @@ def get_registration_state(request: Request) -> RegistrationStateHook:
     return hook
 
 
-ConfigChanged = Annotated[Callable[[], Awaitable[None]], Depends(get_config_changed)]
 RegistrationState = Annotated[RegistrationStateHook, Depends(get_registration_state)]
 
 
@@ -335,7 +323,6 @@ async def create_line(
     session: SessionDep,
     _user: Writer,
     registration: RegistrationState,
-    config_changed: ConfigChanged,
 ) -> ExternalLineOut:
     password = "" if body.password is None else body.password.get_secret_value()
     outgoing = body.total_lines if body.outgoing_lines is None else body.outgoing_lines
@@ -364,7 +351,6 @@ async def create_line(
     )
     session.add(line)
     await _commit(session, body.code)
-    await config_changed()
     return _out(line, registration)
 
 
@@ -382,7 +368,6 @@ async def update_line(
     session: SessionDep,
     _user: Writer,
     registration: RegistrationState,
-    config_changed: ConfigChanged,
 ) -> ExternalLineOut:
     line = await get_line(session, line_id)
     changes = body.model_dump(exclude_unset=True, exclude={"password"}, by_alias=True)
@@ -400,15 +385,12 @@ async def update_line(
         setattr(line, name, value)
     line.password = password
     await _commit(session, changes.get("code"))
-    await config_changed()
     await session.refresh(line)
     return _out(line, registration)
 
 
 @router.delete("/{line_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
-async def delete_line(
-    line_id: int, session: SessionDep, _user: Writer, config_changed: ConfigChanged
-) -> Response:
+async def delete_line(line_id: int, session: SessionDep, _user: Writer) -> Response:
     line = await get_line(session, line_id)
     users = await _users_of(session, line.id)
     if users:
@@ -428,7 +410,6 @@ async def delete_line(
             f"external line {line_id} is used by {await _users_of(session, line_id)}: "
             "change or delete them first",
         ) from None
-    await config_changed()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

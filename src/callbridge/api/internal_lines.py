@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..pbx.registrar import Location
 from ..store import Employee, InternalLine, User
-from .deps import LinesChanged, SessionDep, SettingsDep, require_role
+from .deps import SessionDep, SettingsDep, require_role
 from .errors import FieldError, conflict, not_found_reference
 
 router = APIRouter(prefix="/internal-lines", tags=["internal lines"])
@@ -153,7 +153,6 @@ async def create_line(
     session: SessionDep,
     settings: SettingsDep,
     _user: Writer,
-    lines_changed: LinesChanged,
 ) -> InternalLineOut:
     await _check_employee(session, body.employee_id)
     await _check_unique(session, number=body.number, username=body.username)
@@ -170,7 +169,6 @@ async def create_line(
     line.set_password(body.password.get_secret_value(), settings.sip_realm)
     session.add(line)
     await _commit(session, number=body.number, username=body.username)
-    await lines_changed()
     return InternalLineOut.model_validate(line)
 
 
@@ -228,7 +226,6 @@ async def update_line(
     session: SessionDep,
     settings: SettingsDep,
     _user: Writer,
-    lines_changed: LinesChanged,
 ) -> InternalLineOut:
     line = await _get(session, line_id)
     changes = body.model_dump(exclude_unset=True, exclude={"password"})
@@ -244,18 +241,14 @@ async def update_line(
     if body.password is not None:
         line.set_password(body.password.get_secret_value(), settings.sip_realm)
     await _commit(session, number=changes.get("number"), username=changes.get("username"))
-    await lines_changed()
     await session.refresh(line)
     return InternalLineOut.model_validate(line)
 
 
 @router.delete("/{line_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
-async def delete_line(
-    line_id: int, session: SessionDep, _user: Writer, lines_changed: LinesChanged
-) -> Response:
+async def delete_line(line_id: int, session: SessionDep, _user: Writer) -> Response:
     await session.delete(await _get(session, line_id))
     await session.commit()
-    await lines_changed()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -25,7 +25,7 @@ from ..store import User
 from ..store.models import ExternalLine, NormalizationRule
 from .deps import SessionDep, require_role
 from .errors import not_found_reference
-from .external_lines import ConfigChanged, invalid, not_null
+from .external_lines import invalid, not_null
 
 router = APIRouter(prefix="/normalization-rules", tags=["normalization rules"])
 
@@ -158,7 +158,6 @@ async def create_rule(
     body: NormalizationRuleCreate,
     session: SessionDep,
     _user: Writer,
-    config_changed: ConfigChanged,
 ) -> NormalizationRuleOut:
     _check_method(body.method, body.match, body.replacement)
     await _check_line(session, body.external_line_id)
@@ -174,7 +173,6 @@ async def create_rule(
     )
     session.add(rule)
     await _commit(session, body.external_line_id)
-    await config_changed()
     return NormalizationRuleOut.model_validate(rule)
 
 
@@ -189,7 +187,6 @@ async def update_rule(
     body: NormalizationRuleUpdate,
     session: SessionDep,
     _user: Writer,
-    config_changed: ConfigChanged,
 ) -> NormalizationRuleOut:
     rule = await _get(session, rule_id)
     changes = body.model_dump(exclude_unset=True)
@@ -207,18 +204,14 @@ async def update_rule(
     for name, value in changes.items():
         setattr(rule, name, value)
     await _commit(session, external_line_id)
-    await config_changed()
     await session.refresh(rule)
     return NormalizationRuleOut.model_validate(rule)
 
 
 @router.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
-async def delete_rule(
-    rule_id: int, session: SessionDep, _user: Writer, config_changed: ConfigChanged
-) -> Response:
+async def delete_rule(rule_id: int, session: SessionDep, _user: Writer) -> Response:
     await session.delete(await _get(session, rule_id))
     await session.commit()
-    await config_changed()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -32,7 +32,7 @@ from ..store import InternalLine, User
 from ..store.models import ExternalLine, RoutingRule
 from .deps import SessionDep, require_role
 from .errors import not_found_reference
-from .external_lines import ConfigChanged, invalid, not_null
+from .external_lines import invalid, not_null
 
 router = APIRouter(prefix="/routing-rules", tags=["routing rules"])
 
@@ -227,7 +227,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=_RESPONSES)
 async def create_rule(
-    body: RoutingRuleCreate, session: SessionDep, _user: Writer, config_changed: ConfigChanged
+    body: RoutingRuleCreate, session: SessionDep, _user: Writer
 ) -> RoutingRuleOut:
     await _check_references(session, body.external_line_id, body.action)
     rule = RoutingRule(
@@ -244,7 +244,6 @@ async def create_rule(
     )
     session.add(rule)
     await _commit(session, body.external_line_id, body.action)
-    await config_changed()
     return _out(rule)
 
 
@@ -259,7 +258,6 @@ async def update_rule(
     body: RoutingRuleUpdate,
     session: SessionDep,
     _user: Writer,
-    config_changed: ConfigChanged,
 ) -> RoutingRuleOut:
     rule = await _get(session, rule_id)
     changes = body.model_dump(exclude_unset=True, exclude={"action"})
@@ -280,15 +278,12 @@ async def update_rule(
         target = body.action.target
         rule.action_target = None if target is None else str(target)
     await _commit(session, external_line_id, body.action)
-    await config_changed()
     await session.refresh(rule)
     return _out(rule)
 
 
 @router.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
-async def delete_rule(
-    rule_id: int, session: SessionDep, _user: Writer, config_changed: ConfigChanged
-) -> Response:
+async def delete_rule(rule_id: int, session: SessionDep, _user: Writer) -> Response:
     rule = await _get(session, rule_id)
     if rule.is_default:
         raise HTTPException(
@@ -298,7 +293,6 @@ async def delete_rule(
         )
     await session.delete(rule)
     await session.commit()
-    await config_changed()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

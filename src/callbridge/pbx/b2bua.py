@@ -400,8 +400,9 @@ class B2bua:
         )
         if (
             decision is None
-            or decision.action.type == "ivr"
-            or decision.action.type == "external_line"
+            # The default rule before an admin points it at a line.
+            or (decision.rule.is_default and not decision.action.target)
+            or decision.action.type in ("ivr", "external_line")
         ):
             return self._refuse(request, plan, 480, "Temporarily Unavailable", "failed", "no route")
         if decision.action.type == "deny":

@@ -9,10 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from sqlalchemy import select
-
 from ..logs import log_event
-from ..store import Database
 from ..store.models import NormalizationRule as NormalizationRow
 from ..store.models import RoutingRule as RoutingRow
 from .normalize import NormalizationError, NormalizationRule, Normalizer
@@ -53,12 +50,14 @@ class Dialplan:
         )
 
 
-async def load_dialplan(database: Database, trunks: Iterable[Trunk]) -> Dialplan:
-    """The rules from the store with `trunks`. A rule the store holds but that
-    no longer compiles is left out and logged, never fatal."""
-    async with database.session() as session:
-        routing_rows = (await session.scalars(select(RoutingRow))).all()
-        normalization_rows = (await session.scalars(select(NormalizationRow))).all()
+def dialplan_of(
+    trunks: Iterable[Trunk],
+    routing_rows: Iterable[RoutingRow],
+    normalization_rows: Iterable[NormalizationRow],
+) -> Dialplan:
+    """The dialplan of `trunks` and the rules the rows hold. A rule that does
+    not compile (validation keeps such rules out of an apply) is left out and
+    logged, never fatal."""
     routing = []
     for row in routing_rows:
         try:

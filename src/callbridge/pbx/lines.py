@@ -8,9 +8,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from sqlalchemy import select
-
-from ..store import Database
 from ..store.models import InternalLine
 
 
@@ -56,10 +53,8 @@ class Lines:
         return len(self.by_username)
 
 
-async def load_lines(database: Database) -> Lines:
-    """Read every internal line from the store into a new snapshot."""
-    async with database.session() as session:
-        rows = (await session.scalars(select(InternalLine))).all()
+def lines_of(rows: Iterable[InternalLine]) -> Lines:
+    """A snapshot of the internal lines `rows` hold."""
     return Lines.of(
         Line(
             number=row.number,

@@ -18,14 +18,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from sqlalchemy import select
-
 from ..logs import log_event
 from ..sip import Headers, Request, Response
 from ..sip.digest import DigestError, answer_challenge, parse_challenge, select_challenge
 from ..sip.transaction import ClientTransaction, new_call_id, new_tag
 from ..sip.uri import parse_uri
-from ..store import Database
 from ..store.models import ExternalLine
 
 logger = logging.getLogger("callbridge.trunks")
@@ -354,11 +351,9 @@ class Trunks:
         self._send(registration, registration.timer(self.sip.time()))
 
 
-async def load_trunks(database: Database) -> list[Trunk]:
-    """Every external line from the store, its server resolved (a name that
+async def trunks_of(rows: Iterable[ExternalLine]) -> list[Trunk]:
+    """The external lines `rows` hold, each server resolved (a name that
     does not resolve leaves `address` None: the line cannot register)."""
-    async with database.session() as session:
-        rows = (await session.scalars(select(ExternalLine))).all()
     loop = asyncio.get_running_loop()
     trunks = []
     for row in rows:

@@ -5,7 +5,7 @@ normalization rules."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
@@ -333,3 +333,18 @@ class NormalizationRule(Base):
     replacement: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ConfigVersion(Base):
+    """One applied configuration: the whole set of internal lines, external
+    lines, routing and normalization rules as it was swapped in, so any
+    version can be applied again (rollback)."""
+
+    __tablename__ = "config_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    applied_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    applied_by: Mapped[str | None] = mapped_column(String(64))
+    # "apply", "start" (the first start), or "rollback to N".
+    source: Mapped[str] = mapped_column(String(64))
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -1,0 +1,127 @@
+"""`/api/v1/config`: apply the staged lines and rules as one version, list
+the applied versions, and apply an earlier one again (rollback).
+
+Edits through the other routes are staged: nothing reaches calls until an
+admin applies them, and an apply that finds a problem changes nothing and
+names every object and field at fault."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from ..pbx.config import InvalidConfig, apply_staged, stage_version, summary
+from ..store import User
+from ..store.models import ConfigVersion
+from .deps import SessionDep, require_role
+
+router = APIRouter(prefix="/config", tags=["configuration"])
+
+Reader = Annotated[User, Depends(require_role("admin", "supervisor"))]
+Writer = Annotated[User, Depends(require_role("admin"))]
+
+
+class VersionOut(BaseModel):
+    id: int
+    applied_at: datetime
+    applied_by: str | None
+    source: str
+    counts: dict[str, int]
+
+
+class VersionPage(BaseModel):
+    items: list[VersionOut]
+    total: int
+
+
+async def _nothing(_: ConfigVersion) -> None:
+    return None
+
+
+def get_apply(request: Request) -> Callable[[ConfigVersion], Awaitable[None]]:
+    """What runs an applied version (the SIP side's; nothing without one)."""
+    hook: Callable[[ConfigVersion], Awaitable[None]] = getattr(
+        request.app.state, "apply_config", _nothing
+    )
+    return hook
+
+
+Runner = Annotated[Callable[[ConfigVersion], Awaitable[None]], Depends(get_apply)]
+
+
+def _refused(error: InvalidConfig) -> JSONResponse:
+    return JSONResponse(
+        status_code=422,
+        content={
+            "detail": [
+                {"object": p.object, "id": p.id, "field": p.field, "problem": p.problem}
+                for p in error.problems
+            ]
+        },
+    )
+
+
+@router.post(
+    "/apply",
+    response_model=VersionOut,
+    responses={422: {"description": "The staged set cannot run; nothing changed."}},
+)
+async def apply(session: SessionDep, user: Writer, run: Runner) -> Any:
+    """Check the staged lines and rules as a whole and swap them in."""
+    try:
+        version = await apply_staged(session, by=user.username)
+    except InvalidConfig as error:
+        return _refused(error)
+    await run(version)
+    return summary(version)
+
+
+@router.get("/versions", response_model=VersionPage)
+async def list_versions(
+    session: SessionDep,
+    _user: Reader,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Applied versions, newest first."""
+    total = await session.scalar(select(func.count()).select_from(ConfigVersion)) or 0
+    rows = await session.scalars(
+        select(ConfigVersion).order_by(ConfigVersion.id.desc()).limit(limit).offset(offset)
+    )
+    return {"items": [summary(v) for v in rows], "total": total}
+
+
+@router.post(
+    "/versions/{version_id}/apply",
+    response_model=VersionOut,
+    responses={404: {"description": "No such version."}, 422: {"description": "Cannot run."}},
+)
+async def reapply(version_id: int, session: SessionDep, user: Writer, run: Runner) -> Any:
+    """Roll back: make version `version_id` the staged set and apply it as a
+    new version. Staged edits not applied yet are discarded."""
+    old = await session.get(ConfigVersion, version_id)
+    if old is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no configuration version {version_id}")
+    try:
+        await stage_version(session, old)
+    except IntegrityError:
+        await session.rollback()
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"the staged lines and rules clash with version {version_id} (a number, username "
+            "or code now used by another row): undo those edits, then roll back",
+        ) from None
+    try:
+        version = await apply_staged(session, by=user.username, source=f"rollback to {version_id}")
+    except InvalidConfig as error:
+        await session.rollback()
+        return _refused(error)
+    await run(version)
+    return summary(version)

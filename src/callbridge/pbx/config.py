@@ -1,0 +1,240 @@
+"""Apply: the staged configuration (what the API edits: internal lines,
+external lines, routing and normalization rules) checked as a whole and
+stored as a numbered version; the running PBX takes a version as one
+immutable snapshot. Any version can be applied again (rollback).
+
+Nothing here touches SIP: `RunningConfig` is what the SIP side swaps in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..store.models import (
+    ConfigVersion,
+    ExternalLine,
+    InternalLine,
+    NormalizationRule,
+    RoutingRule,
+)
+from .dialplan import Dialplan, dialplan_of
+from .lines import Lines, lines_of
+from .normalize import NormalizationRule as CompiledNormalization
+from .normalize import validate_rules as validate_normalization
+from .routing import Action, MaskError, RewriteError, parse_mask, parse_rewrite
+from .routing import RoutingRule as CompiledRouting
+from .routing import validate_rules as validate_routing
+from .trunks import Trunk, trunks_of
+
+# The staged tables, in the order rows can be inserted (references first).
+_TABLES: tuple[tuple[str, type[Any]], ...] = (
+    ("internal_lines", InternalLine),
+    ("external_lines", ExternalLine),
+    ("routing_rules", RoutingRule),
+    ("normalization_rules", NormalizationRule),
+)
+# Bookkeeping columns a version does not carry.
+_NOT_CONFIG = frozenset({"created_at", "updated_at"})
+
+Snapshot = dict[str, list[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why a set cannot be applied: which object (table and id) and field."""
+
+    object: str
+    id: int | None
+    field: str
+    problem: str
+
+
+class InvalidConfig(ValueError):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(f"{len(problems)} problem(s) in the configuration")
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class RunningConfig:
+    """One applied version as the SIP side uses it."""
+
+    version: int
+    lines: Lines
+    trunks: tuple[Trunk, ...]
+    dialplan: Dialplan
+
+
+async def read_staged(session: AsyncSession) -> Snapshot:
+    """The staged configuration, as plain JSON-ready rows."""
+    snapshot: Snapshot = {}
+    for name, model in _TABLES:
+        rows = (await session.scalars(select(model).order_by(model.id))).all()
+        snapshot[name] = [_row(row) for row in rows]
+    return snapshot
+
+
+def _row(row: Any) -> dict[str, Any]:
+    return {
+        column.key: getattr(row, column.key)
+        for column in row.__table__.columns
+        if column.key not in _NOT_CONFIG
+    }
+
+
+def _rows(snapshot: Snapshot, name: str) -> list[Any]:
+    """Transient model objects of one table of a snapshot."""
+    model = dict(_TABLES)[name]
+    return [model(**data) for data in snapshot.get(name, [])]
+
+
+def validate(snapshot: Snapshot) -> list[Problem]:
+    """Every reason the set cannot run: references that do not exist,
+    inconsistent limits, masks and patterns that do not compile, and not
+    exactly one default incoming rule with its internal line."""
+    problems: list[Problem] = []
+    numbers = {row["number"] for row in snapshot.get("internal_lines", [])}
+    trunk_ids = set()
+    for line in snapshot.get("external_lines", []):
+        trunk_ids.add(line["id"])
+        if line["outgoing_lines"] > line["total_lines"]:
+            problems.append(
+                Problem("external_line", line["id"], "outgoing_lines", "more than total_lines")
+            )
+        if line["register"] and not (line["login"] and line["password"]):
+            problems.append(
+                Problem(
+                    "external_line", line["id"], "login", "registration needs a login and password"
+                )
+            )
+    routing = []
+    for row in snapshot.get("routing_rules", []):
+        try:
+            routing.append(_routing_rule(row))
+        except (MaskError, RewriteError) as error:
+            field = _which_mask(row, error)
+            problems.append(Problem("routing_rule", row["id"], field, error.problem))
+    unset_defaults = {r.id for r in routing if r.is_default and r.action.target is None}
+    problems += [
+        Problem("routing_rule", p.rule_id, p.field, p.problem)
+        for p in validate_routing(routing, internal_numbers=numbers, external_line_ids=trunk_ids)
+        # A default rule not pointed at a line yet is allowed: a new PBX has
+        # no lines, and until it is set incoming calls get 480.
+        if not (p.rule_id in unset_defaults and p.field == "action.target")
+    ]
+    normalization = [_normalization_rule(row) for row in snapshot.get("normalization_rules", [])]
+    problems += [
+        Problem("normalization_rule", p.rule_id, p.field, p.problem)
+        for p in validate_normalization(normalization)
+    ]
+    for row in snapshot.get("normalization_rules", []):
+        if row["external_line_id"] is not None and row["external_line_id"] not in trunk_ids:
+            problems.append(
+                Problem(
+                    "normalization_rule", row["id"], "external_line_id", "no such external line"
+                )
+            )
+    return problems
+
+
+def _which_mask(row: Mapping[str, Any], error: Exception) -> str:
+    for field in ("source_mask", "destination_mask"):
+        try:
+            parse_mask(row[field])
+        except MaskError:
+            return field
+    return "destination_rewrite" if isinstance(error, RewriteError) else "source_mask"
+
+
+def _routing_rule(row: Mapping[str, Any]) -> CompiledRouting:
+    return CompiledRouting(
+        id=row["id"],
+        name=row["name"],
+        direction=row["direction"],
+        external_line_id=row["external_line_id"],
+        priority=row["priority"],
+        action=Action(row["action_type"], row["action_target"]),
+        source_mask=parse_mask(row["source_mask"]),
+        destination_mask=parse_mask(row["destination_mask"]),
+        destination_rewrite=parse_rewrite(row["destination_rewrite"]),
+        is_default=row["is_default"],
+    )
+
+
+def _normalization_rule(row: Mapping[str, Any]) -> CompiledNormalization:
+    return CompiledNormalization(
+        id=row["id"],
+        name=row["name"],
+        priority=row["priority"],
+        direction=row["direction"],
+        external_line_id=row["external_line_id"],
+        fields=frozenset(row["fields"] or ()),
+        method=row["method"],
+        match=row["match"],
+        replacement=row["replacement"],
+    )
+
+
+async def apply_staged(
+    session: AsyncSession, *, by: str | None, source: str = "apply"
+) -> ConfigVersion:
+    """Check the staged set and store it as the next version; `InvalidConfig`
+    (and nothing stored) when it cannot run."""
+    snapshot = await read_staged(session)
+    problems = validate(snapshot)
+    if problems:
+        raise InvalidConfig(problems)
+    version = ConfigVersion(applied_by=by, source=source, snapshot=snapshot)
+    session.add(version)
+    await session.commit()
+    return version
+
+
+async def stage_version(session: AsyncSession, version: ConfigVersion) -> None:
+    """Make `version`'s set the staged one again (the first half of a
+    rollback; the caller applies it). Rows keep their ids, so call records
+    keep pointing at their lines; other staged edits are discarded."""
+    for name, _ in _TABLES:  # references first
+        for row in _rows(version.snapshot, name):
+            await session.merge(row)
+        await session.flush()
+    for name, model in reversed(_TABLES):  # what refers to a row goes first
+        kept = [row["id"] for row in version.snapshot.get(name, [])]
+        await session.execute(delete(model).where(model.id.not_in(kept)))
+
+
+async def latest(session: AsyncSession) -> ConfigVersion | None:
+    return await session.scalar(select(ConfigVersion).order_by(ConfigVersion.id.desc()).limit(1))
+
+
+async def running_config(version: ConfigVersion) -> RunningConfig:
+    """What the SIP side runs for `version` (external servers resolved)."""
+    snapshot = version.snapshot
+    trunks = await trunks_of(_rows(snapshot, "external_lines"))
+    return RunningConfig(
+        version=version.id,
+        lines=lines_of(_rows(snapshot, "internal_lines")),
+        trunks=tuple(trunks),
+        dialplan=dialplan_of(
+            trunks, _rows(snapshot, "routing_rules"), _rows(snapshot, "normalization_rules")
+        ),
+    )
+
+
+def summary(version: ConfigVersion) -> dict[str, Any]:
+    """A version as the API lists it: when, by whom, and how much it holds."""
+    counts = {name: len(version.snapshot.get(name, [])) for name, _ in _TABLES}
+    applied_at: datetime = version.applied_at
+    return {
+        "id": version.id,
+        "applied_at": applied_at,
+        "applied_by": version.applied_by,
+        "source": version.source,
+        "counts": counts,
+    }
