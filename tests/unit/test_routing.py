@@ -513,3 +513,36 @@ def test_the_default_rule_target_is_checked_against_the_internal_lines() -> None
     assert validate_rules(VALID, internal_numbers={"101"}) == [
         RuleProblem(1, "action.target", "there is no internal line 100")
     ]
+
+
+_MASK_TOKENS = st.sampled_from(["X", "Z", "N", "0", "1", "7", "8", "+", "[1-3]", "[57]", "x"])
+
+
+@st.composite
+def _masks(draw: st.DrawFn) -> str:
+    if draw(st.booleans()) and draw(st.booleans()):
+        return "*"
+    body = "".join(draw(st.lists(_MASK_TOKENS, min_size=1, max_size=4)))
+    return body + draw(st.sampled_from(["", ".", "!"]))
+
+
+@given(
+    masks=st.lists(_masks(), min_size=1, max_size=30),
+    number=st.text(alphabet="0123456789+#*a", min_size=1, max_size=6),
+)
+def test_the_first_character_index_decides_as_a_walk_of_every_rule_would(
+    masks: list[str], number: str
+) -> None:
+    rules = [
+        rule(i + 2, direction="outgoing", priority=i % 5, destination=mask)
+        for i, mask in enumerate(masks)
+    ]
+    walked = [
+        r.id
+        for r in sorted(rules, key=lambda r: (r.priority, r.id))
+        if r.destination_mask.matches(number)
+    ]
+    routed = Router(rules).candidates(
+        "outgoing", external_line_id=None, source="101", destination=number
+    )
+    assert [decision.rule.id for decision in routed] == walked

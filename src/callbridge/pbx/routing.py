@@ -276,8 +276,8 @@ class Router:
     def __init__(self, rules: Iterable[RoutingRule]) -> None:
         ordered = sorted(rules, key=lambda rule: (rule.catches_the_rest, rule.priority, rule.id))
         # Split once by direction: a call only ever walks the rules of its own.
-        self._incoming = tuple(rule for rule in ordered if rule.direction == "incoming")
-        self._outgoing = tuple(rule for rule in ordered if rule.direction == "outgoing")
+        self._incoming = _FirstCharIndex(r for r in ordered if r.direction == "incoming")
+        self._outgoing = _FirstCharIndex(r for r in ordered if r.direction == "outgoing")
 
     def route(
         self, direction: Direction, *, external_line_id: int | None, source: str, destination: str
@@ -298,11 +298,71 @@ class Router:
     ) -> Iterator[Decision]:
         """Every rule that takes the call, in order: the caller moves on to the
         next when the one before cannot carry it (its external line is full)."""
-        for rule in self._incoming if direction == "incoming" else self._outgoing:
+        index = self._incoming if direction == "incoming" else self._outgoing
+        for rule in index.rules_for(destination):
             if rule.catches_the_rest or _matches(rule, external_line_id, source, destination):
                 routed = _destination(rule, destination)
                 if routed:
                     yield Decision(rule, rule.action, routed)
+
+
+class _FirstCharIndex:
+    """The rules of one direction, in order, bucketed by the first character
+    a destination must have for their mask to match: with a thousand rules a
+    call walks only those that can start like its number (most masks begin
+    with a digit), in the same order as the whole list."""
+
+    __slots__ = ("_anything", "_buckets")
+
+    def __init__(self, rules: Iterable[RoutingRule]) -> None:
+        ordered = tuple(rules)
+        starts = [None if r.catches_the_rest else _first_chars(r.destination_mask) for r in ordered]
+        keys = set().union(*(s for s in starts if s is not None))
+        self._buckets = {
+            key: tuple(r for r, s in zip(ordered, starts, strict=True) if s is None or key in s)
+            for key in keys
+        }
+        # A number that starts with no key's character can only meet these.
+        self._anything = tuple(r for r, s in zip(ordered, starts, strict=True) if s is None)
+
+    def rules_for(self, destination: str) -> tuple[RoutingRule, ...]:
+        return self._buckets.get(destination[:1], self._anything)
+
+
+def _first_chars(mask: Mask) -> frozenset[str] | None:
+    """The characters a number matching `mask` can start with; None: any."""
+    text = mask.text.strip()
+    if text in ("", "*"):
+        return None
+    head = text[0].upper()
+    if head in _DIGIT_RANGES:
+        return _DIGIT_RANGES[head]
+    if head == "[":
+        return _class_digits(text[1 : text.index("]")])
+    if head in _MASK_LITERALS:
+        return frozenset(head)
+    return None  # "." or "!": anything
+
+
+_DIGIT_RANGES = {
+    "X": frozenset("0123456789"),
+    "Z": frozenset("123456789"),
+    "N": frozenset("23456789"),
+}
+
+
+def _class_digits(body: str) -> frozenset[str]:
+    """The digits of a mask's `[...]` class (parse_mask has checked it)."""
+    digits: set[str] = set()
+    i = 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            digits.update(str(d) for d in range(int(body[i]), int(body[i + 2]) + 1))
+            i += 3
+        else:
+            digits.add(body[i])
+            i += 1
+    return frozenset(digits)
 
 
 def _matches(
