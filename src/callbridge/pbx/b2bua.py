@@ -307,7 +307,7 @@ class B2bua:
         callee = self.lines().by_number.get(dialled)
         if callee is not None:
             return replace(plan, callee_line=callee, record_line=callee)
-        decision = None
+        decision, full = None, False
         for decision in dialplan.router.candidates(
             "outgoing", external_line_id=None, source=caller.number, destination=dialled
         ):
@@ -325,12 +325,12 @@ class B2bua:
             if trunk is None or not trunk.active or trunk.address is None:
                 continue
             if not self._has_room(trunk, outgoing=True):
-                continue  # full: the next rule may take another line
+                full = True
+                continue  # the next rule may take another line
             return self._via_trunk(plan, trunk, decision.destination, dialplan)
         if decision is not None:
-            return self._refuse(
-                request, plan, 503, "Service Unavailable", "failed", "external lines full"
-            )
+            cause = "external lines full" if full else "no usable external line"
+            return self._refuse(request, plan, 503, "Service Unavailable", "failed", cause)
         if not _looks_external(dialled):
             return self._refuse(request, plan, 404, "Not Found", "failed", "unknown number")
         return self._refuse(request, plan, 403, "No Route", "rejected", "no outgoing route")
