@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "tests" / "integration" / "scenarios"
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -45,8 +45,10 @@ def sipp_client(
     *,
     scenario: str = "options.xml",
     extra: tuple[str, ...] = (),
+    local_ip: str = "127.0.0.1",
+    local_port: int | None = None,
 ) -> dict[str, float]:
-    local_port = free_port()
+    local_port = local_port or free_port(local_ip)
     # `scenario` may also be a path (SCENARIOS / an absolute path is that path).
     stat_file = workdir / f"client-{port}-{local_port}-{Path(scenario).name}.csv"
     calls = rate * seconds
@@ -58,11 +60,11 @@ def sipp_client(
             "-sf",
             str(SCENARIOS / scenario),
             "-i",
-            "127.0.0.1",
+            local_ip,
             "-p",
             str(local_port),
             "-mp",
-            str(free_port()),
+            str(free_port(local_ip)),
             "-m",
             str(calls),
             "-r",

@@ -1122,11 +1122,11 @@ class Call:
 
     def _forget(self) -> None:
         dialogs = self.b2bua.dialogs
-        for key in [k for k, call in dialogs.items() if call is self and k[0] in self._call_ids()]:
-            del dialogs[key]
-
-    def _call_ids(self) -> set[str]:
-        return {self.invite.call_id, *(fork.request.call_id for fork in self.forks)}
+        keys = [(self.invite.call_id, self.tag)]
+        keys += [(fork.request.call_id, fork.request.from_.tag or "") for fork in self.forks]
+        for key in keys:
+            if dialogs.get(key) is self:
+                del dialogs[key]
 
     async def _close_media(self) -> None:
         if self.session is not None:

@@ -12,7 +12,7 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.exc import IntegrityError
 
 from ..store import Database
@@ -20,6 +20,7 @@ from ..store.models import CALL_DIRECTIONS, CALL_STATUSES, HANGUP_SIDES, CallRec
 
 logger = logging.getLogger("callbridge.calls")
 
+_END_COLUMNS = ("ended_at", "status", "hangup_side", "hangup_cause", "talk_seconds")
 # What the recorder queues: a new record, or (record id, column values).
 _Change = CallRecord | tuple[str, dict[str, object]]
 
@@ -227,23 +228,43 @@ class CallRecorder:
         return []
 
     async def _write(self, batch: list[_Change]) -> None:
+        """One transaction, three executemany statements: the inserts, then
+        the answers, then the ends. Grouped by kind the changes keep their
+        meaning, since a record is begun, answered and ended in that order,
+        and within a kind the first change of a record wins."""
+        table: Table = CallRecord.__table__  # type: ignore[assignment]
+        inserts = [
+            {column.key: getattr(change, column.key) for column in table.c}
+            for change in batch
+            if isinstance(change, CallRecord)
+        ]
+        answers: list[dict[str, object]] = []
+        ends: list[dict[str, object]] = []
+        ended: set[str] = set()
+        for change in batch:
+            if isinstance(change, tuple):
+                call_id, values = change
+                if "answered_at" not in values:
+                    ends.append({"_id": call_id, **values})
+                    ended.add(call_id)
+                elif call_id not in ended:  # an answer after the end is too late
+                    answers.append({"_id": call_id, **values})
+        open_record = (table.c.id == bindparam("_id"), table.c.status == "in_progress")
         async with self.database.session() as session:
-            # Inserts first: every update in a batch follows its record's insert.
-            session.add_all(
-                [
-                    CallRecord(**{c.key: getattr(change, c.key) for c in CallRecord.__table__.c})
-                    for change in batch
-                    if isinstance(change, CallRecord)
-                ]
-            )
-            await session.flush()
-            for change in batch:
-                if isinstance(change, tuple):
-                    call_id, values = change
-                    statement = update(CallRecord).where(
-                        CallRecord.id == call_id, CallRecord.status == "in_progress"
-                    )
-                    if "answered_at" in values:  # the first answer wins
-                        statement = statement.where(CallRecord.answered_at.is_(None))
-                    await session.execute(statement.values(**values))
+            if inserts:
+                await session.execute(insert(table), inserts)
+            if answers:
+                await session.execute(
+                    update(table)
+                    .where(*open_record, table.c.answered_at.is_(None))
+                    .values(answered_at=bindparam("answered_at")),
+                    answers,
+                )
+            if ends:
+                await session.execute(
+                    update(table)
+                    .where(*open_record)
+                    .values({key: bindparam(key) for key in _END_COLUMNS}),
+                    ends,
+                )
             await session.commit()
