@@ -641,7 +641,7 @@ class Call:
         )
         log_event(
             logger,
-            logging.INFO,
+            logging.DEBUG,
             "call.started",
             record=self.record,
             direction=plan.direction,
@@ -842,7 +842,7 @@ class Call:
             self._until_acked(caller, self.transaction, ok)
         b2bua.by_invite.pop(self.transaction, None)
         b2bua.recorder.answered(self.record, self.answered_at)
-        log_event(logger, logging.INFO, "call.answered", record=self.record)
+        log_event(logger, logging.DEBUG, "call.answered", record=self.record)
         if self.plan.max_talk_duration > 0:
             self._timer = asyncio.get_running_loop().call_later(
                 self.plan.max_talk_duration, self._talk_limit
