@@ -14,6 +14,9 @@ for script in (
     "options_load.py",
     "register_load.py",
     "rtp_relay_bench.py",
+    "call_load.py",
+    "rtp_calls.py",
+    "routing_load.py",
 ):
     print(f"# {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True)
