@@ -42,11 +42,11 @@ from ..sip.transaction import (
     new_tag,
 )
 from ..sip.uri import URI, parse_name_addr, parse_uri
-from .auth import Authenticated, Authenticator, Drop
+from .auth import DROP, Authenticated, Authenticator, Drop
 from .calls import CallRecorder
 from .dialplan import Dialplan
 from .lines import Line, Lines
-from .normalize import to_e164
+from .normalize import Field, to_e164
 from .registrar import Binding, Location
 from .trunks import Trunk
 
@@ -146,6 +146,8 @@ class Target:
     from_host: str
     to_user: str
     trunk: Trunk | None = None
+    # Our number as the provider should show it (P-Asserted-Identity).
+    asserted_user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +279,13 @@ class B2bua:
         trunk = dialplan.trunk_for_source(source)
         if trunk is not None:
             plan: Plan | Response = self._from_trunk(request, trunk, dialplan, tag)
+        elif self._poses_as_a_provider(request, dialplan):
+            # A provider's call from an address that is none of its lines':
+            # refused, and counted like a failed authentication.
+            if self.authenticator.guard.failed(source, now) is not None:
+                return DROP
+            log_event(logger, logging.INFO, "call.stranger", src=source)
+            return self._reply(request, 403, "Forbidden", to_tag=tag)
         else:
             lines = self.lines()
             outcome = self.authenticator.check(
@@ -288,6 +297,18 @@ class B2bua:
         if isinstance(plan, Response):
             return plan
         return self._admit(request, transaction, peer, plan, now)
+
+    @staticmethod
+    def _poses_as_a_provider(request: Request, dialplan: Dialplan) -> bool:
+        """An INVITE without credentials to one of our external lines' own
+        numbers: what a provider sends, not a phone."""
+        if "Proxy-Authorization" in request.headers:
+            return False
+        dialled = {_user_of(request.uri), _user_of(request.to.uri)} - {""}
+        own = {t.username for t in dialplan.trunks.values()} | {
+            t.login for t in dialplan.trunks.values()
+        }
+        return bool(dialled & (own - {""}))
 
     def _from_line(
         self, request: Request, caller: Line, dialplan: Dialplan, tag: str
@@ -336,24 +357,22 @@ class B2bua:
         return self._refuse(request, plan, 403, "No Route", "rejected", "no outgoing route")
 
     def _via_trunk(self, plan: Plan, trunk: Trunk, number: str, dialplan: Dialplan) -> Plan:
-        normalizer = dialplan.normalizer
-        sent = normalizer.normalize_number(
-            number, direction="outgoing", external_line_id=trunk.id, field="request_uri"
-        )
-        caller_id = normalizer.normalize_number(
-            trunk.username or trunk.login,
-            direction="outgoing",
-            external_line_id=trunk.id,
-            field="from",
-        )
+        def outgoing(value: str, field: Field) -> str:
+            return dialplan.normalizer.normalize_number(
+                value, direction="outgoing", external_line_id=trunk.id, field=field
+            )
+
+        ours = trunk.username or trunk.login
+        sent, caller_id = outgoing(number, "request_uri"), outgoing(ours, "from")
         host = f"{_host(trunk.host)}:{trunk.port}"
         target = Target(
             peer=self.sip.peer_at(trunk.transport, trunk.address or trunk.host, trunk.port),
             uri=parse_uri(f"sip:{sent}@{host}"),
             from_user=caller_id,
             from_host=host,
-            to_user=sent,
+            to_user=outgoing(number, "to"),
             trunk=trunk,
+            asserted_user=outgoing(ours, "pai"),
         )
         return replace(
             plan,
@@ -705,6 +724,8 @@ class Call:
             ("User-Agent", b2bua.user_agent),
             ("Content-Type", "application/sdp"),
         )
+        if target.asserted_user:
+            headers.add("P-Asserted-Identity", f"<sip:{target.asserted_user}@{target.from_host}>")
         request = Request("INVITE", target.uri.copy(), headers, sdp)
         fork = Fork(target.peer, request, trunk=target.trunk)
         self.forks.append(fork)
