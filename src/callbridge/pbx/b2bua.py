@@ -642,7 +642,6 @@ class Call:
     # A re-INVITE being relayed: from which side, its transaction and offer.
     reinvite: tuple[Side, ServerTransaction, SessionDescription] | None = None
     _timer: asyncio.TimerHandle | None = None
-    _early_sdp: bytes = b""
 
     def __post_init__(self) -> None:
         plan = self.plan
@@ -814,7 +813,7 @@ class Call:
                 audio = _audio_of(sdp)
                 self._set_remote(self.callee_leg, audio)
                 self._connect()
-                body = self._early_sdp = self._anchored(sdp, audio, self.caller_leg)
+                body = self._anchored(sdp, audio, self.caller_leg)
             except (SdpError, MediaError):
                 body = b""
         headers = [("Contact", self.b2bua.sip.contact(self.plan.callee_number, self.peer))]
