@@ -172,12 +172,30 @@ def _read_vias(headers: Headers) -> list[Via]:
     return _vias_of([v for k, _, v in headers._fields if k == "via"])
 
 
+# From and To come back unchanged in every message of a transaction and a
+# dialog. Parsed values are shared and never changed in place (a change goes
+# to a `.copy()`), so one parse serves them all. Bounded: a flood of new
+# addresses only empties it.
+_ADDRESSES: dict[str, NameAddr] = {}
+_ADDRESSES_KEPT = 8192
+
+
+def _address(text: str) -> NameAddr:
+    found = _ADDRESSES.get(text)
+    if found is None:
+        found = parse_name_addr(text)
+        if len(_ADDRESSES) >= _ADDRESSES_KEPT:
+            _ADDRESSES.clear()
+        _ADDRESSES[text] = found
+    return found
+
+
 def _read_from(headers: Headers) -> NameAddr:
-    return parse_name_addr(headers.get("From") or "")
+    return _address(headers.get("From") or "")
 
 
 def _read_to(headers: Headers) -> NameAddr:
-    return parse_name_addr(headers.get("To") or "")
+    return _address(headers.get("To") or "")
 
 
 def _contacts_of(values: list[str]) -> list[NameAddr]:
@@ -437,8 +455,8 @@ def _check_required(message: Message) -> str | None:
     cache = message.headers._cache
     cseq = cache["cseq"] = parse_cseq(first["cseq"])
     cache["via"] = _vias_of(vias)
-    cache["from"] = parse_name_addr(first["from"])
-    cache["to"] = parse_name_addr(first["to"])
+    cache["from"] = _address(first["from"])
+    cache["to"] = _address(first["to"])
     call_id = first["call-id"]
     if not call_id or " " in call_id or "\t" in call_id:
         raise ParseError(400, "Malformed Call-ID")
