@@ -47,7 +47,7 @@ from .sip.transaction import (
     TransportFailed,
     new_branch,
 )
-from .sip.uri import SipURI
+from .sip.uri import SipURI, format_hostport
 from .store import Database, create_database
 from .store.accounts import ensure_admin
 from .store.models import ConfigVersion
@@ -58,10 +58,6 @@ http_logger = logging.getLogger("callbridge.http")
 _MAX_PEERS = 4096
 # Requests with a To tag that still are not a call's business.
 _OUT_OF_DIALOG = frozenset({"ACK", "OPTIONS", "REGISTER"})
-
-
-def _uri_host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +178,7 @@ class SipService:
     def contact(self, user: str, peer: object) -> str:
         transport = peer.address.transport if isinstance(peer, Peer) else "udp"
         suffix = "" if transport == "udp" else f";transport={transport}"
-        return f"<sip:{user}@{_uri_host(self.host)}:{self.port}{suffix}>"
+        return f"<sip:{user}@{format_hostport(self.host, self.port)}{suffix}>"
 
     def peer_for(self, binding: Binding) -> object:
         if isinstance(binding.source, Peer):
@@ -195,7 +191,8 @@ class SipService:
 
     def _via(self, peer: Peer) -> str:
         transport = peer.address.transport.upper()
-        return f"SIP/2.0/{transport} {_uri_host(self.host)}:{self.port};branch={new_branch()};rport"
+        sent_by = format_hostport(self.host, self.port)
+        return f"SIP/2.0/{transport} {sent_by};branch={new_branch()};rport"
 
     def _registrar_policy(self) -> RegistrarPolicy:
         settings = self.settings

@@ -18,14 +18,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..pbx.config import InvalidConfig, apply_staged, stage_version, summary
-from ..store import User
 from ..store.models import ConfigVersion
-from .deps import SessionDep, require_role
+from .deps import Reader, SessionDep, Writer
 
 router = APIRouter(prefix="/config", tags=["configuration"])
-
-Reader = Annotated[User, Depends(require_role("admin", "supervisor"))]
-Writer = Annotated[User, Depends(require_role("admin"))]
 
 
 class VersionOut(BaseModel):

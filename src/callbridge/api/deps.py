@@ -62,3 +62,8 @@ def require_role(*roles: Role) -> Callable[..., Coroutine[Any, Any, User]]:
         return user
 
     return check
+
+
+# Who may read and who may change the configuration (lines, rules, versions).
+Reader = Annotated[User, Depends(require_role("admin", "supervisor"))]
+Writer = Annotated[User, Depends(require_role("admin"))]

@@ -21,15 +21,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, fi
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from ..store import User
 from ..store.models import DEFAULT_REGION, ExternalLine, NormalizationRule, RoutingRule
-from .deps import SessionDep, require_role
+from .deps import Reader, SessionDep, Writer
 from .errors import conflict
 
 router = APIRouter(prefix="/external-lines", tags=["external lines"])
 
-Reader = Annotated[User, Depends(require_role("admin", "supervisor"))]
-Writer = Annotated[User, Depends(require_role("admin"))]
 
 RegistrationStateName = Literal["registered", "registering", "failed", "unregistered"]
 RegistrationStateHook = Callable[[int], Mapping[str, str | None]]

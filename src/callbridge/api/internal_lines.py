@@ -8,20 +8,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ..pbx.registrar import Location
-from ..store import Employee, InternalLine, User
-from .deps import SessionDep, SettingsDep, require_role
+from ..store import Employee, InternalLine
+from .deps import Reader, SessionDep, SettingsDep, Writer
 from .errors import FieldError, conflict, not_found_reference
 
 router = APIRouter(prefix="/internal-lines", tags=["internal lines"])
 
-Reader = Annotated[User, Depends(require_role("admin", "supervisor"))]
-Writer = Annotated[User, Depends(require_role("admin"))]
 
 # SIP token characters (RFC 3261 §25.1) without `%` and "`", which would need
 # escaping in a URI or a digest header.

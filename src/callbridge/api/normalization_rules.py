@@ -16,21 +16,18 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..store import User
 from ..store.models import ExternalLine, NormalizationRule
-from .deps import SessionDep, require_role
+from .deps import Reader, SessionDep, Writer
 from .errors import not_found_reference
 from .external_lines import invalid, not_null
 
 router = APIRouter(prefix="/normalization-rules", tags=["normalization rules"])
 
-Reader = Annotated[User, Depends(require_role("admin", "supervisor"))]
-Writer = Annotated[User, Depends(require_role("admin"))]
 
 DirectionName = Literal["incoming", "outgoing"]
 FieldName = Literal["request_uri", "from", "to", "pai", "display_name"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -28,16 +28,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..pbx.routing import MaskError, RewriteError, parse_mask, parse_rewrite
-from ..store import InternalLine, User
+from ..store import InternalLine
 from ..store.models import ExternalLine, RoutingRule
-from .deps import SessionDep, require_role
+from .deps import Reader, SessionDep, Writer
 from .errors import not_found_reference
 from .external_lines import invalid, not_null
 
 router = APIRouter(prefix="/routing-rules", tags=["routing rules"])
 
-Reader = Annotated[User, Depends(require_role("admin", "supervisor"))]
-Writer = Annotated[User, Depends(require_role("admin"))]
 
 DirectionName = Literal["incoming", "outgoing"]
 ActionTypeName = Literal["internal_line", "external_line", "ivr", "deny"]

@@ -41,7 +41,7 @@ from ..sip.transaction import (
     new_call_id,
     new_tag,
 )
-from ..sip.uri import URI, parse_name_addr, parse_uri
+from ..sip.uri import URI, format_hostport, parse_name_addr, parse_uri
 from .auth import DROP, Authenticated, Authenticator, Drop
 from .calls import CallRecorder
 from .dialplan import Dialplan
@@ -304,11 +304,8 @@ class B2bua:
         numbers: what a provider sends, not a phone."""
         if "Proxy-Authorization" in request.headers:
             return False
-        dialled = {_user_of(request.uri), _user_of(request.to.uri)} - {""}
-        own = {t.username for t in dialplan.trunks.values()} | {
-            t.login for t in dialplan.trunks.values()
-        }
-        return bool(dialled & (own - {""}))
+        own = dialplan.own_numbers
+        return _user_of(request.uri) in own or _user_of(request.to.uri) in own
 
     def _from_line(
         self, request: Request, caller: Line, dialplan: Dialplan, tag: str
@@ -364,7 +361,7 @@ class B2bua:
 
         ours = trunk.username or trunk.login
         sent, caller_id = outgoing(number, "request_uri"), outgoing(ours, "from")
-        host = f"{_host(trunk.host)}:{trunk.port}"
+        host = format_hostport(trunk.host, trunk.port)
         target = Target(
             peer=self.sip.peer_at(trunk.transport, trunk.address or trunk.host, trunk.port),
             uri=parse_uri(f"sip:{sent}@{host}"),
@@ -1220,10 +1217,6 @@ def _looks_external(number: str) -> bool:
 
 def _user_of(uri: object) -> str:
     return getattr(uri, "user_unescaped", None) or ""
-
-
-def _host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _release(counter: Counter[K], key: K) -> None:

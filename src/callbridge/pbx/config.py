@@ -8,7 +8,6 @@ Nothing here touches SIP: `RunningConfig` is what the SIP side swaps in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,12 +22,9 @@ from ..store.models import (
     NormalizationRule,
     RoutingRule,
 )
-from .dialplan import Dialplan, dialplan_of
+from .dialplan import Dialplan, RuleError, dialplan_of, normalization_rule_of, routing_rule_of
 from .lines import Lines, lines_of
-from .normalize import NormalizationRule as CompiledNormalization
 from .normalize import validate_rules as validate_normalization
-from .routing import Action, MaskError, RewriteError, parse_mask, parse_rewrite
-from .routing import RoutingRule as CompiledRouting
 from .routing import validate_rules as validate_routing
 from .trunks import Trunk, trunks_of
 
@@ -116,10 +112,9 @@ def validate(snapshot: Snapshot) -> list[Problem]:
     routing = []
     for row in snapshot.get("routing_rules", []):
         try:
-            routing.append(_routing_rule(row))
-        except (MaskError, RewriteError) as error:
-            field = _which_mask(row, error)
-            problems.append(Problem("routing_rule", row["id"], field, error.problem))
+            routing.append(routing_rule_of(row))
+        except RuleError as error:
+            problems.append(Problem("routing_rule", row["id"], error.field, error.problem))
     unset_defaults = {r.id for r in routing if r.is_default and r.action.target is None}
     problems += [
         Problem("routing_rule", p.rule_id, p.field, p.problem)
@@ -128,7 +123,7 @@ def validate(snapshot: Snapshot) -> list[Problem]:
         # no lines, and until it is set incoming calls get 480.
         if not (p.rule_id in unset_defaults and p.field == "action.target")
     ]
-    normalization = [_normalization_rule(row) for row in snapshot.get("normalization_rules", [])]
+    normalization = [normalization_rule_of(r) for r in snapshot.get("normalization_rules", [])]
     problems += [
         Problem("normalization_rule", p.rule_id, p.field, p.problem)
         for p in validate_normalization(normalization)
@@ -141,44 +136,6 @@ def validate(snapshot: Snapshot) -> list[Problem]:
                 )
             )
     return problems
-
-
-def _which_mask(row: Mapping[str, Any], error: Exception) -> str:
-    for field in ("source_mask", "destination_mask"):
-        try:
-            parse_mask(row[field])
-        except MaskError:
-            return field
-    return "destination_rewrite" if isinstance(error, RewriteError) else "source_mask"
-
-
-def _routing_rule(row: Mapping[str, Any]) -> CompiledRouting:
-    return CompiledRouting(
-        id=row["id"],
-        name=row["name"],
-        direction=row["direction"],
-        external_line_id=row["external_line_id"],
-        priority=row["priority"],
-        action=Action(row["action_type"], row["action_target"]),
-        source_mask=parse_mask(row["source_mask"]),
-        destination_mask=parse_mask(row["destination_mask"]),
-        destination_rewrite=parse_rewrite(row["destination_rewrite"]),
-        is_default=row["is_default"],
-    )
-
-
-def _normalization_rule(row: Mapping[str, Any]) -> CompiledNormalization:
-    return CompiledNormalization(
-        id=row["id"],
-        name=row["name"],
-        priority=row["priority"],
-        direction=row["direction"],
-        external_line_id=row["external_line_id"],
-        fields=frozenset(row["fields"] or ()),
-        method=row["method"],
-        match=row["match"],
-        replacement=row["replacement"],
-    )
 
 
 async def apply_staged(
@@ -222,7 +179,7 @@ async def running_config(version: ConfigVersion) -> RunningConfig:
         lines=lines_of(_rows(snapshot, "internal_lines")),
         trunks=tuple(trunks),
         dialplan=dialplan_of(
-            trunks, _rows(snapshot, "routing_rules"), _rows(snapshot, "normalization_rules")
+            trunks, snapshot.get("routing_rules", []), snapshot.get("normalization_rules", [])
         ),
     )
 

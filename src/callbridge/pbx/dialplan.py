@@ -4,21 +4,20 @@ together and swapped whole (calls in progress keep the one they began with)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from ..logs import log_event
-from ..store.models import NormalizationRule as NormalizationRow
-from ..store.models import RoutingRule as RoutingRow
+from ..store.models import DEFAULT_REGION
 from .normalize import NormalizationError, NormalizationRule, Normalizer
 from .routing import Action, MaskError, RewriteError, Router, RoutingRule, parse_mask, parse_rewrite
-from .trunks import Trunk
+from .trunks import IPNetwork, Trunk
 
 logger = logging.getLogger("callbridge.pbx")
-
-DEFAULT_REGION = "US"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +25,26 @@ class Dialplan:
     trunks: Mapping[int, Trunk] = field(default_factory=dict)
     router: Router = field(default_factory=lambda: Router(()))
     normalizer: Normalizer = field(default_factory=lambda: Normalizer((), {}, DEFAULT_REGION))
+    # Worked out once, not on every INVITE: where active lines send from,
+    # and the lines' own numbers (what a provider's INVITE is addressed to).
+    sources: tuple[tuple[IPNetwork, Trunk], ...] = field(init=False)
+    own_numbers: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        active = [trunk for trunk in self.trunks.values() if trunk.active]
+        sources = tuple((network, trunk) for trunk in active for network in trunk.networks())
+        numbers = {n for trunk in self.trunks.values() for n in (trunk.username, trunk.login)}
+        object.__setattr__(self, "sources", sources)
+        object.__setattr__(self, "own_numbers", frozenset(numbers - {""}))
 
     def trunk_for_source(self, host: str) -> Trunk | None:
         """The active external line a request from `host` belongs to."""
-        for trunk in self.trunks.values():
-            if trunk.active and trunk.sends_from(host):
+        try:
+            source = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        for network, trunk in self.sources:
+            if source in network:
                 return trunk
         return None
 
@@ -50,49 +64,71 @@ class Dialplan:
         )
 
 
+class RuleError(ValueError):
+    """A stored routing rule whose mask or rewrite does not compile."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def routing_rule_of(row: Mapping[str, Any]) -> RoutingRule:
+    """A routing rule from its stored row; `RuleError` names a field that
+    does not compile."""
+    compiled: dict[str, Any] = {}
+    for name, parse in (
+        ("source_mask", parse_mask),
+        ("destination_mask", parse_mask),
+        ("destination_rewrite", parse_rewrite),
+    ):
+        try:
+            compiled[name] = parse(row[name])
+        except (MaskError, RewriteError) as error:
+            raise RuleError(name, error.problem) from None
+    return RoutingRule(
+        id=row["id"],
+        name=row["name"],
+        direction=row["direction"],
+        external_line_id=row["external_line_id"],
+        priority=row["priority"],
+        action=Action(row["action_type"], row["action_target"]),
+        is_default=row["is_default"],
+        **compiled,
+    )
+
+
+def normalization_rule_of(row: Mapping[str, Any]) -> NormalizationRule:
+    return NormalizationRule(
+        id=row["id"],
+        name=row["name"],
+        priority=row["priority"],
+        direction=row["direction"],
+        external_line_id=row["external_line_id"],
+        fields=frozenset(row["fields"] or ()),
+        method=row["method"],
+        match=row["match"],
+        replacement=row["replacement"],
+    )
+
+
 def dialplan_of(
     trunks: Iterable[Trunk],
-    routing_rows: Iterable[RoutingRow],
-    normalization_rows: Iterable[NormalizationRow],
+    routing_rows: Iterable[Mapping[str, Any]],
+    normalization_rows: Iterable[Mapping[str, Any]],
 ) -> Dialplan:
-    """The dialplan of `trunks` and the rules the rows hold. A rule that does
-    not compile (validation keeps such rules out of an apply) is left out and
-    logged, never fatal."""
+    """The dialplan of `trunks` and the rules the stored rows hold. A rule
+    that does not compile (validation keeps such rules out of an apply) is
+    left out and logged, never fatal."""
     routing = []
     for row in routing_rows:
         try:
-            routing.append(
-                RoutingRule(
-                    id=row.id,
-                    name=row.name,
-                    direction=row.direction,  # type: ignore[arg-type]
-                    external_line_id=row.external_line_id,
-                    priority=row.priority,
-                    action=Action(row.action_type, row.action_target),  # type: ignore[arg-type]
-                    source_mask=parse_mask(row.source_mask),
-                    destination_mask=parse_mask(row.destination_mask),
-                    destination_rewrite=parse_rewrite(row.destination_rewrite),
-                    is_default=row.is_default,
-                )
-            )
-        except (MaskError, RewriteError) as error:
+            routing.append(routing_rule_of(row))
+        except RuleError as error:
             log_event(
-                logger, logging.WARNING, "routing.rule_skipped", rule=row.id, error=str(error)
+                logger, logging.WARNING, "routing.rule_skipped", rule=row["id"], error=str(error)
             )
-    normalization = [
-        NormalizationRule(
-            id=row.id,
-            name=row.name,
-            priority=row.priority,
-            direction=row.direction,  # type: ignore[arg-type]
-            external_line_id=row.external_line_id,
-            fields=frozenset(row.fields or ()),  # type: ignore[arg-type]
-            method=row.method,  # type: ignore[arg-type]
-            match=row.match,
-            replacement=row.replacement,
-        )
-        for row in normalization_rows
-    ]
+    normalization = [normalization_rule_of(row) for row in normalization_rows]
     try:
         return Dialplan.of(trunks, routing, normalization)
     except NormalizationError as error:

@@ -22,7 +22,7 @@ from ..logs import log_event
 from ..sip import Headers, Request, Response
 from ..sip.digest import DigestError, answer_challenge, parse_challenge, select_challenge
 from ..sip.transaction import ClientTransaction, new_call_id, new_tag
-from ..sip.uri import parse_uri
+from ..sip.uri import format_hostport, parse_hostport, parse_uri
 from ..store.models import ExternalLine
 
 logger = logging.getLogger("callbridge.trunks")
@@ -58,30 +58,33 @@ class Trunk:
 
     @classmethod
     def parse_server(cls, server: str) -> tuple[str, int]:
-        """`host[:port]` (IPv6 in brackets) as (host, port)."""
-        text = server.strip()
-        if text.startswith("["):
-            host, _, rest = text[1:].partition("]")
-            return host, int(rest[1:]) if rest.startswith(":") else 5060
-        host, sep, port = text.rpartition(":")
-        if sep and port.isdigit() and ":" not in host:
-            return host, int(port)
-        return text, 5060
+        """`host[:port]` (IPv6 in brackets) as (host, port), the host as the
+        socket API writes it."""
+        host, port = parse_hostport(server.strip())
+        return host.strip("[]"), port or 5060
+
+    def networks(self) -> tuple[IPNetwork, ...]:
+        """Where this provider may send from: its server's address and the
+        alternative addresses or networks (a host name is left out: the
+        server is compared by its resolved address)."""
+        found = []
+        for allowed in (self.address or self.host, *self.alt_addresses):
+            try:
+                found.append(ipaddress.ip_network(allowed, strict=False))
+            except ValueError:
+                continue
+        return tuple(found)
 
     def sends_from(self, address: str) -> bool:
-        """Whether a request from `address` may be this provider's: its
-        server, or one of the alternative addresses or networks."""
+        """Whether a request from `address` may be this provider's."""
         try:
             source = ipaddress.ip_address(address)
         except ValueError:
             return False
-        for allowed in (self.address or self.host, *self.alt_addresses):
-            try:
-                if source in ipaddress.ip_network(allowed, strict=False):
-                    return True
-            except ValueError:
-                continue  # a host name: compared by the caller after resolving
-        return False
+        return any(source in network for network in self.networks())
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class State(StrEnum):
@@ -107,7 +110,8 @@ class Registration:
         retry_max: float = RETRY_MAX,
     ) -> None:
         self.trunk = trunk
-        self.contact = f"<sip:{trunk.username or trunk.login}@{_host(local_host)}:{local_port}>"
+        user = trunk.username or trunk.login
+        self.contact = f"<sip:{user}@{format_hostport(local_host, local_port)}>"
         self.expires = expires
         self.retry_first = retry_first
         self.retry_max = retry_max
@@ -207,7 +211,7 @@ class Registration:
             self._fail(now, "wrong login or password")
             return None
         self._answered = True
-        uri = f"sip:{_host(self.trunk.host)}:{self.trunk.port}"
+        uri = f"sip:{format_hostport(self.trunk.host, self.trunk.port)}"
         credentials = answer_challenge(
             challenge,
             method="REGISTER",
@@ -238,7 +242,7 @@ class Registration:
             self._answered = False  # a new attempt
         trunk = self.trunk
         self._cseq += 1
-        server = f"{_host(trunk.host)}:{trunk.port}"
+        server = format_hostport(trunk.host, trunk.port)
         aor = f"<sip:{trunk.username or trunk.login}@{server}>"
         headers = Headers.of(
             ("Max-Forwards", "70"),
@@ -252,10 +256,6 @@ class Registration:
         if credentials is not None:
             headers.add(*credentials)
         return Request("REGISTER", parse_uri(f"sip:{server}"), headers)
-
-
-def _host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 class TrunkPort(Protocol):

@@ -105,7 +105,10 @@ def parse_hostport(text: str) -> tuple[str, int | None]:
     return host, int(port)
 
 
-def format_hostport(host: str, port: int | None) -> str:
+def format_hostport(host: str, port: int | None = None) -> str:
+    """`host[:port]`; an IPv6 address as the socket API writes it gets its brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
     return host if port is None else f"{host}:{port}"
 
 
