@@ -57,6 +57,7 @@ ResponseHandler = Callable[[ClientTransaction, Response], None]
 WallClock = Callable[[], datetime]
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
+_SDP_TYPE = ("Content-Type", "application/sdp")
 _COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
 _NULL_ADDRESSES = frozenset({"0.0.0.0", "::"})
 _SETUP_DELAY_SAMPLES = 100_000
@@ -718,7 +719,7 @@ class Call:
             ("Contact", b2bua.sip.contact(target.from_user, target.peer)),
             ("Allow", ALLOW),
             ("User-Agent", b2bua.user_agent),
-            ("Content-Type", "application/sdp"),
+            _SDP_TYPE,
         )
         if target.asserted_user:
             headers.add("P-Asserted-Identity", f"<sip:{target.asserted_user}@{target.from_host}>")
@@ -815,7 +816,7 @@ class Call:
                 body = b""
         headers = [("Contact", self.b2bua.sip.contact(self.plan.callee_number, self.peer))]
         if body:
-            headers.append(("Content-Type", "application/sdp"))
+            headers.append(_SDP_TYPE)
         self._respond_caller(response.status, response.reason, headers=headers, body=body)
 
     def _answered(self, fork: Fork, response: Response) -> None:
@@ -854,7 +855,7 @@ class Call:
         self.answered_at = b2bua.wallclock()
         self.phase = Phase.ANSWERED
         contact = ("Contact", b2bua.sip.contact(self.plan.callee_number, self.peer))
-        ok = self._respond_caller(200, "OK", headers=[contact, *self._sdp_headers()], body=body)
+        ok = self._respond_caller(200, "OK", headers=[contact, _SDP_TYPE], body=body)
         if ok is not None:
             self._until_acked(caller, self.transaction, ok)
         b2bua.by_invite.pop(self.transaction, None)
@@ -983,14 +984,14 @@ class Call:
         contact = [("Contact", self.b2bua.sip.contact(self._user_for(side), side.peer))]
         if offer is None or audio is None:
             # A session refresh without an offer: our offer is what we last sent.
-            ok = reply(request, 200, headers=[*contact, *self._sdp_headers()], body=side.sdp_sent)
+            ok = reply(request, 200, headers=[*contact, _SDP_TYPE], body=side.sdp_sent)
             self._until_acked(side, transaction, ok)
             return ok
         other = self.other(side)
         self.reinvite = (side, transaction, offer)
         relayed = other.dialog.create_request(
             "INVITE",
-            headers=[("Allow", ALLOW), ("Content-Type", "application/sdp")],
+            headers=[("Allow", ALLOW), _SDP_TYPE],
             body=self._anchored(offer, audio, other.media),
         )
         self.b2bua.sip.send_request(
@@ -1027,7 +1028,7 @@ class Call:
         self._set_remote(other.media, audio)
         self._set_remote(side.media, _audio_of(offer))
         body = side.sdp_sent = self._anchored(answer, audio, side.media)
-        ok = reply(request, 200, headers=[*contact, *self._sdp_headers()], body=body)
+        ok = reply(request, 200, headers=[*contact, _SDP_TYPE], body=body)
         self.b2bua.sip.respond(transaction, ok)
         self._until_acked(side, transaction, ok)
 
@@ -1191,9 +1192,6 @@ class Call:
         ports = [0] * len(sdp.media)
         ports[audio.index] = leg.local_address[1]
         return with_connection(sdp, self.b2bua.media_address, ports).to_bytes()
-
-    def _sdp_headers(self) -> list[tuple[str, str]]:
-        return [("Content-Type", "application/sdp")]
 
     def _our_contact_uri(self) -> URI:
         return parse_name_addr(self.b2bua.sip.contact(self.plan.callee_number, self.peer)).uri
