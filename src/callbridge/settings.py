@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
+import phonenumbers
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -81,6 +82,20 @@ class Settings(BaseSettings):
         60.0, ge=0, description="Seconds without RTP after which a call is ended; 0 = never."
     )
     auth_token_ttl: float = Field(12 * 3600, gt=0, description="Seconds an API token lives.")
+    default_region: str = Field(
+        "US",
+        pattern=r"^[A-Za-z]{2}$",
+        description="ISO 3166 country national phone numbers are read in (CRM cards, "
+        "external lines that name none).",
+    )
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        region = value.upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not a region phonenumbers knows")
+        return region
 
     @field_validator("log_level", mode="before")
     @classmethod

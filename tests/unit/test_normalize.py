@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from callbridge.numbers import to_e164, to_national, to_provider
 from callbridge.pbx.normalize import (
     Direction,
     Field,
@@ -13,9 +14,6 @@ from callbridge.pbx.normalize import (
     Normalizer,
     Originals,
     RuleProblem,
-    to_e164,
-    to_national,
-    to_provider,
     validate_rules,
 )
 from callbridge.sip import Request, SipURI, TelURI, parse

@@ -28,6 +28,7 @@ from typing import Protocol, TypeVar
 from ..logs import log_event
 from ..media.engine import Leg, MediaEngine, MediaSession
 from ..media.errors import MediaError
+from ..numbers import to_e164
 from ..sip import Headers, Request, Response, make_response
 from ..sip.dialog import Dialog, DialogError
 from ..sip.digest import DigestError, answer_challenge, parse_challenge, select_challenge
@@ -46,7 +47,7 @@ from .auth import DROP, Authenticated, Authenticator, Drop
 from .calls import CallRecorder
 from .dialplan import Dialplan
 from .lines import Line, Lines
-from .normalize import Field, to_e164
+from .normalize import Field
 from .registrar import Binding, Location
 from .trunks import Trunk
 

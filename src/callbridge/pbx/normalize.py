@@ -9,30 +9,26 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal, get_args
 from urllib.parse import quote, unquote
-
-import phonenumbers
 
 from callbridge.sip.errors import ParseError
 from callbridge.sip.message import Request
 from callbridge.sip.uri import URI, NameAddr, SipURI, TelURI, parse_name_addr_list
 
+from ..numbers import (
+    ProviderStyle,
+    convert,
+)
+
 Field = Literal["request_uri", "from", "to", "pai", "display_name"]
 # incoming: messages arriving from the external line; outgoing: sent to it.
 Direction = Literal["incoming", "outgoing"]
 Method = Literal["pattern", "e164", "e164_digits", "national"]
-# How a provider wants numbers written:
-#   e164         "+79161234567"  (E.164, with the plus)
-#   e164_digits  "79161234567"   (E.164 without the plus)
-#   national     "89161234567"   (dialled within the country: RU 8..., UA 0..., US 10 digits)
-ProviderStyle = Literal["e164", "e164_digits", "national"]
 
 FIELDS: frozenset[str] = frozenset(get_args(Field))
 DIRECTIONS: frozenset[str] = frozenset(get_args(Direction))
 METHODS: frozenset[str] = frozenset(get_args(Method))
-PROVIDER_STYLES: frozenset[str] = frozenset(get_args(ProviderStyle))
 
 PAI = "P-Asserted-Identity"
 
@@ -108,93 +104,6 @@ class Originals:
             "display_name": self.display_name,
         }
         return {name: value for name, value in values.items() if value is not None}
-
-
-# ---------------------------------------------------------------- number formats
-
-# What a typed phone number may hold: digits, a leading plus, and the visual
-# separators people and RFC 3966 write. Letters are refused rather than read
-# as a vanity number, so a name is never taken for one.
-_PHONE_TEXT_RE = re.compile(r"\s*\+?[0-9\s\-.()/]*")
-_NOT_DIGIT_RE = re.compile(r"[^0-9]")
-
-
-def to_e164(text: str, region: str) -> str | None:
-    """`text` as an E.164 number ("+79161234567"), read as dialled in `region`
-    (ISO 3166 code: "RU", "UA", "US"); None when it is no valid phone number
-    (an internal number such as "101", letters, an incomplete number).
-
-    "+7 916 123-45-67", "8 (916) 1234567" and "79161234567" in RU all give
-    "+79161234567": a number that is not valid in the region is tried as an
-    international one written without its "+" (or with "00").
-    """
-    return _convert(text, region.upper(), "e164")
-
-
-def to_national(e164: str) -> str:
-    """The digits an E.164 number is dialled with inside its own country
-    ("+79161234567" -> "89161234567", "+380501234567" -> "0501234567").
-
-    Raises ValueError when `e164` is not a number in international form.
-    """
-    return _NOT_DIGIT_RE.sub(
-        "", phonenumbers.format_number(_parse_e164(e164), phonenumbers.PhoneNumberFormat.NATIONAL)
-    )
-
-
-def to_provider(e164: str, style: ProviderStyle) -> str:
-    """An E.164 number written the way a provider wants it: `e164`
-    ("+79161234567"), `e164_digits` ("79161234567") or `national`
-    ("89161234567" for RU). Raises ValueError for an unknown style or a
-    number not in international form."""
-    if style not in PROVIDER_STYLES:
-        raise ValueError(f"unknown number style {style!r}; one of {sorted(PROVIDER_STYLES)}")
-    if style == "national":
-        return to_national(e164)
-    formatted = phonenumbers.format_number(_parse_e164(e164), phonenumbers.PhoneNumberFormat.E164)
-    return formatted if style == "e164" else formatted[1:]
-
-
-def _parse_e164(e164: str) -> phonenumbers.PhoneNumber:
-    try:
-        return phonenumbers.parse(e164, None)
-    except phonenumbers.NumberParseException as error:
-        raise ValueError(f"not a number in international form: {e164!r}") from error
-
-
-# The same numbers come by again and again (Request-URI and To, retransmissions,
-# every rule of a chain), and phonenumbers takes tens of microseconds a parse.
-@lru_cache(maxsize=4096)
-def _convert(text: str, region: str, style: ProviderStyle) -> str | None:
-    number = _read_number(text, region)
-    if number is None:
-        return None
-    if style == "national":
-        national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
-        return _NOT_DIGIT_RE.sub("", national)
-    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return e164 if style == "e164" else e164[1:]
-
-
-def _read_number(text: str, region: str) -> phonenumbers.PhoneNumber | None:
-    if not _PHONE_TEXT_RE.fullmatch(text):
-        return None
-    digits = _NOT_DIGIT_RE.sub("", text)
-    if not digits:
-        return None
-    candidates = [text]
-    if not text.strip().startswith("+"):
-        candidates.append("+" + digits)
-        if digits.startswith("00"):
-            candidates.append("+" + digits[2:])
-    for candidate in candidates:
-        try:
-            number = phonenumbers.parse(candidate, region)
-        except phonenumbers.NumberParseException:
-            continue
-        if phonenumbers.is_valid_number(number):
-            return number
-    return None
 
 
 # ---------------------------------------------------------------- rules
@@ -273,7 +182,7 @@ def _compile_pattern(
 
 def _format_rewrite(style: ProviderStyle) -> _Rewrite:
     def rewrite(value: str, region: str) -> str:
-        converted = _convert(value, region, style)
+        converted = convert(value, region, style)
         return value if converted is None else converted
 
     return rewrite

@@ -1,6 +1,7 @@
 """The tables: employees, internal lines, API users and their tokens,
-registrations, call records, external lines, and the routing and
-normalization rules."""
+registrations, call records, external lines, the routing and normalization
+rules, and the CRM's cards (contacts, accounts, leads), their phone index
+and notes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -89,6 +91,8 @@ class Employee(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     phone: Mapped[str | None] = mapped_column(String(32))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The admin's choice: without it the employee's line neither rings nor calls out.
+    telephony_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
 class InternalLine(Base):
@@ -178,6 +182,11 @@ class CallRecord(Base):
             name="status",
         ),
         CheckConstraint("hangup_side IN ('caller', 'callee', 'system')", name="hangup_side"),
+        # A card's and an employee's history: newest first, straight off an index.
+        Index("ix_calls_contact_started", "contact_id", "started_at"),
+        Index("ix_calls_account_started", "account_id", "started_at"),
+        Index("ix_calls_lead_started", "lead_id", "started_at"),
+        Index("ix_calls_employee_started", "employee_id", "started_at"),
     )
 
     # Globally unique (uuid4 hex), so records from several nodes never collide.
@@ -190,9 +199,7 @@ class CallRecord(Base):
     internal_line_id: Mapped[int | None] = mapped_column(
         ForeignKey("internal_lines.id", ondelete="SET NULL"), index=True
     )
-    employee_id: Mapped[int | None] = mapped_column(
-        ForeignKey("employees.id", ondelete="SET NULL"), index=True
-    )
+    employee_id: Mapped[int | None] = mapped_column(ForeignKey("employees.id", ondelete="SET NULL"))
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -201,6 +208,16 @@ class CallRecord(Base):
     hangup_side: Mapped[str | None] = mapped_column(String(8))
     hangup_cause: Mapped[str | None] = mapped_column(String(128))
     sip_call_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    # The customer's number (E.164 when it reads as one); NULL for internal calls.
+    client_number: Mapped[str | None] = mapped_column(String(32), index=True)
+    # The card the call belongs to: the one match of identification, or the
+    # one an employee linked (`POST /calls/{id}/link`, a card created with `call_id`).
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id", ondelete="SET NULL"))
+    # Several cards matched the number: [{"type": "contact", "id": 7, "name": ...}],
+    # for the employee to choose from; none of them is linked.
+    matches: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 Transport = Literal["udp", "tcp"]
@@ -348,3 +365,136 @@ class ConfigVersion(Base):
     # "apply", "start" (the first start), or "rollback to N".
     source: Mapped[str] = mapped_column(String(64))
     snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+# ------------------------------------------------------------------- CRM
+
+CardType = Literal["contact", "account", "lead"]
+CARD_TYPES: tuple[CardType, ...] = ("contact", "account", "lead")
+PhoneType = Literal["mobile", "work", "home", "fax", "other"]
+PHONE_TYPES: tuple[PhoneType, ...] = ("mobile", "work", "home", "fax", "other")
+LeadStatus = Literal["new", "working", "qualified", "lost"]
+LEAD_STATUSES: tuple[LeadStatus, ...] = ("new", "working", "qualified", "lost")
+
+
+class Account(Base):
+    """A company the team works with."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    website: Mapped[str | None] = mapped_column(String(500))
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("employees.id", ondelete="SET NULL"), index=True
+    )
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Contact(Base):
+    """A person; may belong to an account (`company` is free text for one
+    that is not an account)."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    company: Mapped[str | None] = mapped_column(String(200))
+    position: Mapped[str | None] = mapped_column(String(200))
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"), index=True
+    )
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("employees.id", ondelete="SET NULL"), index=True
+    )
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Lead(Base):
+    """A prospect not yet qualified; qualifying it makes (or names) a contact."""
+
+    __tablename__ = "leads"
+    __table_args__ = (
+        CheckConstraint("status IN ('new', 'working', 'qualified', 'lost')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    company: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    # The contact the lead was qualified into.
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="SET NULL"), index=True
+    )
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("employees.id", ondelete="SET NULL"), index=True
+    )
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Phone(Base):
+    """One phone number of one card: as typed, and its keys in the phone
+    index — E.164 when it reads as a number, and its last digits for numbers
+    that arrive in a format that does not (`crm.phones`). Exactly one of
+    contact_id, account_id, lead_id is set."""
+
+    __tablename__ = "phones"
+    __table_args__ = (
+        CheckConstraint(
+            "(CASE WHEN contact_id IS NULL THEN 0 ELSE 1 END)"
+            " + (CASE WHEN account_id IS NULL THEN 0 ELSE 1 END)"
+            " + (CASE WHEN lead_id IS NULL THEN 0 ELSE 1 END) = 1",
+            name="one_card",
+        ),
+        CheckConstraint("type IN ('mobile', 'work', 'home', 'fax', 'other')", name="type"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    lead_id: Mapped[int | None] = mapped_column(
+        ForeignKey("leads.id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[str] = mapped_column(String(16), default="mobile")
+    number: Mapped[str] = mapped_column(String(64))
+    e164: Mapped[str | None] = mapped_column(String(16), index=True)
+    tail: Mapped[str] = mapped_column(String(8), index=True)
+
+
+class Note(Base):
+    """A note an employee wrote on a call, on a card, or on both."""
+
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    author_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    call_id: Mapped[str | None] = mapped_column(
+        ForeignKey("calls.id", ondelete="CASCADE"), index=True
+    )
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    lead_id: Mapped[int | None] = mapped_column(
+        ForeignKey("leads.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
