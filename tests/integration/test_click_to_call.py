@@ -223,6 +223,32 @@ def test_a_customer_is_called_through_the_outgoing_rules_and_the_employee_hangs_
     )
 
 
+def test_the_employees_phone_is_offered_the_customers_codec_when_it_took_another_first(
+    pbx: Pbx,  # noqa: F811
+) -> None:
+    alice, token = employee(pbx, "Alice")
+    pbx.line(ALICE, employee_id=alice)
+    pbx.line(BOB)
+    # Alice's phone answers PCMA first; Bob's answers the offer with PCMU only.
+    phone = pbx.device(ALICE, "c2c_employee_pcma_first.xml", extra=("-d", "1000"))
+    customer = pbx.device(BOB, "call_uas_answer.xml")
+    placed(pbx, token, BOB.number)
+    _assert_succeeded(phone, customer, pbx=pbx)
+    why = pbx.explain()
+
+    offer = _one(customer.received(method="INVITE"), "INVITE at the customer", why)
+    assert re.search(r"^m=audio \d+ RTP/AVP 8 0 101", offer.body, re.MULTILINE), offer.text
+    first, again = phone.received(method="INVITE")
+    assert codecs(again.body) == {"PCMU", "telephone-event"}, again.text
+    _assert_anchored(again, why)
+    # The same session as callbridge's first offer, one version on (RFC 3264 §8).
+    origin = re.compile(r"^o=\S+ (\d+) (\d+) ", re.MULTILINE)
+    [(session, version)] = origin.findall(first.body)
+    assert origin.findall(again.body) == [(session, str(int(version) + 1))], again.text
+    [record] = pbx.calls(1)
+    assert (record["status"], record["hangup_side"]) == ("answered", "caller"), record
+
+
 def test_a_click_to_call_is_recorded_on_postgresql(
     start_pbx: Callable[..., Pbx],  # noqa: F811
     fresh_postgres: str,  # noqa: F811

@@ -25,8 +25,8 @@ from ..media.engine import MediaSession
 from ..media.errors import MediaError
 from ..sip import Headers, Request, Response
 from ..sip.dialog import Dialog, DialogError
-from ..sip.offer_answer import make_offer
-from ..sip.sdp import SdpError
+from ..sip.offer_answer import AUXILIARY_ENCODINGS, make_offer
+from ..sip.sdp import SdpError, SessionDescription, parse_sdp
 from ..sip.transaction import (
     ClientTransaction,
     ServerInviteTransaction,
@@ -37,6 +37,8 @@ from ..sip.transaction import (
 from ..sip.uri import format_hostport, parse_uri
 from .b2bua import (
     _COMPLETED_ELSEWHERE,
+    _SDP_TYPE,
+    ALLOW,
     B2bua,
     Call,
     Fork,
@@ -224,6 +226,8 @@ class ClickToCall(Call):
     employee_released: bool = False
     # While False, every fork is one of the employee's devices.
     dialling: bool = False
+    # Our offer to the employee's devices (`offer` becomes their answer).
+    first_offer: SessionDescription | None = None
 
     def ring(self, bindings: list[Binding]) -> None:
         """Phase one: our offer to every registered device of the employee's
@@ -232,6 +236,7 @@ class ClickToCall(Call):
         line = plan.caller_line
         assert line is not None
         host = self.b2bua.media_address
+        self.first_offer = self.offer
         offer = self.offer.to_bytes()
         dialled = _user_of(self.invite.uri)
         for binding in bindings:
@@ -390,6 +395,53 @@ class ClickToCall(Call):
         bye = side.dialog.create_request("BYE", headers=[("Reason", reason)])
         self.b2bua.sip.send_request(bye, side.peer, _ignore)
 
+    def _answered(self, fork: Fork, response: Response) -> None:
+        super()._answered(fork, response)
+        side = self.caller_side
+        if self.phase is not Phase.ANSWERED or side is None:
+            return
+        # RFC 3264 §6.1: the employee's phone sends the first codec of its
+        # answer. When the customer's answer left that codec out, the relay
+        # (which never transcodes) would carry a codec the customer did not
+        # take: offer the employee's side the customer's codecs instead.
+        try:
+            customer = _sdp_of(response)
+        except SdpError:
+            return
+        sends = _voice_formats(self.offer)
+        if customer is None or not sends or sends[0] in _voice_formats(customer):
+            return
+        # Our session goes on (RFC 3264 §8): our first offer's origin, one
+        # version up, with the customer's codecs on the employee's leg.
+        ours = self.first_offer or self.offer
+        origin = replace(ours.origin, sess_version=ours.origin.sess_version + 1)
+        body = side.sdp_sent = replace(parse_sdp(side.sdp_sent), origin=origin).to_bytes()
+        reoffer = side.dialog.create_request(
+            "INVITE", headers=[("Allow", ALLOW), _SDP_TYPE], body=body
+        )
+        log_event(logger, logging.DEBUG, "call.codec_reoffer", record=self.record)
+        self.b2bua.sip.send_request(
+            reoffer, side.peer, lambda _, answer: self._reoffer_answered(side, answer)
+        )
+
+    def _reoffer_answered(self, side: Side, response: Response) -> None:
+        if response.status < 200 or self.phase is not Phase.ANSWERED:
+            return
+        if response.status in (408, 481):  # §12.2.1.2: the dialog is gone
+            self._hang_up(side, "answered", "system", f"re-INVITE answered {response.status}")
+            return
+        if response.status >= 300:
+            return  # the phone keeps its first answer: nothing better to do
+        try:
+            side.dialog.receive_response(response)
+            answer = _sdp_of(response)
+            audio = None if answer is None else _audio_of(answer)
+        except (DialogError, SdpError):
+            audio = None
+        self._acknowledge(side)
+        if audio is not None:
+            self._set_remote(side.media, audio)
+
     def _caller_side(self) -> Side:
         assert self.caller_side is not None
         return self.caller_side
@@ -411,3 +463,20 @@ class ClickToCall(Call):
             key = (fork.request.call_id, fork.request.from_.tag or "")
             if dialogs.get(key) is self:
                 del dialogs[key]
+
+
+def _voice_formats(sdp: SessionDescription) -> list[str]:
+    """The payload formats of the first audio stream, in order, without
+    telephone-event and comfort noise (which ride along with a voice codec)."""
+    for media in sdp.media:
+        if media.media_type != "audio" or media.is_rejected:
+            continue
+        voice = []
+        for fmt in media.formats:
+            rtpmap = media.rtpmap(fmt)
+            # 13 is RFC 3551's static comfort noise, often sent without an rtpmap.
+            encoding = rtpmap.encoding.lower() if rtpmap else ("cn" if fmt == "13" else fmt)
+            if encoding not in AUXILIARY_ENCODINGS:
+                voice.append(fmt)
+        return voice
+    return []
