@@ -25,6 +25,7 @@ from .pbx.config import InvalidConfig, apply_staged, latest, running_config
 from .pbx.guard import FloodGuard, GuardPolicy
 from .pbx.lines import Lines
 from .pbx.location import StoredLocation
+from .pbx.originate import Originator
 from .pbx.registrar import Binding, Location, MemoryLocation, Registrar, RegistrarPolicy
 from .pbx.trunks import Trunks
 from .pbx.ua import UserAgent
@@ -366,6 +367,7 @@ class HttpService:
         registration_state: Callable[[int], Mapping[str, str | None]] | None = None,
         guard: FloodGuard | None = None,
         location: Location | None = None,
+        originator: Originator | None = None,
     ) -> None:
         config = uvicorn.Config(
             create_app(
@@ -376,6 +378,7 @@ class HttpService:
                 guard=guard,
                 location=location,
                 sip_clock=asyncio.get_running_loop().time,
+                originator=originator,
             ),
             host=settings.http_host,
             port=settings.http_port,
@@ -498,6 +501,7 @@ async def run(settings: Settings) -> int:
         registration_state=trunks.state,
         guard=service.guard,
         location=location,
+        originator=Originator(b2bua),
     )
     try:
         await service.start()

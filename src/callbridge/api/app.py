@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 
 from .. import __version__
 from ..pbx.guard import FloodGuard
+from ..pbx.originate import Originator
 from ..pbx.registrar import Location
 from ..settings import Settings
 from ..store import Database
@@ -16,6 +17,7 @@ from ..store.models import ConfigVersion
 from . import (
     auth,
     calls,
+    click_to_call,
     config,
     external_lines,
     internal_lines,
@@ -36,6 +38,7 @@ def create_app(
     location: Location | None = None,
     sip_clock: Callable[[], float] | None = None,
     registration_state: Callable[[int], Mapping[str, str | None]] | None = None,
+    originator: Originator | None = None,
 ) -> FastAPI:
     """The API over `database` (migrated by the caller). Edits to lines and
     rules are staged; `on_apply(version)` is awaited when a version is
@@ -44,7 +47,8 @@ def create_app(
     the SIP side's, and `sip_clock` is the monotonic clock they count in.
     `registration_state(external_line_id)` gives `{"state": "registered" |
     "registering" | "failed" | "unregistered", "reason": str | None}` for each external line
-    (unregistered for all without it)."""
+    (unregistered for all without it). `originator` places click-to-call
+    calls (without it, `POST /calls` answers 503)."""
     app = FastAPI(
         title="callbridge",
         version=__version__,
@@ -58,6 +62,7 @@ def create_app(
         app.state.apply_config = on_apply
     app.state.guard = guard
     app.state.location = location
+    app.state.originator = originator
     if sip_clock is not None:
         app.state.sip_clock = sip_clock
     if registration_state is not None:
@@ -73,6 +78,7 @@ def create_app(
     v1.include_router(normalization_rules.router)
     v1.include_router(config.router)
     v1.include_router(calls.router)
+    v1.include_router(click_to_call.router)
     v1.include_router(security.router)
     app.include_router(v1)
     return app

@@ -499,16 +499,20 @@ class B2bua:
             received_at=now,
         )
         self.by_invite[transaction] = call
-        if callee is not None:
-            self.ringing_or_talking[callee.number] += 1
+        self._reserve(plan)
+        self._spawn(call.setup())
+        return self._reply(request, 100, to_tag=None)
+
+    def _reserve(self, plan: Plan) -> None:
+        """Count an admitted call against its lines' limits (`Call._end` gives it back)."""
+        if plan.callee_line is not None:
+            self.ringing_or_talking[plan.callee_line.number] += 1
         for trunk in (plan.trunk_in, plan.trunk_out):
             if trunk is not None:
                 self.trunk_calls[trunk.id] += 1
         if plan.trunk_out is not None:
             self.trunk_outgoing[plan.trunk_out.id] += 1
         self.calls += 1
-        self._spawn(call.setup())
-        return self._reply(request, 100, to_tag=None)
 
     def _device(self, binding: Binding, plan: Plan) -> Target:
         return Target(
@@ -845,11 +849,7 @@ class Call:
                 self._cancel_fork(other, _COMPLETED_ELSEWHERE)
         self._set_remote(self.callee_leg, audio)
         self._connect()
-        local = Dialog.from_uas(self.invite, self.tag, self._our_contact_uri())
-        caller = self.caller_side = Side(
-            "caller", local, self.peer, self.caller_leg, self.invite.top_via.transport != "UDP"
-        )
-        b2bua.dialogs[(self.invite.call_id, self.tag)] = self
+        caller = self.caller_side = self._caller_side()
         body = self._anchored(answer, audio, self.caller_leg)
         caller.sdp_sent = body
         self._timer_cancel()
@@ -866,6 +866,16 @@ class Call:
             self._timer = asyncio.get_running_loop().call_later(
                 self.plan.max_talk_duration, self._talk_limit
             )
+
+    def _caller_side(self) -> Side:
+        """The caller's side once the callee answers: the dialog our 200 to
+        its INVITE creates."""
+        assert self.caller_leg is not None
+        local = Dialog.from_uas(self.invite, self.tag, self._our_contact_uri())
+        self.b2bua.dialogs[(self.invite.call_id, self.tag)] = self
+        return Side(
+            "caller", local, self.peer, self.caller_leg, self.invite.top_via.transport != "UDP"
+        )
 
     def _refuse_late_answer(self, fork: Fork, response: Response) -> None:
         """A 2xx we cannot use (another device won, or it is unusable): ACK and BYE it."""
