@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from datetime import UTC, datetime
 import uvicorn
 
 from .api import create_app
+from .crm.identify import Identity, identify
+from .events import EventBus
 from .logs import log_event
 from .media.engine import LocalMediaEngine
 from .media.ports import RtpPortAllocator
@@ -27,6 +30,7 @@ from .pbx.lines import Lines
 from .pbx.location import StoredLocation
 from .pbx.originate import Originator
 from .pbx.registrar import Binding, Location, MemoryLocation, Registrar, RegistrarPolicy
+from .pbx.staff import load_employees
 from .pbx.trunks import Trunks
 from .pbx.ua import UserAgent
 from .settings import Settings
@@ -56,6 +60,9 @@ from .transport import Address, Transport, TransportError, TransportLayer
 
 logger = logging.getLogger("callbridge.sip")
 http_logger = logging.getLogger("callbridge.http")
+# A browser's WebSocket carries its bearer token in the query (`?token=`),
+# and uvicorn logs every request's path with its query.
+_TOKEN_IN_QUERY = re.compile(r"((?:^|[?&])token=)[^&\s\"']*", re.IGNORECASE)
 _MAX_PEERS = 4096
 # Requests with a To tag that still are not a call's business.
 _OUT_OF_DIALOG = frozenset({"ACK", "OPTIONS", "REGISTER"})
@@ -353,6 +360,28 @@ class SipService:
         log_event(logger, logging.INFO, "sip.transport_error", error=str(error))
 
 
+class HideTokens(logging.Filter):
+    """Masks `token=...` in the paths uvicorn logs (access lines, and its
+    WebSocket accepted/refused lines), so no log holds a usable token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_IN_QUERY.sub(r"\1***", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = _TOKEN_IN_QUERY.sub(r"\1***", record.msg)
+        return True
+
+
+def hide_tokens_in_uvicorn_logs() -> None:
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger_ = logging.getLogger(name)
+        if not any(isinstance(f, HideTokens) for f in logger_.filters):
+            logger_.addFilter(HideTokens())
+
+
 class HttpService:
     """uvicorn serving the API inside our loop: its startup, tick loop and
     shutdown are driven from here, so SIGTERM stops it together with SIP
@@ -368,7 +397,10 @@ class HttpService:
         guard: FloodGuard | None = None,
         location: Location | None = None,
         originator: Originator | None = None,
+        event_bus: EventBus | None = None,
+        on_employees_changed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        hide_tokens_in_uvicorn_logs()
         config = uvicorn.Config(
             create_app(
                 settings,
@@ -379,6 +411,8 @@ class HttpService:
                 location=location,
                 sip_clock=asyncio.get_running_loop().time,
                 originator=originator,
+                event_bus=event_bus,
+                on_employees_changed=on_employees_changed,
             ),
             host=settings.http_host,
             port=settings.http_port,
@@ -472,6 +506,12 @@ async def run(settings: Settings) -> int:
         clock=loop.time,
     )
     recorder = CallRecorder(database)
+    event_bus = EventBus()
+
+    async def identify_number(number: str, region: str) -> Identity:
+        async with database.session() as session:
+            return await identify(session, number, region)
+
     b2bua = B2bua(
         service,
         authenticator=service.authenticator,
@@ -481,8 +521,15 @@ async def run(settings: Settings) -> int:
         media_address=service.host,
         lines=lambda: service.ua.lines,
         user_agent=settings.user_agent,
+        events=event_bus,
+        identify=identify_number,
     )
     service.use_b2bua(b2bua)
+
+    async def reload_employees() -> None:
+        """An employee changed: their telephony switch counts from the next call."""
+        async with database.session() as session:
+            b2bua.use_employees(await load_employees(session))
 
     trunks = Trunks(service)
 
@@ -502,10 +549,23 @@ async def run(settings: Settings) -> int:
         guard=service.guard,
         location=location,
         originator=Originator(b2bua),
+        event_bus=event_bus,
+        on_employees_changed=reload_employees,
     )
+    reloads: set[asyncio.Task[None]] = set()
+
+    def reload_on_hangup() -> None:
+        # SIGHUP: the employees were changed behind the API's back (a script,
+        # another node): read them again, as the API does after its changes.
+        task = asyncio.create_task(reload_employees())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     try:
         await service.start()
         await run_config(await current_version(database))
+        await reload_employees()
+        loop.add_signal_handler(signal.SIGHUP, reload_on_hangup)
         restored = await location.load()
         log_event(logger, logging.INFO, "pbx.bindings_restored", count=restored)
         location.start()

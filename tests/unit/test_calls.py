@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from callbridge.pbx.calls import CallRecorder
 from callbridge.store import Database, Employee, InternalLine
-from callbridge.store.models import CallRecord
+from callbridge.store.models import CallRecord, Contact
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
@@ -354,3 +354,60 @@ async def test_a_record_the_database_refuses_does_not_hold_back_the_others(
     kept = await record(database, orphan)
     assert (kept.internal_line_id, kept.status) == (None, "in_progress")
     assert (await record(database, after)).status == "missed"
+
+
+# --- identification -----------------------------------------------------------
+
+
+async def _contacts(database: Database, *names: str) -> list[int]:
+    async with database.session() as session:
+        contacts = [Contact(name=name) for name in names]
+        session.add_all(contacts)
+        await session.commit()
+        return [contact.id for contact in contacts]
+
+
+async def test_the_client_number_and_the_one_matching_card_ride_on_the_record(
+    database: Database, recorder: CallRecorder
+) -> None:
+    [anna] = await _contacts(database, "Anna")
+    call_id = begin(recorder, direction="incoming", client_number="+79161234567")
+    recorder.identified(call_id, card=("contact", anna))
+    await recorder.flush()
+    stored = await record(database, call_id)
+    assert (stored.client_number, stored.contact_id) == ("+79161234567", anna)
+    assert (stored.account_id, stored.lead_id, stored.matches) == (None, None, None)
+
+
+async def test_several_matches_are_listed_and_none_linked(
+    database: Database, recorder: CallRecorder
+) -> None:
+    anna, boris = await _contacts(database, "Anna", "Boris")
+    matches: list[dict[str, object]] = [
+        {"type": "contact", "id": anna, "name": "Anna"},
+        {"type": "contact", "id": boris, "name": "Boris"},
+    ]
+    call_id = begin(recorder, direction="incoming", client_number="+79161234567")
+    recorder.identified(call_id, card=None, matches=matches)
+    await recorder.flush()
+    stored = await record(database, call_id)
+    assert stored.matches == matches
+    assert (stored.contact_id, stored.account_id, stored.lead_id) == (None, None, None)
+
+
+async def test_an_identification_after_the_end_is_still_written(
+    database: Database, recorder: CallRecorder
+) -> None:
+    [anna] = await _contacts(database, "Anna")
+    call_id = begin(recorder, direction="incoming", client_number="+79161234567")
+    end(recorder, call_id, at(2), "cancelled", "caller", "CANCEL")
+    await recorder.flush()
+    recorder.identified(call_id, card=("contact", anna))
+    await recorder.flush()
+    stored = await record(database, call_id)
+    assert (stored.status, stored.contact_id) == ("cancelled", anna)
+
+
+def test_an_unknown_card_type_is_refused(recorder: CallRecorder) -> None:
+    with pytest.raises(ValueError, match="'employee'"):
+        recorder.identified("x", card=("employee", 1))

@@ -8,6 +8,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from .. import __version__
+from ..events import EventBus
 from ..pbx.guard import FloodGuard
 from ..pbx.originate import Originator
 from ..pbx.registrar import Location
@@ -19,6 +20,7 @@ from . import (
     calls,
     click_to_call,
     config,
+    events,
     external_lines,
     internal_lines,
     normalization_rules,
@@ -39,6 +41,8 @@ def create_app(
     sip_clock: Callable[[], float] | None = None,
     registration_state: Callable[[int], Mapping[str, str | None]] | None = None,
     originator: Originator | None = None,
+    event_bus: EventBus | None = None,
+    on_employees_changed: Callable[[], Awaitable[None]] | None = None,
 ) -> FastAPI:
     """The API over `database` (migrated by the caller). Edits to lines and
     rules are staged; `on_apply(version)` is awaited when a version is
@@ -48,7 +52,10 @@ def create_app(
     `registration_state(external_line_id)` gives `{"state": "registered" |
     "registering" | "failed" | "unregistered", "reason": str | None}` for each external line
     (unregistered for all without it). `originator` places click-to-call
-    calls (without it, `POST /calls` answers 503)."""
+    calls (without it, `POST /calls` answers 503). `event_bus` carries the
+    call events `/ws/events` streams (a bus of its own without one).
+    `on_employees_changed()` is awaited after every change to an employee,
+    so the SIP side sees a telephony switch at once, without an apply."""
     app = FastAPI(
         title="callbridge",
         version=__version__,
@@ -67,6 +74,8 @@ def create_app(
         app.state.sip_clock = sip_clock
     if registration_state is not None:
         app.state.registration_state = registration_state
+    app.state.events = event_bus if event_bus is not None else EventBus()
+    app.state.on_employees_changed = on_employees_changed
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(FieldError, field_error_handler)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_SIZE)
@@ -81,4 +90,5 @@ def create_app(
     v1.include_router(click_to_call.router)
     v1.include_router(security.router)
     app.include_router(v1)
+    app.include_router(events.router)
     return app

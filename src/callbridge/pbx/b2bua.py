@@ -10,7 +10,10 @@ through callbridge (`media/`), and the call's record is kept by a
 
 The SIP side is reached through `SipPort` (the service owns the sockets and
 the transaction layer); timers are the loop's. A call's handlers never block:
-the only awaits are binding the media ports, in the call's setup task.
+the only awaits are binding the media ports, in the call's setup task, and
+looking the customer's number up in the CRM, in a task of its own beside it.
+What happens to a call goes out as events (`ringing`, `answered`, `held`,
+`resumed`, `missed`, `ended`) to the employees whose lines take part.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import asyncio
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum, auto
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from ..crm.identify import Identity
+from ..events import EventBus
 from ..logs import log_event
 from ..media.engine import Leg, MediaEngine, MediaSession
 from ..media.errors import MediaError
@@ -44,11 +49,12 @@ from ..sip.transaction import (
 )
 from ..sip.uri import URI, format_hostport, parse_name_addr, parse_uri
 from .auth import DROP, Authenticated, Authenticator, Drop
-from .calls import CallRecorder
+from .calls import CallRecorder, talk_seconds
 from .dialplan import Dialplan
 from .lines import Line, Lines
 from .normalize import Field
 from .registrar import Binding, Location
+from .staff import Employees
 from .trunks import Trunk
 
 logger = logging.getLogger("callbridge.calls")
@@ -56,12 +62,17 @@ logger = logging.getLogger("callbridge.calls")
 K = TypeVar("K")
 ResponseHandler = Callable[[ClientTransaction, Response], None]
 WallClock = Callable[[], datetime]
+# Looks a client's number up in the CRM, read in a region ("RU", "US").
+Identify = Callable[[str, str], Awaitable[Identity]]
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
 _SDP_TYPE = ("Content-Type", "application/sdp")
 _COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
 _NULL_ADDRESSES = frozenset({"0.0.0.0", "::"})
 _SETUP_DELAY_SAMPLES = 100_000
+# How long `ringing` waits for the CRM's answer before it goes out with the
+# bare number: the popup must come while the phone rings, not after.
+IDENTIFY_DEADLINE = 0.15
 DEFAULT_RING_TIMEOUT = 60  # an outgoing call rings as long as the far end lets it
 # How long an ended call's dialogs still answer retransmissions (64*T1).
 _LINGER = 64 * DEFAULT_TIMERS.T1
@@ -171,6 +182,16 @@ class Plan:
     trunk_in: Trunk | None = None
     trunk_out: Trunk | None = None
     targets: tuple[Target, ...] = ()
+    # The customer's number (E.164 when it reads as one) and the region it
+    # is read in: the external line's. None for an internal call.
+    client_number: str | None = None
+    region: str | None = None
+
+    @property
+    def employees(self) -> set[int]:
+        """The employees whose lines take part: the audience of the call's events."""
+        lines = (self.caller_line, self.callee_line)
+        return {line.employee_id for line in lines if line and line.employee_id is not None}
 
     @property
     def ring_timeout(self) -> int:
@@ -193,6 +214,9 @@ class _Media:
     rtcp_port: int | None
     payload_types: Mapping[int, str]
     sends: bool
+    # The side offering this stream will not hear the other (sendonly,
+    # inactive, or the RFC 2543 null address): it put the call on hold.
+    holds: bool = False
 
 
 def _audio_of(sdp: SessionDescription) -> _Media:
@@ -206,14 +230,16 @@ def _audio_of(sdp: SessionDescription) -> _Media:
         payload_types = {
             int(pt): rtpmap.encoding for pt, rtpmap in media.rtpmaps.items() if pt.isdigit()
         }
+        direction = sdp.effective_direction(media)
+        null = connection.address in _NULL_ADDRESSES
         return _Media(
             index=index,
             host=connection.address,
             port=media.port,
             rtcp_port=int(rtcp.split()[0]) if rtcp and rtcp.split()[0].isdigit() else None,
             payload_types=payload_types,
-            sends=sdp.effective_direction(media).sends
-            and connection.address not in _NULL_ADDRESSES,
+            sends=direction.sends and not null,
+            holds=null or not direction.receives,
         )
     raise SdpError("no audio stream to relay", status=488)
 
@@ -244,6 +270,9 @@ class B2bua:
         lines: Callable[[], Lines],
         wallclock: WallClock = lambda: datetime.now(UTC),
         user_agent: str = "callbridge",
+        events: EventBus | None = None,
+        identify: Identify | None = None,
+        identify_deadline: float = IDENTIFY_DEADLINE,
     ) -> None:
         self.sip = sip
         self.authenticator = authenticator
@@ -256,6 +285,11 @@ class B2bua:
         self.dialplan = Dialplan()
         self.wallclock = wallclock
         self.user_agent = user_agent
+        self.events = events
+        self.identify = identify
+        self.identify_deadline = identify_deadline
+        # Swapped whole when an employee changes: names, and whose telephony is off.
+        self.employees = Employees()
         # (Call-ID, our tag) of every dialog and fork → its call.
         self.dialogs: dict[tuple[str, str], Call] = {}
         self.by_invite: dict[ServerTransaction, Call] = {}
@@ -324,6 +358,10 @@ class B2bua:
             caller_line=caller,
             record_line=caller,
         )
+        if not self.employees.may_use_telephony(caller.employee_id):
+            return self._refuse(
+                request, plan, 403, "Telephony disabled", "rejected", "telephony disabled"
+            )
         callee = self.lines().by_number.get(dialled)
         if callee is not None:
             return replace(plan, callee_line=callee, record_line=callee)
@@ -380,6 +418,8 @@ class B2bua:
             callee_raw=number,
             trunk_out=trunk,
             targets=(target,),
+            client_number=to_e164(number, trunk.default_region) or number,
+            region=trunk.default_region,
         )
 
     def _from_trunk(
@@ -398,15 +438,18 @@ class B2bua:
         destination = normalizer.normalize_number(
             dialled, direction="incoming", external_line_id=trunk.id, field="request_uri"
         )
+        client = to_e164(caller, trunk.default_region) or caller
         plan = Plan(
             tag=tag,
             started=self.wallclock(),
             direction="incoming",
-            caller_number=to_e164(caller, trunk.default_region) or caller,
+            caller_number=client,
             caller_raw=caller_raw,
             callee_number=destination,
             callee_raw=dialled,
             trunk_in=trunk,
+            client_number=client,
+            region=trunk.default_region,
         )
         if not self._has_room(trunk, outgoing=False):
             return self._refuse(request, plan, 503, "Service Unavailable", "failed", "line full")
@@ -450,7 +493,10 @@ class B2bua:
             internal_line_id=line.id if line else None,
             employee_id=line.employee_id if line else None,
             sip_call_id=request.call_id,
+            client_number=plan.client_number,
         )
+        # A refused call is in the customer's history too.
+        self.identify_client(call_id, plan)
         self.recorder.ended(
             call_id,
             at=plan.started,
@@ -480,6 +526,15 @@ class B2bua:
             )
         callee = plan.callee_line
         if callee is not None:
+            if not self.employees.may_use_telephony(callee.employee_id):
+                return self._refuse(
+                    request,
+                    plan,
+                    480,
+                    "Temporarily Unavailable",
+                    "rejected",
+                    "telephony disabled",
+                )
             if self.ringing_or_talking[callee.number] >= callee.max_incoming_calls:
                 return self._refuse(request, plan, 486, "Busy Here", "busy", "incoming call limit")
             bindings = self.location.bindings(callee.number, now)
@@ -577,10 +632,71 @@ class B2bua:
             body=body,
         )
 
-    def _spawn(self, coroutine: Coroutine[object, object, None]) -> None:
+    def _spawn(self, coroutine: Coroutine[object, object, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
+
+    def use_employees(self, employees: Employees) -> None:
+        """Swap in a new snapshot of the employees (effective for the next call)."""
+        self.employees = employees
+        log_event(
+            logger,
+            logging.INFO,
+            "pbx.employees_loaded",
+            count=len(employees),
+            telephony_disabled=len(employees.disabled),
+        )
+
+    def identify_client(
+        self, record: str, plan: Plan, then: Callable[[Identity], None] | None = None
+    ) -> asyncio.Task[None] | None:
+        """Look the customer's number of `plan` up in the CRM, in the
+        background; the result goes on the call record `record` (one card
+        linked, or several listed), then to `then`. None when there is
+        nothing to look up (an internal call, or no CRM)."""
+        identify = self.identify
+        number, region = plan.client_number, plan.region
+        if identify is None or number is None or region is None:
+            return None
+
+        async def look_up() -> None:
+            try:
+                identity = await identify(number, region)
+            except Exception as error:
+                log_event(logger, logging.WARNING, "call.identify_failed", error=repr(error))
+                return
+            card = identity.card
+            self.recorder.identified(
+                record,
+                card=(card.type, card.id) if card is not None else None,
+                matches=[m.as_dict() for m in identity.matches] if card is None else None,
+            )
+            if then is not None:
+                then(identity)
+
+        return self._spawn(look_up())
+
+    def publish(
+        self, call: Call, type: str, *, to: Iterable[int] | None = None, **data: Any
+    ) -> None:
+        """Send the event `type` of `call` to the employees of its lines (or `to`)."""
+        if self.events is None:
+            return
+        plan = call.plan
+        self.events.publish(
+            type,
+            call.record,
+            employees=plan.employees if to is None else to,
+            at=self.wallclock(),
+            direction=plan.direction,
+            caller_number=plan.caller_number,
+            callee_number=plan.callee_number,
+            client_number=plan.client_number,
+            line=plan.record_line.number if plan.record_line else None,
+            **data,
+        )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -644,6 +760,13 @@ class Call:
     answered_at: datetime | None = None
     # A re-INVITE being relayed: from which side, its transaction and offer.
     reinvite: tuple[Side, ServerTransaction, SessionDescription] | None = None
+    # The CRM lookup of the customer's number, and what it found.
+    lookup: asyncio.Task[None] | None = None
+    identity: Identity | None = None
+    # `ringing` went out (every other event of the call follows it).
+    rang: bool = False
+    # The roles ("caller", "callee") that put the call on hold.
+    held_by: set[str] = field(default_factory=set)
     _timer: asyncio.TimerHandle | None = None
 
     def __post_init__(self) -> None:
@@ -659,7 +782,10 @@ class Call:
             internal_line_id=line.id if line else None,
             employee_id=line.employee_id if line else None,
             sip_call_id=self.invite.call_id,
+            client_number=plan.client_number,
         )
+        # Beside the media setup, so the devices' INVITEs do not wait for it.
+        self.lookup = self.b2bua.identify_client(self.record, plan, then=self._identified)
         log_event(
             logger,
             logging.DEBUG,
@@ -707,6 +833,43 @@ class Call:
         self._timer = asyncio.get_running_loop().call_later(
             self.plan.ring_timeout, self._ring_timeout
         )
+        await self._announce_ringing()
+
+    async def _announce_ringing(self) -> None:
+        """`ringing` as soon as the CRM has answered, or with the bare number
+        when it has not by the deadline (counted from the INVITE)."""
+        lookup = self.lookup
+        if lookup is not None and not lookup.done():
+            left = self.received_at + self.b2bua.identify_deadline - self.b2bua.sip.time()
+            if left > 0:
+                await asyncio.wait({lookup}, timeout=left)
+        if self.phase is Phase.RINGING:
+            self._ring_event()
+
+    def _ring_event(self) -> None:
+        """Publish `ringing` once, with what identification knows by now."""
+        if self.rang:
+            return
+        self.rang = True
+        plan, identity = self.plan, self.identity
+        matches = [m.as_dict() for m in identity.matches] if identity is not None else []
+        details: dict[str, Any] = {"matches": matches}
+        if plan.direction == "internal":
+            # The other party is a colleague, not a customer: who is calling.
+            caller = plan.caller_line
+            employee: dict[str, object] | None = None
+            if caller is not None and caller.employee_id is not None:
+                staff = self.b2bua.employees.by_id.get(caller.employee_id)
+                # One created since the last reload: its id, the name unknown yet.
+                employee = staff.as_dict() if staff else {"id": caller.employee_id, "name": None}
+            details["employee"] = employee
+        self.b2bua.publish(self, "ringing", **details)
+
+    def _identified(self, identity: Identity) -> None:
+        self.identity = identity
+        if self.rang and identity.matches:
+            # `ringing` went out with the bare number: the cards come after it.
+            self.b2bua.publish(self, "identified", matches=[m.as_dict() for m in identity.matches])
 
     def _fork(self, target: Target, sdp: bytes) -> None:
         b2bua = self.b2bua
@@ -861,6 +1024,8 @@ class Call:
             self._until_acked(caller, self.transaction, ok)
         b2bua.by_invite.pop(self.transaction, None)
         b2bua.recorder.answered(self.record, self.answered_at)
+        self._ring_event()
+        b2bua.publish(self, "answered")
         log_event(logger, logging.DEBUG, "call.answered", record=self.record)
         if self.plan.max_talk_duration > 0:
             self._timer = asyncio.get_running_loop().call_later(
@@ -1036,12 +1201,25 @@ class Call:
         if answer is None or audio is None:
             self.b2bua.sip.respond(transaction, reply(request, 488))
             return
+        offered = _audio_of(offer)
         self._set_remote(other.media, audio)
-        self._set_remote(side.media, _audio_of(offer))
+        self._set_remote(side.media, offered)
         body = side.sdp_sent = self._anchored(answer, audio, side.media)
         ok = reply(request, 200, headers=[*contact, _SDP_TYPE], body=body)
         self.b2bua.sip.respond(transaction, ok)
         self._until_acked(side, transaction, ok)
+        self._note_hold(side, offered.holds)
+
+    def _note_hold(self, side: Side, holds: bool) -> None:
+        """`held` when a side's accepted offer stops it hearing the other,
+        `resumed` when one takes that back."""
+        if holds == (side.role in self.held_by):
+            return
+        if holds:
+            self.held_by.add(side.role)
+        else:
+            self.held_by.discard(side.role)
+        self.b2bua.publish(self, "held" if holds else "resumed", side=side.role)
 
     def acked(self, ack: Request) -> None:
         side = self.side_of(ack.call_id)
@@ -1125,14 +1303,16 @@ class Call:
         self.phase = Phase.ENDED
         b2bua = self.b2bua
         self._timer_cancel()
+        at = b2bua.wallclock()
         b2bua.recorder.ended(
             self.record,
-            at=b2bua.wallclock(),
+            at=at,
             answered_at=self.answered_at,
             status=record,
             hangup_side=side,
             hangup_cause=cause,
         )
+        self._end_events(record, side, cause, at)
         b2bua.by_invite.pop(self.transaction, None)
         plan = self.plan
         if plan.callee_line is not None:
@@ -1148,6 +1328,31 @@ class Call:
         b2bua._spawn(self._close_media())
         # The dialogs stay known a while to answer retransmissions.
         asyncio.get_running_loop().call_later(_LINGER, self._forget)
+
+    def _end_events(self, status: str, side: str, cause: str, at: datetime) -> None:
+        """A call that rang ends with `ended`; one nobody answered, coming in
+        to a line, is also `missed` for that line's employee (once per call,
+        however many devices rang)."""
+        if not self.forks:
+            return  # it never rang: no event was sent for it
+        self._ring_event()
+        plan, b2bua = self.plan, self.b2bua
+        callee = plan.callee_line
+        if (
+            status in ("missed", "cancelled")
+            and plan.direction != "outgoing"
+            and callee is not None
+            and callee.employee_id is not None
+        ):
+            b2bua.publish(self, "missed", to=[callee.employee_id], status=status)
+        b2bua.publish(
+            self,
+            "ended",
+            status=status,
+            talk_seconds=talk_seconds(self.answered_at, at),
+            hangup_side=side,
+            cause=cause,
+        )
 
     def _forget(self) -> None:
         dialogs = self.b2bua.dialogs

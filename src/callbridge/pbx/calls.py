@@ -21,15 +21,18 @@ from ..store.models import CALL_DIRECTIONS, CALL_STATUSES, HANGUP_SIDES, CallRec
 logger = logging.getLogger("callbridge.calls")
 
 _END_COLUMNS = ("ended_at", "status", "hangup_side", "hangup_cause", "talk_seconds")
-# What the recorder queues: a new record, or (record id, column values).
-_Change = CallRecord | tuple[str, dict[str, object]]
+_CARD_COLUMNS = ("contact_id", "account_id", "lead_id", "matches")
+# What the recorder queues: a new record, or (kind, record id, column values)
+# with kind "answer", "end" or "identify".
+_Change = CallRecord | tuple[str, str, dict[str, object]]
 
 INTERRUPTED = "interrupted by restart"
 # How a call can end: every status but the one a call has while it lasts.
 END_STATUSES = tuple(status for status in CALL_STATUSES if status != "in_progress")
 
 
-def _talk_seconds(answered_at: datetime | None, ended_at: datetime) -> int:
+def talk_seconds(answered_at: datetime | None, ended_at: datetime) -> int:
+    """Whole seconds from the answer to the end (0 for a call never answered)."""
     if answered_at is None:
         return 0
     return max(0, round((ended_at - answered_at) / timedelta(seconds=1)))
@@ -82,8 +85,10 @@ class CallRecorder:
         internal_line_id: int | None = None,
         employee_id: int | None = None,
         sip_call_id: str | None = None,
+        client_number: str | None = None,
     ) -> str:
-        """Queue the record of a call that starts `at`; returns its id."""
+        """Queue the record of a call that starts `at`; returns its id.
+        `client_number` is the customer's (None for an internal call)."""
         _one_of("direction", direction, CALL_DIRECTIONS)
         record = CallRecord(
             id=uuid.uuid4().hex,
@@ -98,6 +103,7 @@ class CallRecorder:
             talk_seconds=0,
             status="in_progress",
             sip_call_id=sip_call_id,
+            client_number=client_number,
         )
         self._queue(record)
         return record.id
@@ -106,7 +112,28 @@ class CallRecorder:
         """The call was answered `at`; a later answer (another device's 200)
         does not move the time: only the first answer of a call in progress
         is written."""
-        self._queue((call_id, {"answered_at": _aware("at", at)}))
+        self._queue(("answer", call_id, {"answered_at": _aware("at", at)}))
+
+    def identified(
+        self,
+        call_id: str,
+        *,
+        card: tuple[str, int] | None,
+        matches: list[dict[str, object]] | None = None,
+    ) -> None:
+        """The customer's number was looked up: `card` (type, id) is the one
+        card it matched, linked to the call; several candidates are kept in
+        `matches` instead, none linked. Written whatever the call's state, as
+        a lookup may finish after a short call has ended."""
+        values: dict[str, object] = dict.fromkeys(_CARD_COLUMNS)
+        if card is not None:
+            kind, card_id = card
+            if kind not in ("contact", "account", "lead"):
+                raise ValueError(f"card type {kind!r} is not one of contact, account, lead")
+            values[f"{kind}_id"] = card_id
+        elif matches:
+            values["matches"] = matches
+        self._queue(("identify", call_id, values))
 
     def ended(
         self,
@@ -131,13 +158,14 @@ class CallRecorder:
             raise ValueError(f"status 'answered': call {call_id!r} was never answered")
         self._queue(
             (
+                "end",
                 call_id,
                 {
                     "ended_at": at,
                     "status": status,
                     "hangup_side": hangup_side,
                     "hangup_cause": hangup_cause,
-                    "talk_seconds": _talk_seconds(answered_at, at),
+                    "talk_seconds": talk_seconds(answered_at, at),
                 },
             )
         )
@@ -235,10 +263,12 @@ class CallRecorder:
         return []
 
     async def _write(self, batch: list[_Change]) -> None:
-        """One transaction, three executemany statements: the inserts, then
-        the answers, then the ends. Grouped by kind the changes keep their
-        meaning, since a record is begun, answered and ended in that order,
-        and within a kind the first change of a record wins."""
+        """One transaction, at most four executemany statements: the inserts,
+        then the answers, then the ends, then the identifications. Grouped by
+        kind the changes keep their meaning, since a record is begun,
+        answered and ended in that order, an identification changes only
+        the card columns whenever it comes, and within a kind the first
+        change of a record wins."""
         table = _CALLS
         inserts = [
             {column.key: getattr(change, column.key) for column in table.c}
@@ -247,13 +277,16 @@ class CallRecorder:
         ]
         answers: list[dict[str, object]] = []
         ends: list[dict[str, object]] = []
+        identities: list[dict[str, object]] = []
         ended: set[str] = set()
         for change in batch:
             if isinstance(change, tuple):
-                call_id, values = change
-                if "answered_at" not in values:
+                kind, call_id, values = change
+                if kind == "end":
                     ends.append({"_id": call_id, **values})
                     ended.add(call_id)
+                elif kind == "identify":
+                    identities.append({"_id": call_id, **values})
                 elif call_id not in ended:  # an answer after the end is too late
                     answers.append({"_id": call_id, **values})
         async with self.database.session() as session:
@@ -263,6 +296,8 @@ class CallRecorder:
                 await session.execute(_ANSWER, answers)
             if ends:
                 await session.execute(_END, ends)
+            if identities:
+                await session.execute(_IDENTIFY, identities)
             await session.commit()
 
 
@@ -276,3 +311,8 @@ _ANSWER = (
     .values(answered_at=bindparam("answered_at"))
 )
 _END = update(_CALLS).where(*_OPEN).values({key: bindparam(key) for key in _END_COLUMNS})
+_IDENTIFY = (
+    update(_CALLS)
+    .where(_CALLS.c.id == bindparam("_id"))
+    .values({key: bindparam(key) for key in _CARD_COLUMNS})
+)
