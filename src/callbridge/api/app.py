@@ -16,10 +16,13 @@ from ..store.models import ConfigVersion
 from . import (
     auth,
     calls,
+    cards,
     config,
+    employees,
     external_lines,
     internal_lines,
     normalization_rules,
+    notes,
     routing_rules,
     security,
 )
@@ -73,6 +76,11 @@ def create_app(
     v1.include_router(normalization_rules.router)
     v1.include_router(config.router)
     v1.include_router(calls.router)
+    v1.include_router(employees.router)
+    v1.include_router(cards.contacts.router)
+    v1.include_router(cards.accounts.router)
+    v1.include_router(cards.leads.router)
+    v1.include_router(notes.router)
     v1.include_router(security.router)
     app.include_router(v1)
     return app
