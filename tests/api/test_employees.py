@@ -258,6 +258,12 @@ async def test_delete_keeps_the_employee_and_removes_login_tokens_and_line(api: 
         assert await session.get(Employee, created["id"]) is not None
         assert await session.scalar(select(User).where(User.username == "olga")) is None
         assert await session.scalar(select(func.count()).select_from(ApiToken)) == 3  # fixture's
+    # The person can be renamed, not given a login or a line again.
+    url = f"{URL}/{created['id']}"
+    renamed = await api.client.patch(url, json={"name": "O. P."}, headers=api.auth())
+    assert renamed.status_code == 200
+    for change in ({"role": "admin"}, {"internal_line_id": line}):
+        assert (await api.client.patch(url, json=change, headers=api.auth())).status_code == 409
     # The login is free for someone new.
     assert (await api.client.post(URL, json=employee(), headers=api.auth())).status_code == 201
 

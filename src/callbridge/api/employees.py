@@ -201,9 +201,14 @@ async def update_employee(
     employee = await get_employee(session, employee_id)
     changes = body.model_dump(exclude_unset=True, exclude={"password"})
     login = (await crm.logins_of(session, [employee.id])).get(employee.id)
-    wants_login = "login" in changes or "role" in changes or body.password is not None
-    if login is None and wants_login:
-        raise HTTPException(http_status.HTTP_409_CONFLICT, "the employee was deleted: no login")
+    # A deleted employee is kept for the history only: no login, no line.
+    acts = "login" in changes or "role" in changes or body.password is not None
+    if (login is None and acts) or (
+        not employee.active and changes.get("internal_line_id") is not None
+    ):
+        raise HTTPException(
+            http_status.HTTP_409_CONFLICT, "the employee was deleted or has no login"
+        )
     if "login" in changes:
         await _check_login(session, changes["login"], employee_id=employee.id)
     if "internal_line_id" in changes:
