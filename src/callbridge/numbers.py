@@ -26,6 +26,18 @@ _PHONE_TEXT_RE = re.compile(r"\s*\+?[0-9\s\-.()/]*")
 _NOT_DIGIT_RE = re.compile(r"[^0-9]")
 
 
+# A typed number needs this many digits at least to be anyone's phone.
+MIN_PHONE_DIGITS = 3
+
+
+def looks_like_phone(text: str) -> bool:
+    """Whether `text` is written the way a phone number is: only phone
+    characters (digits, a leading plus, separators) and at least
+    MIN_PHONE_DIGITS digits. Says nothing of whether the number is valid."""
+    digits = _NOT_DIGIT_RE.sub("", text)
+    return bool(_PHONE_TEXT_RE.fullmatch(text)) and len(digits) >= MIN_PHONE_DIGITS
+
+
 def to_e164(text: str, region: str) -> str | None:
     """`text` as an E.164 number ("+79161234567"), read as dialled in `region`
     (ISO 3166 code: "RU", "UA", "US"); None when it is no valid phone number

@@ -3,17 +3,21 @@ through httpx's ASGI transport, with one signed-in user per role."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from callbridge.api import create_app
 from callbridge.settings import Settings
-from callbridge.store import Database, User
+from callbridge.store import Database, Employee, User
 from callbridge.store.accounts import hash_password, issue_token
+from callbridge.store.models import CallRecord, utcnow
 
 PASSWORD = "user-password-1"
 # One argon2 hash for every test's users: hashing is slow on purpose.
@@ -27,9 +31,62 @@ class Api:
     settings: Settings
     tokens: dict[str, str]
     bodies: list[bytes] = field(default_factory=list)
+    app: FastAPI | None = None
 
     def auth(self, role: str = "admin") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    async def add_user(self, username: str, role: str, employee: str | None = None) -> int | None:
+        """Another signed-in user (`auth(username)`), backed by a new employee
+        named `employee` when given; returns that employee's id."""
+        async with self.database.session() as session:
+            employee_id = None
+            if employee is not None:
+                row = Employee(name=employee)
+                session.add(row)
+                await session.flush()
+                employee_id = row.id
+            user = User(
+                username=username,
+                password_hash=_HASH,
+                role=role,
+                employee_id=employee_id,
+                active=True,
+            )
+            session.add(user)
+            await session.commit()
+            issued = await issue_token(session, user, self.settings.auth_token_ttl)
+            self.tokens[username] = issued.token
+        return employee_id
+
+    async def add_call(self, **fields: Any) -> str:
+        """A call record written straight to the store (an incoming call
+        answered now, unless `fields` say otherwise); its id."""
+        record = CallRecord(
+            id=uuid.uuid4().hex,
+            **{
+                "direction": "incoming",
+                "caller_number": "+79161234567",
+                "callee_number": "101",
+                "started_at": utcnow(),
+                "status": "answered",
+                **fields,
+            },
+        )
+        async with self.database.session() as session:
+            session.add(record)
+            await session.commit()
+        return record.id
+
+
+def json_keys(value: Any) -> set[str]:
+    """Every key at any depth of a decoded JSON body: a password field never
+    appears in an answer, nested or not."""
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in json_keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in json_keys(v)}
+    return set()
 
 
 @pytest.fixture
@@ -47,8 +104,9 @@ async def api(database: Database, tmp_path: Path) -> AsyncIterator[Api]:
     async def keep_body(response: httpx.Response) -> None:
         bodies.append(await response.aread())
 
-    transport = httpx.ASGITransport(app=create_app(settings, database))
+    app = create_app(settings, database)
+    transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://testserver", event_hooks={"response": [keep_body]}
     ) as client:
-        yield Api(client, database, settings, tokens, bodies)
+        yield Api(client, database, settings, tokens, bodies, app)

@@ -1,6 +1,6 @@
 """`/api/v1/calls`: the call records, newest first, each filter, paging with
 the total, validation naming the field, and an operator who sees only the
-calls of their own employee."""
+calls of their own employee (and of cards they see: tests/api/test_history.py)."""
 
 from __future__ import annotations
 
@@ -212,9 +212,11 @@ async def test_operator_sees_only_the_calls_of_their_employee(api: Api, calls: C
     assert (await listed(api, "operator", line="102"))["total"] == 0
     own = await api.client.get(f"{URL}/{calls.ids['missed']}", headers=api.auth("operator"))
     assert own.status_code == 200
-    # Another's call answers as if it did not exist, so ids cannot be probed.
+    # Another's call is refused (issue 5: 403); an unknown id is still a 404.
     other = await api.client.get(f"{URL}/{calls.ids['busy']}", headers=api.auth("operator"))
-    assert other.status_code == 404
+    assert other.status_code == 403
+    unknown = await api.client.get(f"{URL}/{'0' * 32}", headers=api.auth("operator"))
+    assert unknown.status_code == 404
 
 
 async def test_operator_without_an_employee_sees_no_calls(
@@ -226,7 +228,7 @@ async def test_operator_without_an_employee_sees_no_calls(
     assert await listed(api, "operator") == {"items": [], "total": 0}
     for call_id in calls.ids.values():
         answer = await api.client.get(f"{URL}/{call_id}", headers=api.auth("operator"))
-        assert answer.status_code == 404
+        assert answer.status_code == 403
 
 
 async def test_calls_need_a_token(api: Api, calls: Calls) -> None:

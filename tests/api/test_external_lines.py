@@ -15,7 +15,7 @@ from sqlalchemy import select
 from callbridge.api import create_app, external_lines
 from callbridge.store.models import ExternalLine
 
-from .conftest import Api
+from .conftest import Api, json_keys
 
 URL = "/api/v1/external-lines"
 TRUNK_PASSWORD = "trunk-secret-9f3c"
@@ -53,15 +53,7 @@ def no_password_in_any_response(api: Api) -> Any:
         assert TRUNK_PASSWORD.encode() not in body
         assert NEW_PASSWORD.encode() not in body
         if body:
-            assert "password" not in _keys(json.loads(body))
-
-
-def _keys(value: Any) -> set[str]:
-    if isinstance(value, dict):
-        return set(value) | {k for v in value.values() for k in _keys(v)}
-    if isinstance(value, list):
-        return {k for v in value for k in _keys(v)}
-    return set()
+            assert "password" not in json_keys(json.loads(body))
 
 
 async def test_a_line_is_created_read_updated_and_deleted(api: Api) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from callbridge.sip.digest import compute_ha1
 from callbridge.store import Employee, InternalLine
 
-from .conftest import Api
+from .conftest import Api, json_keys
 
 URL = "/api/v1/internal-lines"
 SIP_PASSWORD = "line-secret-101"
@@ -42,15 +42,7 @@ def no_password_in_any_response(api: Api) -> Any:
         assert SIP_PASSWORD.encode() not in body
         assert b"new-secret-202" not in body
         if body:
-            assert "password" not in _keys(json.loads(body))
-
-
-def _keys(value: Any) -> set[str]:
-    if isinstance(value, dict):
-        return set(value) | {k for v in value.values() for k in _keys(v)}
-    if isinstance(value, list):
-        return {k for v in value for k in _keys(v)}
-    return set()
+            assert "password" not in json_keys(json.loads(body))
 
 
 async def test_a_line_is_created_read_updated_and_deleted(api: Api) -> None:

@@ -18,12 +18,15 @@ from ..store.models import ConfigVersion
 from . import (
     auth,
     calls,
+    cards,
     click_to_call,
     config,
+    employees,
     events,
     external_lines,
     internal_lines,
     normalization_rules,
+    notes,
     routing_rules,
     security,
 )
@@ -88,6 +91,11 @@ def create_app(
     v1.include_router(config.router)
     v1.include_router(calls.router)
     v1.include_router(click_to_call.router)
+    v1.include_router(employees.router)
+    v1.include_router(cards.contacts.router)
+    v1.include_router(cards.accounts.router)
+    v1.include_router(cards.leads.router)
+    v1.include_router(notes.router)
     v1.include_router(security.router)
     app.include_router(v1)
     app.include_router(events.router)

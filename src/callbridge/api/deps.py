@@ -67,3 +67,5 @@ def require_role(*roles: Role) -> Callable[..., Coroutine[Any, Any, User]]:
 # Who may read and who may change the configuration (lines, rules, versions).
 Reader = Annotated[User, Depends(require_role("admin", "supervisor"))]
 Writer = Annotated[User, Depends(require_role("admin"))]
+# Everyone signed in: what each may see is then narrowed per resource.
+Staff = Annotated[User, Depends(require_role("admin", "supervisor", "operator"))]

@@ -37,7 +37,7 @@ Username = Annotated[
 ]
 
 
-def _password_length(value: SecretStr) -> SecretStr:
+def password_length(value: SecretStr) -> SecretStr:
     # Checked here rather than with min_length, whose message would tell the length.
     if not 8 <= len(value.get_secret_value()) <= 128:
         raise ValueError("must be 8 to 128 characters")
@@ -46,7 +46,7 @@ def _password_length(value: SecretStr) -> SecretStr:
 
 Password = Annotated[
     SecretStr,
-    AfterValidator(_password_length),
+    AfterValidator(password_length),
     Field(description="SIP password, 8 to 128 characters; write-only, never returned."),
 ]
 Comment = Annotated[str, Field(max_length=2000)]

@@ -1,0 +1,40 @@
+"""Field types the CRM's routers share: names, emails, phone numbers as
+typed, and the small shapes that point at another object."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from ..numbers import MIN_PHONE_DIGITS, looks_like_phone
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+# Checked loosely on purpose: the address is for people to read and write to,
+# and the only reliable test of one is a message that arrives.
+Email = Annotated[str, Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+Text = Annotated[str, Field(max_length=10_000)]
+
+
+def _phone_text(value: str) -> str:
+    if not looks_like_phone(value):
+        raise ValueError(
+            "must hold only digits, a leading + and separators (space - . ( ) /), "
+            f"and at least {MIN_PHONE_DIGITS} digits"
+        )
+    return value.strip()
+
+
+PhoneText = Annotated[str, Field(max_length=32), AfterValidator(_phone_text)]
+
+
+def not_null(value: Any) -> Any:
+    """For partial updates: a field the client sent as null cannot be set to null."""
+    if value is None:
+        raise ValueError("may not be null")
+    return value
+
+
+class EmployeeRef(BaseModel):
+    id: int
+    name: str
