@@ -408,6 +408,23 @@ async def test_an_identification_after_the_end_is_still_written(
     assert (stored.status, stored.contact_id) == ("cancelled", anna)
 
 
+async def test_a_card_an_employee_linked_first_is_kept(
+    database: Database, recorder: CallRecorder
+) -> None:
+    anna, boris = await _contacts(database, "Anna", "Boris")
+    call_id = begin(recorder, direction="incoming", client_number="+79161234567")
+    await recorder.flush()
+    async with database.session() as session:  # as POST /calls/{id}/link does
+        linked = await session.get(CallRecord, call_id)
+        assert linked is not None
+        linked.contact_id = boris
+        await session.commit()
+    recorder.identified(call_id, card=("contact", anna))
+    recorder.identified(call_id, card=None, matches=None)  # nothing found: nothing written
+    await recorder.flush()
+    assert (await record(database, call_id)).contact_id == boris
+
+
 def test_an_unknown_card_type_is_refused(recorder: CallRecorder) -> None:
     with pytest.raises(ValueError, match="'employee'"):
         recorder.identified("x", card=("employee", 1))

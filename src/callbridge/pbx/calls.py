@@ -124,7 +124,11 @@ class CallRecorder:
         """The customer's number was looked up: `card` (type, id) is the one
         card it matched, linked to the call; several candidates are kept in
         `matches` instead, none linked. Written whatever the call's state, as
-        a lookup may finish after a short call has ended."""
+        a lookup may finish after a short call has ended. A lookup that
+        matched nothing writes nothing, and none overrides a card an employee
+        linked first (`POST /calls/{id}/link`, a card created during the call)."""
+        if card is None and not matches:
+            return
         values: dict[str, object] = dict.fromkeys(_CARD_COLUMNS)
         if card is not None:
             kind, card_id = card
@@ -313,6 +317,9 @@ _ANSWER = (
 _END = update(_CALLS).where(*_OPEN).values({key: bindparam(key) for key in _END_COLUMNS})
 _IDENTIFY = (
     update(_CALLS)
-    .where(_CALLS.c.id == bindparam("_id"))
+    .where(
+        _CALLS.c.id == bindparam("_id"),
+        *(_CALLS.c[key].is_(None) for key in ("contact_id", "account_id", "lead_id")),
+    )
     .values({key: bindparam(key) for key in _CARD_COLUMNS})
 )
