@@ -35,7 +35,7 @@ from .test_calls import (
     pbx,  # noqa: F401 - a fixture
     start_pbx,  # noqa: F401 - a fixture
 )
-from .test_trunk_calls import LOGIN, PROVIDER, SECRET, external_line, rule
+from .test_trunk_calls import LOGIN, PROVIDER, SECRET, mobiles_out
 
 pytestmark = pytest.mark.integration
 
@@ -91,35 +91,6 @@ def placed(pbx: Pbx, token: str, to: str) -> str:  # noqa: F811
 
 def codecs(body: str) -> set[str]:
     return set(re.findall(r"^a=rtpmap:\d+ ([\w-]+)/", body, re.MULTILINE))
-
-
-def mobiles_out(pbx: Pbx, provider_port: int) -> None:  # noqa: F811
-    """An external line at the SIPp provider, Russian mobiles routed to it
-    and dialled in E.164 (as test_trunk_calls.py sets it up)."""
-    line_id = external_line(pbx, provider_port)
-    rule(
-        pbx,
-        "/api/v1/routing-rules",
-        {
-            "name": "Russian mobiles",
-            "direction": "outgoing",
-            "priority": 10,
-            "destination_mask": "89XXXXXXXXX",
-            "action": {"type": "external_line", "target": line_id},
-        },
-    )
-    rule(
-        pbx,
-        "/api/v1/normalization-rules",
-        {
-            "name": "dial E.164",
-            "priority": 1,
-            "direction": "outgoing",
-            "external_line_id": line_id,
-            "fields": ["request_uri", "to"],
-            "method": "e164",
-        },
-    )
 
 
 def assert_record(

@@ -115,13 +115,9 @@ def test_a_customers_call_reaches_the_employee_with_the_number_in_e164(pbx: Pbx)
     assert record["callee_number"] == BOB.number and record["status"] == "answered", record
 
 
-@pytest.mark.parametrize("provider", ["provider_uas_auth.xml", "provider_uas_proxy_auth.xml"])
-def test_an_employees_call_goes_out_through_the_provider_with_digest(
-    pbx: Pbx,  # noqa: F811
-    provider: str,
-) -> None:
-    pbx.line(ALICE)
-    provider_port = free_port(host=PROVIDER)
+def mobiles_out(pbx: Pbx, provider_port: int) -> int:  # noqa: F811 - the fixture's name
+    """An external line at the SIPp provider on `provider_port`, Russian
+    mobiles (89XXXXXXXXX) routed to it and dialled in E.164; its id."""
     line_id = external_line(pbx, provider_port)
     rule(
         pbx,
@@ -146,6 +142,17 @@ def test_an_employees_call_goes_out_through_the_provider_with_digest(
             "method": "e164",
         },
     )
+    return line_id
+
+
+@pytest.mark.parametrize("provider", ["provider_uas_auth.xml", "provider_uas_proxy_auth.xml"])
+def test_an_employees_call_goes_out_through_the_provider_with_digest(
+    pbx: Pbx,  # noqa: F811
+    provider: str,
+) -> None:
+    pbx.line(ALICE)
+    provider_port = free_port(host=PROVIDER)
+    mobiles_out(pbx, provider_port)
     provider_sipp = start_sipp(
         provider,
         pbx.server,

@@ -987,21 +987,32 @@ class Call:
             headers.append(_SDP_TYPE)
         self._respond_caller(response.status, response.reason, headers=headers, body=body)
 
-    def _answered(self, fork: Fork, response: Response) -> None:
-        b2bua = self.b2bua
+    def _read_answer(
+        self, fork: Fork, response: Response, all_failed: Callable[[], None]
+    ) -> tuple[Dialog, SessionDescription, _Media] | None:
+        """The dialog, the SDP and its audio of a fork's 2xx; None when it is unusable:
+        then it is ACKed and BYEd, the fork counts as failed, and
+        `all_failed()` runs if it was the last fork."""
         try:
             dialog = Dialog.from_uac(fork.request, response)
             answer = _sdp_of(response)
             if answer is None:
                 raise SdpError("the 2xx has no SDP answer", status=488)
-            audio = _audio_of(answer)
+            return dialog, answer, _audio_of(answer)
         except (DialogError, SdpError) as error:
             log_event(logger, logging.INFO, "call.bad_answer", record=self.record, error=str(error))
             self._refuse_late_answer(fork, response)
             fork.final = 502
             if all(f.final for f in self.forks):
-                self._all_forks_failed()
+                all_failed()
+            return None
+
+    def _answered(self, fork: Fork, response: Response) -> None:
+        b2bua = self.b2bua
+        read = self._read_answer(fork, response, self._all_forks_failed)
+        if read is None:
             return
+        dialog, answer, audio = read
         assert self.caller_leg is not None and self.callee_leg is not None
         callee = self.callee_side = Side(
             "callee", dialog, fork.peer, self.callee_leg, fork.request.top_via.transport != "UDP"

@@ -24,7 +24,7 @@ from ..logs import log_event
 from ..media.engine import MediaSession
 from ..media.errors import MediaError
 from ..sip import Headers, Request, Response
-from ..sip.dialog import Dialog, DialogError
+from ..sip.dialog import DialogError
 from ..sip.offer_answer import AUXILIARY_ENCODINGS, make_offer
 from ..sip.sdp import SdpError, SessionDescription, parse_sdp
 from ..sip.transaction import (
@@ -293,19 +293,10 @@ class ClickToCall(Call):
             self._refuse_late_answer(fork, response)
 
     def _employee_answered(self, fork: Fork, response: Response) -> None:
-        try:
-            dialog = Dialog.from_uac(fork.request, response)
-            answer = _sdp_of(response)
-            if answer is None:
-                raise SdpError("the 2xx has no SDP answer", status=488)
-            audio = _audio_of(answer)
-        except (DialogError, SdpError) as error:
-            log_event(logger, logging.INFO, "call.bad_answer", record=self.record, error=str(error))
-            self._refuse_late_answer(fork, response)
-            fork.final = 502
-            if all(f.final for f in self.forks):
-                self._employee_failed()
+        read = self._read_answer(fork, response, self._employee_failed)
+        if read is None:
             return
+        dialog, answer, audio = read
         assert self.caller_leg is not None
         side = self.caller_side = Side(
             "caller",
