@@ -9,13 +9,13 @@
 Goal: < 20 ms per page (50 calls), first page and a deep one (offset 1,000).
 
 The calls span three years, in the order they happened, with a realistic
-skew: 69% linked to a contact (most contacts a few calls, the busiest
-thousands), 8% to an account itself, 8% to a lead, the rest to no card; one
-"big" account whose 500 contacts have 1% of all calls (100,000 of ten
-million) and a thousand calls of its own; 90% handled by an employee, a few
-employees far busier than the rest. One contact per 10 calls, one account
-per 20 contacts (30% of contacts belong to one), one lead per 100 calls,
-one employee per 50,000 calls.
+skew: 69% linked to a contact (most contacts a few calls, the busiest tens
+of thousands), 8% to an account itself, 8% to a lead, the rest to no card;
+one "big" account whose 500 contacts have 1% of all calls (100,000 of ten
+million) and 0.1% of its own; 90% handled by an employee, a few employees
+far busier than the rest. One contact per 10 calls, one account per 20
+contacts (30% of contacts belong to one), one lead per 100 calls, one
+employee per 50,000 calls.
 
 The reads, each a first page and an offset-1,000 page: a typical contact
 (the median count among contacts with calls), the busiest contact, the big
