@@ -97,6 +97,11 @@ def convert(text: str, region: str, style: ProviderStyle) -> str | None:
     return e164 if style == "e164" else e164[1:]
 
 
+# Country code and subscriber number together: fewer digits are no
+# international number outside a few tiny territories.
+_MIN_INTERNATIONAL_DIGITS = 8
+
+
 def _read_number(text: str, region: str) -> phonenumbers.PhoneNumber | None:
     if not _PHONE_TEXT_RE.fullmatch(text):
         return None
@@ -104,7 +109,10 @@ def _read_number(text: str, region: str) -> phonenumbers.PhoneNumber | None:
     if not digits:
         return None
     candidates = [text]
-    if not text.strip().startswith("+"):
+    # A number not valid in the region may be an international one written
+    # without its "+" (or with "00") — but only when it is long enough to be:
+    # a local "470-32-10" is not the Norwegian +47 03210.
+    if not text.strip().startswith("+") and len(digits) >= _MIN_INTERNATIONAL_DIGITS:
         candidates.append("+" + digits)
         if digits.startswith("00"):
             candidates.append("+" + digits[2:])

@@ -140,7 +140,20 @@ def test_national_and_international_numbers_read_in_the_region(
 
 @pytest.mark.parametrize(
     "text",
-    ["101", "1001", "*72", "8916123", "", "+", "garbage", "alice", "1-800-FLOWERS", "0501234567"],
+    [
+        "101",
+        "1001",
+        "*72",
+        "8916123",
+        "",
+        "+",
+        "garbage",
+        "alice",
+        "1-800-FLOWERS",
+        "0501234567",
+        # A local number without its area code, not the Norwegian +47 03210.
+        "470-32-10",
+    ],
 )
 def test_internal_incomplete_and_non_numbers_are_not_e164(text: str) -> None:
     assert to_e164(text, "RU") is None
