@@ -178,6 +178,8 @@ class Calls:
             card = contact_id or account_id or lead_id
             if contact_id is not None:
                 self.per_contact[contact_id] += 1
+                # As callbridge links them: a contact's call carries its account.
+                account_id = self.account_of(contact_id)
             employee_id = None
             if rand() < 0.9:
                 employee_id = 1 + bisect(self.employee_weights, rand() * self.employee_weights[-1])

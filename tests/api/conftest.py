@@ -12,12 +12,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from callbridge.api import create_app
 from callbridge.settings import Settings
 from callbridge.store import Database, Employee, User
 from callbridge.store.accounts import hash_password, issue_token
-from callbridge.store.models import CallRecord, utcnow
+from callbridge.store.models import CallRecord, Contact, utcnow
 
 PASSWORD = "user-password-1"
 # One argon2 hash for every test's users: hashing is slow on purpose.
@@ -74,6 +75,11 @@ class Api:
             },
         )
         async with self.database.session() as session:
+            if record.contact_id is not None and "account_id" not in fields:
+                # As the PBX and the link write it: a contact's call carries its account.
+                record.account_id = await session.scalar(
+                    select(Contact.account_id).where(Contact.id == record.contact_id)
+                )
             session.add(record)
             await session.commit()
         return record.id

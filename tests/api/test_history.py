@@ -248,3 +248,32 @@ async def test_an_operator_reads_own_calls_and_those_of_cards_they_see(
     assert hidden.status_code == 404
     # Supervisors read everyone's.
     assert (await get(api, f"/api/v1/employees/{office.olga}/calls", "supervisor"))["total"] == 4
+
+
+async def test_a_contacts_calls_follow_it_to_another_account(api: Api, office: Office) -> None:
+    other = await post(api, "/api/v1/accounts", name="Globex")
+    moved = await api.client.patch(
+        f"/api/v1/contacts/{office.contact['id']}",
+        json={"account_id": other["id"]},
+        headers=api.auth(),
+    )
+    assert moved.status_code == 200, moved.text
+    assert office.names(await get(api, f"/api/v1/accounts/{other['id']}/calls")) == [
+        "missed",
+        "answered",
+    ]
+    assert office.names(await get(api, f"/api/v1/accounts/{office.account['id']}/calls")) == [
+        "busy"
+    ]
+    # A call linked to the contact later joins its account's history too.
+    call_id = await api.add_call(started_at=at(50), employee_id=office.olga)
+    linked = await api.client.post(
+        f"/api/v1/calls/{call_id}/link",
+        json={"type": "contact", "id": office.contact["id"]},
+        headers=api.auth(),
+    )
+    assert linked.status_code == 200, linked.text
+    assert linked.json()["card"]["type"] == "contact"
+    history = await get(api, f"/api/v1/accounts/{other['id']}/calls")
+    assert history["items"][0]["id"] == call_id
+    assert history["total"] == 3

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from callbridge.pbx.calls import CallRecorder
 from callbridge.store import Database, Employee, InternalLine
-from callbridge.store.models import CallRecord, Contact
+from callbridge.store.models import Account, CallRecord, Contact
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
@@ -428,3 +428,20 @@ async def test_a_card_an_employee_linked_first_is_kept(
 def test_an_unknown_card_type_is_refused(recorder: CallRecorder) -> None:
     with pytest.raises(ValueError, match="'employee'"):
         recorder.identified("x", card=("employee", 1))
+
+
+async def test_a_contacts_call_carries_the_contacts_account(
+    database: Database, recorder: CallRecorder
+) -> None:
+    async with database.session() as session:
+        account = Account(name="Acme")
+        session.add(account)
+        await session.flush()
+        contact = Contact(name="Anna", account_id=account.id)
+        session.add(contact)
+        await session.commit()
+    call_id = begin(recorder, direction="incoming", client_number="+79161234567")
+    recorder.identified(call_id, card=("contact", contact.id))
+    await recorder.flush()
+    stored = await record(database, call_id)
+    assert (stored.contact_id, stored.account_id) == (contact.id, account.id)

@@ -14,13 +14,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi import status as http_status
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..crm import cards
 from ..crm.employees import names_of
-from ..crm.history import HistoryOf, history_page
+from ..crm.history import COUNT_LIMIT, HistoryOf, count_calls, history_page
 from ..store import InternalLine, User
 from ..store.models import CallDirection, CallRecord, CallStatus, CardType, Note
 from .deps import SessionDep, Staff
@@ -68,7 +68,10 @@ class CallOut(BaseModel):
 
 class CallPage(BaseModel):
     items: list[CallOut]
-    total: int
+    total: int = Field(
+        description=f"How many calls match, counted up to {COUNT_LIMIT:,}: "
+        f"{COUNT_LIMIT + 1:,} means more than {COUNT_LIMIT:,}."
+    )
 
 
 async def card_refs(
@@ -202,7 +205,7 @@ async def list_calls(
     if until is not None:
         conditions.append(CallRecord.started_at < until)
     query = select(CallRecord).where(*conditions)
-    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    total = await count_calls(session, conditions)
     rows = await session.scalars(
         query.order_by(CallRecord.started_at.desc(), CallRecord.id.desc())
         .limit(limit)

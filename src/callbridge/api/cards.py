@@ -322,6 +322,8 @@ def card_routes(
         await _check_fields(session, user, changes)
         for name, value in changes.items():
             setattr(card, name, value)
+        if kind is CONTACT and "account_id" in changes:
+            await cards.contact_moved(session, cast(Contact, card))
         if body.phones is not None:
             await cards.replace_phones(
                 session, kind, card.id, _phone_pairs(body.phones), settings.default_region

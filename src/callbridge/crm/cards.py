@@ -49,7 +49,8 @@ CONTACT = CardKind("contact", Contact, "contact_id", ("name", "email", "company"
 ACCOUNT = CardKind("account", Account, "account_id", ("name", "email", "website"))
 LEAD = CardKind("lead", Lead, "lead_id", ("name", "email", "company"))
 KINDS: dict[str, CardKind] = {kind.type: kind for kind in (CONTACT, ACCOUNT, LEAD)}
-# The three columns a call or a note points at its card with: at most one is set.
+# The three columns a call or a note points at its card with. One is set, but
+# for a contact's call, which also carries the contact's account.
 CARD_KEYS = tuple(kind.key for kind in KINDS.values())
 
 
@@ -197,10 +198,25 @@ async def link_call(
     card: dict[str, int | None] = {key: None for key in CARD_KEYS}
     if kind is not None:
         card[kind.key] = card_id
+    if kind is CONTACT:
+        # The account's history is then one index range (crm.history).
+        card[ACCOUNT.key] = await session.scalar(
+            select(Contact.account_id).where(Contact.id == card_id)
+        )
     for key, value in card.items():
         setattr(call, key, value)
     call.matches = None
     await session.execute(update(Note).where(Note.call_id == call.id).values(**card))
+
+
+async def contact_moved(session: AsyncSession, contact: Contact) -> None:
+    """A contact joined another account (or left one): its calls follow, so
+    the account's history, which reads the calls' own account, stays right."""
+    await session.execute(
+        update(CallRecord)
+        .where(CallRecord.contact_id == contact.id)
+        .values(account_id=contact.account_id)
+    )
 
 
 def card_of_call(call: CallRecord) -> dict[str, Any]:

@@ -12,11 +12,11 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..store import Database
-from ..store.models import CALL_DIRECTIONS, CALL_STATUSES, HANGUP_SIDES, CallRecord
+from ..store.models import CALL_DIRECTIONS, CALL_STATUSES, HANGUP_SIDES, CallRecord, Contact
 
 logger = logging.getLogger("callbridge.calls")
 
@@ -321,5 +321,17 @@ _IDENTIFY = (
         _CALLS.c.id == bindparam("_id"),
         *(_CALLS.c[key].is_(None) for key in ("contact_id", "account_id", "lead_id")),
     )
-    .values({key: bindparam(key) for key in _CARD_COLUMNS})
+    .values(
+        {
+            **{key: bindparam(key) for key in _CARD_COLUMNS if key != "account_id"},
+            # A contact's call also carries the contact's account, so the
+            # account's history is one index range (crm.history).
+            "account_id": func.coalesce(
+                bindparam("account_id"),
+                select(Contact.account_id)
+                .where(Contact.id == bindparam("contact_id"))
+                .scalar_subquery(),
+            ),
+        }
+    )
 )

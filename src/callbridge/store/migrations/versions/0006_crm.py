@@ -199,11 +199,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("matches", sa.JSON(), nullable=True))
         batch_op.drop_index(batch_op.f("ix_calls_employee_id"))
         batch_op.create_index(
-            "ix_calls_account_started", ["account_id", "started_at", "contact_id"], unique=False
+            "ix_calls_account_started", ["account_id", "started_at"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_calls_client_number"), ["client_number"], unique=False)
         batch_op.create_index(
-            "ix_calls_contact_started", ["contact_id", "started_at", "id"], unique=False
+            "ix_calls_contact_started", ["contact_id", "started_at"], unique=False
         )
         batch_op.create_index(
             "ix_calls_employee_started", ["employee_id", "started_at"], unique=False
