@@ -191,6 +191,8 @@ class CallRecord(Base):
         Index("ix_calls_account_started", "account_id", "started_at"),
         Index("ix_calls_lead_started", "lead_id", "started_at"),
         Index("ix_calls_employee_started", "employee_id", "started_at"),
+        # The missed calls (`GET /calls?status=missed`), newest first.
+        Index("ix_calls_status_started", "status", "started_at"),
     )
 
     # Globally unique (uuid4 hex), so records from several nodes never collide.
@@ -208,7 +210,7 @@ class CallRecord(Base):
     answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     talk_seconds: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16))
     hangup_side: Mapped[str | None] = mapped_column(String(8))
     hangup_cause: Mapped[str | None] = mapped_column(String(128))
     sip_call_id: Mapped[str | None] = mapped_column(String(255), index=True)

@@ -198,6 +198,8 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("lead_id", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("matches", sa.JSON(), nullable=True))
         batch_op.drop_index(batch_op.f("ix_calls_employee_id"))
+        batch_op.drop_index(batch_op.f("ix_calls_status"))
+        batch_op.create_index("ix_calls_status_started", ["status", "started_at"], unique=False)
         batch_op.create_index(
             "ix_calls_account_started", ["account_id", "started_at"], unique=False
         )
@@ -247,6 +249,8 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_calls_client_number"))
         batch_op.drop_index("ix_calls_account_started")
         batch_op.create_index(batch_op.f("ix_calls_employee_id"), ["employee_id"], unique=False)
+        batch_op.drop_index("ix_calls_status_started")
+        batch_op.create_index(batch_op.f("ix_calls_status"), ["status"], unique=False)
         batch_op.drop_column("matches")
         batch_op.drop_column("lead_id")
         batch_op.drop_column("account_id")
