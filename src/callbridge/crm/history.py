@@ -63,5 +63,11 @@ async def history_page(
 async def count_calls(session: AsyncSession, conditions: Sequence[ColumnElement[bool]]) -> int:
     """How many calls meet `conditions`, counted no further than COUNT_LIMIT + 1."""
     # `1`, not a column: the history indexes answer it alone, reading no row.
-    head = select(literal(1)).where(*conditions).limit(COUNT_LIMIT + 1).subquery()
+    head = (
+        select(literal(1))
+        .select_from(CallRecord)  # also when no condition names the table
+        .where(*conditions)
+        .limit(COUNT_LIMIT + 1)
+        .subquery()
+    )
     return await session.scalar(select(func.count()).select_from(head)) or 0
