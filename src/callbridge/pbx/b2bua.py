@@ -478,12 +478,10 @@ class B2bua:
             return False
         return not outgoing or self.trunk_outgoing[trunk.id] < trunk.outgoing_lines
 
-    def _refuse(
-        self, request: Request, plan: Plan, status: int, reason: str, record: str, cause: str
-    ) -> Response:
-        """Answer `status` and leave the record of a call that never rang."""
+    def begin_record(self, plan: Plan, sip_call_id: str) -> str:
+        """Begin the record of the call `plan` describes; its id."""
         line = plan.record_line
-        call_id = self.recorder.begin(
+        return self.recorder.begin(
             at=plan.started,
             direction=plan.direction,
             caller_number=plan.caller_number,
@@ -492,9 +490,15 @@ class B2bua:
             callee_raw=plan.callee_raw,
             internal_line_id=line.id if line else None,
             employee_id=line.employee_id if line else None,
-            sip_call_id=request.call_id,
+            sip_call_id=sip_call_id,
             client_number=plan.client_number,
         )
+
+    def _refuse(
+        self, request: Request, plan: Plan, status: int, reason: str, record: str, cause: str
+    ) -> Response:
+        """Answer `status` and leave the record of a call that never rang."""
+        call_id = self.begin_record(plan, request.call_id)
         # A refused call is in the customer's history too.
         self.identify_client(call_id, plan)
         self.recorder.ended(
@@ -771,19 +775,7 @@ class Call:
 
     def __post_init__(self) -> None:
         plan = self.plan
-        line = plan.record_line
-        self.record = self.b2bua.recorder.begin(
-            at=plan.started,
-            direction=plan.direction,
-            caller_number=plan.caller_number,
-            callee_number=plan.callee_number,
-            caller_raw=plan.caller_raw,
-            callee_raw=plan.callee_raw,
-            internal_line_id=line.id if line else None,
-            employee_id=line.employee_id if line else None,
-            sip_call_id=self.invite.call_id,
-            client_number=plan.client_number,
-        )
+        self.record = self.b2bua.begin_record(plan, self.invite.call_id)
         # Beside the media setup, so the devices' INVITEs do not wait for it.
         self.lookup = self.b2bua.identify_client(self.record, plan, then=self._identified)
         log_event(
