@@ -171,7 +171,8 @@ class SipService:
 
     def send_ack(self, ack: Request, peer: object) -> None:
         assert isinstance(peer, Peer)
-        ack.headers.prepend("Via", self._via(peer))
+        if "Via" not in ack.headers:  # sent again, it keeps the Via it went with
+            ack.headers.prepend("Via", self._via(peer))
         self._send(ack, peer)
 
     def respond(self, transaction: ServerTransaction, response: Response) -> None:

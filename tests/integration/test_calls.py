@@ -589,6 +589,103 @@ def test_every_device_rings_and_the_first_answer_cancels_the_others(pbx: Pbx) ->
     assert record["hangup_side"] == "caller", record
 
 
+class _RawCallee:
+    """A device of a line played by a UDP socket of the test, for what SIPp
+    cannot play: SIPp takes an identical ACK for a retransmission of the
+    first and answers it with its 200 again, forever."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.settimeout(5)
+
+    def receive(self, method: str) -> tuple[str, tuple[str, int]]:
+        """The next request of `method` (others, such as retransmissions, skipped)."""
+        while True:
+            data, source = self.sock.recvfrom(65535)
+            text = data.decode()
+            if text.startswith(f"{method} "):
+                return text, source
+
+    def answer(self, request: str, status: str, to_tag: str, body: str = "") -> bytes:
+        """The response to `request`: its Via, From, Call-ID and CSeq, its To with `to_tag`."""
+        headers = [line for line in request.split("\r\n\r\n")[0].split("\r\n")[1:] if line]
+        kept = [h for h in headers if h.split(":")[0].lower() in ("via", "from", "call-id", "cseq")]
+        to = next(h for h in headers if h.lower().startswith("to:"))
+        if ";tag=" not in to:
+            to += f";tag={to_tag}"
+        extra = ["Content-Type: application/sdp"] if body else []
+        lines = [f"SIP/2.0 {status}", *kept, to, "Contact: <sip:102@127.0.0.1>", *extra]
+        return ("\r\n".join([*lines, f"Content-Length: {len(body)}", "", body])).encode()
+
+
+def test_a_repeated_200_gets_the_same_ack_again_during_and_after_the_call(pbx: Pbx) -> None:
+    """A 2xx is acknowledged by the UAC core, not its INVITE transaction
+    (RFC 3261 §13.2.2.4): each time the callee's 200 comes again, callbridge
+    sends the same ACK again; after the call, from what the ended call
+    leaves for 64*T1."""
+    pbx.line(ALICE)
+    pbx.line(BOB)
+    port, media_port = _free_ports(2)
+    pbx.register(BOB, port)
+    callee = _RawCallee(port)
+    try:
+        caller = pbx.call(ALICE, BOB.number, "call_uac.xml", talk_ms=1000)
+        invite, source = callee.receive("INVITE")
+        sdp = (
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {media_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        )
+        ok = callee.answer(invite, "200 OK", "raw-callee", sdp)
+        callee.sock.sendto(ok, source)
+        acks = [callee.receive("ACK")[0]]
+        callee.sock.sendto(ok, source)  # while the call is up
+        acks.append(callee.receive("ACK")[0])
+        bye, _ = callee.receive("BYE")
+        callee.sock.sendto(callee.answer(bye, "200 OK", "raw-callee"), source)
+        callee.sock.sendto(ok, source)  # after it ended
+        acks.append(callee.receive("ACK")[0])
+    finally:
+        callee.sock.close()
+    _assert_succeeded(caller, pbx=pbx)
+
+    vias = [[h for h in ack.split("\r\n") if h.lower().startswith("via:")] for ack in acks]
+    assert len(vias[0]) == 1 and vias == [vias[0]] * 3, vias
+    assert acks == [acks[0]] * 3, acks
+    [record] = pbx.calls(1)
+    _assert_record(record, status="answered", caller=ALICE, callee=BOB.number)
+
+
+def test_an_ended_call_is_let_go_at_once_not_held_for_its_32_seconds(pbx: Pbx) -> None:
+    """An ended call's dialogs and INVITE transactions still meet
+    retransmissions for 64*T1 (32 s). They do it as small records, and the
+    call itself goes when it ends: held whole for those 32 s, tens of
+    thousands of calls at 200 calls/s made the garbage collector's passes
+    stall the PBX long enough to lose calls (docs/BENCHMARKS.md)."""
+    dave = Line("104", "dave", "dave-sip-pass-for-call-tests")
+    for line in (ALICE, CAROL, dave):
+        pbx.line(line)
+    pbx.line(BOB, max_devices=2)
+    # Parallel ring: one device answers, the other is cancelled (487).
+    answering = pbx.device(BOB, "call_uas_answer.xml")
+    ringing = pbx.device(BOB, "call_uas_cancelled.xml")
+    caller = pbx.call(ALICE, BOB.number, "call_uac.xml", talk_ms=300)
+    _assert_succeeded(caller, answering, ringing, pbx=pbx)
+    # A callee busy, and a caller who gives up.
+    busy = pbx.device(CAROL, "call_uas_busy.xml")
+    refused = pbx.call(ALICE, CAROL.number, "call_uac_refused.xml")
+    _assert_succeeded(refused, busy, pbx=pbx)
+    cancelled = pbx.device(dave, "call_uas_cancelled.xml")
+    giving_up = pbx.call(ALICE, dave.number, "call_uac_cancel.xml")
+    _assert_succeeded(giving_up, cancelled, pbx=pbx)
+    pbx.calls(3)
+
+    # Well within the 32 s: the records still answer for the dialogs.
+    stop_server(pbx.server.process)
+    stats = [line for line in pbx.server.log().splitlines() if "b2bua.stats" in line]
+    assert stats and "calls_in_memory=0" in stats[-1].replace('"', ""), stats
+
+
 # --- media ------------------------------------------------------------------
 
 

@@ -648,7 +648,8 @@ def test_layer_matches_responses_by_branch_and_cseq_method() -> None:
     assert layer.receive(cancel_ok, PEER, 1.1) == [Deliver(cancel_ok, cancel_txn)]
     assert invite_txn.state is State.CALLING
     terminated = resp(487, "Request Terminated")
-    assert kinds(layer.receive(terminated, PEER, 1.2)) == [Send, Deliver]
+    # Completed now waits out Timer D as a record: over for the TU.
+    assert kinds(layer.receive(terminated, PEER, 1.2)) == [Send, Deliver, Terminated]
     assert invite_txn.state is State.COMPLETED
 
 
@@ -658,14 +659,65 @@ def test_layer_reports_a_2xx_without_transaction_as_stray_response() -> None:
     assert layer.receive(unknown, PEER, 0.0) == [StrayResponse(unknown, PEER)]
 
 
-def test_layer_2xx_retransmission_after_timer_m_is_stray() -> None:
+def test_layer_keeps_an_accepted_client_invite_as_a_record_and_passes_2xx_up_as_stray() -> None:
     layer = TransactionLayer()
     txn, _ = layer.send_request(req(), PEER, False, 0.0)
     ok = resp(200, "OK")
-    assert layer.receive(ok, PEER, 0.1) == [Deliver(ok, txn)]
-    assert layer.receive(ok, PEER, 0.6) == [Deliver(ok, txn)]
-    assert run_timers(layer) == [(32.1, [Terminated(txn)])]
+    # The first 2xx goes to the transaction's TU; the transaction is then
+    # over for it, and Accepted lives on as a record until Timer M.
+    assert layer.receive(ok, PEER, 0.1) == [Deliver(ok, txn), Terminated(txn)]
+    assert len(layer) == 1
+    # A retransmitted 2xx (or one of another fork) is the TU core's to ACK.
+    assert layer.receive(ok, PEER, 0.6) == [StrayResponse(ok, PEER)]
+    # RFC 6026 §7.2: Accepted absorbs anything else.
+    assert layer.receive(resp(180, "Ringing"), PEER, 0.7) == []
+    assert layer.receive(resp(486, "Busy Here"), PEER, 0.8) == []
+    assert layer.next_deadline() == pytest.approx(32.1)
+    assert layer.handle_timers(32.1) == []
+    assert len(layer) == 0 and layer.next_deadline() is None
     assert layer.receive(ok, PEER, 40.0) == [StrayResponse(ok, PEER)]
+    busy = resp(486, "Busy Here")
+    assert layer.receive(busy, PEER, 40.0) == [StrayResponse(busy, PEER)]
+
+
+def test_layer_keeps_a_completed_client_invite_as_a_record_that_acks_again() -> None:
+    layer = TransactionLayer()
+    txn, _ = layer.send_request(req(), PEER, False, 0.0)
+    busy = resp(486, "Busy Here")
+    send, deliver, terminated = layer.receive(busy, PEER, 0.1)
+    assert isinstance(send, Send) and send.message.method == "ACK"  # type: ignore[union-attr]
+    assert (deliver, terminated) == (Deliver(busy, txn), Terminated(txn))
+    # §17.1.1.2: a retransmitted final response gets the same ACK again.
+    [again] = layer.receive(busy, PEER, 1.0)
+    assert isinstance(again, Send) and again.peer == PEER
+    assert again.message.to_bytes() == send.message.to_bytes()
+    assert layer.receive(resp(180, "Ringing"), PEER, 1.1) == []
+    late = resp(200, "OK")  # a downstream fork's 2xx: the TU ACKs and BYEs it
+    assert layer.receive(late, PEER, 1.2) == [StrayResponse(late, PEER)]
+    assert layer.next_deadline() == pytest.approx(32.1)  # Timer D
+    layer.handle_timers(32.1)
+    assert len(layer) == 0
+
+
+def test_layer_keeps_an_accepted_server_invite_as_a_record() -> None:
+    layer = TransactionLayer()
+    [new] = layer.receive(req(), PEER, 0.0)
+    assert isinstance(new, NewRequest)
+    ok = make_response(new.request, 200, to_tag=TO_TAG)
+    assert layer.respond(new.transaction, ok, 0.1) == [Send(ok, PEER)]
+    assert len(layer) == 1
+    # The TU retransmits its 2xx itself until the ACK (§13.3.1.4).
+    assert layer.respond(new.transaction, ok, 0.6) == [Send(ok, PEER)]
+    assert layer.receive(req(), PEER, 0.7) == []  # a retransmitted INVITE is absorbed
+    same_branch_ack = req("ACK", to_tag=TO_TAG)
+    assert layer.receive(same_branch_ack, PEER, 0.8) == [StrayAck(same_branch_ack, PEER)]
+    with pytest.raises(TransactionError):  # only a 2xx may follow a 2xx
+        layer.respond(new.transaction, make_response(new.request, 500, to_tag=TO_TAG), 0.9)
+    layer.handle_timers(32.1)  # Timer L
+    assert len(layer) == 0
+    with pytest.raises(TransactionError):
+        layer.respond(new.transaction, ok, 32.2)
+    assert kinds(layer.receive(req(), PEER, 32.3)) == [NewRequest]
 
 
 def test_layer_matches_rfc_2543_requests_without_branch() -> None:
@@ -715,13 +767,14 @@ def test_layer_forgets_every_transaction_once_its_timers_have_fired() -> None:
     fired = run_timers(layer)
 
     ended = [e.transaction for _, effects in fired for e in effects if isinstance(e, Terminated)]
-    # Six machines end with Terminated; the BYE's Completed state was kept as
-    # a compact record since its 200 went out, and Timer J simply drops it.
-    assert len({id(txn) for txn in ended}) == 6
+    # Four machines end with Terminated from a timer. The others were kept as
+    # compact records when they had only retransmissions left to meet (the
+    # BYE's Completed, both Accepted), and their timers simply drop them.
+    assert len({id(txn) for txn in ended}) == 4
     assert len(layer) == 0
     assert layer.next_deadline() is None
     assert not layer._heap and not layer._scheduled
-    assert not layer._answered and not layer._answered_expiry
+    assert not len(layer._server_records) and not len(layer._client_records)
 
 
 def test_layer_respond_after_termination_is_a_transaction_error() -> None:

@@ -219,7 +219,9 @@ class _Stream(asyncio.DatagramProtocol):
     )
 
     def __init__(self, leg: LocalLeg, min_length: int, clock: Clock, latch_window: float) -> None:
-        self.leg = leg
+        # None once closed: a leg and its streams refer to each other, and
+        # a closed leg must go with its call, not wait for the collector.
+        self.leg: LocalLeg | None = leg
         self.min_length = min_length
         self._clock = clock
         self._latch_window = latch_window
@@ -253,13 +255,13 @@ class _Stream(asyncio.DatagramProtocol):
                 peer.transport.sendto(data, dest)  # type: ignore[union-attr]
                 peer.packets_out += 1
                 peer.bytes_out += len(data)
-            if self.taps:
+            if self.taps and (leg := self.leg) is not None:
                 for tap in self.taps:
-                    tap(self.leg, data)
+                    tap(leg, data)
         except Exception:
             self.errors += 1
             if self.errors == 1:  # once per stream: a broken tap must not flood the log
-                logger.exception("media.relay_failed leg=%s", self.leg.name)
+                logger.exception("media.relay_failed leg=%s", self.leg and self.leg.name)
 
     def _admit(self, data: bytes, addr: Any) -> bool:
         """Apply the latching rule to a packet from a source not latched (yet)."""
@@ -313,6 +315,8 @@ class _Stream(asyncio.DatagramProtocol):
         if self.transport is not None:
             self.transport.close()
             await self._lost
+        self.leg = self.peer = None
+        self.taps = ()
 
 
 class LocalLeg:
@@ -494,7 +498,11 @@ class LocalMediaSession:
             return
         self.closed = True
         self.engine._forget(self)
+        # The call and its legs refer to the session: what it refers to goes
+        # now, so a closed call leaves no reference cycle for the collector.
+        self.on_timeout = None
         legs = list(self.legs.values())
+        self.legs.clear()
         for leg in legs:
             _unlink(leg)
         for leg in legs:

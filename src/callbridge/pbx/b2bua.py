@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -34,7 +35,7 @@ from ..logs import log_event
 from ..media.engine import Leg, MediaEngine, MediaSession
 from ..media.errors import MediaError
 from ..numbers import to_e164
-from ..sip import Headers, Request, Response, make_response
+from ..sip import Headers, Request, Response, make_response, parse
 from ..sip.dialog import Dialog, DialogError
 from ..sip.digest import DigestError, answer_challenge, parse_challenge, select_challenge
 from ..sip.offer_answer import with_connection
@@ -87,7 +88,8 @@ class SipPort(Protocol):
         ...
 
     def send_ack(self, ack: Request, peer: object) -> None:
-        """Add our top Via and send the ACK of a 2xx (no transaction)."""
+        """Send the ACK of a 2xx (no transaction), with our top Via added
+        the first time."""
         ...
 
     def respond(self, transaction: ServerTransaction, response: Response) -> None: ...
@@ -146,6 +148,23 @@ class Fork:
     # A CANCEL waits for a provisional response (RFC 3261 §9.1).
     cancel_reason: str | None = None
     cancelled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """One dialog of an ended call, for as long as it still meets stragglers
+    (64*T1): our ACK again for a retransmitted 2xx, 200 for a BYE that
+    crossed ours, 481 for any other request. It stands in for the call,
+    which can go at once: tens of thousands of ended calls held whole for
+    those 32 s made the garbage collector's passes long enough to lose
+    requests."""
+
+    ack: bytes | None  # our ACK of this dialog's 2xx, as sent
+    peer: object
+    remote_tag: str | None
+
+    def answer(self, request: Request, reply: Callable[..., Response]) -> Response:
+        return reply(request, 200 if request.method == "BYE" else 481)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,14 +309,18 @@ class B2bua:
         self.identify_deadline = identify_deadline
         # Swapped whole when an employee changes: names, and whose telephony is off.
         self.employees = Employees()
-        # (Call-ID, our tag) of every dialog and fork → its call.
-        self.dialogs: dict[tuple[str, str], Call] = {}
+        # (Call-ID, our tag) of every dialog and fork → its call, or what
+        # is left of it for a while after it ended.
+        self.dialogs: dict[tuple[str, str], Call | _Ended] = {}
         self.by_invite: dict[ServerTransaction, Call] = {}
         self.ringing_or_talking: Counter[str] = Counter()
         # Calls on each external line: all of them, and those we placed.
         self.trunk_calls: Counter[int] = Counter()
         self.trunk_outgoing: Counter[int] = Counter()
         self.calls = 0
+        # Every Call object still alive, ended or not: an ended call must go
+        # at once (`_Ended` answers for it), so this is the calls in progress.
+        self.in_memory: weakref.WeakSet[Call] = weakref.WeakSet()
         self.setup_delays: list[float] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -595,6 +618,8 @@ class B2bua:
         """A request with a To tag (not ACK, CANCEL or OPTIONS): ours to
         answer, now (the response) or later (None)."""
         call = self.dialogs.get((request.call_id, request.to.tag or ""))
+        if isinstance(call, _Ended):
+            return call.answer(request, self._reply)
         side = None if call is None else call.side_of(request.call_id)
         if call is None or side is None:
             return self._reply(request, 481)
@@ -606,14 +631,28 @@ class B2bua:
     def ack(self, request: Request) -> None:
         """An ACK outside any transaction: for a 2xx of ours."""
         call = self.dialogs.get((request.call_id, request.to.tag or ""))
-        if call is not None:
+        if isinstance(call, Call):
             call.acked(request)
 
     def stray_response(self, response: Response) -> None:
-        """A 2xx retransmitted after its transaction ended: ACK it again."""
+        """A response no transaction waits for. A 2xx is ours to ACK (the
+        INVITE transaction hands over after the first): again for a
+        retransmission, and ACK and BYE for one no call can use."""
+        if not 200 <= response.status < 300 or response.cseq.method != "INVITE":
+            return
         call = self.dialogs.get((response.call_id, response.from_.tag or ""))
-        if call is not None and 200 <= response.status < 300:
-            call.reacknowledge(response)
+        if isinstance(call, Call):
+            call.stray_answer(response)
+        elif call is not None and call.ack is not None and call.remote_tag == response.to.tag:
+            ack = parse(call.ack)
+            assert isinstance(ack, Request)
+            self.sip.send_ack(ack, call.peer)
+
+    def _forget_ended(self, ended: list[tuple[tuple[str, str], _Ended]]) -> None:
+        dialogs = self.dialogs
+        for key, stub in ended:
+            if dialogs.get(key) is stub:
+                del dialogs[key]
 
     # --- for the calls --------------------------------------------------------
 
@@ -728,14 +767,17 @@ class B2bua:
         return {
             "calls": self.calls,
             "active": len(self.by_invite),
+            "calls_in_memory": len(self.in_memory),
             "setup_delay_p50_ms": percentile(0.50),
             "setup_delay_p99_ms": percentile(0.99),
         }
 
     async def close(self) -> None:
         """End every call (BYE and CANCEL go out; records are closed)."""
-        for call in list({*self.by_invite.values(), *self.dialogs.values()}):
-            call.shut_down()
+        calls = {*self.by_invite.values(), *self.dialogs.values()}
+        for call in list(calls):
+            if isinstance(call, Call):
+                call.shut_down()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -775,6 +817,7 @@ class Call:
 
     def __post_init__(self) -> None:
         plan = self.plan
+        self.b2bua.in_memory.add(self)
         self.record = self.b2bua.begin_record(plan, self.invite.call_id)
         # Beside the media setup, so the devices' INVITEs do not wait for it.
         self.lookup = self.b2bua.identify_client(self.record, plan, then=self._identified)
@@ -1240,6 +1283,19 @@ class Call:
         if side is not None and side.ack is not None:
             self.b2bua.sip.send_ack(side.ack, side.peer)
 
+    def stray_answer(self, response: Response) -> None:
+        """A 2xx that came after its INVITE transaction handed over: a
+        retransmission of a side's gets its ACK again; one from a fork that
+        lost (or a dialog no side has) is ACKed and BYEd."""
+        side = self.side_of(response.call_id)
+        if side is not None and side.dialog.remote_tag == response.to.tag:
+            self.reacknowledge(response)
+            return
+        for fork in self.forks:
+            if fork.request.call_id == response.call_id:
+                self._refuse_late_answer(fork, response)
+                return
+
     def _acknowledge(self, side: Side) -> None:
         side.ack = side.dialog.create_request("ACK")
         self.b2bua.sip.send_ack(side.ack, side.peer)
@@ -1250,22 +1306,31 @@ class Call:
         side.unacked = (transaction, response)
         if side.reliable:
             return
-        timers = DEFAULT_TIMERS
-        loop = asyncio.get_running_loop()
-        given_up_at = self.b2bua.sip.time() + 64 * timers.T1
+        T1 = DEFAULT_TIMERS.T1
+        side.retransmit = asyncio.get_running_loop().call_later(
+            T1,
+            self._retransmit_2xx,
+            side,
+            min(2 * T1, DEFAULT_TIMERS.T2),
+            self.b2bua.sip.time() + 64 * T1,
+        )
 
-        def again(interval: float) -> None:
-            side.retransmit = None
-            if side.unacked is None or self.phase is Phase.ENDED:
-                return
-            if self.b2bua.sip.time() >= given_up_at:
-                side.unacked = None
-                self._hang_up(None, "answered", "system", "no ACK")
-                return
-            self.b2bua.sip.respond(transaction, response)
-            side.retransmit = loop.call_later(interval, again, min(2 * interval, timers.T2))
-
-        side.retransmit = loop.call_later(timers.T1, again, min(2 * timers.T1, timers.T2))
+    def _retransmit_2xx(self, side: Side, interval: float, give_up_at: float) -> None:
+        # A method, not a closure that schedules itself: such a closure is a
+        # reference cycle, and it would keep the whole call alive until the
+        # garbage collector's next pass over the older objects.
+        side.retransmit = None
+        if side.unacked is None or self.phase is Phase.ENDED:
+            return
+        if self.b2bua.sip.time() >= give_up_at:
+            side.unacked = None
+            self._hang_up(None, "answered", "system", "no ACK")
+            return
+        transaction, response = side.unacked
+        self.b2bua.sip.respond(transaction, response)
+        side.retransmit = asyncio.get_running_loop().call_later(
+            interval, self._retransmit_2xx, side, min(2 * interval, DEFAULT_TIMERS.T2), give_up_at
+        )
 
     def _talk_limit(self) -> None:
         self._timer = None
@@ -1329,8 +1394,7 @@ class Call:
             logger, logging.INFO, "call.ended", record=self.record, status=record, cause=cause
         )
         b2bua._spawn(self._close_media())
-        # The dialogs stay known a while to answer retransmissions.
-        asyncio.get_running_loop().call_later(_LINGER, self._forget)
+        self._retire()
 
     def _end_events(self, status: str, side: str, cause: str, at: datetime) -> None:
         """A call that rang ends with `ended`; one nobody answered, coming in
@@ -1357,13 +1421,35 @@ class Call:
             cause=cause,
         )
 
-    def _forget(self) -> None:
-        dialogs = self.b2bua.dialogs
+    def _dialog_keys(self) -> list[tuple[str, str]]:
+        """The keys of `B2bua.dialogs` this call may hold."""
         keys = [(self.invite.call_id, self.tag)]
         keys += [(fork.request.call_id, fork.request.from_.tag or "") for fork in self.forks]
-        for key in keys:
-            if dialogs.get(key) is self:
-                del dialogs[key]
+        return keys
+
+    def _retire(self) -> None:
+        """Put in this ended call's place in the dialogs what still answers
+        for them (`_Ended`), for 64*T1."""
+        b2bua, sides = self.b2bua, (self.caller_side, self.callee_side)
+        by_call_id = {side.dialog.call_id: side for side in sides if side is not None}
+        ended: list[tuple[tuple[str, str], _Ended]] = []
+        for key in self._dialog_keys():
+            if b2bua.dialogs.get(key) is not self:
+                continue
+            side = by_call_id.get(key[0])
+            stub = (
+                _Ended(None, None, None)
+                if side is None
+                else _Ended(
+                    side.ack.to_bytes() if side.ack is not None else None,
+                    side.peer,
+                    side.dialog.remote_tag,
+                )
+            )
+            b2bua.dialogs[key] = stub
+            ended.append((key, stub))
+        if ended:
+            asyncio.get_running_loop().call_later(_LINGER, b2bua._forget_ended, ended)
 
     async def _close_media(self) -> None:
         if self.session is not None:

@@ -447,13 +447,12 @@ class ClickToCall(Call):
             return self.b2bua._reply(request, 200)
         return super().request(side, request, transaction)
 
-    def _forget(self) -> None:
-        super()._forget()
-        dialogs = self.b2bua.dialogs
-        for fork in self.employee_forks:
-            key = (fork.request.call_id, fork.request.from_.tag or "")
-            if dialogs.get(key) is self:
-                del dialogs[key]
+    def _dialog_keys(self) -> list[tuple[str, str]]:
+        keys = super()._dialog_keys()
+        keys += [
+            (fork.request.call_id, fork.request.from_.tag or "") for fork in self.employee_forks
+        ]
+        return keys
 
 
 def _voice_formats(sdp: SessionDescription) -> list[str]:

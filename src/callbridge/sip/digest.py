@@ -496,10 +496,10 @@ _CONSUMED = MAX_NONCE_COUNT + 1
 _UNKNOWN_USER_PASSWORD = "\x00callbridge: no such user\x00"
 
 
-@dataclass(slots=True)
-class _NonceUse:
-    issued_at: float
-    last_nc: int
+# A nonce's use: (issued at, last nc). A plain tuple of numbers, as the
+# garbage collector stops tracking one (not a class's instance, nor a named
+# tuple), and a busy server remembers a nonce for every call of 5 minutes.
+_NonceUse = tuple[float, int]
 
 
 class DigestServer:
@@ -632,28 +632,29 @@ class DigestServer:
         count = _CONSUMED if credentials.qop is None else (credentials.nc or 0)
         use = self._uses.get(credentials.nonce)
         if use is not None:
-            if credentials.qop is None or count <= use.last_nc:
+            issued, last_nc = use
+            if credentials.qop is None or count <= last_nc:
                 return False
-            use.last_nc = count
+            self._uses[credentials.nonce] = (issued, count)
             return True
         while len(self._uses) >= self.max_tracked_nonces:
             self._forget_oldest()
-        self._uses[credentials.nonce] = _NonceUse(issued_at, count)
+        self._uses[credentials.nonce] = (issued_at, count)
         return True
 
     def _purge_expired(self, now: float) -> None:
         # Entries sit in first-use order, which roughly follows issue order, so expired
         # ones gather at the front; the size cap bounds whatever lingers further back.
         while self._uses:
-            use = next(iter(self._uses.values()))
-            if now - use.issued_at <= self.nonce_ttl:
+            issued_at, _ = next(iter(self._uses.values()))
+            if now - issued_at <= self.nonce_ttl:
                 return
             self._forget_oldest()
 
     def _forget_oldest(self) -> None:
         nonce = next(iter(self._uses))
-        use = self._uses.pop(nonce)
-        self._forgotten_until = max(self._forgotten_until, use.issued_at)
+        issued_at, _ = self._uses.pop(nonce)
+        self._forgotten_until = max(self._forgotten_until, issued_at)
 
 
 def _response_matches(

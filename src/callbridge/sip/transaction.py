@@ -15,11 +15,10 @@ import heapq
 import itertools
 import os
 import secrets
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum, auto
-from typing import Self, TypeVar
+from typing import Generic, Self, TypeVar
 
 from .message import Headers, Message, Request, Response, make_response, parse
 
@@ -776,18 +775,60 @@ def _is_rfc3261(request: Request) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class _Answered:
-    """A non-INVITE server transaction in Completed on an unreliable
-    transport, reduced to what that state does until Timer J: answer a
-    retransmitted request with the same final response.
+class _Remembered:
+    """A transaction with nothing left to do but meet retransmissions until
+    its last timer, reduced to what that takes: the bytes a retransmission
+    gets (None: it is absorbed), where they go, and when it is forgotten.
 
-    Under load tens of thousands of them wait out their 32 s at once; kept as
-    bytes they are invisible to the garbage collector, whose passes over whole
-    transactions stalled the loop for long enough to lose requests."""
+    Under load tens of thousands of transactions wait out their 32 s at once.
+    As whole machines they kept their messages and, through the TU's
+    callbacks, whole calls in sight of the garbage collector, whose passes
+    stalled the loop for long enough to lose requests; as bytes they cost it
+    one object each."""
 
-    response: bytes
+    reply: bytes | None
     peer: object
-    timer_j: float
+    until: float
+
+
+_Key = TypeVar("_Key", bound=tuple[str, ...])
+
+
+class _Records(Generic[_Key]):
+    """The `_Remembered` of one kind of transaction, by key, with their expiry."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[_Key, _Remembered] = {}
+        self._expiry: list[tuple[float, int, _Key]] = []
+        self._order = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def get(self, key: _Key) -> _Remembered | None:
+        return self._by_key.get(key)
+
+    def add(self, key: _Key, record: _Remembered) -> None:
+        self._by_key[key] = record
+        heapq.heappush(self._expiry, (record.until, next(self._order), key))
+
+    def next_deadline(self) -> float | None:
+        expiry = self._expiry
+        while expiry:
+            until, _, key = expiry[0]
+            record = self._by_key.get(key)
+            if record is not None and record.until == until:
+                return until
+            heapq.heappop(expiry)  # replaced or gone
+        return None
+
+    def expire(self, now: float) -> None:
+        expiry = self._expiry
+        while expiry and expiry[0][0] <= now:
+            until, _, key = heapq.heappop(expiry)
+            record = self._by_key.get(key)
+            if record is not None and record.until == until:
+                del self._by_key[key]
 
 
 class TransactionLayer:
@@ -804,13 +845,19 @@ class TransactionLayer:
         self._scheduled: dict[Transaction, float] = {}
         self._heap: list[tuple[float, int, Transaction]] = []
         self._order = itertools.count()
-        # Completed non-INVITE server transactions on UDP (see _Answered);
-        # Timer J has one length, so expiry order is arrival order.
-        self._answered: dict[tuple[str, ...], _Answered] = {}
-        self._answered_expiry: deque[tuple[float, tuple[str, ...]]] = deque()
+        # Transactions kept as compact records to their last timer (see
+        # `_Remembered`): server ones in Completed (non-INVITE) and Accepted
+        # (INVITE), client INVITEs in Completed and Accepted.
+        self._server_records: _Records[tuple[str, ...]] = _Records()
+        self._client_records: _Records[tuple[str, str]] = _Records()
 
     def __len__(self) -> int:
-        return len(self._clients) + len(self._servers) + len(self._answered)
+        return (
+            len(self._clients)
+            + len(self._servers)
+            + len(self._server_records)
+            + len(self._client_records)
+        )
 
     def receive(
         self, message: Message, peer: object, now: float, *, reliable: bool | None = None
@@ -824,18 +871,32 @@ class TransactionLayer:
         is how a new server transaction treats its transport; by default, UDP
         in the top Via means unreliable."""
         if isinstance(message, Response):
-            client = self._clients.get(_client_key(message))
-            if client is None:
+            client_key = _client_key(message)
+            client = self._clients.get(client_key)
+            if client is not None:
+                return self._track(client, client.receive(message, now))
+            remembered = self._client_records.get(client_key)
+            if remembered is None or 200 <= message.status < 300:
+                # A 2xx goes to the TU, which ACKs it (§13.2.2.4; RFC 6026 §8.4).
                 return [StrayResponse(message, peer)]
-            return self._track(client, client.receive(message, now))
+            if message.status >= 300 and remembered.reply is not None:
+                # §17.1.1.2: Completed ACKs a retransmitted final response.
+                return [Send(parse(remembered.reply), remembered.peer)]
+            return []
         key = _server_key(message)
         server = self._match_server(message, key)
         if server is not None:
             return self._track(server, server.receive(message, now))
-        answered = self._answered.get(key)
-        if answered is not None:
-            # §17.2.2: Completed answers a retransmission with its response.
-            return [Send(parse(answered.response), answered.peer)]
+        remembered = self._server_records.get(key)
+        if remembered is not None:
+            if message.method == "ACK":
+                # An ACK that reused its INVITE's branch: Accepted passes it up.
+                return [StrayAck(message, peer)]
+            # §17.2.2: Completed answers a retransmission with its response;
+            # RFC 6026's Accepted absorbs a retransmitted INVITE.
+            return (
+                [] if remembered.reply is None else [Send(parse(remembered.reply), remembered.peer)]
+            )
         if message.method == "ACK":
             return [StrayAck(message, peer)]
         if reliable is None:
@@ -870,9 +931,17 @@ class TransactionLayer:
     def respond(
         self, transaction: ServerTransaction, response: Response, now: float
     ) -> list[Effect]:
-        if self._servers.get(transaction.key) is not transaction:
-            raise TransactionError("the transaction is terminated or not this layer's")
-        return self._track(transaction, transaction.respond(response, now))
+        if self._servers.get(transaction.key) is transaction:
+            return self._track(transaction, transaction.respond(response, now))
+        if (
+            transaction.state is State.ACCEPTED
+            and 200 <= response.status < 300
+            and self._server_records.get(transaction.key) is not None
+        ):
+            # The TU's retransmission of its 2xx (§13.3.1.4) while the
+            # transaction waits in Accepted as a record.
+            return [Send(response, transaction.peer)]
+        raise TransactionError("the transaction is terminated or not this layer's")
 
     def transport_failed(self, message: Message, now: float) -> list[Effect]:
         """The transport could not send `message`: its transaction ends with
@@ -895,21 +964,18 @@ class TransactionLayer:
         return found if isinstance(found, ServerInviteTransaction) else None
 
     def next_deadline(self) -> float | None:
-        first_answered = self._answered_expiry[0][0] if self._answered_expiry else None
+        deadlines = [self._server_records.next_deadline(), self._client_records.next_deadline()]
         while self._heap:
             deadline, _, transaction = self._heap[0]
             if self._scheduled.get(transaction) == deadline:
-                return deadline if first_answered is None else min(deadline, first_answered)
+                deadlines.append(deadline)
+                break
             heapq.heappop(self._heap)
-        return first_answered
+        return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timers(self, now: float) -> list[Effect]:
-        expiry = self._answered_expiry
-        while expiry and expiry[0][0] <= now:
-            timer_j, key = expiry.popleft()
-            answered = self._answered.get(key)
-            if answered is not None and answered.timer_j == timer_j:
-                del self._answered[key]
+        self._server_records.expire(now)
+        self._client_records.expire(now)
         effects: list[Effect] = []
         while self._heap and self._heap[0][0] <= now:
             deadline, _, transaction = heapq.heappop(self._heap)
@@ -941,17 +1007,11 @@ class TransactionLayer:
             self._forget(transaction)
             return effects
         deadline = transaction.next_deadline()
-        if (
-            isinstance(transaction, ServerNonInviteTransaction)
-            and transaction.state is State.COMPLETED
-            and transaction.last_response is not None
-            and deadline is not None
-        ):
+        if deadline is not None and self._remember(transaction, deadline):
             self._forget(transaction)
-            self._answered[transaction.key] = _Answered(
-                transaction.last_response.to_bytes(), transaction.peer, deadline
-            )
-            self._answered_expiry.append((deadline, transaction.key))
+            if isinstance(transaction, ClientTransaction):
+                # Over for the TU: what comes now comes up as stray.
+                effects.append(Terminated(transaction))
             return effects
         if deadline is None:
             self._scheduled.pop(transaction, None)
@@ -959,6 +1019,38 @@ class TransactionLayer:
             self._scheduled[transaction] = deadline
             heapq.heappush(self._heap, (deadline, next(self._order), transaction))
         return effects
+
+    def _remember(self, transaction: Transaction, until: float) -> bool:
+        """Keep `transaction` as a `_Remembered` if all it has left to do is
+        meet retransmissions until `until`; whether it was."""
+        state = transaction.state
+        if isinstance(transaction, ServerTransaction):
+            if isinstance(transaction, ServerNonInviteTransaction):
+                response = transaction.last_response
+                if state is not State.COMPLETED or response is None:
+                    return False
+                reply: bytes | None = response.to_bytes()
+            elif state is State.ACCEPTED and isinstance(transaction.request, Request):
+                # RFC 2543 ACKs are matched by the To tag of the response,
+                # which a record does not keep: such a transaction stays whole.
+                if not _is_rfc3261(transaction.request):
+                    return False
+                reply = None
+            else:
+                return False
+            self._server_records.add(transaction.key, _Remembered(reply, transaction.peer, until))
+            return True
+        if not isinstance(transaction, ClientInviteTransaction):
+            return False
+        if state is State.ACCEPTED:
+            reply = None
+        elif state is State.COMPLETED and transaction.ack is not None:
+            reply = transaction.ack.to_bytes()
+        else:
+            return False
+        key = _client_key(transaction.request)
+        self._client_records.add(key, _Remembered(reply, transaction.peer, until))
+        return True
 
     def _forget(self, transaction: Transaction) -> None:
         self._scheduled.pop(transaction, None)
