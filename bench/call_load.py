@@ -42,7 +42,9 @@ never got a BYE for), callbridge's CPU per call (process CPU, all threads,
 over the whole run, divided by successful calls) and RSS at the end, how
 long it took to exit on SIGTERM, and the delay callbridge adds from INVITE in
 to INVITE out as it reports at shutdown (a `b2bua.stats` log line: calls,
-setup_delay_p50_ms, setup_delay_p99_ms; "missing" when there is none).
+setup_delay_p50_ms, setup_delay_p99_ms, and calls_in_memory, the Call
+objects still alive, which should be 0 once every call ended; "missing" when
+there is none).
 """
 
 from __future__ import annotations
@@ -296,7 +298,7 @@ def b2bua_stats(log: Path) -> dict[str, float] | None:
             fields = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', line))
             return {
                 key: float(fields[key].strip('"'))
-                for key in ("calls", "setup_delay_p50_ms", "setup_delay_p99_ms")
+                for key in ("calls", "calls_in_memory", "setup_delay_p50_ms", "setup_delay_p99_ms")
                 if key in fields
             }
     return None
@@ -346,6 +348,8 @@ def callbridge(rate: int, seconds: int, workdir: Path) -> dict[str, Any]:
         result["b2bua_calls"] = int(stats.get("calls", 0))
         result["setup_delay_p50_ms"] = stats.get("setup_delay_p50_ms")
         result["setup_delay_p99_ms"] = stats.get("setup_delay_p99_ms")
+        # Call objects alive at shutdown: an ended call must not be held.
+        result["calls_in_memory_at_end"] = stats.get("calls_in_memory")
     return result
 
 
