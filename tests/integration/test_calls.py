@@ -726,6 +726,55 @@ def test_rtp_is_relayed_both_ways_between_the_legs(pbx: Pbx) -> None:
     assert {source for _, source in alice_media.received} == {answer}, stats
 
 
+def test_a_delayed_offer_is_made_by_the_callee_and_answered_in_the_acks(pbx: Pbx) -> None:
+    """RFC 3261 §13.2.1: an INVITE without SDP goes on without SDP; the
+    callee's 200 offers, anchored for the caller; the caller's ACK answers,
+    anchored in our ACK to the callee; then RTP flows both ways."""
+    pbx.line(ALICE)
+    pbx.line(BOB)
+    alice_media, bob_media = pbx.rtp(0x11), pbx.rtp(0x22)
+    callee = pbx.device(BOB, "call_uas_delayed_offer.xml", rtp_port=bob_media.port)
+    caller = pbx.call(
+        ALICE, BOB.number, "call_uac_delayed_offer.xml", rtp_port=alice_media.port, talk_ms=2500
+    )
+    invite = _wait_for(callee, _first("received", method="INVITE"), "callbridge's INVITE")
+    assert invite.body.strip() == "" and invite.header("Content-Type") is None, invite.text
+    offer = _wait_for(caller, _first("received", method="INVITE", status=200), "the 200")
+    alice_media.send_to(offer.sdp_media())
+    ack = _wait_for(callee, _first("received", method="ACK"), "callbridge's ACK with an answer")
+    bob_media.send_to(ack.sdp_media())
+    _assert_succeeded(caller, callee, pbx=pbx)
+    why = pbx.explain()
+
+    # The callee's offer reached the caller anchored, its codecs untouched;
+    # the caller's answer reached the callee anchored.
+    assert _assert_anchored(offer, why) != bob_media.port, why
+    assert "RTP/AVP 0 8 101" in offer.body, offer.text
+    assert _assert_anchored(ack, why) != alice_media.port, why
+    assert "RTP/AVP 0 101" in ack.body, ack.text
+    heard_by_bob = bob_media.payloads_from(alice_media.fill)
+    heard_by_alice = alice_media.payloads_from(bob_media.fill)
+    assert heard_by_bob >= 50 and heard_by_alice >= 50, (heard_by_bob, heard_by_alice, why)
+    [record] = pbx.calls(1)
+    _assert_record(record, status="answered", caller=ALICE, callee=BOB.number)
+
+
+def test_a_delayed_offer_the_caller_leaves_unanswered_ends_the_call(pbx: Pbx) -> None:
+    pbx.line(ALICE)
+    pbx.line(BOB)
+    callee = pbx.device(BOB, "call_uas_delayed_offer.xml")
+    caller = pbx.call(ALICE, BOB.number, "call_uac_delayed_offer_unanswered.xml")
+    _assert_succeeded(caller, callee, pbx=pbx)
+    why = pbx.explain()
+
+    # The callee's 200 is ACKed (without an answer: there is none) before its BYE.
+    ack = _one(callee.received(method="ACK"), "ACK at the callee", why)
+    assert ack.body.strip() == "" and callee.received(method="BYE"), why
+    [record] = pbx.calls(1)
+    _assert_record(record, status="failed", caller=ALICE, callee=BOB.number)
+    assert record["hangup_cause"] == "no SDP answer in the ACK", record
+
+
 def test_a_device_that_stops_sending_rtp_is_hung_up_after_the_rtp_timeout(
     start_pbx: Callable[..., Pbx],
 ) -> None:

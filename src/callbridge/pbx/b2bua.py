@@ -542,10 +542,9 @@ class B2bua:
         if max_forwards is not None and max_forwards.strip() == "0":
             return self._refuse(request, plan, 483, "Too Many Hops", "failed", "too many hops")
         try:
+            # None: a delayed offer (RFC 3261 §13.2.1), which the callee's 2xx makes.
             offer = _sdp_of(request)
-            if offer is None:
-                raise SdpError("an INVITE without an SDP offer is not supported", status=488)
-            audio = _audio_of(offer)
+            audio = None if offer is None else _audio_of(offer)
         except SdpError as error:
             status = error.status if error.status in (415, 488) else 488
             return self._refuse(
@@ -792,8 +791,10 @@ class Call:
     invite: Request
     transaction: ServerTransaction
     peer: object
-    offer: SessionDescription
-    audio: _Media
+    # The caller's offer and its audio; None for a delayed offer, where the
+    # callee's 2xx carries the offer and the caller's ACK the answer.
+    offer: SessionDescription | None
+    audio: _Media | None
     received_at: float
     phase: Phase = Phase.SETUP
     record: str = ""
@@ -813,6 +814,9 @@ class Call:
     rang: bool = False
     # The roles ("caller", "callee") that put the call on hold.
     held_by: set[str] = field(default_factory=set)
+    # A delayed offer's callee answered: its 2xx waits for our ACK until the
+    # caller's ACK brings the answer that ACK must carry.
+    awaiting_answer: bool = False
     _timer: asyncio.TimerHandle | None = None
 
     def __post_init__(self) -> None:
@@ -856,8 +860,10 @@ class Call:
             await self._close_media()
             return
         audio = self.audio
-        self._set_remote(self.caller_leg, audio)
-        offer = self._anchored(self.offer, audio, self.callee_leg)
+        offer = b""  # a delayed offer goes on delayed: the callee's 2xx offers
+        if self.offer is not None and audio is not None:
+            self._set_remote(self.caller_leg, audio)
+            offer = self._anchored(self.offer, audio, self.callee_leg)
         for target in self.plan.targets:
             self._fork(target, offer)
         self.phase = Phase.RINGING
@@ -922,8 +928,9 @@ class Call:
             ("Contact", b2bua.sip.contact(target.from_user, target.peer)),
             ("Allow", ALLOW),
             ("User-Agent", b2bua.user_agent),
-            _SDP_TYPE,
         )
+        if sdp:
+            headers.add(*_SDP_TYPE)
         if target.asserted_user:
             headers.add("P-Asserted-Identity", f"<sip:{target.asserted_user}@{target.from_host}>")
         request = Request("INVITE", target.uri.copy(), headers, sdp)
@@ -1006,7 +1013,9 @@ class Call:
         """Relay a 180 or 183 to the caller; early media flows from a 183's SDP."""
         body = b""
         try:
-            sdp = _sdp_of(response)
+            # With a delayed offer a provisional SDP would be an offer, which
+            # only a reliable provisional (100rel) may carry: not relayed.
+            sdp = None if self.offer is None else _sdp_of(response)
         except SdpError:
             sdp = None
         if sdp is not None and self.callee_leg is not None and self.caller_leg is not None:
@@ -1052,7 +1061,10 @@ class Call:
         callee = self.callee_side = Side(
             "callee", dialog, fork.peer, self.callee_leg, fork.request.top_via.transport != "UDP"
         )
-        self._acknowledge(callee)
+        if self.offer is None:
+            self.awaiting_answer = True  # the 2xx held an offer: ACKed with the caller's answer
+        else:
+            self._acknowledge(callee)
         for other in self.forks:
             if other is not fork:
                 self._cancel_fork(other, _COMPLETED_ELSEWHERE)
@@ -1277,6 +1289,30 @@ class Call:
             if side.retransmit is not None:
                 side.retransmit.cancel()
                 side.retransmit = None
+            if self.awaiting_answer and side is self.caller_side:
+                self._answer_in_ack(ack)
+
+    def _answer_in_ack(self, ack: Request) -> None:
+        """A delayed offer's answer, in the caller's ACK: anchored, it goes
+        to the callee in our ACK of its 2xx. Without a usable one the call
+        cannot carry media: the callee's 2xx is ACKed and both sides BYEd."""
+        self.awaiting_answer = False
+        callee = self.callee_side
+        assert callee is not None and self.caller_leg is not None
+        try:
+            answer = _sdp_of(ack)
+            if answer is None:
+                raise SdpError("the ACK has no SDP answer", status=488)
+            audio = _audio_of(answer)
+        except SdpError as error:
+            log_event(
+                logger, logging.INFO, "call.bad_answer", record=self.record, error=error.reason
+            )
+            self._acknowledge(callee)
+            self._hang_up(None, "failed", "system", "no SDP answer in the ACK")
+            return
+        self._set_remote(self.caller_leg, audio)
+        self._acknowledge(callee, body=self._anchored(answer, audio, callee.media))
 
     def reacknowledge(self, response: Response) -> None:
         side = self.side_of(response.call_id)
@@ -1296,8 +1332,9 @@ class Call:
                 self._refuse_late_answer(fork, response)
                 return
 
-    def _acknowledge(self, side: Side) -> None:
-        side.ack = side.dialog.create_request("ACK")
+    def _acknowledge(self, side: Side, body: bytes = b"") -> None:
+        headers = [_SDP_TYPE] if body else []
+        side.ack = side.dialog.create_request("ACK", headers=headers, body=body)
         self.b2bua.sip.send_ack(side.ack, side.peer)
 
     def _until_acked(self, side: Side, transaction: ServerTransaction, response: Response) -> None:
@@ -1353,6 +1390,9 @@ class Call:
         """End an answered call: BYE to every side but the one that hung up."""
         if self.phase is Phase.ENDED:
             return
+        if self.awaiting_answer and self.callee_side is not None:
+            self.awaiting_answer = False
+            self._acknowledge(self.callee_side)  # its 2xx first (§13.2.2.4), then the BYE
         for side in (self.caller_side, self.callee_side):
             if side is None or side is by:
                 continue

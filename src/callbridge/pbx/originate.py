@@ -236,6 +236,7 @@ class ClickToCall(Call):
         line = plan.caller_line
         assert line is not None
         host = self.b2bua.media_address
+        assert self.offer is not None  # a click-to-call always makes its own offer
         self.first_offer = self.offer
         offer = self.offer.to_bytes()
         dialled = _user_of(self.invite.uri)
@@ -331,7 +332,7 @@ class ClickToCall(Call):
                 return
             targets = tuple(b2bua._device(binding, plan) for binding in bindings)
             plan = self.plan = replace(plan, targets=targets)
-        assert self.callee_leg is not None
+        assert self.callee_leg is not None and self.offer is not None and self.audio is not None
         offer = self._anchored(self.offer, self.audio, self.callee_leg)
         self.dialling = True
         for target in plan.targets:
@@ -399,6 +400,7 @@ class ClickToCall(Call):
             customer = _sdp_of(response)
         except SdpError:
             return
+        assert self.offer is not None
         sends = _voice_formats(self.offer)
         if customer is None or not sends or sends[0] in _voice_formats(customer):
             return
