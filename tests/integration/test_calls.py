@@ -819,6 +819,33 @@ def test_hold_reinvite_and_info_pass_through_to_the_other_side(pbx: Pbx) -> None
     _assert_record(record, status="answered", caller=ALICE, callee=BOB.number)
 
 
+def test_a_reinvite_without_sdp_is_offered_by_the_other_side_and_answered_in_the_acks(
+    pbx: Pbx,
+) -> None:
+    """RFC 3261 §14: a re-INVITE without an offer (a session refresh, a
+    phone taking a call back) goes on without one; the other side's 200
+    offers, anchored; the ACK answers, anchored in our ACK to the other side."""
+    pbx.line(ALICE)
+    pbx.line(BOB)
+    callee = pbx.device(BOB, "call_refresh_uas.xml")
+    caller = pbx.call(ALICE, BOB.number, "call_refresh_uac.xml")
+    _assert_succeeded(caller, callee, pbx=pbx)
+    why = pbx.explain()
+
+    first, refresh = callee.received(method="INVITE")[:2]
+    assert first.body and not refresh.body.strip(), why
+    # The caller's scenario checked the offer in the 200 (the callee's codecs
+    # on callbridge's address); the callee's ACKs: the first plain, the second
+    # with the caller's answer, anchored.
+    plain, answered = callee.received(method="ACK")[:2]
+    assert not plain.body.strip(), why
+    assert "RTP/AVP 0 101" in answered.body, answered.text
+    assert _assert_anchored(answered, why) != caller.media_port, why
+    [record] = pbx.calls(1)
+    _assert_record(record, status="answered", caller=ALICE, callee=BOB.number)
+    assert record["hangup_side"] == "caller", record
+
+
 @pytest.fixture
 def fresh_postgres() -> Iterator[str]:
     """A PostgreSQL database of this test's own (the server migrates it)."""

@@ -805,8 +805,9 @@ class Call:
     caller_leg: Leg | None = None
     callee_leg: Leg | None = None
     answered_at: datetime | None = None
-    # A re-INVITE being relayed: from which side, its transaction and offer.
-    reinvite: tuple[Side, ServerTransaction, SessionDescription] | None = None
+    # A re-INVITE being relayed: from which side, its transaction and offer
+    # (None: it had none, and the other side's 2xx makes it).
+    reinvite: tuple[Side, ServerTransaction, SessionDescription | None] | None = None
     # The CRM lookup of the customer's number, and what it found.
     lookup: asyncio.Task[None] | None = None
     identity: Identity | None = None
@@ -814,9 +815,10 @@ class Call:
     rang: bool = False
     # The roles ("caller", "callee") that put the call on hold.
     held_by: set[str] = field(default_factory=set)
-    # A delayed offer's callee answered: its 2xx waits for our ACK until the
-    # caller's ACK brings the answer that ACK must carry.
-    awaiting_answer: bool = False
+    # The side whose 2xx offered (a delayed offer's callee, or the side a
+    # re-INVITE without SDP reached): that 2xx waits for our ACK until the
+    # other side's ACK brings the answer our ACK must carry.
+    awaiting_answer: Side | None = None
     _timer: asyncio.TimerHandle | None = None
 
     def __post_init__(self) -> None:
@@ -1062,7 +1064,7 @@ class Call:
             "callee", dialog, fork.peer, self.callee_leg, fork.request.top_via.transport != "UDP"
         )
         if self.offer is None:
-            self.awaiting_answer = True  # the 2xx held an offer: ACKed with the caller's answer
+            self.awaiting_answer = callee  # its 2xx offered: ACKed with the caller's answer
         else:
             self._acknowledge(callee)
         for other in self.forks:
@@ -1215,18 +1217,13 @@ class Call:
             audio = None if offer is None else _audio_of(offer)
         except SdpError as error:
             return reply(request, 488, error.reason[:80])
-        contact = [("Contact", self.b2bua.sip.contact(self._user_for(side), side.peer))]
-        if offer is None or audio is None:
-            # A session refresh without an offer: our offer is what we last sent.
-            ok = reply(request, 200, headers=[*contact, _SDP_TYPE], body=side.sdp_sent)
-            self._until_acked(side, transaction, ok)
-            return ok
         other = self.other(side)
         self.reinvite = (side, transaction, offer)
+        # Without an offer (a session refresh, say) it goes on without one:
+        # the other side's 2xx offers, and this side's ACK answers.
+        body = b"" if offer is None or audio is None else self._anchored(offer, audio, other.media)
         relayed = other.dialog.create_request(
-            "INVITE",
-            headers=[("Allow", ALLOW), _SDP_TYPE],
-            body=self._anchored(offer, audio, other.media),
+            "INVITE", headers=[("Allow", ALLOW), *([_SDP_TYPE] if body else [])], body=body
         )
         self.b2bua.sip.send_request(
             relayed, other.peer, lambda _, response: self._reinvite_answered(response)
@@ -1254,9 +1251,19 @@ class Call:
             audio = None if answer is None else _audio_of(answer)
         except (DialogError, SdpError):
             answer = audio = None
-        other.ack = other.dialog.create_request("ACK")
-        self.b2bua.sip.send_ack(other.ack, other.peer)
-        if answer is None or audio is None:
+        if offer is None and answer is not None and audio is not None:
+            # The other side's offer, anchored, for the side that asked; its
+            # ACK brings the answer, and the other side's ACK waits for it.
+            self.awaiting_answer = other
+            self._set_remote(other.media, audio)
+            body = side.sdp_sent = self._anchored(answer, audio, side.media)
+            ok = reply(request, 200, headers=[*contact, _SDP_TYPE], body=body)
+            self.b2bua.sip.respond(transaction, ok)
+            self._until_acked(side, transaction, ok)
+            self._note_hold(other, audio.holds)
+            return
+        self._acknowledge(other)
+        if offer is None or answer is None or audio is None:
             self.b2bua.sip.respond(transaction, reply(request, 488))
             return
         offered = _audio_of(offer)
@@ -1289,16 +1296,17 @@ class Call:
             if side.retransmit is not None:
                 side.retransmit.cancel()
                 side.retransmit = None
-            if self.awaiting_answer and side is self.caller_side:
-                self._answer_in_ack(ack)
+            if self.awaiting_answer is not None and side is not self.awaiting_answer:
+                self._answer_in_ack(side, ack)
 
-    def _answer_in_ack(self, ack: Request) -> None:
-        """A delayed offer's answer, in the caller's ACK: anchored, it goes
-        to the callee in our ACK of its 2xx. Without a usable one the call
-        cannot carry media: the callee's 2xx is ACKed and both sides BYEd."""
-        self.awaiting_answer = False
-        callee = self.callee_side
-        assert callee is not None and self.caller_leg is not None
+    def _answer_in_ack(self, side: Side, ack: Request) -> None:
+        """The answer to the other side's offer, in `side`'s ACK: anchored, it
+        goes in our ACK of the 2xx that offered. Without a usable one the
+        call cannot carry media: that 2xx is ACKed and both sides BYEd."""
+        offered = self.awaiting_answer
+        assert offered is not None
+        self.awaiting_answer = None
+        first = offered.ack is None  # a delayed offer's: the call never had media
         try:
             answer = _sdp_of(ack)
             if answer is None:
@@ -1308,15 +1316,19 @@ class Call:
             log_event(
                 logger, logging.INFO, "call.bad_answer", record=self.record, error=error.reason
             )
-            self._acknowledge(callee)
-            self._hang_up(None, "failed", "system", "no SDP answer in the ACK")
+            self._acknowledge(offered)
+            self._hang_up(
+                None, "failed" if first else "answered", "system", "no SDP answer in the ACK"
+            )
             return
-        self._set_remote(self.caller_leg, audio)
-        self._acknowledge(callee, body=self._anchored(answer, audio, callee.media))
+        self._set_remote(side.media, audio)
+        self._acknowledge(offered, body=self._anchored(answer, audio, offered.media))
 
     def reacknowledge(self, response: Response) -> None:
+        """Our ACK again, for a 2xx that came again (the ACK of its own INVITE:
+        none yet while it waits for the other side's answer)."""
         side = self.side_of(response.call_id)
-        if side is not None and side.ack is not None:
+        if side is not None and side.ack is not None and side.ack.cseq.seq == response.cseq.seq:
             self.b2bua.sip.send_ack(side.ack, side.peer)
 
     def stray_answer(self, response: Response) -> None:
@@ -1390,9 +1402,9 @@ class Call:
         """End an answered call: BYE to every side but the one that hung up."""
         if self.phase is Phase.ENDED:
             return
-        if self.awaiting_answer and self.callee_side is not None:
-            self.awaiting_answer = False
-            self._acknowledge(self.callee_side)  # its 2xx first (§13.2.2.4), then the BYE
+        if self.awaiting_answer is not None:
+            offered, self.awaiting_answer = self.awaiting_answer, None
+            self._acknowledge(offered)  # its 2xx first (§13.2.2.4), then the BYE
         for side in (self.caller_side, self.callee_side):
             if side is None or side is by:
                 continue
