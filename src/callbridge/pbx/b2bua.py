@@ -1252,28 +1252,24 @@ class Call:
         except (DialogError, SdpError):
             answer = audio = None
         if offer is None and answer is not None and audio is not None:
-            # The other side's offer, anchored, for the side that asked; its
-            # ACK brings the answer, and the other side's ACK waits for it.
+            # The other side's 2xx offered: anchored for the side that asked,
+            # whose ACK brings the answer; the other side's ACK waits for it.
             self.awaiting_answer = other
-            self._set_remote(other.media, audio)
-            body = side.sdp_sent = self._anchored(answer, audio, side.media)
-            ok = reply(request, 200, headers=[*contact, _SDP_TYPE], body=body)
-            self.b2bua.sip.respond(transaction, ok)
-            self._until_acked(side, transaction, ok)
-            self._note_hold(other, audio.holds)
-            return
-        self._acknowledge(other)
-        if offer is None or answer is None or audio is None:
-            self.b2bua.sip.respond(transaction, reply(request, 488))
-            return
-        offered = _audio_of(offer)
+            offering, holds = other, audio.holds
+        else:
+            self._acknowledge(other)
+            if offer is None or answer is None or audio is None:
+                self.b2bua.sip.respond(transaction, reply(request, 488))
+                return
+            offered = _audio_of(offer)
+            self._set_remote(side.media, offered)
+            offering, holds = side, offered.holds
         self._set_remote(other.media, audio)
-        self._set_remote(side.media, offered)
         body = side.sdp_sent = self._anchored(answer, audio, side.media)
         ok = reply(request, 200, headers=[*contact, _SDP_TYPE], body=body)
         self.b2bua.sip.respond(transaction, ok)
         self._until_acked(side, transaction, ok)
-        self._note_hold(side, offered.holds)
+        self._note_hold(offering, holds)
 
     def _note_hold(self, side: Side, holds: bool) -> None:
         """`held` when a side's accepted offer stops it hearing the other,
