@@ -159,9 +159,11 @@ class _Ended:
     those 32 s made the garbage collector's passes long enough to lose
     requests."""
 
-    ack: bytes | None  # our ACK of this dialog's 2xx, as sent
-    peer: object
-    remote_tag: str | None
+    # Our ACK of this dialog's 2xx as sent, where it went, and the tag of
+    # the 2xx it acknowledges; none for a fork that never answered.
+    ack: bytes | None = None
+    peer: object = None
+    remote_tag: str | None = None
 
     def answer(self, request: Request, reply: Callable[..., Response]) -> Response:
         return reply(request, 200 if request.method == "BYE" else 481)
@@ -1002,11 +1004,9 @@ class Call:
             if self.phase is Phase.RINGING and all(f.final for f in self.forks):
                 self._all_forks_failed()
             return
-        # A 2xx: the winner, a retransmission of the winner's, or a late one.
-        side = self.callee_side
-        if side is not None and side.dialog.call_id == response.call_id:
-            self.reacknowledge(response)
-        elif self.phase is Phase.RINGING:
+        # A 2xx: the winner or a late one. (A transaction hands only its first
+        # 2xx to us; one that comes again is a stray, see `stray_answer`.)
+        if self.phase is Phase.RINGING:
             self._answered(fork, response)
         else:
             self._refuse_late_answer(fork, response)
@@ -1335,7 +1335,7 @@ class Call:
         if side is not None and side.dialog.remote_tag == response.to.tag:
             self.reacknowledge(response)
             return
-        for fork in self.forks:
+        for fork in self._every_fork():
             if fork.request.call_id == response.call_id:
                 self._refuse_late_answer(fork, response)
                 return
@@ -1469,10 +1469,14 @@ class Call:
             cause=cause,
         )
 
+    def _every_fork(self) -> list[Fork]:
+        """Every INVITE this call sent out, answered or not."""
+        return self.forks
+
     def _dialog_keys(self) -> list[tuple[str, str]]:
         """The keys of `B2bua.dialogs` this call may hold."""
         keys = [(self.invite.call_id, self.tag)]
-        keys += [(fork.request.call_id, fork.request.from_.tag or "") for fork in self.forks]
+        keys += [(f.request.call_id, f.request.from_.tag or "") for f in self._every_fork()]
         return keys
 
     def _retire(self) -> None:
@@ -1486,7 +1490,7 @@ class Call:
                 continue
             side = by_call_id.get(key[0])
             stub = (
-                _Ended(None, None, None)
+                _Ended()
                 if side is None
                 else _Ended(
                     side.ack.to_bytes() if side.ack is not None else None,

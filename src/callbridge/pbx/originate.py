@@ -286,8 +286,6 @@ class ClickToCall(Call):
         if status >= 300:
             if self.phase is Phase.SETUP and all(f.final for f in self.forks):
                 self._employee_failed()
-        elif side is not None and side.dialog.call_id == response.call_id:
-            self.reacknowledge(response)
         elif side is None and self.phase is Phase.SETUP:
             self._employee_answered(fork, response)
         else:
@@ -449,12 +447,8 @@ class ClickToCall(Call):
             return self.b2bua._reply(request, 200)
         return super().request(side, request, transaction)
 
-    def _dialog_keys(self) -> list[tuple[str, str]]:
-        keys = super()._dialog_keys()
-        keys += [
-            (fork.request.call_id, fork.request.from_.tag or "") for fork in self.employee_forks
-        ]
-        return keys
+    def _every_fork(self) -> list[Fork]:
+        return [*self.employee_forks, *self.forks]
 
 
 def _voice_formats(sdp: SessionDescription) -> list[str]:
