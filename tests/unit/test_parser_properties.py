@@ -345,14 +345,16 @@ SHAPES: dict[str, Callable[[int], str]] = {
 
 
 def best_times(small: bytes, large: bytes, runs: int = 7) -> tuple[float, float]:
-    """Best time of each, measured in turns so a busy moment hits both alike."""
+    """Best CPU time of each, measured in turns so a busy moment hits both
+    alike. The thread's CPU time, not the wall clock: on a shared machine a
+    preemption in the middle of one parse would otherwise count as its work."""
     best = [float("inf"), float("inf")]
     for _ in range(runs):
         for i, data in enumerate((small, large)):
-            start = time.perf_counter()
+            start = time.thread_time()
             with contextlib.suppress(ParseError):
                 parse(data, PAD)
-            best[i] = min(best[i], time.perf_counter() - start)
+            best[i] = min(best[i], time.thread_time() - start)
     return best[0], best[1]
 
 
@@ -360,8 +362,14 @@ def best_times(small: bytes, large: bytes, runs: int = 7) -> tuple[float, float]
 def test_parsing_time_grows_linearly(shape: str) -> None:
     # Parse a message padded to n and to 8n units: linear code takes ~8x as
     # long, quadratic code 64x. Best of several runs, plus slack for noise.
+    # A loaded machine still evicts caches mid-run, so a shape gets three
+    # tries: noise does not repeat, quadratic time does.
     n = 400
     small, large = padded(SHAPES[shape], n), padded(SHAPES[shape], 8 * n)
-    t_small, t_large = best_times(small, large)
-    ratio = t_large / max(t_small, 1e-5)
-    assert ratio < 8 * 2.5, f"{shape}: 8x the input took {ratio:.1f}x the time"
+    ratios = []
+    for _ in range(3):
+        t_small, t_large = best_times(small, large)
+        ratios.append(t_large / max(t_small, 1e-5))
+        if ratios[-1] < 8 * 2.5:
+            return
+    pytest.fail(f"{shape}: 8x the input took {min(ratios):.1f}x the time (best of 3 tries)")
