@@ -50,6 +50,8 @@ def start_server(tmp_path: Path, **env: str) -> Server:
         "CALLBRIDGE_DATA_DIR": str(tmp_path),
         "CALLBRIDGE_DATABASE_URL": "",  # the embedded SQLite, whatever the caller's environment
         "CALLBRIDGE_LOG_LEVEL": "debug",
+        # Every test peer lives on loopback, which the default (`public`) leaves out.
+        "CALLBRIDGE_MEDIA_ALLOWED_NETWORKS": "public,127.0.0.0/8,::1/128",
         **env,
     }
     log_file = log_path.open("w")
