@@ -768,6 +768,24 @@ def test_a_stranger_spraying_the_relay_ports_gets_none_of_a_nat_callers_call(
     assert {source for _, source in alice_media.received} == {answer}, stats
 
 
+def test_media_is_never_sent_to_addresses_outside_the_allowed_networks(
+    start_pbx: Callable[..., Pbx],
+) -> None:
+    """With the default `public`, phones on loopback (a private range, as far
+    as the setting goes) get no media, whatever their SDP or packets say."""
+    pbx = start_pbx(CALLBRIDGE_MEDIA_ALLOWED_NETWORKS="public")
+    pbx.line(ALICE)
+    pbx.line(BOB)
+    alice_media, bob_media = pbx.rtp(0x11), pbx.rtp(0x22)
+    callee = pbx.device(BOB, "call_uas_answer.xml", rtp_port=bob_media.port)
+    caller = pbx.call(ALICE, BOB.number, "call_uac.xml", rtp_port=alice_media.port, talk_ms=2000)
+    _stream_both_ways(caller, alice_media, callee, bob_media)
+    _assert_succeeded(caller, callee, pbx=pbx)
+    stats = f"alice sent {alice_media.sent}, bob sent {bob_media.sent}"
+    assert alice_media.sent >= 50 and bob_media.sent >= 50, stats
+    assert alice_media.received == [] and bob_media.received == [], stats
+
+
 @pytest.mark.parametrize("own", ["first relay port", "last relay port", "sip port"])
 def test_an_offer_naming_callbridges_own_sockets_gets_488_and_the_callee_never_rings(
     start_pbx: Callable[..., Pbx], own: str
