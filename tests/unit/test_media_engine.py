@@ -182,7 +182,7 @@ async def test_nobody_latches_while_our_sdp_has_not_reached_the_peer(
 ) -> None:
     """Ringing: the caller has not had our answer, so nothing but its SDP
     address can be its media (the spray of issue 11 came in here)."""
-    session, leg_a, leg_b, sprayer, callee = await nat_call(engine, make_phone)
+    _, leg_a, leg_b, sprayer, callee = await nat_call(engine, make_phone)
     for packet in run_of(1, count=10):
         sprayer.send(packet, leg_a)
     await _until(lambda: leg_a.stats().rtp.foreign == 10)
@@ -232,10 +232,11 @@ async def test_a_stranger_interleaving_packets_breaks_a_run_but_cannot_latch_its
     stranger = await make_phone()
     session.sdp_sent(leg_a)
     for seq in range(1, 6):
+        refused = 2 * seq - 1
         behind_nat.send(rtp(seq), leg_a)
-        await _until(lambda: leg_a.stats().rtp.foreign == 2 * seq - 1)
+        await _until(lambda n=refused: leg_a.stats().rtp.foreign == n)
         stranger.send(rtp(100 + seq, ssrc=666), leg_a)
-        await _until(lambda: leg_a.stats().rtp.foreign == 2 * seq)
+        await _until(lambda n=refused + 1: leg_a.stats().rtp.foreign == n)
     assert not leg_a.latched
     for packet in run_of(6):
         behind_nat.send(packet, leg_a)
@@ -412,7 +413,7 @@ async def test_an_address_outside_the_allowed_networks_is_never_sent_to(
     )
     try:
         session = engine.create_session("policy")
-        refused, callee = await make_phone(), await make_phone()
+        refused = await make_phone()
         leg_a, leg_b = await session.add_leg(), await session.add_leg()
         session.set_remote(leg_a, *refused.address)
         session.set_remote(leg_b, "127.0.0.2", unused_port())
@@ -427,9 +428,7 @@ async def test_an_address_outside_the_allowed_networks_is_never_sent_to(
         assert leg_a.stats().rtp.packets_out == 0
 
         loop = asyncio.get_running_loop()
-        transport, allowed = await loop.create_datagram_endpoint(
-            Phone, local_addr=("127.0.0.2", 0)
-        )
+        transport, allowed = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.2", 0))
         try:
             for packet in run_of(1):
                 allowed.send(packet, leg_a)
