@@ -204,6 +204,10 @@ async def test_the_window_closes_latch_window_seconds_after_our_sdp_went_out(
     assert not leg_a.latched
 
 
+def foreign_is(leg: LocalLeg, count: int) -> Callable[[], bool]:
+    return lambda: leg.stats().rtp.foreign == count
+
+
 def broken_runs() -> list[list[bytes]]:
     return [
         [rtp(1, ssrc=1), rtp(2, ssrc=2), rtp(3, ssrc=3)],  # a new SSRC each packet
@@ -232,11 +236,10 @@ async def test_a_stranger_interleaving_packets_breaks_a_run_but_cannot_latch_its
     stranger = await make_phone()
     session.sdp_sent(leg_a)
     for seq in range(1, 6):
-        refused = 2 * seq - 1
         behind_nat.send(rtp(seq), leg_a)
-        await _until(lambda n=refused: leg_a.stats().rtp.foreign == n)
+        await _until(foreign_is(leg_a, 2 * seq - 1))
         stranger.send(rtp(100 + seq, ssrc=666), leg_a)
-        await _until(lambda n=refused + 1: leg_a.stats().rtp.foreign == n)
+        await _until(foreign_is(leg_a, 2 * seq))
     assert not leg_a.latched
     for packet in run_of(6):
         behind_nat.send(packet, leg_a)
