@@ -768,6 +768,40 @@ def test_a_stranger_spraying_the_relay_ports_gets_none_of_a_nat_callers_call(
     assert {source for _, source in alice_media.received} == {answer}, stats
 
 
+def test_while_the_call_rings_nobody_latches_even_from_any_host(
+    start_pbx: Callable[..., Pbx],
+) -> None:
+    """With the host check off (SIP through a proxy), the latch window still
+    opens only when our 200 goes out: a stranger's steady stream during the
+    ringing takes nothing, and the NAT caller latches after the answer."""
+    pbx = start_pbx(
+        CALLBRIDGE_RTP_PORTS=f"{SPRAYED_PORTS[0]}-{SPRAYED_PORTS[1]}",
+        CALLBRIDGE_MEDIA_LATCH_SIGNALLING_HOST="false",
+    )
+    pbx.line(ALICE)
+    pbx.line(BOB)
+    alice_media, bob_media = pbx.rtp(0x11), pbx.rtp(0x22)
+    callee = pbx.device(BOB, "call_uas_answer.xml", rtp_port=bob_media.port)
+    behind_nat = _free_ports(1)[0]
+    caller = pbx.call(ALICE, BOB.number, "call_uac.xml", rtp_port=behind_nat, talk_ms=2500)
+    _wait_for(callee, _first("sent", method="INVITE", status=180), "the callee's 180")
+    # The callee answers 300 ms after its 180: spray well inside the ringing.
+    sprayer = RtpSprayer("127.0.0.3", range(SPRAYED_PORTS[0], SPRAYED_PORTS[1] + 1), 0x66)
+    time.sleep(0.15)
+    sprayer.close()
+    _stream_both_ways(caller, alice_media, callee, bob_media)
+    _assert_succeeded(caller, callee, pbx=pbx)
+    heard_by_alice = alice_media.payloads_from(bob_media.fill)
+    heard_by_bob = bob_media.payloads_from(alice_media.fill)
+    stats = (
+        f"the stranger sent {sprayer.sent}; alice heard bob {heard_by_alice} times, "
+        f"bob heard alice {heard_by_bob} times and the stranger {bob_media.payloads_from(0x66)}"
+    )
+    assert sprayer.sent > 500, stats
+    assert bob_media.payloads_from(0x66) == 0, stats
+    assert heard_by_alice >= 50 and heard_by_bob >= 50, f"{stats}\n{pbx.explain()}"
+
+
 def test_media_is_never_sent_to_addresses_outside_the_allowed_networks(
     start_pbx: Callable[..., Pbx],
 ) -> None:
