@@ -20,6 +20,7 @@ from .crm.identify import Identity, identify
 from .events import EventBus
 from .logs import log_event
 from .media.engine import LocalMediaEngine
+from .media.policy import AllowedNetworks, MediaPolicy
 from .media.ports import RtpPortAllocator
 from .pbx.auth import DROP, Authenticator, Drop
 from .pbx.b2bua import B2bua, ResponseHandler
@@ -219,6 +220,10 @@ class SipService:
         except TransportError:
             endpoint = None
         return Peer(Address(transport, host, port), endpoint)
+
+    @staticmethod
+    def host_of(peer: object) -> str | None:
+        return peer.address.host if isinstance(peer, Peer) else None
 
     @staticmethod
     def flow_of(source: object) -> tuple[str, str, int] | None:
@@ -501,10 +506,11 @@ async def run(settings: Settings) -> int:
         database, flow_of=service.flow_of, source_of=service.peer_at, clock=loop.time
     )
     service.use_location(location)
+    ports = RtpPortAllocator(settings.rtp_ports, host=settings.sip_host or "0.0.0.0")
+    media_policy = MediaPolicy(AllowedNetworks.parse(settings.media_allowed_networks))
+    media_policy.add_own(service.host, range(ports.range.first, ports.range.last + 1))
     media = LocalMediaEngine(
-        RtpPortAllocator(settings.rtp_ports, host=settings.sip_host or "0.0.0.0"),
-        rtp_timeout=settings.rtp_timeout or None,
-        clock=loop.time,
+        ports, rtp_timeout=settings.rtp_timeout or None, clock=loop.time, policy=media_policy
     )
     recorder = CallRecorder(database)
     event_bus = EventBus()
@@ -524,6 +530,7 @@ async def run(settings: Settings) -> int:
         user_agent=settings.user_agent,
         events=event_bus,
         identify=identify_number,
+        latch_on_signalling_host=settings.media_latch_signalling_host,
     )
     service.use_b2bua(b2bua)
 
@@ -563,7 +570,10 @@ async def run(settings: Settings) -> int:
         task.add_done_callback(reloads.discard)
 
     try:
-        await service.start()
+        sip_port = await service.start()
+        # RTP sent to our own SIP socket would be read as SIP: never a media address.
+        for host in {settings.sip_host or "0.0.0.0", service.host}:
+            media_policy.add_own(host, sip_port)
         await run_config(await current_version(database))
         await reload_employees()
         loop.add_signal_handler(signal.SIGHUP, reload_on_hangup)

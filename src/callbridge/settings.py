@@ -17,6 +17,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .media.policy import DEFAULT_ALLOWED_NETWORKS, AllowedNetworks
 from .media.ports import PortRange
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -81,6 +82,21 @@ class Settings(BaseSettings):
     rtp_timeout: float = Field(
         60.0, ge=0, description="Seconds without RTP after which a call is ended; 0 = never."
     )
+    media_allowed_networks: str = Field(
+        DEFAULT_ALLOWED_NETWORKS,
+        description="Where the relay may send a call's audio: `public` (every globally "
+        "routable address) and/or networks in CIDR notation, comma separated, e.g. "
+        "`public,192.168.0.0/16`. An SDP address outside them is never sent to: the leg "
+        "waits for the phone's own packets (NAT latching) from an allowed address. "
+        "Private, loopback and link-local ranges are allowed only when listed.",
+    )
+    media_latch_signalling_host: bool = Field(
+        True,
+        description="A phone behind NAT (media from another address than its SDP names) "
+        "is latched on only when its media comes from the host its SIP comes from. Turn "
+        "off when phones' SIP reaches callbridge through a proxy on another host: then "
+        "any host that first sends a steady stream after our answer is latched on.",
+    )
     auth_token_ttl: float = Field(12 * 3600, gt=0, description="Seconds an API token lives.")
     default_region: str = Field(
         "US",
@@ -106,6 +122,12 @@ class Settings(BaseSettings):
     @classmethod
     def _port_range(cls, value: str) -> str:
         PortRange.parse(value)  # its error names what is wrong with the range
+        return value
+
+    @field_validator("media_allowed_networks")
+    @classmethod
+    def _allowed_networks(cls, value: str) -> str:
+        AllowedNetworks.parse(value)  # its error names the entry that is wrong
         return value
 
     def effective_database_url(self) -> str:

@@ -50,6 +50,8 @@ def start_server(tmp_path: Path, **env: str) -> Server:
         "CALLBRIDGE_DATA_DIR": str(tmp_path),
         "CALLBRIDGE_DATABASE_URL": "",  # the embedded SQLite, whatever the caller's environment
         "CALLBRIDGE_LOG_LEVEL": "debug",
+        # Every test peer lives on loopback, which the default (`public`) leaves out.
+        "CALLBRIDGE_MEDIA_ALLOWED_NETWORKS": "public,127.0.0.0/8,::1/128",
         **env,
     }
     log_file = log_path.open("w")
@@ -444,6 +446,54 @@ class RtpEndpoint:
                         pass
                     sequence = (sequence + 1) & 0xFFFF
                     timestamp = (timestamp + 160) & 0xFFFFFFFF
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+class RtpSprayer:
+    """An attacker on another host (`host`, e.g. 127.0.0.3) that sprays a
+    steady RTP stream at every port of `ports` (a stream per port: its own
+    SSRC, consecutive sequence numbers, one packet per port every
+    `interval` seconds, faster than a phone) and keeps what comes back."""
+
+    def __init__(self, host: str, ports: range, fill: int, interval: float = 0.005) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.setblocking(False)
+        self.ports = ports
+        self.fill = fill
+        self.interval = interval
+        self.sent = 0
+        self.received: list[tuple[bytes, tuple[str, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def payloads_from(self, fill: int) -> int:
+        return sum(1 for data, _ in self.received if data[12:] == bytes([fill]) * 160)
+
+    def _run(self) -> None:
+        ssrcs = {port: random.getrandbits(32) for port in self.ports}
+        sequence = random.getrandbits(16)
+        payload = bytes([self.fill]) * 160
+        while not self._stop.wait(self.interval):
+            for port in self.ports:
+                header = struct.pack("!BBHII", 0x80, 0, sequence, sequence * 160, ssrcs[port])
+                try:
+                    self.sock.sendto(header + payload, ("127.0.0.1", port))
+                    self.sent += 1
+                except OSError:
+                    pass
+            sequence = (sequence + 1) & 0xFFFF
+            while True:
+                try:
+                    data, source = self.sock.recvfrom(2048)
+                except OSError:
+                    break
+                self.received.append((data, source))
 
     def close(self) -> None:
         self._stop.set()

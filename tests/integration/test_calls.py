@@ -29,6 +29,7 @@ import pytest
 from ..conftest import PG_HOST, PG_PORT, _pg_admin
 from .conftest import (
     RtpEndpoint,
+    RtpSprayer,
     Server,
     SippProcess,
     TracedMessage,
@@ -236,7 +237,7 @@ def start_pbx(tmp_path: Path) -> Iterator[Callable[..., Pbx]]:
     started: list[Pbx] = []
 
     def start(**env: str) -> Pbx:
-        pbx = Pbx(start_server(tmp_path, **ENV, **env), tmp_path)
+        pbx = Pbx(start_server(tmp_path, **{**ENV, **env}), tmp_path)
         started.append(pbx)
         return pbx
 
@@ -724,6 +725,128 @@ def test_rtp_is_relayed_both_ways_between_the_legs(pbx: Pbx) -> None:
     answer = caller.received(status=200, method="INVITE")[0].sdp_media()
     assert {source for _, source in bob_media.received} == {offer}, stats
     assert {source for _, source in alice_media.received} == {answer}, stats
+
+
+# Issue 11, "RTP bleed": 32 pairs, so the sprayer covers the whole range.
+SPRAYED_PORTS = (30900, 30963)
+
+
+def test_a_stranger_spraying_the_relay_ports_gets_none_of_a_nat_callers_call(
+    start_pbx: Callable[..., Pbx],
+) -> None:
+    """A stranger on 127.0.0.3 sprays a steady RTP stream at every relay port
+    through the ringing and the answer of a call whose caller is behind NAT
+    (its SDP names a port it never sends from). It hears none of the
+    callee's audio and injects none of its own; both phones hear each other."""
+    pbx = start_pbx(CALLBRIDGE_RTP_PORTS=f"{SPRAYED_PORTS[0]}-{SPRAYED_PORTS[1]}")
+    pbx.line(ALICE)
+    pbx.line(BOB)
+    alice_media, bob_media = pbx.rtp(0x11), pbx.rtp(0x22)
+    sprayer = RtpSprayer("127.0.0.3", range(SPRAYED_PORTS[0], SPRAYED_PORTS[1] + 1), 0x66)
+    try:
+        callee = pbx.device(BOB, "call_uas_answer.xml", rtp_port=bob_media.port)
+        behind_nat = _free_ports(1)[0]  # what alice's SDP claims; she sends from another port
+        caller = pbx.call(ALICE, BOB.number, "call_uac.xml", rtp_port=behind_nat, talk_ms=2500)
+        _stream_both_ways(caller, alice_media, callee, bob_media)
+        _assert_succeeded(caller, callee, pbx=pbx)
+    finally:
+        sprayer.close()
+    heard_by_bob = bob_media.payloads_from(alice_media.fill)
+    heard_by_alice = alice_media.payloads_from(bob_media.fill)
+    stats = (
+        f"the stranger sent {sprayer.sent} packets and got {len(sprayer.received)} back, "
+        f"{sprayer.payloads_from(bob_media.fill)} of bob's and "
+        f"{sprayer.payloads_from(alice_media.fill)} of alice's; alice heard bob "
+        f"{heard_by_alice} times and the stranger {alice_media.payloads_from(0x66)}; "
+        f"bob heard alice {heard_by_bob} times and the stranger {bob_media.payloads_from(0x66)}"
+    )
+    assert sprayer.sent > 1000, stats
+    assert sprayer.received == [], f"{stats}\n{pbx.explain()}"
+    assert alice_media.payloads_from(0x66) == bob_media.payloads_from(0x66) == 0, stats
+    assert heard_by_bob >= 50 and heard_by_alice >= 50, f"{stats}\n{pbx.explain()}"
+    answer = caller.received(status=200, method="INVITE")[0].sdp_media()
+    assert {source for _, source in alice_media.received} == {answer}, stats
+
+
+def test_while_the_call_rings_nobody_latches_even_from_any_host(
+    start_pbx: Callable[..., Pbx],
+) -> None:
+    """With the host check off (SIP through a proxy), the latch window still
+    opens only when our 200 goes out: a stranger's steady stream during the
+    ringing takes nothing, and the NAT caller latches after the answer."""
+    pbx = start_pbx(
+        CALLBRIDGE_RTP_PORTS=f"{SPRAYED_PORTS[0]}-{SPRAYED_PORTS[1]}",
+        CALLBRIDGE_MEDIA_LATCH_SIGNALLING_HOST="false",
+    )
+    pbx.line(ALICE)
+    pbx.line(BOB)
+    alice_media, bob_media = pbx.rtp(0x11), pbx.rtp(0x22)
+    callee = pbx.device(BOB, "call_uas_answer.xml", rtp_port=bob_media.port)
+    behind_nat = _free_ports(1)[0]
+    caller = pbx.call(ALICE, BOB.number, "call_uac.xml", rtp_port=behind_nat, talk_ms=2500)
+    _wait_for(callee, _first("sent", method="INVITE", status=180), "the callee's 180")
+    # The callee answers 300 ms after its 180: spray well inside the ringing.
+    sprayer = RtpSprayer("127.0.0.3", range(SPRAYED_PORTS[0], SPRAYED_PORTS[1] + 1), 0x66)
+    time.sleep(0.15)
+    sprayer.close()
+    _stream_both_ways(caller, alice_media, callee, bob_media)
+    _assert_succeeded(caller, callee, pbx=pbx)
+    heard_by_alice = alice_media.payloads_from(bob_media.fill)
+    heard_by_bob = bob_media.payloads_from(alice_media.fill)
+    stats = (
+        f"the stranger sent {sprayer.sent}; alice heard bob {heard_by_alice} times, "
+        f"bob heard alice {heard_by_bob} times and the stranger {bob_media.payloads_from(0x66)}"
+    )
+    assert sprayer.sent > 500, stats
+    assert bob_media.payloads_from(0x66) == 0, stats
+    assert heard_by_alice >= 50 and heard_by_bob >= 50, f"{stats}\n{pbx.explain()}"
+
+
+def test_media_is_never_sent_to_addresses_outside_the_allowed_networks(
+    start_pbx: Callable[..., Pbx],
+) -> None:
+    """With the default `public`, phones on loopback (a private range, as far
+    as the setting goes) get no media, whatever their SDP or packets say."""
+    pbx = start_pbx(CALLBRIDGE_MEDIA_ALLOWED_NETWORKS="public")
+    pbx.line(ALICE)
+    pbx.line(BOB)
+    alice_media, bob_media = pbx.rtp(0x11), pbx.rtp(0x22)
+    callee = pbx.device(BOB, "call_uas_answer.xml", rtp_port=bob_media.port)
+    caller = pbx.call(ALICE, BOB.number, "call_uac.xml", rtp_port=alice_media.port, talk_ms=2000)
+    _stream_both_ways(caller, alice_media, callee, bob_media)
+    _assert_succeeded(caller, callee, pbx=pbx)
+    stats = f"alice sent {alice_media.sent}, bob sent {bob_media.sent}"
+    assert alice_media.sent >= 50 and bob_media.sent >= 50, stats
+    assert alice_media.received == [] and bob_media.received == [], stats
+
+
+@pytest.mark.parametrize("own", ["first relay port", "last relay port", "sip port"])
+def test_an_offer_naming_callbridges_own_sockets_gets_488_and_the_callee_never_rings(
+    start_pbx: Callable[..., Pbx], own: str
+) -> None:
+    """Issue 11: an SDP that points the relay at itself (its RTP range or its
+    SIP socket) would make it feed itself: refused before anyone rings."""
+    pbx = start_pbx(CALLBRIDGE_RTP_PORTS=f"{SPRAYED_PORTS[0]}-{SPRAYED_PORTS[1]}")
+    pbx.line(ALICE)
+    pbx.line(BOB)
+    port = {
+        "first relay port": SPRAYED_PORTS[0],
+        "last relay port": SPRAYED_PORTS[1],
+        "sip port": pbx.server.port,
+    }[own]
+    device_port = free_port()
+    pbx.register(BOB, device_port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as device:
+        device.bind(("127.0.0.1", device_port))
+        device.settimeout(0.5)
+        caller = pbx.call(ALICE, BOB.number, "call_uac_refused.xml", rtp_port=port)
+        _assert_succeeded(caller, pbx=pbx)
+        assert _final_status(caller) == 488, pbx.explain()
+        with pytest.raises(TimeoutError):
+            data = device.recv(65535)
+            pytest.fail(f"the callee got {data[:200]!r}")
+    [record] = pbx.calls(1)
+    _assert_record(record, status={"failed", "rejected"}, caller=ALICE, callee=BOB.number)
 
 
 def test_a_delayed_offer_is_made_by_the_callee_and_answered_in_the_acks(pbx: Pbx) -> None:

@@ -19,7 +19,8 @@ from callbridge.media import (
     RtpPortAllocator,
     TelephoneEvent,
 )
-from callbridge.media.engine import Leg, LocalLeg, LocalMediaSession
+from callbridge.media.engine import LATCH_PACKETS, Leg, LocalLeg, LocalMediaSession
+from callbridge.media.policy import AllowedNetworks, MediaPolicy, OwnDestination
 from tests.unit.test_media_ports import free_port_range
 
 TIMEOUT = 2.0
@@ -143,22 +144,126 @@ async def test_the_engine_satisfies_the_media_engine_interface(engine: LocalMedi
     await session.close()
 
 
-async def test_latches_onto_the_real_source_when_the_sdp_port_differs(
-    engine: LocalMediaEngine, make_phone: Callable[[], Awaitable[Phone]]
-) -> None:
-    session = engine.create_session("nat")
+async def nat_call(
+    engine: LocalMediaEngine, make_phone: Callable[[], Awaitable[Phone]], name: str = "nat"
+) -> tuple[LocalMediaSession, LocalLeg, LocalLeg, Phone, Phone]:
+    """A call whose caller's SDP names a port it does not send from (NAT)."""
+    session = engine.create_session(name)
     behind_nat, callee = await make_phone(), await make_phone()
     leg_a, leg_b = await session.add_leg(), await session.add_leg()
     session.set_remote(leg_a, "127.0.0.1", unused_port())  # what its SDP claims
     session.set_remote(leg_b, *callee.address)
     session.connect(leg_a, leg_b)
+    return session, leg_a, leg_b, behind_nat, callee
+
+
+def run_of(first: int, ssrc: int = 7, count: int = LATCH_PACKETS) -> list[bytes]:
+    return [rtp(first + i, ssrc=ssrc) for i in range(count)]
+
+
+async def test_latches_onto_the_real_source_after_our_sdp_went_out_and_a_run_of_packets(
+    engine: LocalMediaEngine, make_phone: Callable[[], Awaitable[Phone]]
+) -> None:
+    session, leg_a, leg_b, behind_nat, callee = await nat_call(engine, make_phone)
+    session.sdp_sent(leg_a)  # our 200 went out to the caller
     assert not leg_a.latched
 
-    behind_nat.send(rtp(1), leg_a)
-    await callee.receive()
+    for packet in run_of(1):
+        behind_nat.send(packet, leg_a)
+    # The run's last packet latches and is the first relayed.
+    assert (await callee.receive())[0] == rtp(LATCH_PACKETS)
     assert leg_a.latched and leg_a.remote == behind_nat.address
-    callee.send(rtp(2), leg_b)
-    assert (await behind_nat.receive())[0] == rtp(2)
+    callee.send(rtp(9), leg_b)
+    assert (await behind_nat.receive())[0] == rtp(9)
+
+
+async def test_nobody_latches_while_our_sdp_has_not_reached_the_peer(
+    engine: LocalMediaEngine, make_phone: Callable[[], Awaitable[Phone]]
+) -> None:
+    """Ringing: the caller has not had our answer, so nothing but its SDP
+    address can be its media (the spray of issue 11 came in here)."""
+    _, leg_a, leg_b, sprayer, callee = await nat_call(engine, make_phone)
+    for packet in run_of(1, count=10):
+        sprayer.send(packet, leg_a)
+    await _until(lambda: leg_a.stats().rtp.foreign == 10)
+    assert not leg_a.latched
+    callee.send(rtp(50), leg_b)
+    await asyncio.sleep(0.05)
+    assert sprayer.inbox.empty()
+
+
+async def test_the_window_closes_latch_window_seconds_after_our_sdp_went_out(
+    engine: LocalMediaEngine, make_phone: Callable[[], Awaitable[Phone]], clock: FakeClock
+) -> None:
+    session, leg_a, _, behind_nat, _ = await nat_call(engine, make_phone)
+    session.sdp_sent(leg_a)
+    clock.now += engine.latch_window + 0.1
+    for packet in run_of(1):
+        behind_nat.send(packet, leg_a)
+    await _until(lambda: leg_a.stats().rtp.foreign == LATCH_PACKETS)
+    assert not leg_a.latched
+
+
+def foreign_is(leg: LocalLeg, count: int) -> Callable[[], bool]:
+    return lambda: leg.stats().rtp.foreign == count
+
+
+def broken_runs() -> list[list[bytes]]:
+    return [
+        [rtp(1, ssrc=1), rtp(2, ssrc=2), rtp(3, ssrc=3)],  # a new SSRC each packet
+        [rtp(1), rtp(2, payload_type=8), rtp(3)],  # the payload type changes
+        [rtp(1), rtp(3), rtp(5)],  # sequence numbers not consecutive
+        [rtp(1), rtp(1), rtp(1)],  # the same packet again
+    ]
+
+
+@pytest.mark.parametrize("packets", broken_runs())
+async def test_a_source_whose_stream_does_not_stay_the_same_never_latches(
+    engine: LocalMediaEngine, make_phone: Callable[[], Awaitable[Phone]], packets: list[bytes]
+) -> None:
+    session, leg_a, _, sprayer, _ = await nat_call(engine, make_phone)
+    session.sdp_sent(leg_a)
+    for packet in packets:
+        sprayer.send(packet, leg_a)
+    await _until(lambda: leg_a.stats().rtp.foreign == len(packets))
+    assert not leg_a.latched
+
+
+async def test_a_stranger_interleaving_packets_breaks_a_run_but_cannot_latch_itself(
+    engine: LocalMediaEngine, make_phone: Callable[[], Awaitable[Phone]]
+) -> None:
+    session, leg_a, _, behind_nat, callee = await nat_call(engine, make_phone)
+    stranger = await make_phone()
+    session.sdp_sent(leg_a)
+    for seq in range(1, 6):
+        behind_nat.send(rtp(seq), leg_a)
+        await _until(foreign_is(leg_a, 2 * seq - 1))
+        stranger.send(rtp(100 + seq, ssrc=666), leg_a)
+        await _until(foreign_is(leg_a, 2 * seq))
+    assert not leg_a.latched
+    for packet in run_of(6):
+        behind_nat.send(packet, leg_a)
+    assert (await callee.receive())[0] == rtp(5 + LATCH_PACKETS)
+    assert leg_a.remote == behind_nat.address
+
+
+async def test_a_latched_nat_leg_never_moves_to_another_source(
+    engine: LocalMediaEngine, make_phone: Callable[[], Awaitable[Phone]]
+) -> None:
+    session, leg_a, leg_b, behind_nat, callee = await nat_call(engine, make_phone)
+    session.sdp_sent(leg_a)
+    for packet in run_of(1):
+        behind_nat.send(packet, leg_a)
+    await callee.receive()
+    stranger = await make_phone()
+    session.sdp_sent(leg_a)  # our SDP again (a 200 after a 183): the latch stays
+    for packet in run_of(100, ssrc=666, count=10):
+        stranger.send(packet, leg_a)
+    await _until(lambda: leg_a.stats().rtp.foreign == LATCH_PACKETS - 1 + 10)
+    assert leg_a.remote == behind_nat.address
+    callee.send(rtp(9), leg_b)
+    assert (await behind_nat.receive())[0] == rtp(9)
+    assert stranger.inbox.empty()
 
 
 async def test_a_stranger_sending_after_latching_is_ignored(
@@ -191,7 +296,7 @@ async def test_after_the_latch_window_only_the_sdp_address_is_accepted(
     assert leg_a.remote == caller.address
 
 
-async def test_a_new_remote_address_forgets_the_latch(
+async def test_a_new_remote_address_forgets_the_latch_and_waits_for_our_answer(
     call: Call, make_phone: Callable[[], Awaitable[Phone]]
 ) -> None:
     session, leg_a, _, caller, callee = call
@@ -201,7 +306,11 @@ async def test_a_new_remote_address_forgets_the_latch(
     session.set_remote(leg_a, "127.0.0.1", unused_port())  # a re-INVITE moved the media
     assert not leg_a.latched
     moved.send(rtp(2), leg_a)
-    assert (await callee.receive())[0] == rtp(2)
+    await _until(lambda: leg_a.stats().rtp.foreign == 1)
+    session.sdp_sent(leg_a)  # our 200 to the re-INVITE went out
+    for packet in run_of(3):
+        moved.send(packet, leg_a)
+    assert (await callee.receive())[0] == rtp(2 + LATCH_PACKETS)
     assert leg_a.remote == moved.address
 
 
@@ -245,8 +354,11 @@ async def test_malformed_packets_cannot_latch(
     session.set_remote(leg_a, "127.0.0.1", unused_port())
     session.set_remote(leg_b, *callee.address)
     session.connect(leg_a, leg_b)
-    phone.send(b"\x00" * 20, leg_a)
+    session.sdp_sent(leg_a)
     phone.send(rtp(1), leg_a)
+    phone.send(b"\x00" * 20, leg_a)  # not part of the run, and does not break it
+    for packet in run_of(2, count=LATCH_PACKETS - 1):
+        phone.send(packet, leg_a)
     await callee.receive()
     assert leg_a.stats().rtp.malformed == 1 and leg_a.remote == phone.address
 
@@ -255,10 +367,115 @@ async def test_rtcp_is_relayed_between_the_rtcp_ports(call: Call) -> None:
     session, leg_a, leg_b, caller, callee = call
     session.set_remote(leg_b, *callee.address, rtcp_port=callee.address[1])  # one socket
     receiver_report = bytes.fromhex("80c9000100000001")
+    caller.send(rtp(1), leg_a)  # RTCP follows the host RTP latched on
+    await callee.receive()
     caller.send(receiver_report, leg_a, rtcp=True)
     assert await callee.receive() == (receiver_report, ("127.0.0.1", leg_b.local_address[1] + 1))
     assert leg_a.stats().rtcp.packets_in == 1 and leg_b.stats().rtcp.packets_out == 1
-    assert leg_a.stats().rtp.packets_in == 0
+
+
+async def test_rtcp_latches_only_on_the_host_its_rtp_stream_latched_on(
+    engine: LocalMediaEngine, make_phone: Callable[[], Awaitable[Phone]]
+) -> None:
+    session, leg_a, leg_b, behind_nat, callee = await nat_call(engine, make_phone)
+    session.set_remote(leg_b, *callee.address, rtcp_port=callee.address[1])
+    stranger = await make_phone()
+    report = bytes.fromhex("80c9000100000001")
+    session.sdp_sent(leg_a)
+    stranger.send(report, leg_a, rtcp=True)  # before RTP has proved anything
+    await _until(lambda: leg_a.stats().rtcp.foreign == 1)
+    for packet in run_of(1):
+        behind_nat.send(packet, leg_a)
+    await callee.receive()
+    behind_nat.send(report, leg_a, rtcp=True)  # the NAT's host: the RTP stream's
+    assert (await callee.receive())[0] == report
+    stranger.send(report, leg_a, rtcp=True)
+    await _until(lambda: leg_a.stats().rtcp.foreign == 2)
+    assert leg_a.stats().rtcp.packets_in == 1
+
+
+async def test_an_sdp_naming_the_relays_own_ports_is_refused(call: Call) -> None:
+    session, leg_a, leg_b, _, _ = call
+    for host, port in [leg_b.local_address, (leg_a.local_address[0], leg_a.local_address[1] + 1)]:
+        with pytest.raises(OwnDestination, match="own socket"):
+            session.set_remote(leg_a, host, port)
+    with pytest.raises(OwnDestination):
+        session.set_remote(leg_a, "127.0.0.1", 4000, rtcp_port=leg_b.local_address[1])
+    with pytest.raises(OwnDestination, match="unspecified"):
+        session.engine.check_remote("::", 4000)
+
+
+async def test_an_address_outside_the_allowed_networks_is_never_sent_to(
+    make_phone: Callable[[], Awaitable[Phone]], clock: FakeClock
+) -> None:
+    """Only 127.0.0.2 allowed: a phone on 127.0.0.1 is neither sent to at its
+    SDP address nor latched on, and a source in the allowed network latches."""
+    policy = MediaPolicy(AllowedNetworks.parse("127.0.0.2/32"))
+    engine = LocalMediaEngine(
+        RtpPortAllocator(free_port_range(PAIRS), host="127.0.0.1"), clock=clock, policy=policy
+    )
+    try:
+        session = engine.create_session("policy")
+        refused = await make_phone()
+        leg_a, leg_b = await session.add_leg(), await session.add_leg()
+        session.set_remote(leg_a, *refused.address)
+        session.set_remote(leg_b, "127.0.0.2", unused_port())
+        session.connect(leg_a, leg_b)
+        assert leg_a.remote is None
+        session.sdp_sent(leg_a)
+        for packet in run_of(1):
+            refused.send(packet, leg_a)
+        await _until(lambda: leg_a.stats().rtp.foreign == LATCH_PACKETS)
+        assert not leg_a.latched and leg_b.stats().rtp.packets_out == 0
+        leg_a.send(rtp(9))
+        assert leg_a.stats().rtp.packets_out == 0
+
+        loop = asyncio.get_running_loop()
+        transport, allowed = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.2", 0))
+        try:
+            for packet in run_of(1):
+                allowed.send(packet, leg_a)
+            await _until(lambda: leg_a.latched)
+            leg_a.send(rtp(9))
+            assert (await allowed.receive())[0] == rtp(9)
+        finally:
+            transport.close()
+    finally:
+        await engine.close()
+
+
+async def test_behind_nat_only_the_host_the_sip_came_from_may_latch(
+    make_phone: Callable[[], Awaitable[Phone]], clock: FakeClock
+) -> None:
+    """The SDP names a private address (not allowed, never sent to); the
+    phone's SIP came from 127.0.0.1. A stranger on 127.0.0.2 with a perfect
+    stream, first in the window, is refused; the phone on 127.0.0.1 latches."""
+    policy = MediaPolicy(AllowedNetworks.parse("127.0.0.0/8"))
+    engine = LocalMediaEngine(
+        RtpPortAllocator(free_port_range(PAIRS), host="127.0.0.1"), clock=clock, policy=policy
+    )
+    loop = asyncio.get_running_loop()
+    transport, stranger = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.2", 0))
+    try:
+        session = engine.create_session("signalled")
+        phone, callee = await make_phone(), await make_phone()
+        leg_a, leg_b = await session.add_leg(), await session.add_leg()
+        session.set_remote(leg_a, "10.0.0.5", 4000, signalling_host="127.0.0.1")
+        session.set_remote(leg_b, *callee.address)
+        session.connect(leg_a, leg_b)
+        assert leg_a.remote is None  # a private address: not allowed
+        session.sdp_sent(leg_a)
+        for packet in run_of(1, ssrc=666, count=10):
+            stranger.send(packet, leg_a)
+        await _until(lambda: leg_a.stats().rtp.foreign == 10)
+        assert not leg_a.latched
+        for packet in run_of(1):
+            phone.send(packet, leg_a)
+        assert (await callee.receive())[0] == rtp(LATCH_PACKETS)
+        assert leg_a.remote == phone.address
+    finally:
+        transport.close()
+        await engine.close()
 
 
 async def test_packets_on_an_unconnected_leg_are_counted_not_sent(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import socket
 
@@ -93,10 +94,31 @@ def test_a_port_held_by_another_process_is_skipped() -> None:
         squatter.close()
 
 
-def test_released_ports_are_reused_last() -> None:
-    allocator = RtpPortAllocator(free_port_range(3), host="127.0.0.1")
-    first = allocator.allocate()
-    allocator.release(first)
-    second = allocator.allocate()
-    assert second.port != first.port
-    allocator.release(second)
+def test_allocations_are_not_sequential_and_the_whole_range_is_still_usable() -> None:
+    """Issue 11: ports handed out in order let a stranger spray the next call's."""
+    ports = free_port_range(64)
+    allocator = RtpPortAllocator(ports, host="127.0.0.1")
+    pairs = [allocator.allocate() for _ in range(64)]
+    try:
+        taken = [pair.port for pair in pairs]
+        assert sorted(taken) == list(ports.rtp_ports())  # every pair, once
+        steps = [b - a for a, b in itertools.pairwise(taken)]
+        # In order, every step would be +2; at random, 63 steps of +2 in a
+        # row happen with probability about 64!^-1.
+        assert steps.count(2) < 32
+        with pytest.raises(PortsExhausted):
+            allocator.allocate()
+    finally:
+        for pair in pairs:
+            allocator.release(pair)
+    assert allocator.available == 64
+
+
+def test_a_released_pair_can_be_picked_again_and_picks_spread_over_the_range() -> None:
+    allocator = RtpPortAllocator(free_port_range(8), host="127.0.0.1")
+    seen: set[int] = set()
+    for _ in range(200):
+        pair = allocator.allocate()
+        seen.add(pair.port)
+        allocator.release(pair)
+    assert len(seen) == 8  # each of 8 pairs missed 200 times: (7/8)^200, never

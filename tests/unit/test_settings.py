@@ -17,6 +17,7 @@ def test_defaults_start_a_pbx_on_the_standard_port(monkeypatch: pytest.MonkeyPat
     assert (settings.sip_host, settings.sip_port) == ("0.0.0.0", 5060)
     assert settings.log_level == "info"
     assert settings.log_sip_messages is False
+    assert settings.media_allowed_networks == "public"  # private ranges: the admin's choice
 
 
 def test_environment_variables_override(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,6 +50,8 @@ def test_toml_file_is_read_and_the_environment_wins(
         ("CALLBRIDGE_SIP_PORT", "70000", "sip_port"),
         ("CALLBRIDGE_LOG_LEVEL", "loud", "log_level"),
         ("CALLBRIDGE_MAX_MESSAGE_SIZE", "10", "max_message_size"),
+        ("CALLBRIDGE_MEDIA_ALLOWED_NETWORKS", "public,10.0.0.0/33", "media_allowed_networks"),
+        ("CALLBRIDGE_MEDIA_ALLOWED_NETWORKS", "internet", "media_allowed_networks"),
     ],
 )
 def test_bad_values_are_refused_naming_the_setting(

@@ -30,19 +30,39 @@ What later issues add attaches to the same graph, never beside it:
 Symmetric RTP latching (RFC 4961 behaviour for peers behind NAT)
 ----------------------------------------------------------------
 A leg sends to the peer's SDP address until it *latches* onto the address
-the peer really sends from. A source is accepted (and latched) when:
+the peer really sends from. Only proof moves it (issue 11, "RTP bleed"): an
+RTP source is accepted (and latched) when
 
 1. it is exactly the SDP address (host and port): sending there is what a
    relay without latching would do anyway, so a spoofed copy gains nothing; or
-2. the leg has not latched yet and at most `latch_window` seconds have passed
-   since `set_remote()`: the first valid packet from anyone latches. This is
-   the NAT case (a phone behind NAT announces a private address).
+2. the leg has not latched yet, the latch window is open, and the source has
+   sent `LATCH_PACKETS` valid packets in a row with one SSRC, one payload type
+   and consecutive sequence numbers. The window opens only when the call
+   logic says our SDP has reached this leg's peer *and* we know the peer's
+   (`sdp_sent()` after `set_remote()`: our 183/200 to a caller, the callee's
+   answer to our offer), and stays open `latch_window` seconds. When the
+   call logic names the host the peer's SIP comes from (`signalling_host`),
+   only that host or the SDP's may prove itself. This is the NAT case: a
+   phone behind NAT announces a private address and sends, from the NAT's
+   public address that its SIP comes from too, once it has our answer;
+   before that nobody can latch, so spraying a ringing call's ports gains
+   nothing, and a stranger's host never can.
 
-Anything else is dropped and counted as `foreign`: once latched, a stranger
-cannot divert the call's media, and after the window a stranger cannot latch
-a leg the peer never sent on. A `set_remote()` with a different address (a
-re-INVITE that moves the media) forgets the latch and opens a new window. The
-same rule holds on the RTCP socket on its own (RTCP latches independently).
+A packet of a source still proving itself is not relayed; a packet from any
+other source breaks the run (that source starts its own). Anything refused
+is dropped and counted as `foreign`. Once latched, a leg never moves to
+another source but its SDP address: a `set_remote()` with a different
+address (a re-INVITE that moves the media) forgets the latch and closes the
+window until the next `sdp_sent()`.
+
+RTCP follows its RTP stream's proof, since an RTCP packet carries no stream
+to prove: it latches on its SDP address, or on the first RTCP packet from the
+host the RTP stream has latched on (a NAT maps the RTCP port on its own).
+
+Where the relay sends is also checked against a `MediaPolicy`: an SDP naming
+one of this PBX's own sockets is refused (`OwnDestination`), and an address
+outside the allowed networks is never sent to: that leg stays silent until
+a source in an allowed network latches.
 
 RTCP is relayed like RTP, unchanged, RTCP port to RTCP port: since RTP passes
 through untouched, the endpoints' reports stay true end to end.
@@ -70,6 +90,7 @@ from typing import Any, Protocol, cast
 
 from ..logs import log_event
 from .errors import MediaError
+from .policy import AllowedNetworks, MediaPolicy
 from .ports import PortPair, RtpPortAllocator
 from .rtp import RTCP_HEADER_SIZE, RTP_HEADER_SIZE
 
@@ -79,6 +100,9 @@ Address = tuple[str, int]
 Clock = Callable[[], float]
 
 DEFAULT_LATCH_WINDOW = 2.0
+# Packets in a row (one SSRC, one payload type, consecutive sequence numbers)
+# a source behind NAT sends before it latches: 40 ms of a 20 ms stream.
+LATCH_PACKETS = 3
 DEFAULT_CHECK_INTERVAL = 1.0
 _CLOSED = float("-inf")
 
@@ -164,7 +188,13 @@ class MediaSession(Protocol):
         payload_types: Mapping[int, str] = ...,
         *,
         rtcp_port: int | None = None,
+        signalling_host: str | None = None,
     ) -> None: ...
+
+    def sdp_sent(self, leg: Leg) -> None:
+        """Our SDP has gone out to the leg's peer: the NAT latch window opens
+        (if the peer's SDP address is known and the leg has not latched)."""
+        ...
 
     def connect(self, leg_a: Leg, leg_b: Leg) -> None: ...
 
@@ -190,6 +220,11 @@ class MediaEngine(Protocol):
         self, call_id: str, *, on_timeout: TimeoutCallback | None = None
     ) -> MediaSession: ...
 
+    def check_remote(self, host: str, port: int) -> None:
+        """Raise `MediaError` when an SDP may not name (host, port): one of
+        this PBX's own sockets, or not an IP address."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -200,10 +235,13 @@ class _Stream(asyncio.DatagramProtocol):
         "_clock",
         "_latch_window",
         "_lost",
+        "_policy",
         "bytes_in",
         "bytes_out",
+        "candidate",
         "errors",
         "foreign",
+        "latch_hosts",
         "latch_until",
         "leg",
         "malformed",
@@ -211,6 +249,7 @@ class _Stream(asyncio.DatagramProtocol):
         "packets_in",
         "packets_out",
         "peer",
+        "proof",
         "remote",
         "sdp_remote",
         "source",
@@ -218,13 +257,26 @@ class _Stream(asyncio.DatagramProtocol):
         "transport",
     )
 
-    def __init__(self, leg: LocalLeg, min_length: int, clock: Clock, latch_window: float) -> None:
+    def __init__(
+        self,
+        leg: LocalLeg,
+        min_length: int,
+        clock: Clock,
+        latch_window: float,
+        policy: MediaPolicy,
+        proof: _Stream | None = None,
+    ) -> None:
         # None once closed: a leg and its streams refer to each other, and
         # a closed leg must go with its call, not wait for the collector.
         self.leg: LocalLeg | None = leg
         self.min_length = min_length
         self._clock = clock
         self._latch_window = latch_window
+        self._policy = policy
+        # RTCP's: the RTP stream whose latched host it may latch on.
+        self.proof = proof
+        # The source proving itself: (address, SSRC, payload type, sequence, count).
+        self.candidate: tuple[Any, bytes, int, int, int] | None = None
         self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.DatagramTransport | None = None
         self.peer: _Stream | None = None
@@ -232,6 +284,7 @@ class _Stream(asyncio.DatagramProtocol):
         self.source: Any = None  # the accepted source, as the loop reports it
         self.remote: Any = None  # where we send: the source once latched, else the SDP address
         self.sdp_remote: Address | None = None
+        self.latch_hosts: set[str] | None = None  # None: any host may prove itself
         self.latch_until = _CLOSED
         self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
         self.malformed = self.foreign = self.errors = 0
@@ -269,20 +322,64 @@ class _Stream(asyncio.DatagramProtocol):
             self.malformed += 1
             return False
         sdp = self.sdp_remote
-        from_sdp = sdp is not None and addr[0] == sdp[0] and addr[1] == sdp[1]
-        if not from_sdp and (self.source is not None or self._clock() > self.latch_until):
+        if sdp is not None and addr[0] == sdp[0] and addr[1] == sdp[1]:
+            return self._latch(addr)
+        if self.source is None:
+            if self.proof is not None:
+                rtp_source = self.proof.source
+                if rtp_source is not None and addr[0] == rtp_source[0]:
+                    return self._latch(addr)
+            elif self._proven(data, addr):
+                return self._latch(addr)
+        self.foreign += 1
+        return False
+
+    def _proven(self, data: bytes, addr: Any) -> bool:
+        """Whether this packet completes its source's run of `LATCH_PACKETS`
+        while the window is open; otherwise it starts or extends the run."""
+        hosts = self.latch_hosts
+        if hosts is not None and addr[0] not in hosts:
+            return False  # neither the SDP's host nor the SIP's: never a candidate
+        if self._clock() > self.latch_until:
+            self.candidate = None
+            return False
+        ssrc, payload_type = data[8:12], data[1] & 0x7F
+        sequence = int.from_bytes(data[2:4], "big")
+        count = 1
+        run = self.candidate
+        if (
+            run is not None
+            and run[0] == addr
+            and run[1] == ssrc
+            and run[2] == payload_type
+            and (run[3] + 1) & 0xFFFF == sequence
+        ):
+            count = run[4] + 1
+        self.candidate = (addr, ssrc, payload_type, sequence, count)
+        return count >= LATCH_PACKETS
+
+    def _latch(self, addr: Any) -> bool:
+        self.candidate = None
+        if not self._policy.allows((addr[0], addr[1])):
             self.foreign += 1
             return False
         self.source = self.remote = addr
         self.latch_until = _CLOSED
         return True
 
-    def set_remote(self, address: Address) -> None:
+    def set_remote(self, address: Address, latch_hosts: set[str] | None = None) -> None:
+        self.latch_hosts = latch_hosts
         if address == self.sdp_remote and self.source is not None:
             return  # same media address (hold, codec change): keep the latch
-        self.sdp_remote = self.remote = address
-        self.source = None
-        self.latch_until = self._clock() + self._latch_window
+        self.sdp_remote = address
+        self.remote = address if self._policy.allows(address) else None
+        self.source = self.candidate = None
+        self.latch_until = _CLOSED
+
+    def open_latch_window(self) -> None:
+        if self.source is None and self.sdp_remote is not None:
+            self.candidate = None
+            self.latch_until = self._clock() + self._latch_window
 
     def send(self, data: bytes) -> None:
         if self.transport is not None and self.remote is not None:
@@ -339,8 +436,9 @@ class LocalLeg:
         self.session = session
         self.name = name
         self._pair = pair
-        self.rtp = _Stream(self, RTP_HEADER_SIZE, engine.clock, engine.latch_window)
-        self.rtcp = _Stream(self, RTCP_HEADER_SIZE, engine.clock, engine.latch_window)
+        window, policy = engine.latch_window, engine.policy
+        self.rtp = _Stream(self, RTP_HEADER_SIZE, engine.clock, window, policy)
+        self.rtcp = _Stream(self, RTCP_HEADER_SIZE, engine.clock, window, policy, self.rtp)
         self.payload_types: Mapping[int, str] = {}
         self.last_activity = now
         self._seen = 0
@@ -445,21 +543,26 @@ class LocalMediaSession:
         payload_types: Mapping[int, str] = {},  # never mutated: copied
         *,
         rtcp_port: int | None = None,
+        signalling_host: str | None = None,
     ) -> None:
         """Take the peer's SDP: connection address, media port, payload types
-        (number → encoding name) and the RTCP port (`a=rtcp`, default port + 1)."""
+        (number → encoding name) and the RTCP port (`a=rtcp`, default port + 1).
+        With `signalling_host` (where the peer's SIP comes from), a NAT latch
+        is taken only from that host or the SDP's; without, from any host."""
         own = self._own(leg)
-        try:
-            address = ipaddress.ip_address(host).compressed
-        except ValueError:
-            raise MediaError(f"media address {host!r} is not an IP address") from None
+        address = _ip_literal(host)
         rtcp = port + 1 if rtcp_port is None else rtcp_port
         for number in (port, rtcp):
-            if not 0 < number < 65536:
-                raise MediaError(f"media port {number} is out of range")
+            self.engine.check_remote(address, number)
+        hosts = None if signalling_host is None else {address, _ip_literal(signalling_host)}
         own.payload_types = dict(payload_types)
-        own.rtp.set_remote((address, port))
-        own.rtcp.set_remote((address, rtcp))
+        own.rtp.set_remote((address, port), hosts)
+        own.rtcp.set_remote((address, rtcp), hosts)
+
+    def sdp_sent(self, leg: Leg) -> None:
+        """Our SDP has reached the leg's peer: open the NAT latch window of its
+        RTP stream (RTCP follows that stream's latch)."""
+        self._own(leg).rtp.open_latch_window()
 
     def connect(self, leg_a: Leg, leg_b: Leg) -> None:
         """Relay between two legs, both ways; each leaves any earlier edge."""
@@ -537,8 +640,12 @@ class LocalMediaEngine:
         clock: Clock = time.monotonic,
         check_interval: float = DEFAULT_CHECK_INTERVAL,
         latch_window: float = DEFAULT_LATCH_WINDOW,
+        policy: MediaPolicy | None = None,
     ) -> None:
         self.ports = ports
+        # Without a policy every network is allowed; our own ports never are.
+        self.policy = policy or MediaPolicy(AllowedNetworks.parse("0.0.0.0/0,::/0"))
+        self.policy.add_own(ports.host, range(ports.range.first, ports.range.last + 1))
         self.rtp_timeout = rtp_timeout
         self.on_timeout = on_timeout
         self.clock = clock
@@ -557,6 +664,11 @@ class LocalMediaEngine:
         if self._timer is None and self.rtp_timeout is not None:
             self._arm()
         return session
+
+    def check_remote(self, host: str, port: int) -> None:
+        if not 0 < port < 65536:
+            raise MediaError(f"media port {port} is out of range")
+        self.policy.check(_ip_literal(host), port)
 
     def check_timeouts(self, now: float | None = None) -> list[LocalMediaSession]:
         """Sample every leg's activity and report each session that has just
@@ -603,6 +715,13 @@ class LocalMediaEngine:
     def _forget(self, session: LocalMediaSession) -> None:
         if self.sessions.get(session.call_id) is session:
             del self.sessions[session.call_id]
+
+
+def _ip_literal(host: str) -> str:
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        raise MediaError(f"media address {host!r} is not an IP address") from None
 
 
 def _unlink(leg: LocalLeg) -> None:

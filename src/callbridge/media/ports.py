@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import secrets
 import socket
-from collections import deque
 from dataclasses import dataclass
 
 from .errors import MediaError
@@ -69,11 +69,13 @@ class PortPair:
 
 
 class RtpPortAllocator:
-    """Hands out port pairs of `ports` bound on `host`.
+    """Hands out port pairs of `ports` bound on `host`, picked at random.
 
-    Released pairs go to the back of the queue, so a port is reused as late as
-    possible and stray packets of an ended call rarely reach the next one. A
-    port that another process holds is skipped and tried again later."""
+    In order, the next call's ports were easy to guess and spray (issue 11,
+    "RTP bleed"); at random, a stranger must cover the whole range. A random
+    pick swaps the last free port into its place, so picking and releasing
+    are O(1) however full the range. A port that another
+    process holds is skipped and tried again on a later allocation."""
 
     def __init__(self, ports: PortRange | str, host: str = "0.0.0.0") -> None:
         self.range = PortRange.parse(ports) if isinstance(ports, str) else ports
@@ -81,7 +83,7 @@ class RtpPortAllocator:
         self._family = (
             socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
         )
-        self._free: deque[int] = deque(self.range.rtp_ports())
+        self._free: list[int] = list(self.range.rtp_ports())
         self._in_use: set[int] = set()
 
     @property
@@ -97,18 +99,23 @@ class RtpPortAllocator:
         return len(self._free)
 
     def allocate(self) -> PortPair:
-        """Bind the next free pair; `PortsExhausted` when none can be bound."""
-        for _ in range(len(self._free)):
-            port = self._free.popleft()
-            pair = self._bind(port)
-            if pair is not None:
-                self._in_use.add(port)
-                return pair
-            self._free.append(port)
+        """Bind a free pair picked at random; `PortsExhausted` when none can be bound."""
+        held: list[int] = []  # by other processes: back into the pool afterwards
+        try:
+            while self._free:
+                port = self._take(secrets.randbelow(len(self._free)))
+                pair = self._bind(port)
+                if pair is not None:
+                    self._in_use.add(port)
+                    return pair
+                held.append(port)
+        finally:
+            for port in held:
+                self._give(port)
         raise PortsExhausted(
             f"no free RTP port pair in {self.range} on {self.host}: "
             f"{len(self._in_use)} of {self.capacity} pairs in use by calls, "
-            f"the other {len(self._free)} held by other processes"
+            f"the other {len(held)} held by other processes"
         )
 
     def release(self, pair: PortPair) -> None:
@@ -117,7 +124,18 @@ class RtpPortAllocator:
         pair.rtcp.close()
         if pair.port in self._in_use:
             self._in_use.remove(pair.port)
-            self._free.append(pair.port)
+            self._give(pair.port)
+
+    def _take(self, index: int) -> int:
+        """Remove the free port at `index`: the last one fills its place."""
+        free = self._free
+        port, last = free[index], free.pop()
+        if index < len(free):
+            free[index] = last
+        return port
+
+    def _give(self, port: int) -> None:
+        self._free.append(port)
 
     def _bind(self, port: int) -> PortPair | None:
         sockets: list[socket.socket] = []

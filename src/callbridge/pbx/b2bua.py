@@ -106,6 +106,10 @@ class SipPort(Protocol):
         """Where requests to an address go (an external line's server)."""
         ...
 
+    def host_of(self, peer: object) -> str | None:
+        """The IP address a peer's SIP comes from (None: not an IP peer)."""
+        ...
+
     def time(self) -> float: ...
 
 
@@ -265,6 +269,21 @@ def _audio_of(sdp: SessionDescription) -> _Media:
     raise SdpError("no audio stream to relay", status=488)
 
 
+def _checked_audio(sdp: SessionDescription, media: MediaEngine) -> _Media:
+    """`_audio_of`, refused (488) when it names a place the relay must never
+    send to: one of this PBX's own sockets (issue 11)."""
+    audio = _audio_of(sdp)
+    if audio.host in _NULL_ADDRESSES:
+        return audio
+    rtcp = audio.port + 1 if audio.rtcp_port is None else audio.rtcp_port
+    try:
+        for port in (audio.port, rtcp):
+            media.check_remote(audio.host, port)
+    except MediaError as error:
+        raise SdpError(str(error), status=488) from None
+    return audio
+
+
 def _sdp_of(message: Request | Response) -> SessionDescription | None:
     """The message's SDP body; None when it has none; SdpError when bad."""
     if not message.body:
@@ -294,6 +313,7 @@ class B2bua:
         events: EventBus | None = None,
         identify: Identify | None = None,
         identify_deadline: float = IDENTIFY_DEADLINE,
+        latch_on_signalling_host: bool = True,
     ) -> None:
         self.sip = sip
         self.authenticator = authenticator
@@ -309,6 +329,8 @@ class B2bua:
         self.events = events
         self.identify = identify
         self.identify_deadline = identify_deadline
+        # Behind NAT a leg latches only on its SDP's or its SIP's host (issue 11).
+        self.latch_on_signalling_host = latch_on_signalling_host
         # Swapped whole when an employee changes: names, and whose telephony is off.
         self.employees = Employees()
         # (Call-ID, our tag) of every dialog and fork → its call, or what
@@ -546,7 +568,7 @@ class B2bua:
         try:
             # None: a delayed offer (RFC 3261 §13.2.1), which the callee's 2xx makes.
             offer = _sdp_of(request)
-            audio = None if offer is None else _audio_of(offer)
+            audio = None if offer is None else _checked_audio(offer, self.media)
         except SdpError as error:
             status = error.status if error.status in (415, 488) else 488
             return self._refuse(
@@ -866,7 +888,7 @@ class Call:
         audio = self.audio
         offer = b""  # a delayed offer goes on delayed: the callee's 2xx offers
         if self.offer is not None and audio is not None:
-            self._set_remote(self.caller_leg, audio)
+            self._set_remote(self.caller_leg, audio, self.peer)
             offer = self._anchored(self.offer, audio, self.callee_leg)
         for target in self.plan.targets:
             self._fork(target, offer)
@@ -995,7 +1017,7 @@ class Call:
                 if fork.cancel_reason is not None and not fork.cancelled:
                     self._send_cancel(fork)
             if status > 100 and self.phase is Phase.RINGING and not fork.cancelled:
-                self._ringing(response)
+                self._ringing(fork, response)
             return
         if status in (401, 407) and self._authenticate(fork, response):
             return
@@ -1011,7 +1033,7 @@ class Call:
         else:
             self._refuse_late_answer(fork, response)
 
-    def _ringing(self, response: Response) -> None:
+    def _ringing(self, fork: Fork, response: Response) -> None:
         """Relay a 180 or 183 to the caller; early media flows from a 183's SDP."""
         body = b""
         try:
@@ -1022,8 +1044,8 @@ class Call:
             sdp = None
         if sdp is not None and self.callee_leg is not None and self.caller_leg is not None:
             try:
-                audio = _audio_of(sdp)
-                self._set_remote(self.callee_leg, audio)
+                audio = _checked_audio(sdp, self.b2bua.media)
+                self._set_remote(self.callee_leg, audio, fork.peer)
                 self._connect()
                 body = self._anchored(sdp, audio, self.caller_leg)
             except (SdpError, MediaError):
@@ -1032,6 +1054,8 @@ class Call:
         if body:
             headers.append(_SDP_TYPE)
         self._respond_caller(response.status, response.reason, headers=headers, body=body)
+        if body:  # early media: both peers have our SDP, and we have theirs
+            self._sdp_sent(self.caller_leg, self.callee_leg)
 
     def _read_answer(
         self, fork: Fork, response: Response, all_failed: Callable[[], None]
@@ -1044,7 +1068,7 @@ class Call:
             answer = _sdp_of(response)
             if answer is None:
                 raise SdpError("the 2xx has no SDP answer", status=488)
-            return dialog, answer, _audio_of(answer)
+            return dialog, answer, _checked_audio(answer, self.b2bua.media)
         except (DialogError, SdpError) as error:
             log_event(logger, logging.INFO, "call.bad_answer", record=self.record, error=str(error))
             self._refuse_late_answer(fork, response)
@@ -1070,7 +1094,7 @@ class Call:
         for other in self.forks:
             if other is not fork:
                 self._cancel_fork(other, _COMPLETED_ELSEWHERE)
-        self._set_remote(self.callee_leg, audio)
+        self._set_remote(self.callee_leg, audio, fork.peer)
         self._connect()
         caller = self.caller_side = self._caller_side()
         body = self._anchored(answer, audio, self.caller_leg)
@@ -1082,6 +1106,8 @@ class Call:
         ok = self._respond_caller(200, "OK", headers=[contact, _SDP_TYPE], body=body)
         if ok is not None:
             self._until_acked(caller, self.transaction, ok)
+        if self.offer is not None:  # a delayed offer's answers come in the ACKs
+            self._sdp_sent(self.caller_leg, self.callee_leg)
         b2bua.by_invite.pop(self.transaction, None)
         b2bua.recorder.answered(self.record, self.answered_at)
         self._ring_event()
@@ -1214,7 +1240,7 @@ class Call:
             return reply(request, 491, headers=[("Retry-After", "1")])
         try:
             offer = _sdp_of(request)
-            audio = None if offer is None else _audio_of(offer)
+            audio = None if offer is None else _checked_audio(offer, self.b2bua.media)
         except SdpError as error:
             return reply(request, 488, error.reason[:80])
         other = self.other(side)
@@ -1248,7 +1274,7 @@ class Call:
         try:
             other.dialog.receive_response(response)
             answer = _sdp_of(response)
-            audio = None if answer is None else _audio_of(answer)
+            audio = None if answer is None else _checked_audio(answer, self.b2bua.media)
         except (DialogError, SdpError):
             answer = audio = None
         if offer is None and answer is not None and audio is not None:
@@ -1262,13 +1288,15 @@ class Call:
                 self.b2bua.sip.respond(transaction, reply(request, 488))
                 return
             offered = _audio_of(offer)
-            self._set_remote(side.media, offered)
+            self._set_remote(side.media, offered, side.peer)
             offering, holds = side, offered.holds
-        self._set_remote(other.media, audio)
+        self._set_remote(other.media, audio, other.peer)
         body = side.sdp_sent = self._anchored(answer, audio, side.media)
         ok = reply(request, 200, headers=[*contact, _SDP_TYPE], body=body)
         self.b2bua.sip.respond(transaction, ok)
         self._until_acked(side, transaction, ok)
+        if offering is side:  # else the answers come in the ACKs
+            self._sdp_sent(side.media, other.media)
         self._note_hold(offering, holds)
 
     def _note_hold(self, side: Side, holds: bool) -> None:
@@ -1307,7 +1335,7 @@ class Call:
             answer = _sdp_of(ack)
             if answer is None:
                 raise SdpError("the ACK has no SDP answer", status=488)
-            audio = _audio_of(answer)
+            audio = _checked_audio(answer, self.b2bua.media)
         except SdpError as error:
             log_event(
                 logger, logging.INFO, "call.bad_answer", record=self.record, error=error.reason
@@ -1317,8 +1345,9 @@ class Call:
                 None, "failed" if first else "answered", "system", "no SDP answer in the ACK"
             )
             return
-        self._set_remote(side.media, audio)
+        self._set_remote(side.media, audio, side.peer)
         self._acknowledge(offered, body=self._anchored(answer, audio, offered.media))
+        self._sdp_sent(side.media, offered.media)
 
     def reacknowledge(self, response: Response) -> None:
         """Our ACK again, for a 2xx that came again (the ACK of its own INVITE:
@@ -1534,14 +1563,30 @@ class Call:
         assert self.session is not None and self.caller_leg and self.callee_leg
         self.session.connect(self.caller_leg, self.callee_leg)
 
-    def _set_remote(self, leg: Leg, audio: _Media) -> None:
+    def _set_remote(self, leg: Leg, audio: _Media, peer: object) -> None:
+        """The leg's peer's SDP; `peer` is where its SIP comes from, the one
+        host besides the SDP's its media may latch on from behind NAT."""
         assert self.session is not None
         self.session.expect_media(leg, audio.sends)
         if audio.host in _NULL_ADDRESSES:
             return  # RFC 2543 hold: nowhere to send
+        b2bua = self.b2bua
         self.session.set_remote(
-            leg, audio.host, audio.port, audio.payload_types, rtcp_port=audio.rtcp_port
+            leg,
+            audio.host,
+            audio.port,
+            audio.payload_types,
+            rtcp_port=audio.rtcp_port,
+            signalling_host=b2bua.sip.host_of(peer) if b2bua.latch_on_signalling_host else None,
         )
+
+    def _sdp_sent(self, *legs: Leg | None) -> None:
+        """Our SDP went out to these legs' peers, whose SDP we have: their
+        NAT latch windows open now, never earlier (issue 11)."""
+        assert self.session is not None
+        for leg in legs:
+            if leg is not None:
+                self.session.sdp_sent(leg)
 
     def _anchored(self, sdp: SessionDescription, audio: _Media, leg: Leg) -> bytes:
         """`sdp` pointed at `leg`: its audio stream at our address and the

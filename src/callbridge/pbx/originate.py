@@ -47,6 +47,7 @@ from .b2bua import (
     Side,
     Target,
     _audio_of,
+    _checked_audio,
     _ignore,
     _sdp_of,
     _user_of,
@@ -311,7 +312,8 @@ class ClickToCall(Call):
             if other is not fork:
                 self._cancel_fork(other, _COMPLETED_ELSEWHERE)
         self.employee_forks, self.forks = self.forks, []
-        self._set_remote(self.caller_leg, audio)
+        self._set_remote(self.caller_leg, audio, fork.peer)
+        self._sdp_sent(self.caller_leg)  # our offer went in the INVITE
         # The device's answer is what the customer's side is offered: the
         # codecs it took are the ones both ends can share without transcoding.
         self.offer, self.audio = answer, audio
@@ -426,12 +428,13 @@ class ClickToCall(Call):
         try:
             side.dialog.receive_response(response)
             answer = _sdp_of(response)
-            audio = None if answer is None else _audio_of(answer)
+            audio = None if answer is None else _checked_audio(answer, self.b2bua.media)
         except (DialogError, SdpError):
             audio = None
         self._acknowledge(side)
         if audio is not None:
-            self._set_remote(side.media, audio)
+            self._set_remote(side.media, audio, side.peer)
+            self._sdp_sent(side.media)
 
     def _caller_side(self) -> Side:
         assert self.caller_side is not None

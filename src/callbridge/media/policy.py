@@ -1,0 +1,103 @@
+"""Where the relay may send a call's audio: never to this PBX's own sockets,
+and only into the networks an admin allowed (`CALLBRIDGE_MEDIA_ALLOWED_NETWORKS`)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from .errors import MediaError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# The word for every globally routable address (`ipaddress`'s `is_global`):
+# ordinary phones and providers on the internet.
+PUBLIC = "public"
+DEFAULT_ALLOWED_NETWORKS = PUBLIC
+
+
+class NetworksError(ValueError):
+    """An allowed-networks setting that cannot be read; `entry` is the bad part."""
+
+    def __init__(self, entry: str, problem: str) -> None:
+        super().__init__(f"media allowed networks: {entry!r} {problem}")
+        self.entry = entry
+        self.problem = problem
+
+
+class OwnDestination(MediaError):
+    """An SDP names one of this PBX's own sockets as the place to send media."""
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedNetworks:
+    """`public` and/or networks in CIDR notation, comma separated."""
+
+    public: bool
+    networks: tuple[IPNetwork, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> AllowedNetworks:
+        public = False
+        networks: list[IPNetwork] = []
+        for raw in text.split(","):
+            entry = raw.strip()
+            if not entry:
+                continue
+            if entry.lower() == PUBLIC:
+                public = True
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                raise NetworksError(entry, f"is neither {PUBLIC!r} nor a network") from None
+        return cls(public, tuple(networks))
+
+    def __contains__(self, address: IPAddress) -> bool:
+        if self.public and address.is_global and not address.is_multicast:
+            return True
+        return any(address in network for network in self.networks)
+
+
+@dataclass(slots=True)
+class MediaPolicy:
+    """The rule the engine applies before it sends to an address.
+
+    `own` holds (address, ports) of this host's sockets: the RTP range on the
+    relay's address, the SIP and HTTP ports on theirs. An SDP that names one is
+    refused outright (it would make the PBX feed itself); an address outside
+    `allowed` is never sent to (behind NAT the leg waits for a latch instead)."""
+
+    allowed: AllowedNetworks = field(default_factory=lambda: AllowedNetworks(True, ()))
+    own: list[tuple[IPAddress | None, range]] = field(default_factory=list)
+
+    def add_own(self, host: str, ports: range | int) -> None:
+        """One of our sockets; host '0.0.0.0' or '::' (every address) counts as
+        any. A host name is no address an SDP can compare with: skipped."""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return
+        span = range(ports, ports + 1) if isinstance(ports, int) else ports
+        self.own.append((None if address.is_unspecified else address, span))
+
+    def check(self, host: str, port: int) -> None:
+        """Raise `OwnDestination` when (host, port) is one of our own sockets."""
+        address = ipaddress.ip_address(host)
+        if address.is_unspecified:
+            raise OwnDestination(f"media address {host} is unspecified (it means this host)")
+        for own, ports in self.own:
+            # A wildcard socket answers on every address of the host; of
+            # those, loopback is the one we know here (the app adds the rest).
+            mine = address.is_loopback if own is None else own == address
+            if mine and port in ports:
+                raise OwnDestination(f"media address {host}:{port} is this PBX's own socket")
+
+    def allows(self, address: tuple[str, int]) -> bool:
+        """Whether the relay may send to `address` (an IP literal, port)."""
+        try:
+            self.check(*address)
+        except OwnDestination:
+            return False
+        return ipaddress.ip_address(address[0]) in self.allowed
