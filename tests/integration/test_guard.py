@@ -31,6 +31,7 @@ from .test_calls import (
     _assert_succeeded,
     _first,
     _wait_for,
+    fresh_postgres,  # noqa: F401 - a fixture
     pbx,
     start_pbx,  # noqa: F401 - a fixture
 )
@@ -251,16 +252,24 @@ async def _parallel_logins(
     return [answer.status_code for answer in answers]
 
 
-def test_parallel_wrong_logins_meet_the_limit(pbx: Pbx) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_pbx(request: pytest.FixtureRequest, start_pbx: Callable[..., Pbx]) -> Pbx:  # noqa: F811
+    """A callbridge on the embedded SQLite, or on a PostgreSQL of its own."""
+    if request.param == "sqlite":
+        return start_pbx()
+    return start_pbx(CALLBRIDGE_DATABASE_URL=request.getfixturevalue("fresh_postgres"))
+
+
+def test_parallel_wrong_logins_meet_the_limit(store_pbx: Pbx) -> None:
     attempts = [("127.0.0.1", f"guess{n}", "wrong-password") for n in range(30)]
-    statuses = asyncio.run(_parallel_logins(pbx, attempts))
+    statuses = asyncio.run(_parallel_logins(store_pbx, attempts))
     assert set(statuses) <= {401, 429}, statuses
     # Eleven may be verified (the eleventh failure is the one that blocks).
     assert statuses.count(401) <= 11 and statuses.count(429) >= 19, statuses
 
 
-def test_a_valid_login_between_guesses_does_not_reset_their_count(pbx: Pbx) -> None:
-    with _client(pbx) as client:
+def test_a_valid_login_between_guesses_does_not_reset_their_count(store_pbx: Pbx) -> None:
+    with _client(store_pbx) as client:
         statuses = []
         for n in range(14):
             statuses.append(_login(client, f"someone-else{n}", "guess"))
@@ -271,14 +280,14 @@ def test_a_valid_login_between_guesses_does_not_reset_their_count(pbx: Pbx) -> N
 
 
 def test_one_account_guessed_from_many_addresses_is_refused_for_a_while(
-    pbx: Pbx,
+    store_pbx: Pbx,
 ) -> None:
     statuses = []
     for n in range(1, 13):
-        with _client(pbx, f"127.0.4.{n}") as client:
+        with _client(store_pbx, f"127.0.4.{n}") as client:
             statuses.append(_login(client, "admin", f"guess-{n}"))
     assert statuses[:11] == [401] * 11 and statuses[11] == 429, statuses
-    with _client(pbx, "127.0.4.99") as client:
+    with _client(store_pbx, "127.0.4.99") as client:
         refused = client.post(
             "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
         )
