@@ -197,12 +197,12 @@ def test_a_flood_of_forged_sources_keeps_the_block_table_bounded(
             )
             sock.sendto(request, (server_pbx.server.host, server_pbx.server.port))
     deadline = time.monotonic() + 5
-    while "guard.block_evicted" not in pbx.server.log() and time.monotonic() < deadline:
+    while "guard.block_evicted" not in server_pbx.server.log() and time.monotonic() < deadline:
         time.sleep(0.1)
     listed = blocks(server_pbx)
     assert len(listed) == 50
     assert {b["source"] for b in listed} == {f"127.0.7.{n}" for n in range(71, 121)}
-    assert "guard.block_evicted" in pbx.server.log()
+    assert "guard.block_evicted" in server_pbx.server.log()
 
 
 # --- password guessing --------------------------------------------------------
