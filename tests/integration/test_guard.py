@@ -32,7 +32,7 @@ from .test_calls import (
     _first,
     _wait_for,
     fresh_postgres,  # noqa: F401 - a fixture
-    pbx,
+    pbx,  # noqa: F401 - a fixture
     start_pbx,  # noqa: F401 - a fixture
 )
 from .test_trunk_calls import PROVIDER, external_line, route_incoming_to
@@ -124,7 +124,7 @@ def _md5(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
-def blocks(pbx: Pbx) -> list[dict[str, object]]:
+def blocks(pbx: Pbx) -> list[dict[str, object]]:  # noqa: F811
     with pbx.api() as api:
         items: list[dict[str, object]] = api.get("/api/v1/security/blocks").json()["items"]
     return items
@@ -133,13 +133,13 @@ def blocks(pbx: Pbx) -> list[dict[str, object]]:
 # --- provider addresses and the block table ---------------------------------
 
 
-def _forged_scanner_packet(pbx: Pbx) -> None:
+def _forged_scanner_packet(pbx: Pbx) -> None:  # noqa: F811
     with udp_from(PROVIDER) as sock:
         request = sip_request(pbx.server, "REGISTER", sock, headers=("User-Agent: sipvicious",))
         sock.sendto(request, (pbx.server.host, pbx.server.port))
 
 
-def _wrong_passwords(pbx: Pbx) -> None:
+def _wrong_passwords(pbx: Pbx) -> None:  # noqa: F811
     for _ in range(12):
         register_with_password(pbx.server, PROVIDER, ALICE.username, "guess")
 
@@ -148,7 +148,7 @@ def _wrong_passwords(pbx: Pbx) -> None:
     "attack", [_forged_scanner_packet, _wrong_passwords], ids=["scanner-agent", "failed-digest"]
 )
 def test_a_providers_address_is_never_blocked_and_its_calls_go_through(
-    pbx: Pbx,
+    pbx: Pbx,  # noqa: F811
     attack: Callable[[Pbx], None],
 ) -> None:
     pbx.line(ALICE)
@@ -214,7 +214,7 @@ def _login(client: httpx.Client, username: str, password: str) -> int:
     ).status_code
 
 
-def _client(pbx: Pbx, host: str = "127.0.0.1") -> httpx.Client:
+def _client(pbx: Pbx, host: str = "127.0.0.1") -> httpx.Client:  # noqa: F811
     return httpx.Client(
         base_url=f"http://127.0.0.1:{pbx.server.http_port}",
         transport=httpx.HTTPTransport(local_address=host),
@@ -223,7 +223,7 @@ def _client(pbx: Pbx, host: str = "127.0.0.1") -> httpx.Client:
 
 
 async def _parallel_logins(
-    pbx: Pbx,
+    pbx: Pbx,  # noqa: F811
     attempts: list[tuple[str, str, str]],
 ) -> list[int]:
     """(source address, username, password) each sent at once; the statuses."""
@@ -298,7 +298,7 @@ def test_one_account_guessed_from_many_addresses_is_refused_for_a_while(
 
 
 def test_a_sip_account_guessed_from_many_addresses_is_refused_for_a_while(
-    pbx: Pbx,
+    pbx: Pbx,  # noqa: F811
 ) -> None:
     pbx.line(ALICE)
     pbx.line(BOB)
@@ -388,7 +388,7 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
-def test_a_login_flood_moves_neither_sip_nor_the_relayed_audio(pbx: Pbx) -> None:
+def test_a_login_flood_moves_neither_sip_nor_the_relayed_audio(pbx: Pbx) -> None:  # noqa: F811
     pbx.line(ALICE)
     pbx.line(BOB)
     relay = RelayProbe()
@@ -477,7 +477,7 @@ def test_one_host_cannot_take_every_tcp_slot(start_pbx: Callable[..., Pbx]) -> N
             sock.close()
 
 
-def test_a_blocked_source_is_refused_at_accept(pbx: Pbx) -> None:
+def test_a_blocked_source_is_refused_at_accept(pbx: Pbx) -> None:  # noqa: F811
     with udp_from(STRANGER) as udp:
         udp.sendto(
             sip_request(pbx.server, "REGISTER", udp, headers=("User-Agent: friendly-scanner",)),

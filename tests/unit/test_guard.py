@@ -188,3 +188,15 @@ def test_a_success_clears_its_own_accounts_count_only() -> None:
     assert _fail(guard, "127.0.3.4", "alice", 2.0) is None
     blocked = _fail(guard, "127.0.3.4", "bob", 2.0)
     assert blocked is not None and blocked.account
+
+
+def test_long_usernames_tried_cost_little_memory_and_still_count() -> None:
+    guard = FloodGuard(GuardPolicy(account_max_failures=1, max_failures=100))
+    name = "x" * 60_000
+    attempt = guard.reserve(STRANGER, name, 0.0)
+    assert isinstance(attempt, Attempt) and attempt.account is not None
+    assert len(attempt.account) <= 64
+    guard.rejected(attempt, 0.0)
+    assert _fail(guard, STRANGER, name, 1.0) is not None
+    assert isinstance(guard.reserve(STRANGER, name, 2.0), Block)
+    assert isinstance(guard.reserve(STRANGER, name[:-1] + "y", 2.0), Attempt)

@@ -8,6 +8,7 @@ packet must not cut a trunk off. No I/O, no clock: `now` is passed in.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 from collections import deque
@@ -35,6 +36,9 @@ SCANNER_AGENTS = (
 )
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# A username tried is the attacker's text: longer ones are kept as a digest,
+# so 100,000 tracked accounts cannot cost 100,000 SIP messages' worth of memory.
+_MAX_ACCOUNT_KEY = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +243,8 @@ class FloodGuard:
         when the attempts in flight already are one more than a block needs.
         A refused account costs its source nothing: its owner's phone,
         retrying, must not get its address blocked."""
+        if account is not None and len(account) > _MAX_ACCOUNT_KEY:
+            account = hashlib.sha256(account.encode(errors="replace")).hexdigest()
         block = self._sources.blocked(source, now) or (
             self._accounts.blocked(account, now) if account is not None else None
         )
