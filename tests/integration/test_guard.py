@@ -124,10 +124,11 @@ def _md5(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
-def blocks(pbx: Pbx) -> list[dict[str, object]]:  # noqa: F811
+def blocks(pbx: Pbx, kind: str = "source") -> list[dict[str, object]]:  # noqa: F811
+    """The blocks of sources (or of accounts) the admin sees."""
     with pbx.api() as api:
         items: list[dict[str, object]] = api.get("/api/v1/security/blocks").json()["items"]
-    return items
+    return [item for item in items if item["kind"] == kind]
 
 
 # --- provider addresses and the block table ---------------------------------
@@ -314,6 +315,7 @@ def test_a_sip_account_guessed_from_many_addresses_is_refused_for_a_while(
     other = register_with_password(pbx.server, "127.0.5.12", BOB.username, BOB.password)
     assert status_of(other) == 200, other
     assert blocks(pbx) == []  # no address was blocked for it
+    assert [b["source"] for b in blocks(pbx, "account")] == [ALICE.username]
 
 
 # --- a login flood must not move SIP or audio --------------------------------

@@ -291,6 +291,9 @@ class FloodGuard:
     def unblock(self, source: str) -> bool:
         return self._sources.unblock(source)
 
+    def unblock_account(self, account: str) -> bool:
+        return self._accounts.unblock(account)
+
     def blocks(self, now: float) -> list[Block]:
         """The blocks of sources in force, soonest to end first."""
         return self._sources.in_force(now)
