@@ -91,12 +91,18 @@ class SipService:
             on_transport_error=self._on_transport_error,
             tcp_idle_timeout=settings.tcp_idle_timeout,
             max_tcp_connections=settings.tcp_max_connections,
+            max_tcp_per_address=settings.tcp_max_connections_per_address,
+            admits=self._admits,
         )
         self.guard = FloodGuard(
             GuardPolicy(
                 max_failures=settings.guard_max_failures,
                 window=settings.guard_window,
                 block_for=settings.guard_block_for,
+                scanner_block_for=settings.guard_scanner_block_for,
+                account_max_failures=settings.guard_account_max_failures,
+                account_block_for=settings.guard_account_block_for,
+                max_blocks=settings.guard_max_blocks,
             )
         )
         self.authenticator = Authenticator(
@@ -245,6 +251,10 @@ class SipService:
             return
         self._apply(self.transactions.receive(message, self._peer(source, transport), now), now)
         self._rearm()
+
+    def _admits(self, host: str) -> bool:
+        """Whether `host` may open a TCP connection: not while it is blocked."""
+        return not self.guard.is_blocked(host, self._loop.time())
 
     def _peer(self, source: Address, transport: Transport) -> Peer:
         # One Peer per busy source rather than one per message: completed
@@ -547,6 +557,8 @@ async def run(settings: Settings) -> int:
         service.use_lines(config.lines)
         b2bua.dialplan = config.dialplan
         trunks.use(config.trunks)
+        # A provider's address is never blocked: a forged packet must not cut it off.
+        service.guard.trust(network for trunk in config.trunks for network in trunk.networks())
         log_event(logger, logging.INFO, "config.running", version=config.version)
 
     http = HttpService(

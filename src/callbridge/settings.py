@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     max_message_size: int = Field(65_535, ge=1_024, le=1_048_576)
     tcp_max_connections: int = Field(1_024, ge=1)
+    tcp_max_connections_per_address: int = Field(
+        32,
+        ge=1,
+        description="SIP/TCP connections one remote address may hold open at once, "
+        "so one host cannot take every slot of tcp_max_connections.",
+    )
     tcp_idle_timeout: float = Field(300.0, gt=0)
     user_agent: str = "callbridge"
     sip_realm: str = Field(
@@ -61,6 +67,29 @@ class Settings(BaseSettings):
     guard_window: float = Field(60.0, gt=0, description="Seconds the failures are counted over.")
     guard_block_for: float = Field(
         3600.0, gt=0, description="Seconds a source is then dropped without an answer."
+    )
+    guard_scanner_block_for: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds one request with a scanner's User-Agent blocks its source: "
+        "shorter than guard_block_for, as a single UDP packet's source may be forged.",
+    )
+    guard_account_max_failures: int = Field(
+        10,
+        ge=0,
+        description="Failed authentications one account (the username tried, from any "
+        "source) may have in guard_window before it is refused.",
+    )
+    guard_account_block_for: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds an account is then refused (SIP 503, HTTP 429, with "
+        "Retry-After): short, so a guesser cannot lock its owner out for long.",
+    )
+    guard_max_blocks: int = Field(
+        10_000,
+        ge=1,
+        description="Blocks kept at most; past it the oldest is dropped, and logged.",
     )
     data_dir: Path = Field(Path("."), description="Where the SQLite database and files live.")
     database_url: str | None = Field(

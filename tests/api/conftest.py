@@ -3,6 +3,7 @@ through httpx's ASGI transport, with one signed-in user per role."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from callbridge.store.models import CallRecord, Contact, utcnow
 
 PASSWORD = "user-password-1"
 # One argon2 hash for every test's users: hashing is slow on purpose.
-_HASH = hash_password(PASSWORD)
+_HASH = asyncio.run(hash_password(PASSWORD))
 
 
 @dataclass

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from callbridge.api import create_app
-from callbridge.pbx.guard import FloodGuard, GuardPolicy
+from callbridge.pbx.guard import Attempt, Block, FloodGuard, GuardPolicy
 
 from .conftest import Api
 
@@ -18,7 +18,7 @@ NOW = 1000.0
 
 @pytest.fixture
 def guard() -> FloodGuard:
-    return FloodGuard(GuardPolicy(max_failures=1, block_for=600))
+    return FloodGuard(GuardPolicy(max_failures=1, block_for=600, account_max_failures=10))
 
 
 @pytest.fixture
@@ -69,3 +69,22 @@ async def test_only_an_admin_may_see_or_lift_blocks(
 
 async def test_without_a_token_blocks_are_not_shown(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api/v1/security/blocks")).status_code == 401
+
+
+async def test_admin_sees_and_lifts_an_accounts_block(
+    api: Api, client: httpx.AsyncClient, guard: FloodGuard
+) -> None:
+    for n in range(12):
+        attempt = guard.reserve(f"127.0.5.{n}", "alice", NOW)
+        if not isinstance(attempt, Block):
+            guard.rejected(attempt, NOW)
+    listed = (await client.get("/api/v1/security/blocks", headers=api.auth("admin"))).json()
+    assert [(b["source"], b["kind"]) for b in listed["items"]] == [("alice", "account")]
+    assert listed["items"][0]["expires_in"] == 300
+    wrong_kind = await client.delete("/api/v1/security/blocks/alice", headers=api.auth())
+    assert wrong_kind.status_code == 404
+    lifted = await client.delete(
+        "/api/v1/security/blocks/alice", params={"kind": "account"}, headers=api.auth()
+    )
+    assert lifted.status_code == 204
+    assert isinstance(guard.reserve("127.0.5.99", "alice", NOW), Attempt)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from callbridge.pbx.auth import DROP, Authenticated, Authenticator
@@ -135,3 +137,34 @@ def test_credentials_for_another_uri_do_not_authenticate() -> None:
     assert isinstance(moved, Request)
     outcome = check(auth, moved)
     assert isinstance(outcome, Response) and outcome.status == 401
+
+
+def test_an_account_guessed_at_too_often_is_answered_503_from_every_source() -> None:
+    auth = authenticator(max_failures=100, account_max_failures=3, account_block_for=100)
+    challenge = check(auth, request())
+    assert isinstance(challenge, Response)
+    bad = answered(auth, challenge, password="guess")
+    outcomes = [
+        auth.check(bad, source=f"127.0.5.{n}", ha1_of=ha1_of, now=float(n), to_tag="t")
+        for n in range(5)
+    ]
+    statuses = [o.status for o in outcomes if isinstance(o, Response)]
+    assert statuses == [401, 401, 401, 503, 503]
+    refused = outcomes[-1]
+    assert isinstance(refused, Response) and refused.headers.get("Retry-After") == "99"
+    # Its owner waits too, but no address is blocked for it.
+    good = answered(auth, challenge, password="correct horse", nc=2)
+    owner = auth.check(good, source=SOURCE, ha1_of=ha1_of, now=10.0, to_tag="t")
+    assert isinstance(owner, Response) and owner.status == 503
+    assert auth.guard.blocks(now=10.0) == []
+    assert isinstance(
+        auth.check(good, source=SOURCE, ha1_of=ha1_of, now=104.0, to_tag="t"), Authenticated
+    )
+
+
+def test_a_scanner_from_a_trusted_provider_is_dropped_but_never_blocked() -> None:
+    auth = authenticator()
+    auth.guard.trust([ipaddress.ip_network(SOURCE)])
+    assert check(auth, request(agent="friendly-scanner")) is DROP
+    assert not auth.guard.is_blocked(SOURCE, 1.0)
+    assert isinstance(check(auth, request()), Response)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+
 import pytest
 
-from callbridge.pbx.guard import FloodGuard, GuardPolicy
+from callbridge.pbx.guard import Attempt, Block, FloodGuard, GuardPolicy
 
 STRANGER = "127.0.0.66"
 
@@ -23,15 +26,6 @@ def test_failures_spread_wider_than_the_window_never_block() -> None:
     guard = FloodGuard(GuardPolicy(max_failures=3, window=60))
     for minute in range(20):
         assert guard.failed(STRANGER, now=minute * 30.0) is None
-
-
-def test_success_resets_the_count() -> None:
-    guard = FloodGuard(GuardPolicy(max_failures=2, window=60))
-    guard.failed(STRANGER, 0.0)
-    guard.failed(STRANGER, 1.0)
-    guard.succeeded(STRANGER)
-    assert guard.failed(STRANGER, 2.0) is None
-    assert guard.failed(STRANGER, 3.0) is None
 
 
 def test_blocks_are_listed_and_an_admin_can_lift_them() -> None:
@@ -73,4 +67,136 @@ def test_a_flood_of_sources_keeps_memory_bounded() -> None:
     guard = FloodGuard(GuardPolicy(max_failures=5, max_tracked_sources=1000))
     for n in range(50_000):
         guard.failed(f"127.{n >> 16}.{(n >> 8) & 255}.{n & 255}", now=float(n) / 1000)
-    assert len(guard._failures) <= 1000
+    assert guard.tracked <= 1000
+
+
+PROVIDER = "127.0.0.2"
+
+
+def _trusting_provider(policy: GuardPolicy | None = None) -> FloodGuard:
+    guard = FloodGuard(policy)
+    guard.trust([ipaddress.ip_network(PROVIDER), ipaddress.ip_network("127.0.9.0/24")])
+    return guard
+
+
+@pytest.mark.parametrize("source", [PROVIDER, "127.0.9.1", "127.0.9.254"])
+def test_a_provider_address_is_never_blocked(source: str) -> None:
+    guard = _trusting_provider(GuardPolicy(max_failures=0))
+    assert guard.scanner(source, 0.0) is None
+    assert guard.block(source, 0.0, "by hand") is None
+    assert guard.failed(source, 1.0) is None
+    assert isinstance(guard.reserve(source, "alice", 2.0), Attempt)
+    assert not guard.is_blocked(source, 3.0)
+    assert guard.blocks(3.0) == []
+
+
+def test_trusting_a_provider_lifts_the_block_it_already_had() -> None:
+    guard = FloodGuard()
+    guard.scanner(PROVIDER, 0.0)
+    guard.scanner(STRANGER, 0.0)
+    guard.trust([ipaddress.ip_network(PROVIDER)])
+    assert not guard.is_blocked(PROVIDER, 1.0)
+    assert guard.is_blocked(STRANGER, 1.0)
+
+
+def test_a_scanner_packet_blocks_for_less_than_failed_authentications() -> None:
+    guard = FloodGuard(GuardPolicy(max_failures=0, block_for=3600, scanner_block_for=300))
+    scanned = guard.scanner(STRANGER, 0.0)
+    assert scanned is not None and scanned.until == 300.0
+    assert guard.is_blocked(STRANGER, 299.0)
+    assert not guard.is_blocked(STRANGER, 300.0)
+
+
+def test_a_scanner_packet_never_shortens_a_longer_block() -> None:
+    guard = FloodGuard(GuardPolicy(max_failures=0, block_for=3600, scanner_block_for=300))
+    guard.failed(STRANGER, 0.0)
+    guard.scanner(STRANGER, 10.0)
+    assert guard.is_blocked(STRANGER, 3000.0)
+
+
+def test_the_block_table_is_bounded_and_its_eviction_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    guard = FloodGuard(GuardPolicy(max_blocks=100))
+    with caplog.at_level(logging.WARNING, "callbridge.pbx"):
+        for n in range(2000):
+            guard.scanner(f"127.1.{n >> 8}.{n & 255}", now=float(n) / 1000)
+    assert len(guard.blocks(now=2.0)) == 100
+    assert guard.evicted == 1900
+    assert "guard.block_evicted" in caplog.text
+    # The newest stay: the table holds the most recent sources.
+    assert guard.is_blocked("127.1.7.207", 2.0)
+
+
+def _fail(guard: FloodGuard, source: str, account: str | None, now: float) -> Block | None:
+    """One wrong attempt, verified at once: reserved, then rejected."""
+    attempt = guard.reserve(source, account, now)
+    return attempt if isinstance(attempt, Block) else guard.rejected(attempt, now)
+
+
+def test_parallel_attempts_are_refused_once_reservations_reach_the_limit() -> None:
+    guard = FloodGuard(GuardPolicy(max_failures=10, account_max_failures=100))
+    # Thirty reserved before any is verified, as parallel logins would be.
+    outcomes = [guard.reserve(STRANGER, f"user{n}", 0.0) for n in range(30)]
+    assert all(isinstance(o, Attempt) for o in outcomes[:11])
+    assert all(isinstance(o, Block) and not o.account for o in outcomes[11:])
+    assert guard.is_blocked(STRANGER, 1.0)
+
+
+def test_a_success_hands_back_only_its_own_reservation() -> None:
+    guard = FloodGuard(GuardPolicy(max_failures=3, account_max_failures=100))
+    for n in range(3):
+        assert _fail(guard, STRANGER, f"victim{n}", float(n)) is None
+    own = guard.reserve(STRANGER, "mallory", 3.0)
+    assert isinstance(own, Attempt)
+    guard.succeeded(own)  # a valid login between guesses...
+    # ... does not clear the three: the next wrong one blocks.
+    assert _fail(guard, STRANGER, "victim3", 4.0) is not None
+    assert guard.is_blocked(STRANGER, 5.0)
+
+
+def test_an_account_guessed_from_many_sources_is_refused_for_a_short_while() -> None:
+    guard = FloodGuard(GuardPolicy(account_max_failures=5, account_block_for=300, window=60))
+    for n in range(5):
+        assert _fail(guard, f"127.0.3.{n}", "alice", float(n)) is None
+    refused = _fail(guard, "127.0.3.5", "alice", 5.0)
+    assert refused is not None and refused.account and refused.until == 305.0
+    again = guard.reserve("127.0.3.99", "alice", 6.0)
+    assert isinstance(again, Block) and again.account
+    assert isinstance(guard.reserve("127.0.3.99", "bob", 6.0), Attempt)
+    assert not guard.is_blocked("127.0.3.99", 6.0)  # the sources are not blocked for it
+    assert [b.source for b in guard.account_blocks(100.0)] == ["alice"]
+    assert isinstance(guard.reserve("127.0.3.1", "alice", 305.0), Attempt)
+
+
+def test_a_refused_account_costs_its_source_nothing() -> None:
+    guard = FloodGuard(GuardPolicy(max_failures=2, account_max_failures=0))
+    _fail(guard, "127.0.3.1", "alice", 0.0)
+    for n in range(10):
+        assert isinstance(guard.reserve("127.0.3.2", "alice", 1.0 + n), Block)
+    assert not guard.is_blocked("127.0.3.2", 20.0)
+
+
+def test_a_success_clears_its_own_accounts_count_only() -> None:
+    guard = FloodGuard(GuardPolicy(max_failures=100, account_max_failures=2))
+    for account in ("alice", "bob"):
+        _fail(guard, "127.0.3.1", account, 0.0)
+        _fail(guard, "127.0.3.2", account, 0.0)
+    attempt = guard.reserve("127.0.3.3", "alice", 1.0)
+    assert isinstance(attempt, Attempt)
+    guard.succeeded(attempt)
+    assert _fail(guard, "127.0.3.4", "alice", 2.0) is None
+    blocked = _fail(guard, "127.0.3.4", "bob", 2.0)
+    assert blocked is not None and blocked.account
+
+
+def test_long_usernames_tried_cost_little_memory_and_still_count() -> None:
+    guard = FloodGuard(GuardPolicy(account_max_failures=1, max_failures=100))
+    name = "x" * 60_000
+    attempt = guard.reserve(STRANGER, name, 0.0)
+    assert isinstance(attempt, Attempt) and attempt.account is not None
+    assert len(attempt.account) <= 64
+    guard.rejected(attempt, 0.0)
+    assert _fail(guard, STRANGER, name, 1.0) is not None
+    assert isinstance(guard.reserve(STRANGER, name, 2.0), Block)
+    assert isinstance(guard.reserve(STRANGER, name[:-1] + "y", 2.0), Attempt)

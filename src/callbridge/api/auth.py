@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field, SecretStr
 
-from ..pbx.guard import FloodGuard, GuardPolicy
+from ..pbx.guard import Block, FloodGuard, GuardPolicy
 from ..store.accounts import authenticate, issue_token
 from .deps import SessionDep, SettingsDep
 
@@ -25,8 +26,11 @@ class TokenResponse(BaseModel):
     expires_at: datetime
 
 
-# Password guessing over HTTP: the same rule as for SIP, per client address.
-LOGIN_POLICY = GuardPolicy(max_failures=10, window=60.0, block_for=900.0)
+# Password guessing over HTTP: the same rule as for SIP, per client address
+# and per account tried.
+LOGIN_POLICY = GuardPolicy(
+    max_failures=10, window=60.0, block_for=900.0, account_max_failures=10, account_block_for=300.0
+)
 
 
 def _login_guard(request: Request) -> FloodGuard:
@@ -40,7 +44,10 @@ def _login_guard(request: Request) -> FloodGuard:
     "/login",
     responses={
         401: {"description": "Wrong username or password."},
-        429: {"description": "Too many failed sign-ins from this address; try later."},
+        429: {
+            "description": "Too many failed sign-ins from this address or for this "
+            "account; try again after Retry-After seconds."
+        },
     },
 )
 async def login(
@@ -49,21 +56,25 @@ async def login(
     guard = _login_guard(request)
     client = request.client.host if request.client else "unknown"
     now = time.monotonic()
-    if guard.is_blocked(client, now):
+    # Counted as failed before argon2 runs, so parallel guesses meet the limit too.
+    attempt = guard.reserve(client, body.username, now)
+    if isinstance(attempt, Block):
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            "too many failed sign-ins from this address",
-            headers={"Retry-After": str(int(LOGIN_POLICY.block_for))},
+            "too many failed sign-ins for this account"
+            if attempt.account
+            else "too many failed sign-ins from this address",
+            headers={"Retry-After": str(max(1, math.ceil(attempt.until - now)))},
         )
     user = await authenticate(session, body.username, body.password.get_secret_value())
     if user is None:
-        guard.failed(client, now)
+        guard.rejected(attempt, now)
         # One answer for an unknown user and a wrong password.
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "wrong username or password",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    guard.succeeded(client)
+    guard.succeeded(attempt)
     issued = await issue_token(session, user, settings.auth_token_ttl)
     return TokenResponse(token=issued.token, expires_at=issued.expires_at)

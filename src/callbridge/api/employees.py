@@ -173,7 +173,7 @@ async def create_employee(
     session.add(
         User(
             username=body.login,
-            password_hash=hash_password(body.password.get_secret_value()),
+            password_hash=await hash_password(body.password.get_secret_value()),
             role=body.role,
             employee_id=employee.id,
             active=True,
@@ -223,7 +223,7 @@ async def update_employee(
         if "role" in changes:
             login.role = changes["role"]
         if body.password is not None:
-            login.password_hash = hash_password(body.password.get_secret_value())
+            login.password_hash = await hash_password(body.password.get_secret_value())
     await _commit(session, changes.get("login"))
     await _changed(request)
     return await _view(session, employee)

@@ -1,14 +1,23 @@
 """The flood guard: the first thing a PBX on the internet meets is a scanner
 (SIPVicious svwar/svcrack, sipsak floods). It counts failed authentications
-per source address, blocks a source that fails too often in a window, and
-recognises scanners by their User-Agent. Blocked sources are dropped
-without an answer. No I/O, no clock: `now` is passed in.
+per source address and per account tried, blocks what fails too often in a
+window, and recognises scanners by their User-Agent. Blocked sources are
+dropped without an answer. Provider addresses are never blocked: a spoofed
+packet must not cut a trunk off. No I/O, no clock: `now` is passed in.
 """
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import logging
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from ..logs import log_event
+
+logger = logging.getLogger("callbridge.pbx")
 
 # User-Agent values of well-known SIP scanners and attack tools, matched as
 # case-insensitive substrings.
@@ -26,41 +35,195 @@ SCANNER_AGENTS = (
     "voipbuster",
 )
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# A username tried is the attacker's text: longer ones are kept as a digest,
+# so 100,000 tracked accounts cannot cost 100,000 SIP messages' worth of memory.
+_MAX_ACCOUNT_KEY = 64
+
 
 @dataclass(frozen=True, slots=True)
 class GuardPolicy:
-    """More than `max_failures` failed authentications within `window`
-    seconds block the source for `block_for` seconds."""
+    """More than `max_failures` failed authentications from one source within
+    `window` seconds block it for `block_for` seconds; one packet with a
+    scanner's User-Agent blocks it for `scanner_block_for` (a UDP source
+    address is easily forged, so a single packet earns less). More than
+    `account_max_failures` against one account within `window`, from any
+    sources, refuse that account for `account_block_for` seconds: short, so
+    an attacker can delay its owner but not lock them out for long."""
 
     max_failures: int = 10
     window: float = 60.0
     block_for: float = 3600.0
+    scanner_block_for: float = 300.0
+    account_max_failures: int = 10
+    account_block_for: float = 300.0
     max_tracked_sources: int = 100_000
+    max_blocks: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class Block:
+    """`source` is an address, or an account's name when `account` is set."""
+
     source: str
     until: float
     reason: str
+    account: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """An authentication counted as failed before it is verified; a success
+    hands it back with `FloodGuard.succeeded`."""
+
+    source: str
+    account: str | None
+    at: float
+
+
+class _Tally:
+    """Failures in a sliding window per key and the blocks they earn, both
+    tables bounded: a flood of forged sources must not grow memory."""
+
+    def __init__(self, *, window: float, max_tracked: int, max_blocks: int, kind: str) -> None:
+        self.window = window
+        self.max_tracked = max_tracked
+        self.max_blocks = max_blocks
+        self.kind = kind
+        self.times: dict[str, deque[float]] = {}
+        self.blocks: dict[str, Block] = {}
+        self.evicted = 0
+
+    def blocked(self, key: str, now: float) -> Block | None:
+        block = self.blocks.get(key)
+        if block is not None and block.until <= now:
+            del self.blocks[key]
+            return None
+        return block
+
+    def count(self, key: str, now: float) -> int:
+        """Count one failure of `key`; returns the failures in the window."""
+        if key not in self.times:
+            if len(self.times) >= self.max_tracked:
+                self._forget_quiet(now)
+            self.times[key] = deque()
+        self.times[key].append(now)
+        return self.failures(key, now)
+
+    def failures(self, key: str, now: float) -> int:
+        """The failures of `key` in the window."""
+        times = self.times.get(key)
+        if times is None:
+            return 0
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        return len(times)
+
+    def refund(self, key: str, at: float) -> None:
+        times = self.times.get(key)
+        if times is not None and at in times:
+            times.remove(at)
+
+    def clear(self, key: str) -> None:
+        self.times.pop(key, None)
+
+    def block(self, key: str, until: float, reason: str, now: float) -> Block:
+        self.times.pop(key, None)
+        if key not in self.blocks and len(self.blocks) >= self.max_blocks:
+            self._make_room(now)
+        block = self.blocks[key] = Block(key, until, reason, account=self.kind == "account")
+        return block
+
+    def unblock(self, key: str) -> bool:
+        self.times.pop(key, None)
+        return self.blocks.pop(key, None) is not None
+
+    def in_force(self, now: float) -> list[Block]:
+        for key in [k for k, b in self.blocks.items() if b.until <= now]:
+            del self.blocks[key]
+        return sorted(self.blocks.values(), key=lambda b: b.until)
+
+    def _make_room(self, now: float) -> None:
+        for key in [k for k, b in self.blocks.items() if b.until <= now]:
+            del self.blocks[key]
+        if len(self.blocks) < self.max_blocks:
+            return
+        # The oldest block goes: it has served the longest.
+        key = next(iter(self.blocks))
+        evicted = self.blocks.pop(key)
+        self.evicted += 1
+        # Once, then every thousandth: a flood must not become a log flood.
+        if self.evicted == 1 or self.evicted % 1000 == 0:
+            log_event(
+                logger,
+                logging.WARNING,
+                "guard.block_evicted",
+                kind=self.kind,
+                source=evicted.source,
+                reason=evicted.reason,
+                evicted=self.evicted,
+                max_blocks=self.max_blocks,
+            )
+
+    def _forget_quiet(self, now: float) -> None:
+        # Drop the counts whose window has passed, and if that is not
+        # enough, the oldest.
+        horizon = now - self.window
+        for key in [k for k, t in self.times.items() if not t or t[-1] <= horizon]:
+            del self.times[key]
+        while len(self.times) >= self.max_tracked:
+            del self.times[next(iter(self.times))]
 
 
 class FloodGuard:
-    """Failure counts and blocks per source host (an IP address as text)."""
+    """Failure counts and blocks per source host (an IP address as text) and
+    per account (the username tried)."""
 
     def __init__(self, policy: GuardPolicy | None = None) -> None:
-        self.policy = policy or GuardPolicy()
-        self._failures: dict[str, deque[float]] = {}
-        self._blocks: dict[str, Block] = {}
+        self.policy = policy = policy or GuardPolicy()
+        self._sources = _Tally(
+            window=policy.window,
+            max_tracked=policy.max_tracked_sources,
+            max_blocks=policy.max_blocks,
+            kind="source",
+        )
+        self._accounts = _Tally(
+            window=policy.window,
+            max_tracked=policy.max_tracked_sources,
+            max_blocks=policy.max_blocks,
+            kind="account",
+        )
+        self._trusted: tuple[IPNetwork, ...] = ()
+
+    @property
+    def evicted(self) -> int:
+        """Blocks dropped early to keep the table within `max_blocks`."""
+        return self._sources.evicted + self._accounts.evicted
+
+    @property
+    def tracked(self) -> int:
+        """Sources and accounts whose failures are being counted."""
+        return len(self._sources.times) + len(self._accounts.times)
+
+    def trust(self, networks: Iterable[IPNetwork]) -> None:
+        """Never block these networks (the providers' addresses); blocks they
+        already have are lifted."""
+        self._trusted = tuple(networks)
+        for block in list(self._sources.blocks.values()):
+            if self.is_trusted(block.source):
+                self._sources.unblock(block.source)
+
+    def is_trusted(self, source: str) -> bool:
+        if not self._trusted:
+            return False
+        try:
+            address = ipaddress.ip_address(source)
+        except ValueError:
+            return False
+        return any(address in network for network in self._trusted)
 
     def is_blocked(self, source: str, now: float) -> bool:
-        block = self._blocks.get(source)
-        if block is None:
-            return False
-        if block.until <= now:
-            del self._blocks[source]
-            return False
-        return True
+        return self._sources.blocked(source, now) is not None
 
     def is_scanner(self, user_agent: str | None) -> bool:
         if not user_agent:
@@ -68,46 +231,91 @@ class FloodGuard:
         agent = user_agent.lower()
         return any(name in agent for name in SCANNER_AGENTS)
 
+    def scanner(self, source: str, now: float) -> Block | None:
+        """A packet from `source` carried a scanner's User-Agent."""
+        until = now + self.policy.scanner_block_for
+        return self._block(source, now, until, "scanner User-Agent")
+
+    def reserve(self, source: str, account: str | None, now: float) -> Attempt | Block:
+        """Count an authentication as failed before it is verified, so that
+        parallel attempts cannot all pass the check. Returns the block that
+        refuses it instead when the source or the account is blocked, or
+        when the attempts in flight already are one more than a block needs.
+        A refused account costs its source nothing: its owner's phone,
+        retrying, must not get its address blocked."""
+        if account is not None and len(account) > _MAX_ACCOUNT_KEY:
+            account = hashlib.sha256(account.encode(errors="replace")).hexdigest()
+        block = self._sources.blocked(source, now) or (
+            self._accounts.blocked(account, now) if account is not None else None
+        )
+        if block is not None:
+            return block
+        trusted = self.is_trusted(source)
+        if not trusted and self._sources.count(source, now) > self.policy.max_failures + 1:
+            return self._block_source(source, now)
+        limit = self.policy.account_max_failures + 1
+        if account is not None and self._accounts.count(account, now) > limit:
+            return self._block_account(account, now)
+        return Attempt(source, account, now)
+
+    def rejected(self, attempt: Attempt, now: float) -> Block | None:
+        """The attempt was wrong: its failure stays counted; returns the
+        block it earned, of its source or its account."""
+        source, account = attempt.source, attempt.account
+        trusted = self.is_trusted(source)
+        if not trusted and self._sources.failures(source, now) > self.policy.max_failures:
+            return self._block_source(source, now)
+        limit = self.policy.account_max_failures
+        if account is not None and self._accounts.failures(account, now) > limit:
+            return self._block_account(account, now)
+        return None
+
+    def succeeded(self, attempt: Attempt) -> None:
+        """The attempt was right: its own failure is handed back, and its
+        account counts afresh. Other failures of its source stay counted, so
+        one valid account does not let its holder guess the others'."""
+        self._sources.refund(attempt.source, attempt.at)
+        if attempt.account is not None:
+            self._accounts.clear(attempt.account)
+
     def failed(self, source: str, now: float) -> Block | None:
-        """Count one failed authentication; returns the block it caused."""
-        if self.is_blocked(source, now):
-            return self._blocks[source]
-        times = self._failures.get(source)
-        if times is None:
-            if len(self._failures) >= self.policy.max_tracked_sources:
-                self._forget_quiet_sources(now)
-            times = self._failures[source] = deque()
-        times.append(now)
-        while times and times[0] <= now - self.policy.window:
-            times.popleft()
-        if len(times) <= self.policy.max_failures:
-            return None
-        del self._failures[source]
-        return self.block(source, now, f"{len(times)} failed authentications")
+        """Count one failure of `source` that names no account (a stranger
+        posing as a provider); returns the block it caused."""
+        attempt = self.reserve(source, None, now)
+        return attempt if isinstance(attempt, Block) else self.rejected(attempt, now)
 
-    def succeeded(self, source: str) -> None:
-        """A source that authenticates starts counting afresh."""
-        self._failures.pop(source, None)
-
-    def block(self, source: str, now: float, reason: str) -> Block:
-        block = self._blocks[source] = Block(source, now + self.policy.block_for, reason)
-        return block
+    def block(self, source: str, now: float, reason: str) -> Block | None:
+        """Block `source` for the policy's `block_for`, unless it is trusted."""
+        return self._block(source, now, now + self.policy.block_for, reason)
 
     def unblock(self, source: str) -> bool:
-        self._failures.pop(source, None)
-        return self._blocks.pop(source, None) is not None
+        return self._sources.unblock(source)
+
+    def unblock_account(self, account: str) -> bool:
+        return self._accounts.unblock(account)
 
     def blocks(self, now: float) -> list[Block]:
-        """The blocks in force, soonest to end first."""
-        for source in [s for s, b in self._blocks.items() if b.until <= now]:
-            del self._blocks[source]
-        return sorted(self._blocks.values(), key=lambda b: b.until)
+        """The blocks of sources in force, soonest to end first."""
+        return self._sources.in_force(now)
 
-    def _forget_quiet_sources(self, now: float) -> None:
-        # A flood of spoofed sources must not grow memory: drop the counts
-        # whose window has passed, and if that is not enough, the oldest.
-        horizon = now - self.policy.window
-        for source in [s for s, t in self._failures.items() if not t or t[-1] <= horizon]:
-            del self._failures[source]
-        while len(self._failures) >= self.policy.max_tracked_sources:
-            del self._failures[next(iter(self._failures))]
+    def account_blocks(self, now: float) -> list[Block]:
+        """The accounts refused for now, soonest to end first."""
+        return self._accounts.in_force(now)
+
+    def _block_source(self, source: str, now: float) -> Block:
+        failures = self._sources.failures(source, now)
+        until = now + self.policy.block_for
+        return self._sources.block(source, until, f"{failures} failed authentications", now)
+
+    def _block_account(self, account: str, now: float) -> Block:
+        failures = self._accounts.failures(account, now)
+        until = now + self.policy.account_block_for
+        return self._accounts.block(account, until, f"{failures} failed authentications", now)
+
+    def _block(self, source: str, now: float, until: float, reason: str) -> Block | None:
+        if self.is_trusted(source):
+            return None
+        current = self._sources.blocked(source, now)
+        if current is not None and current.until >= until:
+            return current  # a short block never shortens a long one
+        return self._sources.block(source, until, reason, now)

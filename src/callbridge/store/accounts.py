@@ -3,8 +3,13 @@ and the first admin account."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import os
 import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,6 +24,22 @@ _hasher = PasswordHasher()
 # Verified when the username is unknown, so that answer costs what a wrong
 # password costs and timing does not tell which usernames exist.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def _lower_priority() -> None:
+    # Linux niceness is per thread (and argon2's own lane threads inherit
+    # it): under a login flood the loop that carries SIP and audio wins the CPU.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+# argon2 costs tens of milliseconds of CPU by design: never on the event
+# loop, and at most two at once, so a flood of logins queues here (each
+# waiting one is cheap) instead of taking every core.
+ARGON2_WORKERS = 2
+_argon2 = ThreadPoolExecutor(
+    ARGON2_WORKERS, thread_name_prefix="argon2", initializer=_lower_priority
+)
 
 
 class AccountError(ValueError):
@@ -36,11 +57,19 @@ class IssuedToken:
     expires_at: datetime
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+async def hash_password(password: str) -> str:
+    """The argon2 hash of `password`, computed off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(_argon2, _hasher.hash, password)
 
 
-def verify_password(password_hash: str, password: str) -> bool:
+async def verify_password(password_hash: str, password: str) -> bool:
+    """Whether `password` matches `password_hash`, checked off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(
+        _argon2, _verify, password_hash, password
+    )
+
+
+def _verify(password_hash: str, password: str) -> bool:
     try:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
@@ -55,9 +84,9 @@ async def authenticate(session: AsyncSession, username: str, password: str) -> U
     """The active user with this username and password, else None (in the same time)."""
     user = await session.scalar(select(User).where(User.username == username))
     if user is None or not user.active:
-        verify_password(_DUMMY_HASH, password)
+        await verify_password(_DUMMY_HASH, password)
         return None
-    return user if verify_password(user.password_hash, password) else None
+    return user if await verify_password(user.password_hash, password) else None
 
 
 async def issue_token(session: AsyncSession, user: User, ttl: float) -> IssuedToken:
@@ -91,7 +120,8 @@ async def create_user(
         raise AccountError("password", "must be at least 8 characters")
     if await session.scalar(select(User.id).where(User.username == username)) is not None:
         raise AccountError("username", "already exists")
-    user = User(username=username, password_hash=hash_password(password), role=role, active=True)
+    password_hash = await hash_password(password)
+    user = User(username=username, password_hash=password_hash, role=role, active=True)
     session.add(user)
     await session.commit()
     return user

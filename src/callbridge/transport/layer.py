@@ -14,7 +14,12 @@ from ..logs import log_event
 from ..sip import DEFAULT_LIMITS, Limits, Message, ParseError, Request, Response
 from .base import Address, Transport, TransportError
 from .salvage import salvage_error_response
-from .tcp import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, TcpTransport
+from .tcp import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PER_ADDRESS,
+    TcpTransport,
+)
 from .udp import UdpTransport
 from .via import response_destination, stamp_received
 
@@ -62,6 +67,8 @@ class TransportLayer:
         on_transport_error: TransportErrorHandler | None = None,
         tcp_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_tcp_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_tcp_per_address: int = DEFAULT_MAX_PER_ADDRESS,
+        admits: Callable[[str], bool] | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits
@@ -69,6 +76,9 @@ class TransportLayer:
         self.on_transport_error = on_transport_error
         self.tcp_idle_timeout = tcp_idle_timeout
         self.max_tcp_connections = max_tcp_connections
+        self.max_tcp_per_address = max_tcp_per_address
+        # Whether a host may open a connection (blocked sources may not).
+        self.admits = admits
         self.stats = TransportStats()
         self.transports: list[Transport] = []
 
@@ -128,6 +138,8 @@ class TransportLayer:
                 limits=self.limits,
                 idle_timeout=self.tcp_idle_timeout,
                 max_connections=self.max_tcp_connections,
+                max_per_address=self.max_tcp_per_address,
+                admits=self.admits,
             )
         raise ValueError(f"unknown transport {name!r}")
 

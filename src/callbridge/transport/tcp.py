@@ -1,11 +1,14 @@
 """The TCP endpoint: a listener and every connection, accepted or opened,
 each framed with `sip.framing.StreamFramer` (RFC 3261 §18.3), kept by peer
-address for reuse, closed when idle, capped in number and buffer size."""
+address for reuse, closed when idle, capped in number (in all and per remote
+address) and buffer size; a source the caller refuses is closed at accept."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
+from collections.abc import Callable
 from typing import Any, cast
 
 from ..logs import log_event
@@ -19,6 +22,7 @@ logger = logging.getLogger("callbridge.transport")
 # a flow kept alive by its client is never cut.
 DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_MAX_PER_ADDRESS = 32
 DEFAULT_MAX_WRITE_BUFFER = 1 << 20
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
@@ -38,6 +42,8 @@ class TcpTransport(Transport):
         max_connections: int,
         max_write_buffer: int,
         connect_timeout: float,
+        max_per_address: int = DEFAULT_MAX_PER_ADDRESS,
+        admits: Callable[[str], bool] | None = None,
     ) -> None:
         self.receiver = receiver
         self.limits = limits
@@ -45,6 +51,10 @@ class TcpTransport(Transport):
         self.max_connections = max_connections
         self.max_write_buffer = max_write_buffer
         self.connect_timeout = connect_timeout
+        self.max_per_address = max_per_address
+        # Whether a remote host may connect at all (the flood guard's blocks).
+        self.admits = admits
+        self._per_host: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
         self._local = Address(self.name, "", 0)
         # Keyed by the peer's address: the one a request came from, or the one
@@ -66,6 +76,8 @@ class TcpTransport(Transport):
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        max_per_address: int = DEFAULT_MAX_PER_ADDRESS,
+        admits: Callable[[str], bool] | None = None,
     ) -> TcpTransport:
         self = cls(
             receiver,
@@ -74,6 +86,8 @@ class TcpTransport(Transport):
             max_connections=max_connections,
             max_write_buffer=max_write_buffer,
             connect_timeout=connect_timeout,
+            max_per_address=max_per_address,
+            admits=admits,
         )
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self, None), host, port)
@@ -144,19 +158,28 @@ class TcpTransport(Transport):
             raise
 
     def _admit(self, connection: _Connection) -> bool:
-        """Take an accepted connection in, unless the cap is reached."""
-        if self._closing or len(self._connections) >= self.max_connections:
-            self._report(
-                TransportError(connection.remote, "connection limit reached"),
-                b"",
-                connection.remote,
-            )
+        """Take an accepted connection in, unless its source is refused or a
+        cap (in all, or for its address) is reached."""
+        refusal = self._refusal(connection.remote.host)
+        if refusal is not None:
+            self._report(TransportError(connection.remote, refusal), b"", connection.remote)
             return False
         self._add(connection, connection.remote)
         return True
 
+    def _refusal(self, host: str) -> str | None:
+        if self._closing or len(self._connections) >= self.max_connections:
+            return "connection limit reached"
+        if self._per_host[host] >= self.max_per_address:
+            return "connection limit of this address reached"
+        if self.admits is not None and not self.admits(host):
+            return "source refused"
+        return None
+
     def _add(self, connection: _Connection, key: Address) -> None:
         self._connections.add(connection)
+        self._per_host[key.host] += 1
+        connection.host = key.host
         self._alias(connection, key)
 
     def _alias(self, connection: _Connection, key: Address) -> None:
@@ -166,7 +189,11 @@ class TcpTransport(Transport):
         connection.keys.append(key)
 
     def _forget(self, connection: _Connection) -> None:
-        self._connections.discard(connection)
+        if connection in self._connections:
+            self._connections.remove(connection)
+            self._per_host[connection.host] -= 1
+            if self._per_host[connection.host] <= 0:
+                del self._per_host[connection.host]
         for key in connection.keys:
             if self._by_peer.get(key) is connection:
                 del self._by_peer[key]
@@ -197,6 +224,7 @@ class _Connection(asyncio.Protocol):
         self._last_activity = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self.keys: list[Address] = []
+        self.host = ""  # the address it is counted under
         self.lost: asyncio.Future[None] = self._loop.create_future()
 
     @property
