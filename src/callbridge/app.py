@@ -585,5 +585,12 @@ async def run(settings: Settings) -> int:
         await media.close()
         await service.stop()
         await location.stop()
+        log_event(
+            logger,
+            logging.INFO,
+            "store.stats",
+            call_changes_dropped=recorder.dropped,
+            registrations_dropped=location.dropped,
+        )
         await database.close()
     return 0

@@ -49,7 +49,9 @@ from ..sip.transaction import (
     new_tag,
 )
 from ..sip.uri import URI, format_hostport, parse_name_addr, parse_uri
+from . import bounds
 from .auth import DROP, Authenticated, Authenticator, Drop
+from .bounds import ANONYMOUS
 from .calls import CallRecorder, talk_seconds
 from .dialplan import Dialplan
 from .lines import Line, Lines
@@ -373,16 +375,21 @@ class B2bua:
     ) -> Plan | Response:
         """A call an internal line dials: another line, or out through the
         outgoing rules."""
-        dialled = _user_of(request.uri)
+        raw = _user_of(request.uri)
+        dialled = bounds.number(raw)
         plan = Plan(
             tag=tag,
             started=self.wallclock(),
             direction="internal",
             caller_number=caller.number,
-            callee_number=dialled,
+            callee_number=dialled or bounds.printable(raw, bounds.NUMBER_MAX),
             caller_line=caller,
             record_line=caller,
         )
+        if dialled is None:
+            # No number of ours or a provider's can be this: letters, a
+            # control character, or more digits than any number has.
+            return self._refuse(request, plan, 404, "Not Found", "failed", "invalid number")
         if not self.employees.may_use_telephony(caller.employee_id):
             return self._refuse(
                 request, plan, 403, "Telephony disabled", "rejected", "telephony disabled"
@@ -463,19 +470,24 @@ class B2bua:
         destination = normalizer.normalize_number(
             dialled, direction="incoming", external_line_id=trunk.id, field="request_uri"
         )
-        client = to_e164(caller, trunk.default_region) or caller
+        # A withheld or garbled caller is still a call: it is taken as anonymous
+        # (RFC 3323), what it sent kept, made printable, as its raw number.
+        client = bounds.number(to_e164(caller, trunk.default_region) or caller) or ANONYMOUS
         plan = Plan(
             tag=tag,
             started=self.wallclock(),
             direction="incoming",
             caller_number=client,
-            caller_raw=caller_raw,
-            callee_number=destination,
-            callee_raw=dialled,
+            caller_raw=bounds.printable(caller_raw, bounds.RAW_MAX),
+            callee_number=bounds.number(destination)
+            or bounds.printable(destination, bounds.NUMBER_MAX),
+            callee_raw=bounds.printable(dialled, bounds.RAW_MAX),
             trunk_in=trunk,
             client_number=client,
             region=trunk.default_region,
         )
+        if bounds.number(destination) is None:
+            return self._refuse(request, plan, 404, "Not Found", "failed", "invalid number")
         if not self._has_room(trunk, outgoing=False):
             return self._refuse(request, plan, 503, "Service Unavailable", "failed", "line full")
         decision = dialplan.router.route(
