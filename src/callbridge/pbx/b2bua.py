@@ -38,6 +38,7 @@ from ..numbers import to_e164
 from ..sip import Headers, Request, Response, make_response, parse
 from ..sip.dialog import Dialog, DialogError
 from ..sip.digest import DigestError, answer_challenge, parse_challenge, select_challenge
+from ..sip.headers import reason_value
 from ..sip.offer_answer import with_connection
 from ..sip.sdp import SdpError, SessionDescription, parse_sdp
 from ..sip.transaction import (
@@ -48,7 +49,7 @@ from ..sip.transaction import (
     new_call_id,
     new_tag,
 )
-from ..sip.uri import URI, format_hostport, parse_name_addr, parse_uri
+from ..sip.uri import URI, format_hostport, name_addr, parse_name_addr, sip_uri
 from . import bounds
 from .auth import DROP, Authenticated, Authenticator, Drop
 from .bounds import ANONYMOUS
@@ -70,7 +71,7 @@ Identify = Callable[[str, str], Awaitable[Identity]]
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
 _SDP_TYPE = ("Content-Type", "application/sdp")
-_COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
+_COMPLETED_ELSEWHERE = reason_value(200, "Call completed elsewhere")
 _NULL_ADDRESSES = frozenset({"0.0.0.0", "::"})
 _SETUP_DELAY_SAMPLES = 100_000
 # How long `ringing` waits for the CRM's answer before it goes out with the
@@ -436,7 +437,7 @@ class B2bua:
         host = format_hostport(trunk.host, trunk.port)
         target = Target(
             peer=self.sip.peer_at(trunk.transport, trunk.address or trunk.host, trunk.port),
-            uri=parse_uri(f"sip:{sent}@{host}"),
+            uri=sip_uri(sent, host),
             from_user=caller_id,
             from_host=host,
             to_user=outgoing(number, "to"),
@@ -931,14 +932,16 @@ class Call:
     def _fork(self, target: Target, sdp: bytes) -> None:
         b2bua = self.b2bua
         display = self.invite.from_.display_name
-        from_ = f"<sip:{target.from_user}@{target.from_host}>;tag={new_tag()}"
         if display and target.trunk is None:
-            from_ = f"{display} {from_}"
+            display = bounds.printable(display, bounds.RAW_MAX)
+        else:
+            display = None
+        from_ = name_addr(target.from_user, target.from_host, display_name=display, tag=new_tag())
         max_forwards = self.invite.headers.get("Max-Forwards")
         headers = Headers.of(
             ("Max-Forwards", str(min(70, int(max_forwards) - 1)) if max_forwards else "70"),
             ("From", from_),
-            ("To", f"<sip:{target.to_user}@{target.from_host}>"),
+            ("To", name_addr(target.to_user, target.from_host)),
             ("Call-ID", new_call_id()),
             ("CSeq", "1 INVITE"),
             ("Contact", b2bua.sip.contact(target.from_user, target.peer)),
@@ -948,7 +951,7 @@ class Call:
         if sdp:
             headers.add(*_SDP_TYPE)
         if target.asserted_user:
-            headers.add("P-Asserted-Identity", f"<sip:{target.asserted_user}@{target.from_host}>")
+            headers.add("P-Asserted-Identity", name_addr(target.asserted_user, target.from_host))
         request = Request("INVITE", target.uri.copy(), headers, sdp)
         fork = Fork(target.peer, request, trunk=target.trunk)
         self.forks.append(fork)
@@ -1148,9 +1151,7 @@ class Call:
         self, status: int, reason: str, record: str, cause: str, *, side: str = "system"
     ) -> None:
         """End a call that was never answered."""
-        reason_header = f'SIP;cause={status};text="{reason}"'
-        if status == 487:
-            reason_header = 'SIP;cause=487;text="Caller cancelled"'
+        reason_header = reason_value(status, "Caller cancelled" if status == 487 else reason)
         for fork in self.forks:
             self._cancel_fork(fork, reason_header)
         self._respond_caller(status, reason)
@@ -1418,7 +1419,7 @@ class Call:
                 continue
             if side.retransmit is not None:
                 side.retransmit.cancel()
-            headers = [] if by is not None else [("Reason", f'SIP;cause=200;text="{cause}"')]
+            headers = [] if by is not None else [("Reason", reason_value(200, cause))]
             bye = side.dialog.create_request("BYE", headers=headers)
             self.b2bua.sip.send_request(bye, side.peer, _ignore)
         self._end(record, hangup_side, cause)
