@@ -485,12 +485,16 @@ async def test_a_change_refused_even_alone_is_dropped_counted_and_the_rest_writt
 ) -> None:
     first, second = begin(recorder), begin(recorder, at=at(1))
     await asyncio.wait_for(recorder.flush(), 10)
-    end(recorder, first, at(9), "failed", "system", "cause \udcff not UTF-8")
+    # A card deleted while it was being linked: the reference is refused.
+    recorder.identified(first, card=("contact", 999_999))
+    end(recorder, first, at(9), "failed", "system", "cause \udcff not UTF-8" + "x" * 200)
     end(recorder, second, at(9), "missed", "system", "ring timeout")
     third = begin(recorder, at=at(10))
     await asyncio.wait_for(recorder.flush(), 10)
     assert recorder.dropped == 1
-    assert (await record(database, first)).status == "in_progress"
+    closed = await record(database, first)
+    assert (closed.status, closed.contact_id) == ("failed", None)
+    assert closed.hangup_cause == "cause \ufffd not UTF-8" + "x" * 111
     assert (await record(database, second)).status == "missed"
     assert (await record(database, third)).status == "in_progress"
 

@@ -28,6 +28,8 @@ NUMBER_MAX = min(_length(_CALLS[name]) for name in ("caller_number", "callee_num
 RAW_MAX = min(_length(_CALLS[name]) for name in ("caller_raw", "callee_raw"))
 CALL_ID_MAX = min(_length(_CALLS.sip_call_id), _length(_REGISTRATIONS.call_id))
 USER_AGENT_MAX = _length(_REGISTRATIONS.user_agent)
+# Why a call ended: ours, but it may quote a peer (a bad SDP's line).
+CAUSE_MAX = _length(_CALLS.hangup_cause)
 
 # Digits, a leading plus, and the * and # a keypad sends.
 _NUMBER_RE = re.compile(r"\+?[0-9*#]+")

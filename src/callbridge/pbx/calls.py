@@ -17,7 +17,7 @@ from sqlalchemy import String, Table, bindparam, func, insert, select, update
 from ..logs import log_event
 from ..store import Database, refused_rows
 from ..store.models import CALL_DIRECTIONS, CALL_STATUSES, HANGUP_SIDES, CallRecord, Contact
-from .bounds import printable
+from .bounds import CAUSE_MAX, printable
 
 logger = logging.getLogger("callbridge.calls")
 
@@ -183,7 +183,9 @@ class CallRecorder:
                     "ended_at": at,
                     "status": status,
                     "hangup_side": hangup_side,
-                    "hangup_cause": hangup_cause,
+                    "hangup_cause": None
+                    if hangup_cause is None
+                    else printable(hangup_cause, CAUSE_MAX),
                     "talk_seconds": talk_seconds(answered_at, at),
                 },
             )
