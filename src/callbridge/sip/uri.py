@@ -391,8 +391,9 @@ _WILDCARD_URI = AbsoluteURI("*", "")
 # §25.1: unreserved and user-unreserved).
 _USER_SAFE = "-_.!~*'()&=+$,;?/"
 # A quoted-string cannot carry CR or LF at all (RFC 3261 §25.1), and no
-# other control character belongs in a name a phone shows.
-_CONTROL_TO_SPACE = {code: " " for code in (*range(0x20), 0x7F)}
+# other control character belongs in a name a phone shows; a tab is
+# whitespace the grammar allows.
+_CONTROL_TO_SPACE = {code: " " for code in (*range(0x20), 0x7F) if code != 0x09}
 _LONE_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 
 
@@ -404,8 +405,8 @@ def escape_user(user: str) -> str:
 
 
 def display_text(name: str) -> str:
-    """`name` as a display name can carry it: control characters become
-    spaces, bytes that were not UTF-8 become U+FFFD."""
+    """`name` as a display name can carry it: control characters but the
+    tab become spaces, bytes that were not UTF-8 become U+FFFD."""
     name = name.translate(_CONTROL_TO_SPACE)
     return _LONE_SURROGATE_RE.sub("\ufffd", name)
 
