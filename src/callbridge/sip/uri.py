@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import quote as percent_encode
 from urllib.parse import unquote
 
@@ -407,15 +408,22 @@ def escape_user(user: str) -> str:
 def display_text(name: str) -> str:
     """`name` as a display name can carry it: control characters but the
     tab become spaces, bytes that were not UTF-8 become U+FFFD."""
+    if name.isprintable():
+        return name
     name = name.translate(_CONTROL_TO_SPACE)
     return _LONE_SURROGATE_RE.sub("\ufffd", name)
 
 
 def sip_uri(user: str | None, hostport: str, *, transport: str | None = None) -> SipURI:
     """The sip URI of `user` (unescaped text, escaped here) at `hostport`."""
-    host, port = parse_hostport(hostport)
+    host, port = _own_hostport(hostport)
     params = Params() if transport is None else Params([("transport", transport)])
     return SipURI("sip", host, None if user is None else escape_user(user), None, port, params)
+
+
+# The hosts we build URIs for are few (our own address, the providers'):
+# each is checked once.
+_own_hostport = lru_cache(maxsize=256)(parse_hostport)
 
 
 def name_addr(
