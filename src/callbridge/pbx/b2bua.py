@@ -474,20 +474,20 @@ class B2bua:
         # A withheld or garbled caller is still a call: it is taken as anonymous
         # (RFC 3323), what it sent kept, made printable, as its raw number.
         client = bounds.number(to_e164(caller, trunk.default_region) or caller) or ANONYMOUS
+        number = bounds.number(destination)
         plan = Plan(
             tag=tag,
             started=self.wallclock(),
             direction="incoming",
             caller_number=client,
             caller_raw=bounds.printable(caller_raw, bounds.RAW_MAX),
-            callee_number=bounds.number(destination)
-            or bounds.printable(destination, bounds.NUMBER_MAX),
+            callee_number=number or bounds.printable(destination, bounds.NUMBER_MAX),
             callee_raw=bounds.printable(dialled, bounds.RAW_MAX),
             trunk_in=trunk,
             client_number=client,
             region=trunk.default_region,
         )
-        if bounds.number(destination) is None:
+        if number is None:
             return self._refuse(request, plan, 404, "Not Found", "failed", "invalid number")
         if not self._has_room(trunk, outgoing=False):
             return self._refuse(request, plan, 503, "Service Unavailable", "failed", "line full")
