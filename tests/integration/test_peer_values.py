@@ -208,6 +208,14 @@ HOSTILE_REGISTERS: dict[str, dict[str, bytes]] = {
     "contact too long": {"contact": b"<sip:102@127.0.0.1:5999;x=" + b"y" * 3000 + b">"},
     "Call-ID too long": {"call_id": b"r" * 300},
 }
+# The user agent is cut and made printable; a Contact with a control
+# character and a Call-ID the store cannot keep are refused.
+REGISTER_STATUS = {
+    "user agent": 200,
+    "contact": 400,
+    "contact too long": 200,
+    "Call-ID too long": 400,
+}
 
 
 @pytest.mark.parametrize("field", list(HOSTILE_INVITES))
@@ -235,7 +243,7 @@ def test_a_hostile_registration_never_stops_the_next_ones(crm: Crm, field: str) 
     pbx.line(ALICE)
     pbx.line(BOB)
     status = register(pbx, BOB, **HOSTILE_REGISTERS[field])
-    assert status in (200, 400), status
+    assert status == REGISTER_STATUS[field], status
     time.sleep(0.2)
     assert register(pbx, ALICE) == 200
     _, registrations = wait_stored(

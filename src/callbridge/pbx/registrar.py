@@ -144,7 +144,7 @@ class Registrar:
         if user_agent is not None:
             user_agent = bounds.printable(user_agent, bounds.USER_AGENT_MAX)
         for contact in contacts:
-            if not bounds.is_clean(str(contact)):
+            if not bounds.is_clean(contact.display_name or "") or not bounds.is_clean(str(contact)):
                 # Kept, and written into requests to the device: a control
                 # character in its display name or parameters goes no further.
                 raise RegistrationRefused(400, "Control Character in Contact")
