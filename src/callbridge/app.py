@@ -53,7 +53,7 @@ from .sip.transaction import (
     TransportFailed,
     new_branch,
 )
-from .sip.uri import SipURI, format_hostport
+from .sip.uri import SipURI, format_hostport, name_addr
 from .store import Database, create_database
 from .store.accounts import ensure_admin
 from .store.models import ConfigVersion
@@ -193,8 +193,8 @@ class SipService:
 
     def contact(self, user: str, peer: object) -> str:
         transport = peer.address.transport if isinstance(peer, Peer) else "udp"
-        suffix = "" if transport == "udp" else f";transport={transport}"
-        return f"<sip:{user}@{format_hostport(self.host, self.port)}{suffix}>"
+        hostport = format_hostport(self.host, self.port)
+        return name_addr(user, hostport, transport=None if transport == "udp" else transport)
 
     def peer_for(self, binding: Binding) -> object:
         if isinstance(binding.source, Peer):
@@ -607,5 +607,12 @@ async def run(settings: Settings) -> int:
         await media.close()
         await service.stop()
         await location.stop()
+        log_event(
+            logger,
+            logging.INFO,
+            "store.stats",
+            call_changes_dropped=recorder.dropped,
+            registrations_dropped=location.dropped,
+        )
         await database.close()
     return 0

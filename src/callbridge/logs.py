@@ -24,7 +24,9 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 def _logfmt_value(value: Any) -> str:
     text = str(value)
-    if not text or any(c in text for c in ' "=\n\r\t'):
+    # A value may be a peer's: a control character (an escape sequence, a
+    # NUL, a byte that was not UTF-8) is written escaped, never raw.
+    if not text or not text.isprintable() or any(c in text for c in ' "='):
         return json.dumps(text)
     return text
 

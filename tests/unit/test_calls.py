@@ -445,3 +445,75 @@ async def test_a_contacts_call_carries_the_contacts_account(
     await recorder.flush()
     stored = await record(database, call_id)
     assert (stored.contact_id, stored.account_id) == (contact.id, account.id)
+
+
+# --- values the database cannot hold --------------------------------------------
+
+
+def _unreachable(database: Database) -> Database:
+    """A database of the same kind that cannot be reached: connection
+    refused on PostgreSQL, a file in a missing folder on SQLite."""
+    if database.engine.dialect.name == "postgresql":
+        return Database("postgresql+asyncpg://postgres@127.0.0.1:1/none")
+    return Database("sqlite+aiosqlite:////nonexistent-folder/callbridge.db")
+
+
+async def test_a_record_with_values_the_database_cannot_hold_is_fitted_not_lost(
+    database: Database, recorder: CallRecorder
+) -> None:
+    # What the SIP edge refuses, had it slipped past: too long for PostgreSQL,
+    # a NUL PostgreSQL refuses, a byte that was not UTF-8 neither can encode.
+    hostile = begin(
+        recorder,
+        caller_raw="\x00" + "9" * 300,
+        callee_raw="bad\udcffbyte",
+        sip_call_id="c" * 300,
+    )
+    recorder.begin(at=at(1), caller_number="+" + "7" * 40, callee_number="102")
+    after = begin(recorder, at=at(5))
+    await asyncio.wait_for(recorder.flush(), 10)
+    kept = await record(database, hostile)
+    assert kept.caller_raw == "\ufffd" + "9" * 254
+    assert (kept.callee_raw, kept.sip_call_id) == ("bad\ufffdbyte", "c" * 255)
+    assert len(await all_records(database)) == 3
+    assert (await record(database, after)).status == "in_progress"
+    assert recorder.dropped == 0
+
+
+async def test_a_change_refused_even_alone_is_dropped_counted_and_the_rest_written(
+    database: Database, recorder: CallRecorder
+) -> None:
+    first, second = begin(recorder), begin(recorder, at=at(1))
+    await asyncio.wait_for(recorder.flush(), 10)
+    # A card deleted while it was being linked: the reference is refused.
+    recorder.identified(first, card=("contact", 999_999))
+    end(recorder, first, at(9), "failed", "system", "cause \udcff not UTF-8" + "x" * 200)
+    end(recorder, second, at(9), "missed", "system", "ring timeout")
+    third = begin(recorder, at=at(10))
+    await asyncio.wait_for(recorder.flush(), 10)
+    assert recorder.dropped == 1
+    closed = await record(database, first)
+    assert (closed.status, closed.contact_id) == ("failed", None)
+    assert closed.hangup_cause == "cause \ufffd not UTF-8" + "x" * 111
+    assert (await record(database, second)).status == "missed"
+    assert (await record(database, third)).status == "in_progress"
+
+
+async def test_a_database_that_cannot_be_reached_is_waited_for_nothing_dropped(
+    database: Database,
+) -> None:
+    down = _unreachable(database)
+    recorder = CallRecorder(down, retry_after=0.01, gather=0)
+    recorder.start()
+    try:
+        call = begin(recorder)
+        end(recorder, call, at(9), "missed", "system", "ring timeout")
+        await asyncio.sleep(0.3)  # several failed attempts
+        assert recorder.dropped == 0
+        recorder.database = database  # the database is back
+        await asyncio.wait_for(recorder.flush(), 40)
+    finally:
+        await recorder.stop()
+        await down.close()
+    assert (await record(database, call)).status == "missed"
+    assert recorder.dropped == 0

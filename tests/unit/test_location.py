@@ -3,6 +3,8 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from callbridge.pbx.location import StoredLocation
 from callbridge.pbx.registrar import Binding
 from callbridge.sip import parse_name_addr
@@ -83,3 +85,39 @@ async def test_the_background_writer_saves_changes_and_stop_saves_the_rest(
     store.replace("101", [binding("<sip:a@127.0.0.2>", expires_at=600.0)])
     await store.stop()
     assert await location(database, now=0.0, wall=WALL).load() == 1
+
+
+async def test_an_aor_the_database_refuses_does_not_hold_back_the_others(
+    database: Database,
+) -> None:
+    store = location(database, now=0.0, wall=WALL)
+    # What the registrar cleans, had it slipped past: neither database stores it.
+    hostile = replace(binding("<sip:a@127.0.0.2>", expires_at=600.0), user_agent="phone \udcff")
+    store.replace("101", [hostile])
+    store.replace("102", [binding("<sip:b@127.0.0.3>", expires_at=600.0, aor="102")])
+    await store.flush()
+    store.replace("103", [binding("<sip:c@127.0.0.4>", expires_at=600.0, aor="103")])
+    await store.flush()
+    assert store.dropped == 1
+    restored = location(database, now=0.0, wall=WALL)
+    assert await restored.load() == 2
+    assert [b.aor for aor in ("101", "102", "103") for b in restored.bindings(aor, 0.0)] == [
+        "102",
+        "103",
+    ]
+
+
+async def test_bindings_wait_for_a_database_that_cannot_be_reached(database: Database) -> None:
+    if database.engine.dialect.name == "postgresql":
+        down = Database("postgresql+asyncpg://postgres@127.0.0.1:1/none")
+    else:
+        down = Database("sqlite+aiosqlite:////nonexistent-folder/callbridge.db")
+    store = location(down, now=0.0, wall=WALL)
+    store.replace("101", [binding("<sip:a@127.0.0.2>", expires_at=600.0)])
+    await store.flush()
+    await down.close()
+    assert store.dropped == 0
+    store.database = database  # the database is back: the next change saves both
+    store.replace("102", [binding("<sip:b@127.0.0.3>", expires_at=600.0, aor="102")])
+    await store.flush()
+    assert await location(database, now=0.0, wall=WALL).load() == 2

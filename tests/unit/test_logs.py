@@ -69,3 +69,9 @@ def test_debug_logging_never_shows_database_parameters() -> None:
         assert not logging.getLogger("aiosqlite").isEnabledFor(logging.DEBUG)
     finally:
         configure("info")
+
+
+def test_a_value_with_control_characters_is_written_escaped() -> None:
+    line = TextFormatter().format(record("sip.recv", ua="phone\x1b[2J\x00\udcff"))
+    assert "\x1b" not in line and "\x00" not in line and "\udcff" not in line
+    assert 'ua="phone\\u001b[2J\\u0000\\udcff"' in line

@@ -461,3 +461,8 @@ def test_a_message_with_comments_round_trips_as_received() -> None:
     assert message.headers.get("User-Agent") == (
         "softphone/2.1 (Linux; (nested, with comma)) \\(x\\)"
     )
+
+
+def test_a_relayed_reason_phrase_goes_out_without_control_characters() -> None:
+    response = Response(486, "Busy\x00\x1b[2J Here\udcff")
+    assert response.to_bytes().split(b"\r\n")[0] == "SIP/2.0 486 Busy  [2J Here\ufffd".encode()

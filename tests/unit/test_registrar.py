@@ -169,3 +169,30 @@ def test_a_refused_request_changes_no_binding_at_all(registrar: Registrar) -> No
 def test_malformed_expires_is_400(registrar: Registrar, expires: str) -> None:
     request = register(f"<sip:a@127.0.0.2>;expires={expires}")
     assert apply(registrar, request).status == 400
+
+
+@pytest.mark.parametrize(
+    "contact",
+    [
+        '"\x00" <sip:101@127.0.0.2:5062>',
+        '"desk\x1b[2J" <sip:101@127.0.0.2:5062>',
+        '<sip:101@127.0.0.2:5062>;x="\x07"',
+        '"\udcff" <sip:101@127.0.0.2:5062>',
+    ],
+)
+def test_a_contact_with_a_control_character_is_refused_and_nothing_bound(
+    registrar: Registrar, contact: str
+) -> None:
+    request = register("<sip:101@127.0.0.2:5062>", expires=600)
+    request.headers.set("Contact", contact)
+    response = apply(registrar, request)
+    assert response.status == 400
+    assert registrar.location.bindings(AOR, now=1.0) == []
+
+
+def test_the_user_agent_is_kept_printable_and_cut_to_its_column(registrar: Registrar) -> None:
+    request = register("<sip:101@127.0.0.2:5062>", expires=600)
+    request.headers.set("User-Agent", "phone\x00\x1b[2J\udcff" + "u" * 400)
+    assert apply(registrar, request).status == 200
+    [binding] = registrar.location.bindings(AOR, now=1.0)
+    assert binding.user_agent == "phone\ufffd\ufffd[2J\ufffd" + "u" * 244

@@ -189,3 +189,13 @@ def test_options_allows_register_once_the_registrar_is_there() -> None:
     response = pbx().answer(request("OPTIONS"))
     assert isinstance(response, Response)
     assert "REGISTER" in (response.headers.get("Allow") or "")
+
+
+@pytest.mark.parametrize("call_id", ["c" * 256, "bad\udcffbyte", "nul\x00id", "two words"])
+@pytest.mark.parametrize("method", ["OPTIONS", "INVITE", "REGISTER"])
+def test_a_call_id_the_store_cannot_keep_is_refused_400(method: str, call_id: str) -> None:
+    hostile = request(method)
+    hostile.headers.set("Call-ID", call_id)
+    response = UserAgent().answer(hostile)
+    assert isinstance(response, Response)
+    assert (response.status, response.reason) == (400, "Bad Call-ID")

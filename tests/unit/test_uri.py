@@ -3,19 +3,29 @@ escapes, IPv6 references, ports, and RFC 3261 §19.1.4 equality."""
 
 from __future__ import annotations
 
-import pytest
+import string
 
-from callbridge.sip import ParseError
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from callbridge.sip import Headers, ParseError, Request, parse
+from callbridge.sip.grammar import Params
+from callbridge.sip.headers import reason_value
 from callbridge.sip.uri import (
     AbsoluteURI,
     NameAddr,
     SipURI,
     TelURI,
+    display_text,
+    format_hostport,
+    name_addr,
     parse_host,
     parse_hostport,
     parse_name_addr,
     parse_name_addr_list,
     parse_uri,
+    sip_uri,
 )
 
 
@@ -343,3 +353,70 @@ def test_name_addr_writes_back_with_quotes() -> None:
     address.params.set("tag", "1928301774")
     assert str(address) == '"Alice \\"Al\\"" <sip:alice@atlanta.com>;tag=1928301774'
     assert parse_name_addr(str(address)).display_name == 'Alice "Al"'
+
+
+# --- building addresses: the serializer, whatever the values hold -----------------
+
+_HOSTPORTS = st.sampled_from(["127.0.0.1", "127.0.0.1:5060", "[::1]:5070", "pbx.example.com"])
+# Any text but lone surrogates (bytes that were not UTF-8 go back as
+# themselves and read back as U+FFFD: a user part is text, not bytes).
+_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+_HOSTILE = st.sampled_from(
+    ["\r\nX-Injected: yes", "%0d%0a", 'a" <sip:boss@x>;tag=1', '<>;,@\\"', "\x00\x1b[31m", ""]
+)
+
+
+@given(
+    user=st.one_of(_TEXT.filter(bool), _HOSTILE.filter(bool)),
+    display=st.one_of(st.none(), _TEXT, _HOSTILE),
+    hostport=_HOSTPORTS,
+    tag=st.one_of(st.none(), st.text(string.ascii_letters + string.digits, min_size=1)),
+)
+@settings(max_examples=400, deadline=None)
+def test_name_addr_reads_back_as_built_and_never_breaks_a_line(
+    user: str, display: str | None, hostport: str, tag: str | None
+) -> None:
+    value = name_addr(user, hostport, display_name=display, tag=tag)
+    assert not set(value) & {"\r", "\n", "\x00"}, value
+    parsed = parse_name_addr(value)
+    assert isinstance(parsed.uri, SipURI)
+    assert parsed.uri.user_unescaped == user
+    assert parsed.display_name == (None if display is None else display_text(display))
+    assert parsed.tag == tag
+    assert format_hostport(parsed.uri.host, parsed.uri.port) == hostport
+    # In a message, the value stays one header line: nothing injected.
+    request = Request(
+        "INVITE",
+        sip_uri("102", "127.0.0.1"),
+        Headers.of(
+            ("Via", "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1"),
+            ("From", value),
+            ("To", name_addr(user, hostport, display_name=display)),
+            ("Call-ID", "c1"),
+            ("CSeq", "1 INVITE"),
+        ),
+    )
+    again = parse(request.to_bytes())
+    assert [name for name, _ in again.headers] == [
+        "Via",
+        "From",
+        "To",
+        "Call-ID",
+        "CSeq",
+        "Content-Length",
+    ]
+    assert str(again.from_) == value
+
+
+@given(text=st.one_of(_TEXT, _HOSTILE))
+def test_a_display_name_keeps_no_control_character(text: str) -> None:
+    shown = display_text(text)
+    assert len(shown) == len(text)
+    assert not any((ord(c) < 0x20 and c != "\t") or c == "\x7f" for c in shown)
+
+
+@given(cause=st.integers(100, 699), text=st.one_of(_TEXT, _HOSTILE))
+def test_a_reason_value_quotes_whatever_its_text_holds(cause: int, text: str) -> None:
+    value = reason_value(cause, text)
+    params = Params.parse(value.partition(";")[2])
+    assert (params.get("cause"), params.get("text")) == (str(cause), display_text(text))

@@ -38,6 +38,7 @@ from ..numbers import to_e164
 from ..sip import Headers, Request, Response, make_response, parse
 from ..sip.dialog import Dialog, DialogError
 from ..sip.digest import DigestError, answer_challenge, parse_challenge, select_challenge
+from ..sip.headers import reason_value
 from ..sip.offer_answer import with_connection
 from ..sip.sdp import SdpError, SessionDescription, parse_sdp
 from ..sip.transaction import (
@@ -48,8 +49,10 @@ from ..sip.transaction import (
     new_call_id,
     new_tag,
 )
-from ..sip.uri import URI, format_hostport, parse_name_addr, parse_uri
+from ..sip.uri import URI, format_hostport, name_addr, parse_name_addr, sip_uri
+from . import bounds
 from .auth import DROP, Authenticated, Authenticator, Drop
+from .bounds import ANONYMOUS
 from .calls import CallRecorder, talk_seconds
 from .dialplan import Dialplan
 from .lines import Line, Lines
@@ -68,7 +71,7 @@ Identify = Callable[[str, str], Awaitable[Identity]]
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
 _SDP_TYPE = ("Content-Type", "application/sdp")
-_COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
+_COMPLETED_ELSEWHERE = reason_value(200, "Call completed elsewhere")
 _NULL_ADDRESSES = frozenset({"0.0.0.0", "::"})
 _SETUP_DELAY_SAMPLES = 100_000
 # How long `ringing` waits for the CRM's answer before it goes out with the
@@ -395,16 +398,21 @@ class B2bua:
     ) -> Plan | Response:
         """A call an internal line dials: another line, or out through the
         outgoing rules."""
-        dialled = _user_of(request.uri)
+        raw = _user_of(request.uri)
+        dialled = bounds.number(raw)
         plan = Plan(
             tag=tag,
             started=self.wallclock(),
             direction="internal",
             caller_number=caller.number,
-            callee_number=dialled,
+            callee_number=dialled or bounds.printable(raw, bounds.NUMBER_MAX),
             caller_line=caller,
             record_line=caller,
         )
+        if dialled is None:
+            # No number of ours or a provider's can be this: letters, a
+            # control character, or more digits than any number has.
+            return self._refuse(request, plan, 404, "Not Found", "failed", "invalid number")
         if not self.employees.may_use_telephony(caller.employee_id):
             return self._refuse(
                 request, plan, 403, "Telephony disabled", "rejected", "telephony disabled"
@@ -451,7 +459,7 @@ class B2bua:
         host = format_hostport(trunk.host, trunk.port)
         target = Target(
             peer=self.sip.peer_at(trunk.transport, trunk.address or trunk.host, trunk.port),
-            uri=parse_uri(f"sip:{sent}@{host}"),
+            uri=sip_uri(sent, host),
             from_user=caller_id,
             from_host=host,
             to_user=outgoing(number, "to"),
@@ -485,19 +493,24 @@ class B2bua:
         destination = normalizer.normalize_number(
             dialled, direction="incoming", external_line_id=trunk.id, field="request_uri"
         )
-        client = to_e164(caller, trunk.default_region) or caller
+        # A withheld or garbled caller is still a call: it is taken as anonymous
+        # (RFC 3323), what it sent kept, made printable, as its raw number.
+        client = bounds.number(to_e164(caller, trunk.default_region) or caller) or ANONYMOUS
+        number = bounds.number(destination)
         plan = Plan(
             tag=tag,
             started=self.wallclock(),
             direction="incoming",
             caller_number=client,
-            caller_raw=caller_raw,
-            callee_number=destination,
-            callee_raw=dialled,
+            caller_raw=bounds.printable(caller_raw, bounds.RAW_MAX),
+            callee_number=number or bounds.printable(destination, bounds.NUMBER_MAX),
+            callee_raw=bounds.printable(dialled, bounds.RAW_MAX),
             trunk_in=trunk,
             client_number=client,
             region=trunk.default_region,
         )
+        if number is None:
+            return self._refuse(request, plan, 404, "Not Found", "failed", "invalid number")
         if not self._has_room(trunk, outgoing=False):
             return self._refuse(request, plan, 503, "Service Unavailable", "failed", "line full")
         decision = dialplan.router.route(
@@ -941,14 +954,16 @@ class Call:
     def _fork(self, target: Target, sdp: bytes) -> None:
         b2bua = self.b2bua
         display = self.invite.from_.display_name
-        from_ = f"<sip:{target.from_user}@{target.from_host}>;tag={new_tag()}"
         if display and target.trunk is None:
-            from_ = f"{display} {from_}"
+            display = bounds.printable(display, bounds.RAW_MAX)
+        else:
+            display = None
+        from_ = name_addr(target.from_user, target.from_host, display_name=display, tag=new_tag())
         max_forwards = self.invite.headers.get("Max-Forwards")
         headers = Headers.of(
             ("Max-Forwards", str(min(70, int(max_forwards) - 1)) if max_forwards else "70"),
             ("From", from_),
-            ("To", f"<sip:{target.to_user}@{target.from_host}>"),
+            ("To", name_addr(target.to_user, target.from_host)),
             ("Call-ID", new_call_id()),
             ("CSeq", "1 INVITE"),
             ("Contact", b2bua.sip.contact(target.from_user, target.peer)),
@@ -958,7 +973,7 @@ class Call:
         if sdp:
             headers.add(*_SDP_TYPE)
         if target.asserted_user:
-            headers.add("P-Asserted-Identity", f"<sip:{target.asserted_user}@{target.from_host}>")
+            headers.add("P-Asserted-Identity", name_addr(target.asserted_user, target.from_host))
         request = Request("INVITE", target.uri.copy(), headers, sdp)
         fork = Fork(target.peer, request, trunk=target.trunk)
         self.forks.append(fork)
@@ -1162,9 +1177,7 @@ class Call:
         self, status: int, reason: str, record: str, cause: str, *, side: str = "system"
     ) -> None:
         """End a call that was never answered."""
-        reason_header = f'SIP;cause={status};text="{reason}"'
-        if status == 487:
-            reason_header = 'SIP;cause=487;text="Caller cancelled"'
+        reason_header = reason_value(status, "Caller cancelled" if status == 487 else reason)
         for fork in self.forks:
             self._cancel_fork(fork, reason_header)
         self._respond_caller(status, reason)
@@ -1435,7 +1448,7 @@ class Call:
                 continue
             if side.retransmit is not None:
                 side.retransmit.cancel()
-            headers = [] if by is not None else [("Reason", f'SIP;cause=200;text="{cause}"')]
+            headers = [] if by is not None else [("Reason", reason_value(200, cause))]
             bye = side.dialog.create_request("BYE", headers=headers)
             self.b2bua.sip.send_request(bye, side.peer, _ignore)
         self._end(record, hangup_side, cause)

@@ -12,11 +12,12 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import String, Table, bindparam, func, insert, select, update
 
-from ..store import Database
+from ..logs import log_event
+from ..store import Database, refused_rows
 from ..store.models import CALL_DIRECTIONS, CALL_STATUSES, HANGUP_SIDES, CallRecord, Contact
+from .bounds import CAUSE_MAX, printable
 
 logger = logging.getLogger("callbridge.calls")
 
@@ -38,6 +39,15 @@ def talk_seconds(answered_at: datetime | None, ended_at: datetime) -> int:
     return max(0, round((ended_at - answered_at) / timedelta(seconds=1)))
 
 
+def fitted(record: CallRecord) -> CallRecord:
+    """`record` with every text made printable and cut to its column."""
+    for column in _CALLS.c:
+        value = getattr(record, column.key)
+        if isinstance(value, str) and isinstance(column.type, String):
+            setattr(record, column.key, printable(value, column.type.length or len(value)))
+    return record
+
+
 def _aware(name: str, at: datetime) -> datetime:
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError(f"{name} {at.isoformat()!r} has no timezone; pass UTC")
@@ -56,8 +66,11 @@ class CallRecorder:
 
     A record is begun the moment its call is, so a crash loses at most the
     last 50 ms or so of changes, and the next start closes whatever it
-    left in progress as failed (`close_interrupted`). A failed write
-    is retried with a growing pause, never dropped while the process lives.
+    left in progress as failed (`close_interrupted`). A write the database
+    fails (down, restarting) is retried with a growing pause, never dropped
+    while the process lives; a change it refuses is written alone, a record
+    cut to fit its columns, and only what it still refuses is dropped and
+    counted (`dropped`), so one bad row never holds back the rest.
     """
 
     def __init__(
@@ -72,6 +85,8 @@ class CallRecorder:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # Changes the database refused even alone: logged and counted.
+        self.dropped = 0
 
     def begin(
         self,
@@ -168,7 +183,9 @@ class CallRecorder:
                     "ended_at": at,
                     "status": status,
                     "hangup_side": hangup_side,
-                    "hangup_cause": hangup_cause,
+                    "hangup_cause": None
+                    if hangup_cause is None
+                    else printable(hangup_cause, CAUSE_MAX),
                     "talk_seconds": talk_seconds(answered_at, at),
                 },
             )
@@ -228,43 +245,64 @@ class CallRecorder:
             self._wakeup.clear()
             while self._pending:
                 batch, self._pending = self._pending, []
-                try:
-                    await self._write(batch)
+                left = await self._write_all(batch)
+                if not left:
                     pause = self.retry_after
-                except IntegrityError:
-                    # One change the database refuses (a line deleted mid-call,
-                    # say) must not hold back every call after it.
-                    self._pending[:0] = await self._write_one_by_one(batch)
-                except Exception:
-                    logger.exception("calls.write_failed changes=%d", len(batch))
-                    self._pending[:0] = batch
-                    if self._stopping:
-                        return
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, 30.0)
+                    continue
+                self._pending[:0] = left
+                if self._stopping:
+                    return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
             self._idle.set()
             if self._stopping:
                 return
 
+    async def _write_all(self, batch: list[_Change]) -> list[_Change]:
+        """Write `batch`; returns what is left for when the database is back.
+        A change the database refuses (a line deleted mid-call, a value it
+        cannot hold) must not hold back every call after it."""
+        try:
+            await self._write(batch)
+        except Exception as error:
+            if not refused_rows(error):
+                logger.exception("calls.write_failed changes=%d", len(batch))
+                return batch
+            return await self._write_one_by_one(batch)
+        return []
+
     async def _write_one_by_one(self, batch: list[_Change]) -> list[_Change]:
-        """Write each change alone; returns those to retry later. An insert
-        the database refuses is written again without its references to the
-        line and employee; any other refused change is logged and dropped."""
+        """Write each change alone, setting aside those the database refuses;
+        returns those left when the database itself fails."""
         for index, change in enumerate(batch):
             try:
-                await self._write([change])
-            except IntegrityError as error:
-                if isinstance(change, CallRecord) and (
-                    change.internal_line_id is not None or change.employee_id is not None
-                ):
-                    logger.warning("calls.references_dropped id=%s error=%s", change.id, error)
-                    change.internal_line_id = change.employee_id = None
+                await self._write_alone(change)
+            except Exception as error:
+                if not refused_rows(error):
+                    logger.exception("calls.write_failed changes=%d", len(batch) - index)
                     return batch[index:]
-                logger.error("calls.change_dropped change=%r error=%s", change, error)
-            except Exception:
-                logger.exception("calls.write_failed changes=%d", len(batch) - index)
-                return batch[index:]
+                self.dropped += 1
+                log_event(
+                    logger, logging.ERROR, "calls.change_dropped", change=repr(change), error=error
+                )
         return []
+
+    async def _write_alone(self, change: _Change) -> None:
+        """Write one change; a record the database refuses is written again
+        without its references to the line and employee (deleted since),
+        then cut to fit its columns, rather than lost."""
+        try:
+            await self._write([change])
+        except Exception as error:
+            if not isinstance(change, CallRecord) or not refused_rows(error):
+                raise
+            if change.internal_line_id is not None or change.employee_id is not None:
+                logger.warning("calls.references_dropped id=%s error=%s", change.id, error)
+                change.internal_line_id = change.employee_id = None
+                await self._write_alone(change)
+                return
+            log_event(logger, logging.WARNING, "calls.record_fitted", id=change.id, error=error)
+            await self._write([fitted(change)])
 
     async def _write(self, batch: list[_Change]) -> None:
         """One transaction, at most four executemany statements: the inserts,

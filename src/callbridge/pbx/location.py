@@ -20,7 +20,7 @@ from sqlalchemy import delete, select
 
 from ..logs import log_event
 from ..sip import ParseError, parse_name_addr
-from ..store import Database
+from ..store import Database, refused_rows
 from ..store.models import Registration
 from .registrar import Binding, MemoryLocation
 
@@ -52,6 +52,8 @@ class StoredLocation(MemoryLocation):
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        # AORs whose bindings the database refused: kept in memory only.
+        self.dropped = 0
 
     def replace(self, aor: str, bindings: list[Binding]) -> None:
         super().replace(aor, bindings)
@@ -101,15 +103,32 @@ class StoredLocation(MemoryLocation):
         await self.flush()
 
     async def flush(self) -> None:
-        """Save every AOR changed since the last flush."""
+        """Save every AOR changed since the last flush. When the database
+        fails they wait for the next change; when it refuses what an AOR's
+        bindings carry, that AOR is set aside (logged, counted in `dropped`)
+        and the others are saved."""
         while self._dirty:
             aors, self._dirty = self._dirty, set()
             try:
                 await self._save(aors)
-            except Exception:
+            except Exception as error:
+                if refused_rows(error) and await self._save_one_by_one(aors):
+                    continue
                 self._dirty |= aors  # try again with the next change
                 logger.exception("pbx.location_save_failed")
                 return
+
+    async def _save_one_by_one(self, aors: set[str]) -> bool:
+        """Save each AOR alone; False if the database failed on one."""
+        for aor in aors:
+            try:
+                await self._save({aor})
+            except Exception as error:
+                if not refused_rows(error):
+                    return False
+                self.dropped += 1
+                log_event(logger, logging.ERROR, "pbx.location_dropped", aor=repr(aor), error=error)
+        return True
 
     async def _write_forever(self) -> None:
         while True:
@@ -142,5 +161,5 @@ class StoredLocation(MemoryLocation):
             transport=transport,
             source_host=host,
             source_port=port,
-            user_agent=(binding.user_agent or "")[:255] or None,
+            user_agent=binding.user_agent,
         )

@@ -25,6 +25,7 @@ from ..media.engine import MediaSession
 from ..media.errors import MediaError
 from ..sip import Headers, Request, Response
 from ..sip.dialog import DialogError
+from ..sip.headers import reason_value
 from ..sip.offer_answer import AUXILIARY_ENCODINGS, make_offer
 from ..sip.sdp import SdpError, SessionDescription, parse_sdp
 from ..sip.transaction import (
@@ -34,7 +35,7 @@ from ..sip.transaction import (
     new_call_id,
     new_tag,
 )
-from ..sip.uri import format_hostport, parse_uri
+from ..sip.uri import format_hostport, name_addr, sip_uri
 from .b2bua import (
     _COMPLETED_ELSEWHERE,
     _SDP_TYPE,
@@ -60,7 +61,7 @@ logger = logging.getLogger("callbridge.calls")
 # What a caller may type: digits, a leading +, and the usual separators.
 _SEPARATORS = re.compile(r"[ ()\-]")
 _DIALLABLE = re.compile(r"\+?[0-9]+")
-_NOT_ANSWERED = 'SIP;cause=480;text="Originator did not answer"'
+_NOT_ANSWERED = reason_value(480, "Originator did not answer")
 # The employee's devices that refuse their own call.
 _DECLINED = frozenset({403, 486, 600, 603, 607})
 # Why a number could not be dialled, by the status a phone would have got.
@@ -178,10 +179,10 @@ class Originator:
         host = format_hostport(self.b2bua.media_address)
         return Request(
             "INVITE",
-            parse_uri(f"sip:{dialled}@{host}"),
+            sip_uri(dialled, host),
             Headers.of(
-                ("From", f"<sip:{line.number}@{host}>;tag={new_tag()}"),
-                ("To", f"<sip:{dialled}@{host}>"),
+                ("From", name_addr(line.number, host, tag=new_tag())),
+                ("To", name_addr(dialled, host)),
                 ("Call-ID", new_call_id()),
                 ("CSeq", "1 INVITE"),
                 ("Max-Forwards", "70"),
@@ -372,7 +373,7 @@ class ClickToCall(Call):
         side (early media from a 183 reaches them through the anchor), the
         answer connects the media, and a failure ends their side."""
         if status >= 300:
-            self._release_employee(f'SIP;cause={status};text="{reason}"')
+            self._release_employee(reason_value(status, reason))
         return None
 
     def _release_employee(self, reason: str) -> None:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from ..sip import NameAddr, ParseError, Request, Response, make_response
 from ..sip.uri import URI
+from . import bounds
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +140,14 @@ class Registrar:
         if any(c.wildcard for c in contacts):
             return self._remove_all(contacts, header_expires, current, call_id, cseq)
         updated = list(current)
+        user_agent = request.headers.get("User-Agent")
+        if user_agent is not None:
+            user_agent = bounds.printable(user_agent, bounds.USER_AGENT_MAX)
         for contact in contacts:
+            if not bounds.is_clean(contact.display_name or "") or not bounds.is_clean(str(contact)):
+                # Kept, and written into requests to the device: a control
+                # character in its display name or parameters goes no further.
+                raise RegistrationRefused(400, "Control Character in Contact")
             expires = self._lifetime(contact, header_expires)
             known = next((b for b in updated if b.uri == contact.uri), None)
             if known is not None:
@@ -154,7 +162,7 @@ class Registrar:
                 call_id=call_id,
                 cseq=cseq,
                 source=source,
-                user_agent=request.headers.get("User-Agent"),
+                user_agent=user_agent,
             )
             if known is None and len(updated) >= max_devices:
                 raise RegistrationRefused(

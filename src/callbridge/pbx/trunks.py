@@ -22,7 +22,7 @@ from ..logs import log_event
 from ..sip import Headers, Request, Response
 from ..sip.digest import DigestError, answer_challenge, parse_challenge, select_challenge
 from ..sip.transaction import ClientTransaction, new_call_id, new_tag
-from ..sip.uri import format_hostport, parse_hostport, parse_uri
+from ..sip.uri import format_hostport, name_addr, parse_hostport, parse_uri, sip_uri
 from ..store.models import ExternalLine
 
 logger = logging.getLogger("callbridge.trunks")
@@ -111,7 +111,7 @@ class Registration:
     ) -> None:
         self.trunk = trunk
         user = trunk.username or trunk.login
-        self.contact = f"<sip:{user}@{format_hostport(local_host, local_port)}>"
+        self.contact = name_addr(user, format_hostport(local_host, local_port))
         self.expires = expires
         self.retry_first = retry_first
         self.retry_max = retry_max
@@ -243,11 +243,11 @@ class Registration:
         trunk = self.trunk
         self._cseq += 1
         server = format_hostport(trunk.host, trunk.port)
-        aor = f"<sip:{trunk.username or trunk.login}@{server}>"
+        user = trunk.username or trunk.login
         headers = Headers.of(
             ("Max-Forwards", "70"),
-            ("From", f"{aor};tag={self._tag}"),
-            ("To", aor),
+            ("From", name_addr(user, server, tag=self._tag)),
+            ("To", name_addr(user, server)),
             ("Call-ID", self._call_id),
             ("CSeq", f"{self._cseq} REGISTER"),
             ("Contact", self.contact),
@@ -255,7 +255,7 @@ class Registration:
         )
         if credentials is not None:
             headers.add(*credentials)
-        return Request("REGISTER", parse_uri(f"sip:{server}"), headers)
+        return Request("REGISTER", sip_uri(None, server), headers)
 
 
 class TrunkPort(Protocol):

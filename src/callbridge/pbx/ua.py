@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..sip import Request, Response, make_response
 from ..sip.transaction import new_tag
+from . import bounds
 from .auth import Authenticated, Authenticator, Drop
 from .lines import Lines
 from .registrar import Registrar
@@ -78,8 +79,13 @@ class UserAgent:
         return self._reply(request, 501, headers=[self._allow])
 
     def refusal(self, request: Request) -> Response | None:
-        """The answer to a request no one may take: an unknown URI scheme
-        (416) or an extension it requires that we lack (420); else None."""
+        """The answer to a request no one may take: a Call-ID the store cannot
+        keep (400), an unknown URI scheme (416) or an extension it requires
+        that we lack (420); else None."""
+        if not bounds.call_id_ok(request.call_id):
+            # Echoed in every answer and kept in the store: one that does
+            # not fit, or carries what no Call-ID may, is refused whole.
+            return self._reply(request, 400, "Bad Call-ID")
         if request.uri.scheme not in _URI_SCHEMES:
             return self._reply(request, 416, headers=[("Accept", ", ".join(ACCEPTED_BODIES))])
         unsupported = self._unsupported_extensions(request)

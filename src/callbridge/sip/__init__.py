@@ -17,7 +17,19 @@ from .message import (
     parse,
     status_reason,
 )
-from .uri import URI, AbsoluteURI, NameAddr, SipURI, TelURI, parse_name_addr, parse_uri
+from .uri import (
+    URI,
+    AbsoluteURI,
+    NameAddr,
+    SipURI,
+    TelURI,
+    display_text,
+    escape_user,
+    name_addr,
+    parse_name_addr,
+    parse_uri,
+    sip_uri,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -34,9 +46,13 @@ __all__ = [
     "SipURI",
     "TelURI",
     "Via",
+    "display_text",
+    "escape_user",
     "make_response",
+    "name_addr",
     "parse",
     "parse_name_addr",
     "parse_uri",
+    "sip_uri",
     "status_reason",
 ]

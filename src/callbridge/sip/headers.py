@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import ParseError
-from .grammar import Params, is_token, read_comment, split_outside
-from .uri import HOST_GROUPS, format_hostport, host_of_groups, parse_hostport
+from .grammar import Params, is_token, quote, read_comment, split_outside
+from .uri import HOST_GROUPS, display_text, format_hostport, host_of_groups, parse_hostport
 
 # RFC 3261 §7.3.3 and the IANA registry's compact forms.
 COMPACT_FORMS: dict[str, str] = {
@@ -306,3 +306,9 @@ def parse_products(text: str) -> list[Product | str]:
             items.append(Product(name, version or None))
             i = end
     return items
+
+
+def reason_value(cause: int, text: str, *, protocol: str = "SIP") -> str:
+    """A Reason value (RFC 3326), `SIP;cause=480;text="..."`, its text quoted
+    whatever it holds."""
+    return f"{protocol};cause={cause};text={quote(display_text(text))}"

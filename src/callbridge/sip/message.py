@@ -25,7 +25,15 @@ from .headers import (
     parse_cseq,
     parse_via_list,
 )
-from .uri import URI, NameAddr, SipURI, parse_name_addr, parse_name_addr_list, parse_uri
+from .uri import (
+    URI,
+    NameAddr,
+    SipURI,
+    display_text,
+    parse_name_addr,
+    parse_name_addr_list,
+    parse_uri,
+)
 
 SIP_VERSION = "SIP/2.0"
 T = TypeVar("T")
@@ -285,7 +293,8 @@ class Response(_Message):
     version: str = SIP_VERSION
 
     def start_line(self) -> str:
-        return f"{self.version} {self.status} {self.reason}"
+        # A reason phrase may be a peer's, relayed: no control character in it.
+        return f"{self.version} {self.status} {display_text(self.reason)}"
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason} call-id={self.call_id!r}>"

@@ -7,6 +7,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
+from urllib.parse import quote as percent_encode
 from urllib.parse import unquote
 
 from .errors import ParseError
@@ -377,7 +379,7 @@ class NameAddr:
     def __str__(self) -> str:
         if self.wildcard:
             return "*"
-        name = "" if self.display_name is None else quote(self.display_name) + " "
+        name = "" if self.display_name is None else quote(display_text(self.display_name)) + " "
         return f"{name}<{self.uri}>{self.params}"
 
     def __repr__(self) -> str:
@@ -385,6 +387,59 @@ class NameAddr:
 
 
 _WILDCARD_URI = AbsoluteURI("*", "")
+
+# What a user part may hold unescaped besides letters and digits (RFC 3261
+# §25.1: unreserved and user-unreserved).
+_USER_SAFE = "-_.!~*'()&=+$,;?/"
+# A quoted-string cannot carry CR or LF at all (RFC 3261 §25.1), and no
+# other control character belongs in a name a phone shows; a tab is
+# whitespace the grammar allows.
+_CONTROL_TO_SPACE = {code: " " for code in (*range(0x20), 0x7F) if code != 0x09}
+_LONE_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
+
+
+def escape_user(user: str) -> str:
+    """`user` as the user part of a sip URI: every character that is not
+    allowed there as it is, percent-encoded as UTF-8."""
+    # A byte that was not UTF-8 (kept as a lone surrogate) goes back as itself.
+    return percent_encode(user.encode("utf-8", "surrogateescape"), safe=_USER_SAFE)
+
+
+def display_text(name: str) -> str:
+    """`name` as a display name can carry it: control characters but the
+    tab become spaces, bytes that were not UTF-8 become U+FFFD."""
+    if name.isprintable():
+        return name
+    name = name.translate(_CONTROL_TO_SPACE)
+    return _LONE_SURROGATE_RE.sub("\ufffd", name)
+
+
+def sip_uri(user: str | None, hostport: str, *, transport: str | None = None) -> SipURI:
+    """The sip URI of `user` (unescaped text, escaped here) at `hostport`."""
+    host, port = _own_hostport(hostport)
+    params = Params() if transport is None else Params([("transport", transport)])
+    return SipURI("sip", host, None if user is None else escape_user(user), None, port, params)
+
+
+# The hosts we build URIs for are few (our own address, the providers'):
+# each is checked once.
+_own_hostport = lru_cache(maxsize=256)(parse_hostport)
+
+
+def name_addr(
+    user: str | None,
+    hostport: str,
+    *,
+    display_name: str | None = None,
+    tag: str | None = None,
+    transport: str | None = None,
+) -> str:
+    """A From, To, Contact or P-Asserted-Identity value, `"Name" <sip:user@host>;tag=`:
+    the display name quoted, the user part escaped, whatever they hold."""
+    address = NameAddr(sip_uri(user, hostport, transport=transport), display_name)
+    if tag is not None:
+        address.params.set("tag", tag)
+    return str(address)
 
 
 def parse_name_addr(text: str, *, allow_wildcard: bool = False) -> NameAddr:

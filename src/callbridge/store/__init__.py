@@ -1,6 +1,6 @@
 """Storage: SQLAlchemy 2 models, the async engine, and Alembic migrations."""
 
-from .db import Database, create_database
+from .db import Database, create_database, refused_rows
 from .models import ApiToken, Base, Employee, InternalLine, Registration, Role, User
 
 __all__ = [
@@ -13,4 +13,5 @@ __all__ = [
     "Role",
     "User",
     "create_database",
+    "refused_rows",
 ]

@@ -10,6 +10,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -82,3 +83,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _unicode_lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
+
+
+# SQLSTATE classes of a statement the database refused for what it carried:
+# 22 data exception (a value too long, a character it cannot store),
+# 23 integrity constraint violation.
+_REFUSED_ROW_STATES = ("22", "23")
+
+
+def refused_rows(error: BaseException) -> bool:
+    """Whether `error` is the database refusing what a statement carried, as
+    opposed to the database failing (down, restarting, out of connections).
+    A writer sets refused rows aside and waits out a failing database."""
+    if isinstance(error, IntegrityError | DataError):
+        return True
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return False
+        state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+        return isinstance(state, str) and state[:2] in _REFUSED_ROW_STATES
+    if isinstance(error, StatementError):  # a value its column type could not bind
+        return isinstance(error.orig, ValueError | TypeError)
+    # sqlite3 raises a str it cannot encode (a lone surrogate) unwrapped.
+    return isinstance(error, UnicodeError)
