@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..crm import employees as crm
 from ..crm.cards import sees_everything
-from ..store.accounts import hash_password
+from ..store.accounts import hash_password, revoke_tokens
 from ..store.models import CallDirection, CallStatus, Employee, InternalLine, Role, User
 from .calls import CallPage, Limit, Offset, history
 from .deps import SessionDep, Staff, Writer
@@ -220,10 +220,14 @@ async def update_employee(
     if login is not None:
         if "login" in changes:
             login.username = changes["login"]
-        if "role" in changes:
+        # A new password or role signs the login out everywhere: a token
+        # issued before must not keep the old rights, or outlive a leak.
+        if "role" in changes and changes["role"] != login.role:
             login.role = changes["role"]
+            await revoke_tokens(session, [login.id])
         if body.password is not None:
             login.password_hash = hash_password(body.password.get_secret_value())
+            await revoke_tokens(session, [login.id])
     await _commit(session, changes.get("login"))
     await _changed(request)
     return await _view(session, employee)

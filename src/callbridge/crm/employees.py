@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..store.models import ApiToken, Employee, InternalLine, User
+from ..store.accounts import revoke_tokens
+from ..store.models import Employee, InternalLine, User
 
 
 class LineTaken(Exception):
@@ -74,7 +75,7 @@ async def retire(session: AsyncSession, employee: Employee) -> None:
     """Delete what lets the employee act (their login and its tokens, their
     line), keeping the employee row: call records and cards still name them."""
     user_ids = select(User.id).where(User.employee_id == employee.id).scalar_subquery()
-    await session.execute(delete(ApiToken).where(ApiToken.user_id.in_(user_ids)))
+    await revoke_tokens(session, user_ids)
     await session.execute(delete(User).where(User.employee_id == employee.id))
     await assign_line(session, employee, None)
     employee.active = False
