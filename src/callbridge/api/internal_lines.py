@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, fi
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from ..crm.employees import reissue_line
 from ..pbx.registrar import Location
 from ..store import Employee, InternalLine
 from .deps import Reader, SessionDep, SettingsDep, Writer
@@ -111,6 +112,10 @@ class InternalLineOut(BaseModel):
     max_talk_duration: int
     max_incoming_calls: int
     username: str
+    telephony_disabled: bool = Field(
+        description="Its employee was deleted: the line neither registers, calls nor rings "
+        "until a PATCH gives it another employee and a new password (then apply)."
+    )
     comment: str
     created_at: datetime
     updated_at: datetime
@@ -238,6 +243,7 @@ async def update_line(
         setattr(line, name, value)
     if body.password is not None:
         line.set_password(body.password.get_secret_value(), settings.sip_realm)
+    await reissue_line(session, line, new_password=body.password is not None)
     await _commit(session, number=changes.get("number"), username=changes.get("username"))
     await session.refresh(line)
     return InternalLineOut.model_validate(line)

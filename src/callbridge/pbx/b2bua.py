@@ -383,7 +383,7 @@ class B2bua:
             caller_line=caller,
             record_line=caller,
         )
-        if not self.employees.may_use_telephony(caller.employee_id):
+        if caller.disabled or not self.employees.may_use_telephony(caller.employee_id):
             return self._refuse(
                 request, plan, 403, "Telephony disabled", "rejected", "telephony disabled"
             )
@@ -554,7 +554,7 @@ class B2bua:
             )
         callee = plan.callee_line
         if callee is not None:
-            if not self.employees.may_use_telephony(callee.employee_id):
+            if callee.disabled or not self.employees.may_use_telephony(callee.employee_id):
                 return self._refuse(
                     request,
                     plan,
