@@ -25,7 +25,7 @@ from ..store import InternalLine, User
 from ..store.models import CallDirection, CallRecord, CallStatus, CardType, Note
 from .deps import SessionDep, Staff
 from .errors import not_found_reference
-from .fields import EmployeeRef
+from .fields import EmployeeRef, IdField, IdQuery, Limit, Offset
 from .internal_lines import Number
 
 router = APIRouter(prefix="/calls", tags=["calls"])
@@ -169,16 +169,12 @@ async def history(
     return CallPage(items=await call_views(session, rows), total=total)
 
 
-Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
-
-
 @router.get("")
 async def list_calls(
     session: SessionDep,
     user: Staff,
     line: Annotated[Number | None, Query(description="An internal line's number.")] = None,
-    employee_id: int | None = None,
+    employee_id: IdQuery | None = None,
     status: CallStatus | None = None,
     direction: CallDirection | None = None,
     since: Annotated[
@@ -239,7 +235,7 @@ class LinkIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["contact", "account", "lead"]
-    id: int
+    id: IdField
 
 
 _LINK_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..crm import cards
 from ..crm.employees import names_of
 from ..store.models import Note, User, utcnow
-from .calls import CardRef, Limit, Offset, card_refs, get_call
+from .calls import CardRef, card_refs, get_call
 from .cards import PLURALS, get_card
 from .deps import SessionDep, Staff
-from .fields import EmployeeRef
+from .fields import EmployeeRef, IdPath, Limit, Offset
 
 router = APIRouter(tags=["notes"])
 
@@ -132,7 +132,7 @@ def _card_note_routes(kind: cards.CardKind) -> None:
 
     @router.get(path, responses=responses, name=f"{kind.type}_notes")
     async def card_notes(
-        card_id: int, session: SessionDep, user: Staff, limit: Limit = 50, offset: Offset = 0
+        card_id: IdPath, session: SessionDep, user: Staff, limit: Limit = 50, offset: Offset = 0
     ) -> NotePage:
         await get_card(session, kind, card_id, user)
         return await _page(session, kind.note_column() == card_id, limit, offset)
@@ -144,7 +144,7 @@ def _card_note_routes(kind: cards.CardKind) -> None:
         name=f"write_{kind.type}_note",
     )
     async def write_card_note(
-        card_id: int, body: NoteIn, session: SessionDep, user: Staff
+        card_id: IdPath, body: NoteIn, session: SessionDep, user: Staff
     ) -> NoteOut:
         await get_card(session, kind, card_id, user)
         return await _write(session, Note(text=body.text, author_id=user.id, **{kind.key: card_id}))
@@ -170,7 +170,7 @@ async def _own_note(session: AsyncSession, note_id: int, user: User) -> Note:
 
 
 @router.patch("/notes/{note_id}", responses=_NOTE_RESPONSES)
-async def update_note(note_id: int, body: NoteIn, session: SessionDep, user: Staff) -> NoteOut:
+async def update_note(note_id: IdPath, body: NoteIn, session: SessionDep, user: Staff) -> NoteOut:
     note = await _own_note(session, note_id, user)
     note.text = body.text
     note.updated_at = utcnow()
@@ -180,7 +180,7 @@ async def update_note(note_id: int, body: NoteIn, session: SessionDep, user: Sta
 @router.delete(
     "/notes/{note_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_NOTE_RESPONSES
 )
-async def delete_note(note_id: int, session: SessionDep, user: Staff) -> Response:
+async def delete_note(note_id: IdPath, session: SessionDep, user: Staff) -> Response:
     await session.delete(await _own_note(session, note_id, user))
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
