@@ -417,6 +417,11 @@ class HttpService:
             ),
             host=settings.http_host,
             port=settings.http_port,
+            # uvicorn believes X-Forwarded-For from loopback unless told:
+            # behind no proxy, that lets any local process pick the address
+            # the login guard counts. Only the proxies the settings name.
+            proxy_headers=bool(settings.trusted_proxies()),
+            forwarded_allow_ips=settings.trusted_proxies(),
             lifespan="on",
             log_config=None,
             timeout_graceful_shutdown=5,

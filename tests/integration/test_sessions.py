@@ -158,3 +158,47 @@ def test_logout_without_a_valid_token_is_401(live: Server) -> None:
         assert http.post("/api/v1/auth/logout").status_code == 401
         bogus = {"Authorization": "Bearer not-a-token"}
         assert http.post("/api/v1/auth/logout", headers=bogus).status_code == 401
+
+
+def failed_sign_ins(server: Server, forwarded_for: list[str]) -> list[int]:
+    """The statuses of sign-ins with a wrong password, each claiming to be
+    forwarded for the next address of `forwarded_for`."""
+    with client(server) as http:
+        return [
+            http.post(
+                "/api/v1/auth/login",
+                json={"username": "admin", "password": "a-wrong-password"},
+                headers={"X-Forwarded-For": address},
+            ).status_code
+            for address in forwarded_for
+        ]
+
+
+# Thirteen callers by their claim, one by their connection: the guard
+# blocks an address once it has failed more than ten times.
+CLAIMED = [f"198.51.100.{n}" for n in range(1, 14)]
+
+
+@pytest.mark.parametrize("live", ["sqlite"], indirect=True)
+def test_x_forwarded_for_from_loopback_does_not_change_the_address_the_guard_counts(
+    live: Server,
+) -> None:
+    statuses = failed_sign_ins(live, CLAIMED)
+    assert statuses[:11] == [401] * 11, statuses
+    assert statuses[11:] == [429, 429], statuses
+
+
+def test_a_trusted_proxys_x_forwarded_for_names_the_caller(tmp_path: Path) -> None:
+    server = start_server(
+        tmp_path,
+        CALLBRIDGE_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        CALLBRIDGE_HTTP_TRUSTED_PROXIES="192.0.2.0/24, 127.0.0.1",
+    )
+    try:
+        # Each claimed caller fails once: none is blocked.
+        assert failed_sign_ins(server, CLAIMED) == [401] * len(CLAIMED)
+        # One claimed caller failing again and again is.
+        assert failed_sign_ins(server, ["203.0.113.9"] * 12)[-1] == 429
+    finally:
+        stop_server(server.process)
+    assert server.process.returncode == 0, server.log()
