@@ -32,9 +32,16 @@ router = APIRouter(prefix="/calls", tags=["calls"])
 
 
 class CardRef(BaseModel):
+    """A card a call or note belongs to; one the user may not open shows
+    only its type (`id` and `name` null): "a card you cannot open"."""
+
     type: CardType
-    id: int
-    name: str
+    id: int | None
+    name: str | None
+
+
+def _hidden(type_: CardType) -> CardRef:
+    return CardRef(type=type_, id=None, name=None)
 
 
 class CallOut(BaseModel):
@@ -91,9 +98,11 @@ async def card_refs(
     return refs
 
 
-async def call_views(session: AsyncSession, records: Sequence[CallRecord]) -> list[CallOut]:
-    """`records` in the API's shape, with the names they point at: a few
-    queries for a whole page, none per call."""
+async def call_views(
+    session: AsyncSession, records: Sequence[CallRecord], user: User
+) -> list[CallOut]:
+    """`records` in the API's shape as `user` may see them, with the names
+    they point at: a few queries for a whole page, none per call."""
     employees = await names_of(session, (r.employee_id for r in records if r.employee_id))
     line_ids = {r.internal_line_id for r in records if r.internal_line_id is not None}
     numbers: dict[int, str] = {}
@@ -103,6 +112,9 @@ async def call_views(session: AsyncSession, records: Sequence[CallRecord]) -> li
         )
         numbers = {line_id: number for line_id, number in rows}
     linked = await card_refs(session, records)
+    wanted = [(c.type, c.id) for c in linked if c is not None and c.id is not None]
+    wanted += [(m["type"], m["id"]) for r in records for m in r.matches or ()]
+    may_open = await cards.openable(session, wanted, user)
     notes: dict[str | None, int] = {}
     if records:
         counts = await session.execute(
@@ -137,11 +149,18 @@ async def call_views(session: AsyncSession, records: Sequence[CallRecord]) -> li
                 hangup_side=record.hangup_side,
                 hangup_cause=record.hangup_cause,
                 sip_call_id=record.sip_call_id,
-                card=card,
+                card=card
+                if card is None or (card.type, card.id) in may_open
+                else _hidden(card.type),
                 matches=(
                     None
                     if record.matches is None
-                    else [CardRef.model_validate(m) for m in record.matches]
+                    else [
+                        CardRef.model_validate(m)
+                        if (m["type"], m["id"]) in may_open
+                        else _hidden(m["type"])
+                        for m in record.matches
+                    ]
                 ),
                 notes_count=notes.get(record.id, 0),
             )
@@ -154,19 +173,20 @@ async def history(
     of: HistoryOf,
     owner_id: int,
     *,
+    viewer: User,
     status: CallStatus | None,
     direction: CallDirection | None,
     limit: int,
     offset: int,
 ) -> CallPage:
-    """One page of a card's or an employee's calls, newest first."""
+    """One page of a card's or an employee's calls, newest first, as `viewer` may see them."""
     where = []
     if status is not None:
         where.append(CallRecord.status == status)
     if direction is not None:
         where.append(CallRecord.direction == direction)
     rows, total = await history_page(session, of, owner_id, limit=limit, offset=offset, where=where)
-    return CallPage(items=await call_views(session, rows), total=total)
+    return CallPage(items=await call_views(session, rows, viewer), total=total)
 
 
 @router.get("")
@@ -207,7 +227,7 @@ async def list_calls(
         .limit(limit)
         .offset(offset)
     )
-    return CallPage(items=await call_views(session, list(rows)), total=total)
+    return CallPage(items=await call_views(session, list(rows), user), total=total)
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -228,7 +248,7 @@ async def get_call(session: AsyncSession, call_id: str, user: User) -> CallRecor
 
 @router.get("/{call_id}", responses=_RESPONSES)
 async def read_call(call_id: str, session: SessionDep, user: Staff) -> CallOut:
-    return (await call_views(session, [await get_call(session, call_id, user)]))[0]
+    return (await call_views(session, [await get_call(session, call_id, user)], user))[0]
 
 
 class LinkIn(BaseModel):
@@ -253,7 +273,7 @@ async def link_call(call_id: str, body: LinkIn, session: SessionDep, user: Staff
         raise not_found_reference("id", f"no {body.type} with id {body.id}")
     await cards.link_call(session, record, kind, body.id)
     await session.commit()
-    return (await call_views(session, [record]))[0]
+    return (await call_views(session, [record], user))[0]
 
 
 @router.delete("/{call_id}/link", status_code=http_status.HTTP_204_NO_CONTENT, responses=_RESPONSES)

@@ -361,6 +361,7 @@ def card_routes(
             session,
             kind.type,
             card_id,
+            viewer=user,
             status=status,
             direction=direction,
             limit=limit,

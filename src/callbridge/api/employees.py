@@ -266,6 +266,7 @@ async def employee_history(
         session,
         "employee",
         employee_id,
+        viewer=user,
         status=status,
         direction=direction,
         limit=limit,

@@ -8,10 +8,12 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from ..events import EventBus, Subscription
+from ..crm.cards import openable, sees_everything
+from ..events import Event, EventBus, Subscription
 from ..store import Database, User
 from ..store.accounts import SignedIn, revocations, signed_in
 
@@ -146,17 +148,17 @@ async def _serve(websocket: WebSocket, user: User, scope: str, since: int | None
         return
     bus: EventBus = websocket.app.state.events
     with bus.subscribe(None if scope == "all" else user.employee_id, since) as subscription:
-        await _stream(websocket, subscription)
+        await _stream(websocket, subscription, user)
 
 
-async def _stream(websocket: WebSocket, subscription: Subscription) -> None:
+async def _stream(websocket: WebSocket, subscription: Subscription, user: User) -> None:
     """Send the subscription's events until the client leaves or falls behind."""
     listening = asyncio.create_task(_until_disconnected(websocket, subscription))
     try:
         async for event in subscription:
             if listening.done():
                 return
-            await websocket.send_json(event.as_message())
+            await websocket.send_json(await _as_seen_by(websocket, user, event))
             if listening.done():
                 return
             # Let the listener see a departure between two busy sends.
@@ -169,6 +171,24 @@ async def _stream(websocket: WebSocket, subscription: Subscription) -> None:
         listening.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listening
+
+
+async def _as_seen_by(websocket: WebSocket, user: User, event: Event) -> dict[str, Any]:
+    """The event's message with the cards `user` may not open shown as in
+    the call records: their type only (one event goes to every employee of
+    the call, and cards have owners)."""
+    message = event.as_message()
+    matches = message.get("matches")
+    if not matches or sees_everything(user):
+        return message
+    database: Database = websocket.app.state.database
+    async with database.session() as session:
+        may_open = await openable(session, ((m["type"], m["id"]) for m in matches), user)
+    message["matches"] = [
+        m if (m["type"], m["id"]) in may_open else {"type": m["type"], "id": None, "name": None}
+        for m in matches
+    ]
+    return message
 
 
 async def _until_disconnected(
