@@ -82,19 +82,23 @@ class CallPage(BaseModel):
 
 
 async def card_refs(
-    session: AsyncSession, rows: Sequence[CallRecord | Note]
+    session: AsyncSession, rows: Sequence[CallRecord | Note], viewer: User
 ) -> list[CardRef | None]:
-    """The card each call or note is linked to, named; one query per kind of card."""
+    """The card each call or note is linked to, named if `viewer` may open
+    it; one query per kind of card."""
     linked = [cards.linked_card(row) for row in rows]
-    names = await cards.card_names(session, (card for card in linked if card))
+    wanted = [card for card in linked if card]
+    names = await cards.card_names(session, wanted)
+    may_open = await cards.openable(session, ((kind.type, id_) for kind, id_ in wanted), viewer)
     refs: list[CardRef | None] = []
     for card in linked:
         name = None if card is None else names.get((card[0].type, card[1]))
-        refs.append(
-            None
-            if card is None or name is None
-            else CardRef(type=card[0].type, id=card[1], name=name)
-        )
+        if card is None or name is None:
+            refs.append(None)
+        elif (card[0].type, card[1]) in may_open:
+            refs.append(CardRef(type=card[0].type, id=card[1], name=name))
+        else:
+            refs.append(_hidden(card[0].type))
     return refs
 
 
@@ -111,10 +115,10 @@ async def call_views(
             select(InternalLine.id, InternalLine.number).where(InternalLine.id.in_(line_ids))
         )
         numbers = {line_id: number for line_id, number in rows}
-    linked = await card_refs(session, records)
-    wanted = [(c.type, c.id) for c in linked if c is not None and c.id is not None]
-    wanted += [(m["type"], m["id"]) for r in records for m in r.matches or ()]
-    may_open = await cards.openable(session, wanted, user)
+    linked = await card_refs(session, records, user)
+    may_open = await cards.openable(
+        session, ((m["type"], m["id"]) for r in records for m in r.matches or ()), user
+    )
     notes: dict[str | None, int] = {}
     if records:
         counts = await session.execute(
@@ -149,9 +153,7 @@ async def call_views(
                 hangup_side=record.hangup_side,
                 hangup_cause=record.hangup_cause,
                 sip_call_id=record.sip_call_id,
-                card=card
-                if card is None or (card.type, card.id) in may_open
-                else _hidden(card.type),
+                card=card,
                 matches=(
                     None
                     if record.matches is None
