@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..crm.cards import openable, sees_everything
 from ..events import Event, EventBus, Subscription
@@ -83,7 +84,12 @@ async def _watch_token(websocket: WebSocket, token: str, found: SignedIn, scope:
         if not check.due(revocations(), now):
             continue
         check.looked_up_at = now
-        current = await _signed_in(websocket, token)
+        try:
+            current = await _signed_in(websocket, token)
+        except SQLAlchemyError:
+            # The store is away for a moment: every open socket must not
+            # drop at once for it. The next tick asks again.
+            continue
         if current is None or not _may_see(current, scope):
             return
         expires_at = current.expires_at
