@@ -25,9 +25,9 @@ from .media.ports import RtpPortAllocator
 from .pbx.auth import DROP, Authenticator, Drop
 from .pbx.b2bua import B2bua, ResponseHandler
 from .pbx.calls import CallRecorder
-from .pbx.config import InvalidConfig, apply_staged, latest, running_config
+from .pbx.config import InvalidConfig, apply_staged, latest, read_live_state, running_config
 from .pbx.guard import FloodGuard, GuardPolicy
-from .pbx.lines import Lines
+from .pbx.lines import Lines, disabled_line_ids
 from .pbx.location import StoredLocation
 from .pbx.originate import Originator
 from .pbx.registrar import Binding, Location, MemoryLocation, Registrar, RegistrarPolicy
@@ -432,6 +432,11 @@ class HttpService:
             ),
             host=settings.http_host,
             port=settings.http_port,
+            # uvicorn believes X-Forwarded-For from loopback unless told:
+            # behind no proxy, that lets any local process pick the address
+            # the login guard counts. Only the proxies the settings name.
+            proxy_headers=bool(settings.trusted_proxies()),
+            forwarded_allow_ips=settings.trusted_proxies(),
             lifespan="on",
             log_config=None,
             timeout_graceful_shutdown=5,
@@ -501,6 +506,14 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
+def drop_bindings_of_disabled(lines: Lines, location: Location) -> None:
+    """Let go of the devices of disabled lines (a leaver's phone stays
+    registered no longer than the line stays enabled)."""
+    for line in lines.by_number.values():
+        if line.disabled:
+            location.replace(line.number, [])
+
+
 async def run(settings: Settings) -> int:
     """Serve until SIGINT or SIGTERM; returns the process exit status."""
     # Handlers first: a signal that arrives while we start still stops us cleanly.
@@ -545,16 +558,29 @@ async def run(settings: Settings) -> int:
     service.use_b2bua(b2bua)
 
     async def reload_employees() -> None:
-        """An employee changed: their telephony switch counts from the next call."""
+        """An employee changed: their telephony switch counts from the next
+        call; a leaver's line stops at once (its devices are let go)."""
         async with database.session() as session:
-            b2bua.use_employees(await load_employees(session))
+            employees = await load_employees(session)
+            disabled = await disabled_line_ids(session)
+        b2bua.use_employees(employees)
+        # Lines are only disabled here: enabling one again waits for the
+        # apply that brings its new password.
+        lines = service.ua.lines.disabling(disabled)
+        if lines is not service.ua.lines:
+            service.use_lines(lines)
+        drop_bindings_of_disabled(lines, location)
 
     trunks = Trunks(service)
 
     async def run_config(version: ConfigVersion) -> None:
-        """Swap in an applied version: calls in progress keep what they began with."""
-        config = await running_config(version)
+        """Swap in an applied version with the current credentials: calls in
+        progress keep what they began with."""
+        async with database.session() as session:
+            live = await read_live_state(session)
+        config = await running_config(version, live)
         service.use_lines(config.lines)
+        drop_bindings_of_disabled(config.lines, location)
         b2bua.dialplan = config.dialplan
         trunks.use(config.trunks)
         # A provider's address is never blocked: a forged packet must not cut it off.
@@ -590,6 +616,7 @@ async def run(settings: Settings) -> int:
         await reload_employees()
         loop.add_signal_handler(signal.SIGHUP, reload_on_hangup)
         restored = await location.load()
+        drop_bindings_of_disabled(service.ua.lines, location)
         log_event(logger, logging.INFO, "pbx.bindings_restored", count=restored)
         location.start()
         recorder.start()

@@ -3,6 +3,7 @@ variables (and optionally a TOML file named by `CALLBRIDGE_CONFIG_FILE`)."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -97,6 +98,12 @@ class Settings(BaseSettings):
     )
     http_host: str = Field("0.0.0.0", description="Address the HTTP API listens on.")
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP port; 0 picks a free one.")
+    http_trusted_proxies: str = Field(
+        "",
+        description="Comma-separated addresses or networks (CIDR) of reverse proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto are believed; empty (the default): none, so "
+        "every caller is known by the address it connects from.",
+    )
     public_address: str | None = Field(
         None, description="Address put in SDP and Contact; default: the SIP host or this host."
     )
@@ -141,6 +148,20 @@ class Settings(BaseSettings):
         if region not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"{value!r} is not a region phonenumbers knows")
         return region
+
+    @field_validator("http_trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        for item in _comma_list(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+    def trusted_proxies(self) -> list[str]:
+        """The proxies' addresses and networks, one per item."""
+        return _comma_list(self.http_trusted_proxies)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -188,6 +209,10 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, Path(config_file)))
         return tuple(sources)
+
+
+def _comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def own_address() -> str:

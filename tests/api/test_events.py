@@ -16,13 +16,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from callbridge.app import HttpService
 from callbridge.events import EventBus
 from callbridge.store import Employee, User
+from callbridge.store.accounts import issue_token
 
 from .conftest import Api
 
@@ -210,3 +211,16 @@ async def test_the_token_never_reaches_the_log(
     lines = [record.getMessage() for record in caplog.records]
     assert any("/ws/events?token=***" in line for line in lines), lines
     assert not any(token in line for line in lines), lines
+
+
+async def test_a_socket_whose_token_expires_is_closed_with_4401(stream: Stream) -> None:
+    async with stream.api.database.session() as session:
+        user = await session.scalar(select(User).where(User.username == "operator"))
+        assert user is not None
+        short = await issue_token(session, user, ttl=1.5)
+    async with stream.connect(None, token=short.token) as ws:
+        await until_subscribed(stream.bus)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    assert stream.bus.subscribers == 0

@@ -118,3 +118,21 @@ async def test_notes_follow_the_visibility_of_their_call_or_card(
     assert (await api.client.get(call_url, headers=api.auth("ivan"))).status_code == 200
     missing = await api.client.get(f"/api/v1/calls/{'0' * 32}/notes", headers=api.auth())
     assert missing.status_code == 404
+
+
+async def test_a_note_on_her_call_shows_olga_only_the_type_of_a_card_she_cannot_open(
+    api: Api, olga: int | None
+) -> None:
+    boris = await api.add_user("boris", "operator", employee="Boris")
+    theirs = await api.client.post(
+        "/api/v1/contacts", json={"name": "Boris's client", "owner_id": boris}, headers=api.auth()
+    )
+    assert theirs.status_code == 201, theirs.text
+    call = await api.add_call(employee_id=olga, contact_id=theirs.json()["id"])
+    written = await note(api, f"/api/v1/calls/{call}/notes", "called back", role="olga")
+    hidden = {"type": "contact", "id": None, "name": None}
+    assert written["card"] == hidden, written
+    listed = await api.client.get(f"/api/v1/calls/{call}/notes", headers=api.auth("olga"))
+    assert [n["card"] for n in listed.json()["items"]] == [hidden]
+    admins = await api.client.get(f"/api/v1/calls/{call}/notes", headers=api.auth())
+    assert admins.json()["items"][0]["card"]["name"] == "Boris's client"

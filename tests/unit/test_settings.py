@@ -93,3 +93,16 @@ def test_http_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.http_host, settings.http_port) == ("0.0.0.0", 8000)
     assert settings.auth_token_ttl == 12 * 3600
     assert settings.sip_realm == "callbridge"
+
+
+def test_no_proxy_is_trusted_unless_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CALLBRIDGE_HTTP_TRUSTED_PROXIES", raising=False)
+    assert Settings().trusted_proxies() == []
+    named = Settings(http_trusted_proxies=" 10.0.0.5, 192.0.2.0/24,::1 ")
+    assert named.trusted_proxies() == ["10.0.0.5", "192.0.2.0/24", "::1"]
+
+
+@pytest.mark.parametrize("value", ["*", "proxy.example", "10.0.0.0/33", "10.0.0.1,oops"])
+def test_a_trusted_proxy_must_be_an_address_or_network(value: str) -> None:
+    with pytest.raises(ValueError, match="not an IP address or network"):
+        Settings(http_trusted_proxies=value)

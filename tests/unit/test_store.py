@@ -3,9 +3,12 @@ PostgreSQL; accounts keep hashes, never passwords or tokens."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, select, text, update
@@ -22,7 +25,8 @@ from callbridge.store.accounts import (
     token_hash,
     user_for_token,
 )
-from callbridge.store.models import CallRecord, utcnow
+from callbridge.store.db import alembic_config
+from callbridge.store.models import CallRecord, ConfigVersion, utcnow
 
 
 def _differences(connection: Connection) -> list[object]:
@@ -35,7 +39,36 @@ async def test_migrations_build_the_schema_the_models_describe(empty_database: D
     async with empty_database.engine.connect() as connection:
         assert await connection.run_sync(_differences) == []
         version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
-    assert version == "0006"
+    assert version == "0007"
+
+
+async def test_migration_0007_scrubs_credentials_from_stored_versions(
+    empty_database: Database,
+) -> None:
+    def upgrade_to(revision: str) -> Callable[[Connection], None]:
+        return lambda connection: command.upgrade(alembic_config(connection), revision)
+
+    async with empty_database.engine.begin() as connection:
+        await connection.run_sync(upgrade_to("0006"))
+        line = {"id": 1, "number": "101", "ha1_md5": "a" * 32, "ha1_sha256": "b" * 64}
+        trunk = {"id": 1, "code": "provider", "login": "pbx", "password": "provider-secret"}
+        snapshot = {"internal_lines": [line], "external_lines": [trunk], "routing_rules": []}
+        await connection.execute(
+            text(
+                "INSERT INTO config_versions (id, applied_at, source, snapshot) "
+                "VALUES (1, :at, 'apply', :snapshot)"
+            ),
+            {"at": utcnow(), "snapshot": json.dumps(snapshot)},
+        )
+    await empty_database.migrate()
+    async with empty_database.session() as session:
+        version = await session.scalar(select(ConfigVersion))
+    assert version is not None
+    assert version.snapshot == {
+        "internal_lines": [{"id": 1, "number": "101"}],
+        "external_lines": [{"id": 1, "code": "provider", "login": "pbx"}],
+        "routing_rules": [],
+    }
 
 
 async def test_migrating_again_changes_nothing(database: Database) -> None:

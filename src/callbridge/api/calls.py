@@ -25,16 +25,23 @@ from ..store import InternalLine, User
 from ..store.models import CallDirection, CallRecord, CallStatus, CardType, Note
 from .deps import SessionDep, Staff
 from .errors import not_found_reference
-from .fields import EmployeeRef
+from .fields import EmployeeRef, IdField, IdQuery, Limit, Offset
 from .internal_lines import Number
 
 router = APIRouter(prefix="/calls", tags=["calls"])
 
 
 class CardRef(BaseModel):
+    """A card a call or note belongs to; one the user may not open shows
+    only its type (`id` and `name` null): "a card you cannot open"."""
+
     type: CardType
-    id: int
-    name: str
+    id: int | None
+    name: str | None
+
+
+def _hidden(type_: CardType) -> CardRef:
+    return CardRef(type=type_, id=None, name=None)
 
 
 class CallOut(BaseModel):
@@ -75,25 +82,31 @@ class CallPage(BaseModel):
 
 
 async def card_refs(
-    session: AsyncSession, rows: Sequence[CallRecord | Note]
+    session: AsyncSession, rows: Sequence[CallRecord | Note], viewer: User
 ) -> list[CardRef | None]:
-    """The card each call or note is linked to, named; one query per kind of card."""
+    """The card each call or note is linked to, named if `viewer` may open
+    it; one query per kind of card."""
     linked = [cards.linked_card(row) for row in rows]
-    names = await cards.card_names(session, (card for card in linked if card))
+    wanted = [card for card in linked if card]
+    names = await cards.card_names(session, wanted)
+    may_open = await cards.openable(session, ((kind.type, id_) for kind, id_ in wanted), viewer)
     refs: list[CardRef | None] = []
     for card in linked:
         name = None if card is None else names.get((card[0].type, card[1]))
-        refs.append(
-            None
-            if card is None or name is None
-            else CardRef(type=card[0].type, id=card[1], name=name)
-        )
+        if card is None or name is None:
+            refs.append(None)
+        elif (card[0].type, card[1]) in may_open:
+            refs.append(CardRef(type=card[0].type, id=card[1], name=name))
+        else:
+            refs.append(_hidden(card[0].type))
     return refs
 
 
-async def call_views(session: AsyncSession, records: Sequence[CallRecord]) -> list[CallOut]:
-    """`records` in the API's shape, with the names they point at: a few
-    queries for a whole page, none per call."""
+async def call_views(
+    session: AsyncSession, records: Sequence[CallRecord], user: User
+) -> list[CallOut]:
+    """`records` in the API's shape as `user` may see them, with the names
+    they point at: a few queries for a whole page, none per call."""
     employees = await names_of(session, (r.employee_id for r in records if r.employee_id))
     line_ids = {r.internal_line_id for r in records if r.internal_line_id is not None}
     numbers: dict[int, str] = {}
@@ -102,7 +115,10 @@ async def call_views(session: AsyncSession, records: Sequence[CallRecord]) -> li
             select(InternalLine.id, InternalLine.number).where(InternalLine.id.in_(line_ids))
         )
         numbers = {line_id: number for line_id, number in rows}
-    linked = await card_refs(session, records)
+    linked = await card_refs(session, records, user)
+    may_open = await cards.openable(
+        session, ((m["type"], m["id"]) for r in records for m in r.matches or ()), user
+    )
     notes: dict[str | None, int] = {}
     if records:
         counts = await session.execute(
@@ -141,7 +157,12 @@ async def call_views(session: AsyncSession, records: Sequence[CallRecord]) -> li
                 matches=(
                     None
                     if record.matches is None
-                    else [CardRef.model_validate(m) for m in record.matches]
+                    else [
+                        CardRef.model_validate(m)
+                        if (m["type"], m["id"]) in may_open
+                        else _hidden(m["type"])
+                        for m in record.matches
+                    ]
                 ),
                 notes_count=notes.get(record.id, 0),
             )
@@ -154,23 +175,20 @@ async def history(
     of: HistoryOf,
     owner_id: int,
     *,
+    viewer: User,
     status: CallStatus | None,
     direction: CallDirection | None,
     limit: int,
     offset: int,
 ) -> CallPage:
-    """One page of a card's or an employee's calls, newest first."""
+    """One page of a card's or an employee's calls, newest first, as `viewer` may see them."""
     where = []
     if status is not None:
         where.append(CallRecord.status == status)
     if direction is not None:
         where.append(CallRecord.direction == direction)
     rows, total = await history_page(session, of, owner_id, limit=limit, offset=offset, where=where)
-    return CallPage(items=await call_views(session, rows), total=total)
-
-
-Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
+    return CallPage(items=await call_views(session, rows, viewer), total=total)
 
 
 @router.get("")
@@ -178,7 +196,7 @@ async def list_calls(
     session: SessionDep,
     user: Staff,
     line: Annotated[Number | None, Query(description="An internal line's number.")] = None,
-    employee_id: int | None = None,
+    employee_id: IdQuery | None = None,
     status: CallStatus | None = None,
     direction: CallDirection | None = None,
     since: Annotated[
@@ -211,7 +229,7 @@ async def list_calls(
         .limit(limit)
         .offset(offset)
     )
-    return CallPage(items=await call_views(session, list(rows)), total=total)
+    return CallPage(items=await call_views(session, list(rows), user), total=total)
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -232,14 +250,14 @@ async def get_call(session: AsyncSession, call_id: str, user: User) -> CallRecor
 
 @router.get("/{call_id}", responses=_RESPONSES)
 async def read_call(call_id: str, session: SessionDep, user: Staff) -> CallOut:
-    return (await call_views(session, [await get_call(session, call_id, user)]))[0]
+    return (await call_views(session, [await get_call(session, call_id, user)], user))[0]
 
 
 class LinkIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["contact", "account", "lead"]
-    id: int
+    id: IdField
 
 
 _LINK_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -257,7 +275,7 @@ async def link_call(call_id: str, body: LinkIn, session: SessionDep, user: Staff
         raise not_found_reference("id", f"no {body.type} with id {body.id}")
     await cards.link_call(session, record, kind, body.id)
     await session.commit()
-    return (await call_views(session, [record]))[0]
+    return (await call_views(session, [record], user))[0]
 
 
 @router.delete("/{call_id}/link", status_code=http_status.HTTP_204_NO_CONTENT, responses=_RESPONSES)

@@ -33,10 +33,10 @@ from ..store.models import (
     User,
     utcnow,
 )
-from .calls import CallPage, Limit, Offset, history
+from .calls import CallPage, history
 from .deps import SessionDep, SettingsDep, Staff
 from .errors import FieldError, not_found_reference
-from .fields import Email, Name, PhoneText, not_null
+from .fields import Email, IdField, IdPath, Limit, Name, Offset, PhoneText, not_null
 
 # ------------------------------------------------------------------ shapes
 
@@ -71,7 +71,7 @@ class _CardCreate(BaseModel):
 
     name: Name
     email: Email | None = None
-    owner_id: int | None = Field(None, description="Default: the creator's employee.")
+    owner_id: IdField | None = Field(None, description="Default: the creator's employee.")
     comment: Comment = ""
     phones: Phones = []
     call_id: CallId = None
@@ -84,7 +84,7 @@ class _CardUpdate(BaseModel):
 
     name: Name | None = None
     email: Email | None = None
-    owner_id: int | None = None
+    owner_id: IdField | None = None
     comment: Comment | None = None
     phones: Phones | None = None
 
@@ -103,13 +103,13 @@ class _CardOut(BaseModel):
 class ContactCreate(_CardCreate):
     company: Short | None = None
     position: Short | None = None
-    account_id: int | None = None
+    account_id: IdField | None = None
 
 
 class ContactUpdate(_CardUpdate):
     company: Short | None = None
     position: Short | None = None
-    account_id: int | None = None
+    account_id: IdField | None = None
 
     _not_null = field_validator(*_NOT_NULL)(not_null)
 
@@ -137,13 +137,13 @@ class AccountOut(_CardOut):
 class LeadCreate(_CardCreate):
     company: Short | None = None
     status: LeadStatus = "new"
-    contact_id: int | None = Field(None, description="The contact the lead was qualified into.")
+    contact_id: IdField | None = Field(None, description="The contact the lead was qualified into.")
 
 
 class LeadUpdate(_CardUpdate):
     company: Short | None = None
     status: LeadStatus | None = None
-    contact_id: int | None = None
+    contact_id: IdField | None = None
 
     _not_null = field_validator(*_NOT_NULL, "status")(not_null)
 
@@ -303,14 +303,14 @@ def card_routes(
     @router.get(
         "/{card_id}", response_model=out_model, responses=_RESPONSES, name=f"read_{kind.type}"
     )
-    async def read_card(card_id: int, session: SessionDep, user: Staff) -> Any:
+    async def read_card(card_id: IdPath, session: SessionDep, user: Staff) -> Any:
         return await view(session, await get_card(session, kind, card_id, user))
 
     @router.patch(
         "/{card_id}", response_model=out_model, responses=_RESPONSES, name=f"update_{kind.type}"
     )
     async def update_card(
-        card_id: int,
+        card_id: IdPath,
         form: update_body,  # type: ignore[valid-type]
         session: SessionDep,
         settings: SettingsDep,
@@ -338,7 +338,7 @@ def card_routes(
         responses=_RESPONSES,
         name=f"delete_{kind.type}",
     )
-    async def delete_card(card_id: int, session: SessionDep, user: Staff) -> Response:
+    async def delete_card(card_id: IdPath, session: SessionDep, user: Staff) -> Response:
         if not cards.sees_everything(user):
             raise HTTPException(status.HTTP_403_FORBIDDEN, "an operator deletes no cards")
         await cards.delete_card(session, kind, await get_card(session, kind, card_id, user))
@@ -347,7 +347,7 @@ def card_routes(
 
     @router.get("/{card_id}/calls", responses=_RESPONSES, name=f"{kind.type}_history")
     async def card_history(
-        card_id: int,
+        card_id: IdPath,
         session: SessionDep,
         user: Staff,
         status: CallStatus | None = None,
@@ -361,6 +361,7 @@ def card_routes(
             session,
             kind.type,
             card_id,
+            viewer=user,
             status=status,
             direction=direction,
             limit=limit,
@@ -378,7 +379,7 @@ leads = card_routes(LEAD, LeadCreate, LeadUpdate, LeadOut)
 class QualifyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    contact_id: int | None = Field(None, description="An existing contact; default: a new one.")
+    contact_id: IdField | None = Field(None, description="An existing contact; default: a new one.")
 
 
 @leads.router.post(
@@ -387,7 +388,7 @@ class QualifyIn(BaseModel):
     responses={**_RESPONSES, 409: {"description": "The lead is qualified already."}},
 )
 async def qualify_lead(
-    card_id: int,
+    card_id: IdPath,
     session: SessionDep,
     settings: SettingsDep,
     user: Staff,

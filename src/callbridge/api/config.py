@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import func, select
@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from ..pbx.config import InvalidConfig, apply_staged, stage_version, summary
 from ..store.models import ConfigVersion
 from .deps import Reader, SessionDep, Writer
+from .fields import IdPath, Limit, Offset
 
 router = APIRouter(prefix="/config", tags=["configuration"])
 
@@ -83,8 +84,8 @@ async def apply(session: SessionDep, user: Writer, run: Runner) -> Any:
 async def list_versions(
     session: SessionDep,
     _user: Reader,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Applied versions, newest first."""
     total = await session.scalar(select(func.count()).select_from(ConfigVersion)) or 0
@@ -99,7 +100,7 @@ async def list_versions(
     response_model=VersionOut,
     responses={404: {"description": "No such version."}, 422: {"description": "Cannot run."}},
 )
-async def reapply(version_id: int, session: SessionDep, user: Writer, run: Runner) -> Any:
+async def reapply(version_id: IdPath, session: SessionDep, user: Writer, run: Runner) -> Any:
     """Roll back: make version `version_id` the staged set and apply it as a
     new version. Staged edits not applied yet are discarded."""
     old = await session.get(ConfigVersion, version_id)

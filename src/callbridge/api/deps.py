@@ -41,13 +41,20 @@ def _unauthorized() -> HTTPException:
     )
 
 
-async def current_user(
-    session: SessionDep,
+def presented_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
+) -> str:
+    """The bearer token of the request (401 without one)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized()
-    user = await user_for_token(session, credentials.credentials)
+    return credentials.credentials
+
+
+TokenDep = Annotated[str, Depends(presented_token)]
+
+
+async def current_user(session: SessionDep, token: TokenDep) -> User:
+    user = await user_for_token(session, token)
     if user is None:
         raise _unauthorized()
     return user

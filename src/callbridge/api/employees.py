@@ -17,12 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..crm import employees as crm
 from ..crm.cards import sees_everything
-from ..store.accounts import hash_password
+from ..store.accounts import hash_password, revoke_tokens
 from ..store.models import CallDirection, CallStatus, Employee, InternalLine, Role, User
-from .calls import CallPage, Limit, Offset, history
+from .calls import CallPage, history
 from .deps import SessionDep, Staff, Writer
 from .errors import conflict, not_found_reference
-from .fields import Email, Name, PhoneText, not_null
+from .fields import Email, IdField, IdPath, Limit, Name, Offset, PhoneText, not_null
 from .internal_lines import Password
 
 router = APIRouter(prefix="/employees", tags=["employees"])
@@ -48,7 +48,7 @@ class EmployeeCreate(BaseModel):
     telephony_enabled: bool = True
     email: Email | None = None
     phone: PhoneText | None = None
-    internal_line_id: int | None = Field(
+    internal_line_id: IdField | None = Field(
         None, description="The employee's internal line; staged until POST /config/apply."
     )
 
@@ -65,7 +65,7 @@ class EmployeeUpdate(BaseModel):
     telephony_enabled: bool | None = None
     email: Email | None = None
     phone: PhoneText | None = None
-    internal_line_id: int | None = None
+    internal_line_id: IdField | None = None
 
     _not_null = field_validator("name", "login", "password", "role", "telephony_enabled")(not_null)
 
@@ -125,8 +125,8 @@ async def list_employees(
     _user: Staff,
     q: Annotated[str | None, Query(max_length=200, description="Part of name or login.")] = None,
     active: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> EmployeePage:
     query = select(Employee).outerjoin(User, User.employee_id == Employee.id)
     if q:
@@ -186,13 +186,13 @@ async def create_employee(
 
 
 @router.get("/{employee_id}", responses=_RESPONSES)
-async def read_employee(employee_id: int, session: SessionDep, _user: Staff) -> EmployeeOut:
+async def read_employee(employee_id: IdPath, session: SessionDep, _user: Staff) -> EmployeeOut:
     return await _view(session, await get_employee(session, employee_id))
 
 
 @router.patch("/{employee_id}", responses=_RESPONSES)
 async def update_employee(
-    employee_id: int,
+    employee_id: IdPath,
     body: EmployeeUpdate,
     request: Request,
     session: SessionDep,
@@ -220,10 +220,14 @@ async def update_employee(
     if login is not None:
         if "login" in changes:
             login.username = changes["login"]
-        if "role" in changes:
+        # A new password or role signs the login out everywhere: a token
+        # issued before must not keep the old rights, or outlive a leak.
+        if "role" in changes and changes["role"] != login.role:
             login.role = changes["role"]
+            await revoke_tokens(session, [login.id])
         if body.password is not None:
             login.password_hash = await hash_password(body.password.get_secret_value())
+            await revoke_tokens(session, [login.id])
     await _commit(session, changes.get("login"))
     await _changed(request)
     return await _view(session, employee)
@@ -231,7 +235,7 @@ async def update_employee(
 
 @router.delete("/{employee_id}", status_code=http_status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
 async def delete_employee(
-    employee_id: int, request: Request, session: SessionDep, user: Writer
+    employee_id: IdPath, request: Request, session: SessionDep, user: Writer
 ) -> Response:
     """The employee stays (inactive) for the history; their login, its tokens
     and their internal line go (the line is free after the next apply)."""
@@ -246,7 +250,7 @@ async def delete_employee(
 
 @router.get("/{employee_id}/calls", responses=_RESPONSES)
 async def employee_history(
-    employee_id: int,
+    employee_id: IdPath,
     session: SessionDep,
     user: Staff,
     status: CallStatus | None = None,
@@ -262,6 +266,7 @@ async def employee_history(
         session,
         "employee",
         employee_id,
+        viewer=user,
         status=status,
         direction=direction,
         limit=limit,

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy.exc import SQLAlchemyError
 
-from ..events import EventBus, Subscription
+from ..crm.cards import openable, sees_everything
+from ..events import Event, EventBus, Subscription
 from ..store import Database, User
-from ..store.accounts import user_for_token
+from ..store.accounts import SignedIn, revocations, signed_in
 
 router = APIRouter(tags=["events"])
 
@@ -24,6 +29,29 @@ BEHIND = 1013  # "try again later": the client fell too far behind
 # dropped, and a message larger than this closes it.
 MAX_CLIENT_MESSAGE = 4096
 SCOPES = ("own", "all")
+# An open socket checks its token this often (seconds); it looks the token
+# up in the store only in the seconds after this process revoked a token
+# (the revoking request may not have committed yet) and, for revocations
+# made elsewhere (another node, a script), every FULL_RECHECK seconds.
+TOKEN_CHECK_INTERVAL = 1.0
+RECHECK_AFTER_REVOCATION = 5.0
+FULL_RECHECK = 30.0
+
+
+@dataclass(slots=True)
+class TokenCheck:
+    """When a socket must look its token up again. Time is passed in."""
+
+    generation: int
+    looked_up_at: float
+    recheck_until: float = field(default=float("-inf"))
+
+    def due(self, generation: int, now: float) -> bool:
+        """Whether to look the token up now, given the revocation generation."""
+        if generation != self.generation:
+            self.generation = generation
+            self.recheck_until = now + RECHECK_AFTER_REVOCATION
+        return now < self.recheck_until or now - self.looked_up_at >= FULL_RECHECK
 
 
 def _token(websocket: WebSocket) -> str | None:
@@ -36,13 +64,39 @@ def _token(websocket: WebSocket) -> str | None:
     return websocket.query_params.get("token") or None
 
 
-async def _user(websocket: WebSocket) -> User | None:
-    token = _token(websocket)
+async def _signed_in(websocket: WebSocket, token: str | None) -> SignedIn | None:
     if token is None or len(token) > 512:
         return None
     database: Database = websocket.app.state.database
     async with database.session() as session:
-        return await user_for_token(session, token)
+        return await signed_in(session, token)
+
+
+async def _watch_token(websocket: WebSocket, token: str, found: SignedIn, scope: str) -> None:
+    """Return once the token no longer lets the socket's user see `scope`:
+    revoked (logout, a new password or role, the login deleted) or expired."""
+    loop = asyncio.get_running_loop()
+    check = TokenCheck(revocations(), loop.time())
+    expires_at = found.expires_at
+    while datetime.now(UTC) < expires_at:
+        await asyncio.sleep(TOKEN_CHECK_INTERVAL)
+        now = loop.time()
+        if not check.due(revocations(), now):
+            continue
+        check.looked_up_at = now
+        try:
+            current = await _signed_in(websocket, token)
+        except SQLAlchemyError:
+            # The store is away for a moment: every open socket must not
+            # drop at once for it. The next tick asks again.
+            continue
+        if current is None or not _may_see(current, scope):
+            return
+        expires_at = current.expires_at
+
+
+def _may_see(found: SignedIn, scope: str) -> bool:
+    return scope == "own" or found.user.role in ("admin", "supervisor")
 
 
 def _since(websocket: WebSocket) -> int | None:
@@ -61,10 +115,12 @@ async def events(websocket: WebSocket) -> None:
     Query: `token` (or the Authorization header), `since` (replay what came
     after that number), `scope=all` (admin and supervisor only)."""
     await websocket.accept()
-    user = await _user(websocket)
-    if user is None:
+    token = _token(websocket)
+    found = await _signed_in(websocket, token)
+    if token is None or found is None:
         await websocket.close(UNAUTHORIZED, "missing, invalid or expired token")
         return
+    user = found.user
     scope = websocket.query_params.get("scope") or "own"
     try:
         since = _since(websocket)
@@ -73,9 +129,24 @@ async def events(websocket: WebSocket) -> None:
     except ValueError as error:
         await websocket.close(INVALID, str(error))
         return
-    if scope == "all" and user.role not in ("admin", "supervisor"):
+    if not _may_see(found, scope):
         await websocket.close(FORBIDDEN, "scope=all is for admins and supervisors")
         return
+    watch = asyncio.create_task(_watch_token(websocket, token, found, scope))
+    serve = asyncio.create_task(_serve(websocket, user, scope, since))
+    try:
+        await asyncio.wait((watch, serve), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (serve, watch):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if watch.done() and not watch.cancelled() and watch.exception() is None:
+        with contextlib.suppress(RuntimeError):
+            await websocket.close(UNAUTHORIZED, "token revoked or expired")
+
+
+async def _serve(websocket: WebSocket, user: User, scope: str, since: int | None) -> None:
     if scope == "own" and user.employee_id is None:
         # A user who is no employee has no calls of their own: the socket
         # stays open and quiet, like anyone's between calls.
@@ -83,17 +154,17 @@ async def events(websocket: WebSocket) -> None:
         return
     bus: EventBus = websocket.app.state.events
     with bus.subscribe(None if scope == "all" else user.employee_id, since) as subscription:
-        await _stream(websocket, subscription)
+        await _stream(websocket, subscription, user)
 
 
-async def _stream(websocket: WebSocket, subscription: Subscription) -> None:
+async def _stream(websocket: WebSocket, subscription: Subscription, user: User) -> None:
     """Send the subscription's events until the client leaves or falls behind."""
     listening = asyncio.create_task(_until_disconnected(websocket, subscription))
     try:
         async for event in subscription:
             if listening.done():
                 return
-            await websocket.send_json(event.as_message())
+            await websocket.send_json(await _as_seen_by(websocket, user, event))
             if listening.done():
                 return
             # Let the listener see a departure between two busy sends.
@@ -106,6 +177,24 @@ async def _stream(websocket: WebSocket, subscription: Subscription) -> None:
         listening.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listening
+
+
+async def _as_seen_by(websocket: WebSocket, user: User, event: Event) -> dict[str, Any]:
+    """The event's message with the cards `user` may not open shown as in
+    the call records: their type only (one event goes to every employee of
+    the call, and cards have owners)."""
+    message = event.as_message()
+    matches = message.get("matches")
+    if not matches or sees_everything(user):
+        return message
+    database: Database = websocket.app.state.database
+    async with database.session() as session:
+        may_open = await openable(session, ((m["type"], m["id"]) for m in matches), user)
+    message["matches"] = [
+        m if (m["type"], m["id"]) in may_open else {"type": m["type"], "id": None, "name": None}
+        for m in matches
+    ]
+    return message
 
 
 async def _until_disconnected(

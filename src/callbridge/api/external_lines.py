@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, NoReturn
 
 import phonenumbers
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sqlalchemy import func, or_, select
@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from ..store.models import DEFAULT_REGION, ExternalLine, NormalizationRule, RoutingRule
 from .deps import Reader, SessionDep, Writer
 from .errors import conflict
+from .fields import IdPath, Limit, Offset
 
 router = APIRouter(prefix="/external-lines", tags=["external lines"])
 
@@ -291,8 +292,8 @@ async def list_lines(
     session: SessionDep,
     _user: Reader,
     registration: RegistrationState,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> ExternalLinePage:
     total = await session.scalar(select(func.count()).select_from(ExternalLine)) or 0
     rows = await session.scalars(
@@ -353,14 +354,14 @@ async def create_line(
 
 @router.get("/{line_id}", responses=_RESPONSES)
 async def read_line(
-    line_id: int, session: SessionDep, _user: Reader, registration: RegistrationState
+    line_id: IdPath, session: SessionDep, _user: Reader, registration: RegistrationState
 ) -> ExternalLineOut:
     return _out(await get_line(session, line_id), registration)
 
 
 @router.patch("/{line_id}", responses=_RESPONSES)
 async def update_line(
-    line_id: int,
+    line_id: IdPath,
     body: ExternalLineUpdate,
     session: SessionDep,
     _user: Writer,
@@ -387,7 +388,7 @@ async def update_line(
 
 
 @router.delete("/{line_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
-async def delete_line(line_id: int, session: SessionDep, _user: Writer) -> Response:
+async def delete_line(line_id: IdPath, session: SessionDep, _user: Writer) -> Response:
     line = await get_line(session, line_id)
     users = await _users_of(session, line.id)
     if users:

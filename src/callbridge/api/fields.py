@@ -1,13 +1,26 @@
-"""Field types the CRM's routers share: names, emails, phone numbers as
-typed, and the small shapes that point at another object."""
+"""Field types the routers share: ids and pages in paths and queries,
+names, emails, phone numbers as typed, and the small shapes that point at
+another object."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, Field
 
 from ..numbers import MIN_PHONE_DIGITS, looks_like_phone
+
+# Every id column is an INTEGER: a larger number names no row, and must not
+# reach PostgreSQL, which refuses it with an error (a 500, not a 4xx).
+MAX_ID = 2**31 - 1
+# Further than any table reaches, and within PostgreSQL's BIGINT.
+MAX_OFFSET = 2**31 - 1
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="An id (1 to 2^31-1).")]
+IdField = Annotated[int, Field(ge=1, le=MAX_ID, description="An id (1 to 2^31-1).")]
+IdQuery = Annotated[int, Query(ge=1, le=MAX_ID, description="An id (1 to 2^31-1).")]
+Limit = Annotated[int, Query(ge=1, le=500, description="At most this many items.")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip.")]
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 # Checked loosely on purpose: the address is for people to read and write to,

@@ -8,15 +8,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from ..crm.employees import reissue_line
 from ..pbx.registrar import Location
 from ..store import Employee, InternalLine
 from .deps import Reader, SessionDep, SettingsDep, Writer
 from .errors import FieldError, conflict, not_found_reference
+from .fields import IdField, IdPath, Limit, Offset
 
 router = APIRouter(prefix="/internal-lines", tags=["internal lines"])
 
@@ -56,7 +58,7 @@ class InternalLineCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     number: Number
-    employee_id: int | None = None
+    employee_id: IdField | None = None
     max_devices: MaxDevices = 1
     ring_timeout: RingTimeout = 30
     max_talk_duration: MaxTalk = 0
@@ -73,7 +75,7 @@ class InternalLineUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     number: Number | None = None
-    employee_id: int | None = None
+    employee_id: IdField | None = None
     max_devices: MaxDevices | None = None
     ring_timeout: RingTimeout | None = None
     max_talk_duration: MaxTalk | None = None
@@ -111,6 +113,10 @@ class InternalLineOut(BaseModel):
     max_talk_duration: int
     max_incoming_calls: int
     username: str
+    telephony_disabled: bool = Field(
+        description="Its employee was deleted: the line neither registers, calls nor rings "
+        "until a PATCH gives it another employee and a new password (then apply)."
+    )
     comment: str
     created_at: datetime
     updated_at: datetime
@@ -125,8 +131,8 @@ class InternalLinePage(BaseModel):
 async def list_lines(
     session: SessionDep,
     _user: Reader,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> InternalLinePage:
     total = await session.scalar(select(func.count()).select_from(InternalLine)) or 0
     rows = await session.scalars(
@@ -171,7 +177,7 @@ async def create_line(
 
 
 @router.get("/{line_id}", responses=_RESPONSES)
-async def read_line(line_id: int, session: SessionDep, _user: Reader) -> InternalLineOut:
+async def read_line(line_id: IdPath, session: SessionDep, _user: Reader) -> InternalLineOut:
     return InternalLineOut.model_validate(await _get(session, line_id))
 
 
@@ -190,7 +196,7 @@ class RegistrationList(BaseModel):
 
 @router.get("/{line_id}/registrations", responses=_RESPONSES)
 async def list_registrations(
-    line_id: int, request: Request, session: SessionDep, _user: Reader
+    line_id: IdPath, request: Request, session: SessionDep, _user: Reader
 ) -> RegistrationList:
     """The devices registered to the line now (none while SIP is not running)."""
     line = await _get(session, line_id)
@@ -219,7 +225,7 @@ def _flow_text(source: object) -> str | None:
 
 @router.patch("/{line_id}", responses=_RESPONSES)
 async def update_line(
-    line_id: int,
+    line_id: IdPath,
     body: InternalLineUpdate,
     session: SessionDep,
     settings: SettingsDep,
@@ -238,13 +244,14 @@ async def update_line(
         setattr(line, name, value)
     if body.password is not None:
         line.set_password(body.password.get_secret_value(), settings.sip_realm)
+    await reissue_line(session, line, new_password=body.password is not None)
     await _commit(session, number=changes.get("number"), username=changes.get("username"))
     await session.refresh(line)
     return InternalLineOut.model_validate(line)
 
 
 @router.delete("/{line_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
-async def delete_line(line_id: int, session: SessionDep, _user: Writer) -> Response:
+async def delete_line(line_id: IdPath, session: SessionDep, _user: Writer) -> Response:
     await session.delete(await _get(session, line_id))
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

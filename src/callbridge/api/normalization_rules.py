@@ -16,7 +16,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +25,7 @@ from ..store.models import ExternalLine, NormalizationRule
 from .deps import Reader, SessionDep, Writer
 from .errors import not_found_reference
 from .external_lines import invalid, not_null
+from .fields import IdField, IdPath, Limit, Offset
 
 router = APIRouter(prefix="/normalization-rules", tags=["normalization rules"])
 
@@ -71,7 +72,7 @@ class NormalizationRuleCreate(BaseModel):
     name: Name
     priority: Priority = 100
     direction: DirectionName
-    external_line_id: int | None = Field(None, description="null: every external line.")
+    external_line_id: IdField | None = Field(None, description="null: every external line.")
     fields: Fields
     method: MethodName
     match: Match | None = None
@@ -87,7 +88,7 @@ class NormalizationRuleUpdate(BaseModel):
     name: Name | None = None
     priority: Priority | None = None
     direction: DirectionName | None = None
-    external_line_id: int | None = None
+    external_line_id: IdField | None = None
     fields: Fields | None = None
     method: MethodName | None = None
     match: Match | None = None
@@ -122,8 +123,8 @@ async def list_rules(
     session: SessionDep,
     _user: Reader,
     direction: DirectionName | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> NormalizationRulePage:
     """In the order they are applied: by priority, then id (filtered by `direction`)."""
     count = select(func.count()).select_from(NormalizationRule)
@@ -174,13 +175,13 @@ async def create_rule(
 
 
 @router.get("/{rule_id}", responses=_RESPONSES)
-async def read_rule(rule_id: int, session: SessionDep, _user: Reader) -> NormalizationRuleOut:
+async def read_rule(rule_id: IdPath, session: SessionDep, _user: Reader) -> NormalizationRuleOut:
     return NormalizationRuleOut.model_validate(await _get(session, rule_id))
 
 
 @router.patch("/{rule_id}", responses=_RESPONSES)
 async def update_rule(
-    rule_id: int,
+    rule_id: IdPath,
     body: NormalizationRuleUpdate,
     session: SessionDep,
     _user: Writer,
@@ -206,7 +207,7 @@ async def update_rule(
 
 
 @router.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
-async def delete_rule(rule_id: int, session: SessionDep, _user: Writer) -> Response:
+async def delete_rule(rule_id: IdPath, session: SessionDep, _user: Writer) -> Response:
     await session.delete(await _get(session, rule_id))
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..crm import cards
 from ..crm.employees import names_of
 from ..store.models import Note, User, utcnow
-from .calls import CardRef, Limit, Offset, card_refs, get_call
+from .calls import CardRef, card_refs, get_call
 from .cards import PLURALS, get_card
 from .deps import SessionDep, Staff
-from .fields import EmployeeRef
+from .fields import EmployeeRef, IdPath, Limit, Offset
 
 router = APIRouter(tags=["notes"])
 
@@ -52,14 +52,14 @@ class NotePage(BaseModel):
     total: int
 
 
-async def _views(session: AsyncSession, notes: Sequence[Note]) -> list[NoteOut]:
+async def _views(session: AsyncSession, notes: Sequence[Note], viewer: User) -> list[NoteOut]:
     author_ids = {n.author_id for n in notes if n.author_id is not None}
     authors: dict[int, User] = {}
     if author_ids:
         users = await session.scalars(select(User).where(User.id.in_(author_ids)))
         authors = {user.id: user for user in users}
     employees = await names_of(session, (u.employee_id for u in authors.values() if u.employee_id))
-    linked = await card_refs(session, notes)
+    linked = await card_refs(session, notes, viewer)
     views = []
     for note, card in zip(notes, linked, strict=True):
         author = authors.get(note.author_id or 0)
@@ -82,7 +82,7 @@ async def _views(session: AsyncSession, notes: Sequence[Note]) -> list[NoteOut]:
 
 
 async def _page(
-    session: AsyncSession, condition: ColumnElement[bool], limit: int, offset: int
+    session: AsyncSession, condition: ColumnElement[bool], viewer: User, limit: int, offset: int
 ) -> NotePage:
     total = await session.scalar(select(func.count()).select_from(Note).where(condition)) or 0
     rows = await session.scalars(
@@ -92,13 +92,13 @@ async def _page(
         .limit(limit)
         .offset(offset)
     )
-    return NotePage(items=await _views(session, list(rows)), total=total)
+    return NotePage(items=await _views(session, list(rows), viewer), total=total)
 
 
-async def _write(session: AsyncSession, note: Note) -> NoteOut:
+async def _write(session: AsyncSession, note: Note, viewer: User) -> NoteOut:
     session.add(note)
     await session.commit()
-    return (await _views(session, [note]))[0]
+    return (await _views(session, [note], viewer))[0]
 
 
 _CALL_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -112,7 +112,7 @@ async def call_notes(
     call_id: str, session: SessionDep, user: Staff, limit: Limit = 50, offset: Offset = 0
 ) -> NotePage:
     await get_call(session, call_id, user)
-    return await _page(session, Note.call_id == call_id, limit, offset)
+    return await _page(session, Note.call_id == call_id, user, limit, offset)
 
 
 @router.post(
@@ -121,7 +121,7 @@ async def call_notes(
 async def write_call_note(call_id: str, body: NoteIn, session: SessionDep, user: Staff) -> NoteOut:
     call = await get_call(session, call_id, user)
     note = Note(text=body.text, author_id=user.id, call_id=call.id, **cards.card_of_call(call))
-    return await _write(session, note)
+    return await _write(session, note, user)
 
 
 def _card_note_routes(kind: cards.CardKind) -> None:
@@ -132,10 +132,10 @@ def _card_note_routes(kind: cards.CardKind) -> None:
 
     @router.get(path, responses=responses, name=f"{kind.type}_notes")
     async def card_notes(
-        card_id: int, session: SessionDep, user: Staff, limit: Limit = 50, offset: Offset = 0
+        card_id: IdPath, session: SessionDep, user: Staff, limit: Limit = 50, offset: Offset = 0
     ) -> NotePage:
         await get_card(session, kind, card_id, user)
-        return await _page(session, kind.note_column() == card_id, limit, offset)
+        return await _page(session, kind.note_column() == card_id, user, limit, offset)
 
     @router.post(
         path,
@@ -144,10 +144,11 @@ def _card_note_routes(kind: cards.CardKind) -> None:
         name=f"write_{kind.type}_note",
     )
     async def write_card_note(
-        card_id: int, body: NoteIn, session: SessionDep, user: Staff
+        card_id: IdPath, body: NoteIn, session: SessionDep, user: Staff
     ) -> NoteOut:
         await get_card(session, kind, card_id, user)
-        return await _write(session, Note(text=body.text, author_id=user.id, **{kind.key: card_id}))
+        note = Note(text=body.text, author_id=user.id, **{kind.key: card_id})
+        return await _write(session, note, user)
 
 
 for _kind in cards.KINDS.values():
@@ -170,17 +171,17 @@ async def _own_note(session: AsyncSession, note_id: int, user: User) -> Note:
 
 
 @router.patch("/notes/{note_id}", responses=_NOTE_RESPONSES)
-async def update_note(note_id: int, body: NoteIn, session: SessionDep, user: Staff) -> NoteOut:
+async def update_note(note_id: IdPath, body: NoteIn, session: SessionDep, user: Staff) -> NoteOut:
     note = await _own_note(session, note_id, user)
     note.text = body.text
     note.updated_at = utcnow()
-    return await _write(session, note)
+    return await _write(session, note, user)
 
 
 @router.delete(
     "/notes/{note_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_NOTE_RESPONSES
 )
-async def delete_note(note_id: int, session: SessionDep, user: Staff) -> Response:
+async def delete_note(note_id: IdPath, session: SessionDep, user: Staff) -> Response:
     await session.delete(await _own_note(session, note_id, user))
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -33,6 +33,7 @@ from ..store.models import ExternalLine, RoutingRule
 from .deps import Reader, SessionDep, Writer
 from .errors import not_found_reference
 from .external_lines import invalid, not_null
+from .fields import MAX_ID, IdField, IdPath, Limit, Offset
 
 router = APIRouter(prefix="/routing-rules", tags=["routing rules"])
 
@@ -107,8 +108,12 @@ class Action(BaseModel):
             if isinstance(value, bool) or not (text.isascii() and text.isdigit()):
                 raise ValueError("an internal line's number is digits only")
             return text
-        if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or int(text) < 1:
-            raise ValueError("an external line's id is a whole number")
+        if (
+            isinstance(value, bool)
+            or not (text.isascii() and text.isdigit())
+            or not 1 <= int(text) <= MAX_ID
+        ):
+            raise ValueError(f"an external line's id is a whole number from 1 to {MAX_ID}")
         return int(text)
 
 
@@ -125,7 +130,7 @@ class RoutingRuleCreate(BaseModel):
 
     name: Name
     direction: DirectionName
-    external_line_id: int | None = Field(None, description="null: calls on any external line.")
+    external_line_id: IdField | None = Field(None, description="null: calls on any external line.")
     priority: Priority = 100
     action: Action
     source_mask: Mask = "*"
@@ -140,7 +145,7 @@ class RoutingRuleUpdate(BaseModel):
 
     name: Name | None = None
     direction: DirectionName | None = None
-    external_line_id: int | None = None
+    external_line_id: IdField | None = None
     priority: Priority | None = None
     action: Action | None = None
     source_mask: Mask | None = None
@@ -197,8 +202,8 @@ async def list_rules(
     session: SessionDep,
     _user: Reader,
     direction: DirectionName | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> RoutingRulePage:
     """In the order they are tried: by priority, then id (filtered by `direction`)."""
     count = select(func.count()).select_from(RoutingRule)
@@ -246,13 +251,13 @@ async def create_rule(
 
 
 @router.get("/{rule_id}", responses=_RESPONSES)
-async def read_rule(rule_id: int, session: SessionDep, _user: Reader) -> RoutingRuleOut:
+async def read_rule(rule_id: IdPath, session: SessionDep, _user: Reader) -> RoutingRuleOut:
     return _out(await _get(session, rule_id))
 
 
 @router.patch("/{rule_id}", responses=_RESPONSES)
 async def update_rule(
-    rule_id: int,
+    rule_id: IdPath,
     body: RoutingRuleUpdate,
     session: SessionDep,
     _user: Writer,
@@ -281,7 +286,7 @@ async def update_rule(
 
 
 @router.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
-async def delete_rule(rule_id: int, session: SessionDep, _user: Writer) -> Response:
+async def delete_rule(rule_id: IdPath, session: SessionDep, _user: Writer) -> Response:
     rule = await _get(session, rule_id)
     if rule.is_default:
         raise HTTPException(

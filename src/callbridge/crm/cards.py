@@ -87,6 +87,28 @@ def call_visible(user: User) -> ColumnElement[bool]:
     return or_(*conditions) if conditions else false()
 
 
+async def openable(
+    session: AsyncSession, wanted: Iterable[tuple[str, int]], user: User
+) -> set[tuple[str, int]]:
+    """Of the cards `wanted` (type, id), those `user` may open; one query
+    per kind. What else is shown of one they may not: its type only."""
+    wanted = set(wanted)
+    if sees_everything(user):
+        return wanted
+    by_type: dict[str, set[int]] = defaultdict(set)
+    for type_, card_id in wanted:
+        if type_ in KINDS:
+            by_type[type_].add(card_id)
+    found: set[tuple[str, int]] = set()
+    for type_, ids in by_type.items():
+        kind = KINDS[type_]
+        rows = await session.scalars(
+            select(kind.model.id).where(kind.model.id.in_(ids), card_visible(kind, user))
+        )
+        found.update((type_, card_id) for card_id in rows)
+    return found
+
+
 async def visible_card(
     session: AsyncSession, kind: CardKind, card_id: int, user: User
 ) -> Card | None:

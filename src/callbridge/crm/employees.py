@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..store.models import ApiToken, Employee, InternalLine, User
+from ..store.accounts import revoke_tokens
+from ..store.models import Employee, InternalLine, User
 
 
 class LineTaken(Exception):
@@ -72,9 +73,28 @@ async def assign_line(session: AsyncSession, employee: Employee, line_id: int | 
 
 async def retire(session: AsyncSession, employee: Employee) -> None:
     """Delete what lets the employee act (their login and its tokens, their
-    line), keeping the employee row: call records and cards still name them."""
+    line), keeping the employee row: call records and cards still name them.
+    Their line's telephony is switched off until it is given to someone
+    else with a new password (`reissue_line`): the leaver's phone knows the
+    old one."""
     user_ids = select(User.id).where(User.employee_id == employee.id).scalar_subquery()
-    await session.execute(delete(ApiToken).where(ApiToken.user_id.in_(user_ids)))
+    await revoke_tokens(session, user_ids)
     await session.execute(delete(User).where(User.employee_id == employee.id))
+    await session.execute(
+        update(InternalLine)
+        .where(InternalLine.employee_id == employee.id)
+        .values(telephony_disabled=True)
+    )
     await assign_line(session, employee, None)
     employee.active = False
+
+
+async def reissue_line(session: AsyncSession, line: InternalLine, *, new_password: bool) -> None:
+    """Switch a leaver's line back on once it has a new password and an
+    active employee (staged, like the password: calls see it after the
+    next apply)."""
+    if not (line.telephony_disabled and new_password and line.employee_id is not None):
+        return
+    employee = await session.get(Employee, line.employee_id)
+    if employee is not None and employee.active:
+        line.telephony_disabled = False

@@ -413,7 +413,7 @@ class B2bua:
             # No number of ours or a provider's can be this: letters, a
             # control character, or more digits than any number has.
             return self._refuse(request, plan, 404, "Not Found", "failed", "invalid number")
-        if not self.employees.may_use_telephony(caller.employee_id):
+        if caller.disabled or not self.employees.may_use_telephony(caller.employee_id):
             return self._refuse(
                 request, plan, 403, "Telephony disabled", "rejected", "telephony disabled"
             )
@@ -589,7 +589,7 @@ class B2bua:
             )
         callee = plan.callee_line
         if callee is not None:
-            if not self.employees.may_use_telephony(callee.employee_id):
+            if callee.disabled or not self.employees.may_use_telephony(callee.employee_id):
                 return self._refuse(
                     request,
                     plan,

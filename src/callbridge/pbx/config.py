@@ -1,7 +1,8 @@
 """Apply: the staged configuration (what the API edits: internal lines,
 external lines, routing and normalization rules) checked as a whole and
 stored as a numbered version; the running PBX takes a version as one
-immutable snapshot. Any version can be applied again (rollback).
+immutable snapshot. Any version can be applied again (rollback). Versions
+keep no credentials: a version runs with the current ones.
 
 Nothing here touches SIP: `RunningConfig` is what the SIP side swaps in.
 """
@@ -37,8 +38,19 @@ _TABLES: tuple[tuple[str, type[Any]], ...] = (
 )
 # Bookkeeping columns a version does not carry.
 _NOT_CONFIG = frozenset({"created_at", "updated_at"})
+# Live state no version carries, so that a rollback can neither bring back
+# a rotated password nor re-enable a leaver's line, and the versions table
+# holds no secret: the credentials, and the leaver switch. Running a version
+# takes their current values from the staged tables; a row deleted since
+# the version gets the blank values here (no password: nothing signs in).
+LIVE_COLUMNS: dict[str, dict[str, Any]] = {
+    "internal_lines": {"ha1_md5": "", "ha1_sha256": "", "telephony_disabled": False},
+    "external_lines": {"password": ""},
+}
 
 Snapshot = dict[str, list[dict[str, Any]]]
+# Per table, per row id: the live columns' current values.
+LiveState = dict[str, dict[int, dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +96,42 @@ def _row(row: Any) -> dict[str, Any]:
     }
 
 
-def _rows(snapshot: Snapshot, name: str) -> list[Any]:
-    """Transient model objects of one table of a snapshot."""
+def _rows(snapshot: Snapshot, name: str, live: LiveState | None = None) -> list[Any]:
+    """Transient model objects of one table of a snapshot, with the live
+    columns' current values when `live` is given (a row deleted since has
+    none: no password, so nothing authenticates as it)."""
     model = dict(_TABLES)[name]
-    return [model(**data) for data in snapshot.get(name, [])]
+    blank = LIVE_COLUMNS.get(name, {})
+    rows = []
+    for data in snapshot.get(name, []):
+        fields = {k: v for k, v in data.items() if k not in blank}
+        if live is not None:
+            fields |= live.get(name, {}).get(data["id"], blank)
+        rows.append(model(**fields))
+    return rows
+
+
+def without_live_state(snapshot: Snapshot) -> Snapshot:
+    """`snapshot` as a version keeps it: without credentials or the leaver switch."""
+    return {
+        name: [
+            {k: v for k, v in row.items() if k not in LIVE_COLUMNS.get(name, {})} for row in rows
+        ]
+        for name, rows in snapshot.items()
+    }
+
+
+async def read_live_state(session: AsyncSession) -> LiveState:
+    """The live columns' current values, from the staged tables."""
+    state: LiveState = {}
+    for name, columns in LIVE_COLUMNS.items():
+        model = dict(_TABLES)[name]
+        selected = [model.id, *(getattr(model, column) for column in columns)]
+        state[name] = {
+            row[0]: dict(zip(columns, row[1:], strict=True))
+            for row in await session.execute(select(*selected))
+        }
+    return state
 
 
 def validate(snapshot: Snapshot) -> list[Problem]:
@@ -147,7 +191,7 @@ async def apply_staged(
     problems = validate(snapshot)
     if problems:
         raise InvalidConfig(problems)
-    version = ConfigVersion(applied_by=by, source=source, snapshot=snapshot)
+    version = ConfigVersion(applied_by=by, source=source, snapshot=without_live_state(snapshot))
     session.add(version)
     await session.commit()
     return version
@@ -170,13 +214,14 @@ async def latest(session: AsyncSession) -> ConfigVersion | None:
     return await session.scalar(select(ConfigVersion).order_by(ConfigVersion.id.desc()).limit(1))
 
 
-async def running_config(version: ConfigVersion) -> RunningConfig:
-    """What the SIP side runs for `version` (external servers resolved)."""
+async def running_config(version: ConfigVersion, live: LiveState) -> RunningConfig:
+    """What the SIP side runs for `version` with the current credentials
+    and leaver switches `live` (external servers resolved)."""
     snapshot = version.snapshot
-    trunks = await trunks_of(_rows(snapshot, "external_lines"))
+    trunks = await trunks_of(_rows(snapshot, "external_lines", live))
     return RunningConfig(
         version=version.id,
-        lines=lines_of(_rows(snapshot, "internal_lines")),
+        lines=lines_of(_rows(snapshot, "internal_lines", live)),
         trunks=tuple(trunks),
         dialplan=dialplan_of(
             trunks, snapshot.get("routing_rules", []), snapshot.get("normalization_rules", [])

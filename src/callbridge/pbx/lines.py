@@ -5,8 +5,11 @@ changes (calls in progress keep the snapshot they started with)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..store.models import InternalLine
 
@@ -28,6 +31,8 @@ class Line:
     max_incoming_calls: int = 1
     employee_id: int | None = None
     id: int | None = None  # the line's row in the store
+    # Its employee left: it neither registers, calls nor rings.
+    disabled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,17 @@ class Lines:
             MappingProxyType({line.number: line for line in listed}),
         )
 
+    def disabling(self, line_ids: Iterable[int]) -> Lines:
+        """This snapshot with the lines `line_ids` disabled (a leaver's,
+        effective at once rather than at the next apply)."""
+        ids = set(line_ids)
+        if not any(line.id in ids and not line.disabled for line in self.by_username.values()):
+            return self
+        return Lines.of(
+            replace(line, disabled=True) if line.id in ids else line
+            for line in self.by_username.values()
+        )
+
     def ha1_of(self, username: str, algorithm: str) -> str | None:
         line = self.by_username.get(username)
         return None if line is None else line.ha1.get(algorithm)
@@ -59,13 +75,29 @@ def lines_of(rows: Iterable[InternalLine]) -> Lines:
         Line(
             number=row.number,
             username=row.username,
-            ha1=MappingProxyType({"MD5": row.ha1_md5, "SHA-256": row.ha1_sha256}),
+            # An empty HA1 is no password, not a password anyone can compute.
+            ha1=MappingProxyType(
+                {
+                    algorithm: ha1
+                    for algorithm, ha1 in (("MD5", row.ha1_md5), ("SHA-256", row.ha1_sha256))
+                    if ha1
+                }
+            ),
             max_devices=row.max_devices,
             ring_timeout=row.ring_timeout,
             max_talk_duration=row.max_talk_duration,
             max_incoming_calls=row.max_incoming_calls,
             employee_id=row.employee_id,
             id=row.id,
+            disabled=bool(row.telephony_disabled),
         )
         for row in rows
     )
+
+
+async def disabled_line_ids(session: AsyncSession) -> frozenset[int]:
+    """The internal lines whose employee left, as the store has them now."""
+    rows = await session.scalars(
+        select(InternalLine.id).where(InternalLine.telephony_disabled.is_(True))
+    )
+    return frozenset(rows)

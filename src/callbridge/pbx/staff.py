@@ -51,6 +51,11 @@ class Employees:
 
 
 async def load_employees(session: AsyncSession) -> Employees:
-    """The snapshot of every employee in the store."""
-    rows = await session.execute(select(Employee.id, Employee.name, Employee.telephony_enabled))
-    return Employees.of(Staff(id, name, bool(enabled)) for id, name, enabled in rows)
+    """The snapshot of every employee in the store; a deleted one (kept
+    inactive for the history) may not use telephony."""
+    rows = await session.execute(
+        select(Employee.id, Employee.name, Employee.telephony_enabled, Employee.active)
+    )
+    return Employees.of(
+        Staff(id, name, bool(enabled) and bool(active)) for id, name, enabled, active in rows
+    )

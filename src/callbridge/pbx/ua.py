@@ -105,6 +105,9 @@ class UserAgent:
         if not isinstance(outcome, Authenticated):
             return outcome
         line = lines.by_username[outcome.username]
+        if line.disabled:
+            # Only to whoever knows the password: a leaver's phone.
+            return self._reply(request, 403, "Line Disabled", to_tag=tag)
         aor = request.to.uri
         user = getattr(aor, "user_unescaped", None)
         if user not in (line.number, line.username):

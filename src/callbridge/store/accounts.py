@@ -1,5 +1,5 @@
-"""API users: argon2 password hashes, bearer tokens stored as their SHA-256,
-and the first admin account."""
+"""API users: argon2 password hashes, bearer tokens stored as their SHA-256
+(issued, looked up and revoked), and the first admin account."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import hashlib
 import os
 import secrets
 import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import ScalarSelect, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import ApiToken, Role, User, utcnow
@@ -102,13 +104,62 @@ async def issue_token(session: AsyncSession, user: User, ttl: float) -> IssuedTo
 
 async def user_for_token(session: AsyncSession, token: str) -> User | None:
     """The active user a valid, unexpired token belongs to."""
-    row = await session.execute(
-        select(User)
-        .join(ApiToken, ApiToken.user_id == User.id)
-        .where(ApiToken.token_hash == token_hash(token), ApiToken.expires_at > utcnow())
-    )
-    user = row.scalar_one_or_none()
-    return user if user is not None and user.active else None
+    found = await signed_in(session, token)
+    return None if found is None else found.user
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """Who a token signs in, and until when."""
+
+    user: User
+    expires_at: datetime
+
+
+async def signed_in(session: AsyncSession, token: str) -> SignedIn | None:
+    """The active user of a valid, unexpired token and the token's expiry."""
+    row = (
+        await session.execute(
+            select(User, ApiToken.expires_at)
+            .join(ApiToken, ApiToken.user_id == User.id)
+            .where(ApiToken.token_hash == token_hash(token), ApiToken.expires_at > utcnow())
+        )
+    ).one_or_none()
+    if row is None or not row[0].active:
+        return None
+    return SignedIn(row[0], row[1])
+
+
+# Bumped whenever tokens are revoked here, so that a long-lived holder of a
+# token (an event socket) knows when to look it up again without asking the
+# store every second. Revocations by another process are not counted: such
+# holders also look their token up again every so often regardless.
+_revocations = 0
+
+
+def revocations() -> int:
+    """How many revocations this process has made (a generation number)."""
+    return _revocations
+
+
+def _revoked() -> None:
+    global _revocations
+    _revocations += 1
+
+
+async def revoke_token(session: AsyncSession, token: str) -> None:
+    """Sign out: the token stops working at once (commits)."""
+    await session.execute(delete(ApiToken).where(ApiToken.token_hash == token_hash(token)))
+    await session.commit()
+    _revoked()
+
+
+async def revoke_tokens(session: AsyncSession, user_ids: Iterable[int] | ScalarSelect[Any]) -> None:
+    """Revoke every token of the users `user_ids` (ids, or a subquery of
+    them): after a password or role change, or when the login goes. The
+    caller commits; until then the tokens still work."""
+    await session.execute(delete(ApiToken).where(ApiToken.user_id.in_(user_ids)))
+    _revoked()
 
 
 async def create_user(

@@ -111,8 +111,14 @@ class InternalLine(Base):
     max_talk_duration: Mapped[int] = mapped_column(Integer, default=0)
     max_incoming_calls: Mapped[int] = mapped_column(Integer, default=1)
     username: Mapped[str] = mapped_column(String(64), unique=True)
-    ha1_md5: Mapped[str] = mapped_column(String(32))
-    ha1_sha256: Mapped[str] = mapped_column(String(64))
+    # Empty: no password (a line a rollback brought back after it was
+    # deleted): nothing authenticates as it until one is set.
+    ha1_md5: Mapped[str] = mapped_column(String(32), default="")
+    ha1_sha256: Mapped[str] = mapped_column(String(64), default="")
+    # Set when the line's employee is deleted: the line neither registers,
+    # calls nor rings until an edit gives it to another employee together
+    # with a new password. Live state, like the HA1s: no version carries it.
+    telephony_disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
@@ -361,7 +367,8 @@ class NormalizationRule(Base):
 class ConfigVersion(Base):
     """One applied configuration: the whole set of internal lines, external
     lines, routing and normalization rules as it was swapped in, so any
-    version can be applied again (rollback)."""
+    version can be applied again (rollback). It holds no credentials (SIP
+    HA1s, provider passwords): those are always the current ones."""
 
     __tablename__ = "config_versions"
 
