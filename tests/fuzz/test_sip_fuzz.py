@@ -204,3 +204,42 @@ def test_mutated_messages_neither_crash_nor_stall_the_server(
     assert not found, f"seed {seed}: {len(found)} findings in the log, first:\n" + "\n\n".join(
         found[:3]
     )
+
+
+# --- What the fuzzer found, replayed one by one ------------------------------
+
+_NO_VIA_REQUEST = (
+    "OPTIONS sip:{server} SIP/2.0\r\n"
+    "Via:{via}\r\n"
+    "Max-Forwards: 70\r\n"
+    "From: <sip:probe@127.0.0.2>;tag=nv1\r\n"
+    "To: <sip:{server}>\r\n"
+    "Call-ID: no-via-{unique}@127.0.0.2\r\n"
+    "CSeq: 1 OPTIONS\r\n"
+    "Content-Length: 0\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("via", ["", " ", ",", " , ,\t"])
+def test_a_via_field_holding_no_via_is_refused_without_a_traceback(
+    fuzzed_server: Server, transport: str, via: str, tmp_path: Path
+) -> None:
+    """Found by the fuzzer (a truncated RFC 4475 `unksm2`): a Via field with
+    nothing in it passed the parser, and the transport's stamp of `received`
+    then raised from the protocol callback."""
+    server = fuzzed_server
+    before = len(server.log())
+    message = _NO_VIA_REQUEST.format(
+        server=f"{server.host}:{server.port}", via=via, unique=time.monotonic_ns()
+    ).encode()
+    case = Case(message, "empty-via", ())
+    if transport == "udp":
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((PROVIDER, 0))
+            _send_udp(udp, server, [case])
+    else:
+        _send_tcp(server, [case])
+    assert_answers(server, transport, [case], tmp_path / "case.txt")
+    found = findings(server.log()[before:])
+    assert not found, "\n\n".join(found)

@@ -306,6 +306,16 @@ def test_missing_mandatory_header_is_refused(name: str) -> None:
     assert (error.status, error.reason) == (400, f"Missing {name}")
 
 
+@pytest.mark.parametrize("value", ["", " ", ",", " , ,\t"])
+def test_via_field_holding_no_via_is_refused(value: str) -> None:
+    lines = [
+        f"Via:{value}" if line.startswith("Via:") else line for line in INVITE_HEAD.split("\r\n")
+    ]
+    data = "\r\n".join(lines).encode() + b"Content-Length: 0\r\n\r\n"
+    error = refused(data)
+    assert (error.status, error.reason) == (400, "Missing Via")
+
+
 @pytest.mark.parametrize(
     "line", ["Call-ID: other", "CSeq: 2 INVITE", "To: <sip:x@y.com>", "Max-Forwards: 9"]
 )
