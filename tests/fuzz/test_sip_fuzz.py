@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from ..integration.conftest import Server, start_server, stop_server
-from .corpus import corpus
+from .corpus import corpus, own_messages
 from .findings import findings
 from .mutator import Case, cases
 
@@ -241,5 +241,40 @@ def test_a_via_field_holding_no_via_is_refused_without_a_traceback(
     else:
         _send_tcp(server, [case])
     assert_answers(server, transport, [case], tmp_path / "case.txt")
+    found = findings(server.log()[before:])
+    assert not found, "\n\n".join(found)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("method", ["options", "invite", "register"])
+@pytest.mark.parametrize(
+    "header", ['Require: a, "b', "Proxy-Require: timer, <x", "Require: a>, <b"]
+)
+def test_a_malformed_header_read_after_parsing_gets_400(
+    fuzzed_server: Server, transport: str, method: str, header: str
+) -> None:
+    """Found by the fuzzer (RFC 4475 `bext01` with a `<` inserted): the
+    parser leaves Require to the layer that reads it, whose ParseError then
+    escaped the handler with a traceback and left the request unanswered."""
+    server = fuzzed_server
+    before = len(server.log())
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.settimeout(PROBE_TIMEOUT)
+        sock.bind((PROVIDER, 0))
+        seeds = own_messages(
+            f"{server.host}:{server.port}", PROVIDER, sock.getsockname()[1], transport
+        )
+        head, body = seeds[method].split(b"\r\n\r\n", 1)
+        message = head + b"\r\n" + header.encode() + b"\r\n\r\n" + body
+        # A new transaction each time, not a retransmission of the last one.
+        unique = str(time.monotonic_ns()).encode()
+        message = message.replace(b"z9hG4bK", b"z9hG4bK" + unique).replace(
+            b"Call-ID: ", b"Call-ID: " + unique
+        )
+        sock.connect((server.host, server.port))
+        sock.sendall(message)
+        answer = sock.recv(65_535)
+    assert answer.startswith(b"SIP/2.0 400 "), answer
     found = findings(server.log()[before:])
     assert not found, "\n\n".join(found)
