@@ -18,7 +18,7 @@ _FINDING = re.compile(
 )
 
 
-def findings(log: str, *, context: int = 12) -> list[str]:
+def findings(log: str, *, context: int = 30) -> list[str]:
     """Each finding in `log` with the lines that follow it (its traceback)."""
     lines = log.splitlines()
     out = []
