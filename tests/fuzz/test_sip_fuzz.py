@@ -282,3 +282,57 @@ def test_a_malformed_header_read_after_parsing_gets_400(
     assert answer.startswith(b"SIP/2.0 400 "), answer
     found = findings(server.log()[before:])
     assert not found, "\n\n".join(found)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("Via", 'SIP/2.0/{transport} 127.0.0.2;branch=z9hG4bK"{unique}'),
+        ("Via", 'SIP/2.0/{transport} 127.0.0.2;branch=\xff"z9hG4bK{unique}'),
+        ("From", '<sip:caller@127.0.0.2>;tag=a"b'),
+        ("To", '<sip:{server}>;x=y"'),
+    ],
+)
+def test_a_stray_quote_in_a_last_parameter_is_refused_without_a_traceback(
+    fuzzed_server: Server, transport: str, header: str, value: str
+) -> None:
+    """Found by the fuzzer (RFC 4475 `zeromf` with bytes inserted): a quote
+    inside the only or last parameter's value passed the parser; the
+    `received` the transport adds to the Via then made it open a quoted
+    string, and reading the Via again raised in the handler."""
+    server = fuzzed_server
+    before = len(server.log())
+    unique = str(time.monotonic_ns())
+    fields = {
+        "Via": f"SIP/2.0/{transport.upper()} 127.0.0.2;rport;branch=z9hG4bK{unique}",
+        "From": "<sip:caller@127.0.0.2>;tag=f1",
+        "To": f"<sip:{server.host}:{server.port}>",
+    }
+    fields[header] = value.format(
+        transport=transport.upper(), unique=unique, server=f"{server.host}:{server.port}"
+    )
+    message = (
+        f"OPTIONS sip:{server.host}:{server.port} SIP/2.0\r\n"
+        + "".join(f"{name}: {text}\r\n" for name, text in fields.items())
+        + f"Call-ID: quote-{unique}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode("utf-8", "surrogateescape")
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.settimeout(1.0)
+        sock.bind((PROVIDER, 0))
+        sock.connect((server.host, server.port))
+        sock.sendall(message)
+        try:
+            answer = sock.recv(65_535)
+        except TimeoutError:
+            answer = b""
+    # With the Via unreadable there is nowhere to answer: dropped and counted.
+    if header == "Via":
+        assert answer == b"", answer
+    else:
+        assert answer.startswith(b"SIP/2.0 400 "), answer
+    assert_answers(server, transport, [Case(message, "stray-quote", ())], Path("/dev/null"))
+    found = findings(server.log()[before:])
+    assert not found, "\n\n".join(found)

@@ -317,6 +317,19 @@ def test_via_field_holding_no_via_is_refused(value: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"branch=z9hG4bK776asdhds", b'branch=z9hG4bK"776asdhds'),
+        (b"tag=1928301774", b'tag=19283"01774'),
+        (b"<sip:bob@biloxi.example.com>", b'<sip:bob@biloxi.example.com>;x=y"'),
+    ],
+)
+def test_stray_quote_in_a_last_parameter_value_is_refused(old: bytes, new: bytes) -> None:
+    # Written back with another parameter after it, it would open a quoted string.
+    assert "Malformed parameter" in refused(invite().replace(old, new, 1)).reason
+
+
+@pytest.mark.parametrize(
     "line", ["Call-ID: other", "CSeq: 2 INVITE", "To: <sip:x@y.com>", "Max-Forwards: 9"]
 )
 def test_second_single_value_header_is_refused(line: str) -> None:
