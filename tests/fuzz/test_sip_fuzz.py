@@ -160,7 +160,12 @@ def _sync(sock: socket.socket, server: Server) -> None:
         while call_id not in sock.recv(65_535):
             pass
     except TimeoutError:
-        pass  # the batch's probe will tell whether the server still answers
+        # Every later case would wait as long: stop here and say why.
+        pytest.fail(
+            f"no answer to the fuzzer's own OPTIONS within {PROBE_TIMEOUT} s (seed {SEED}): "
+            f"the server stalls, or its flood guard now blocks {PROVIDER} (loosen it "
+            "in the fixture, or the fuzzer tests nothing behind the guard)"
+        )
 
 
 def _send_tcp(server: Server, batch: list[Case]) -> None:
