@@ -16,17 +16,24 @@ _FINDING = re.compile(
     r"|exception was never retrieved",
     re.MULTILINE,
 )
+_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\dT")
 
 
-def findings(log: str, *, context: int = 30) -> list[str]:
-    """Each finding in `log` with the lines that follow it (its traceback)."""
+def findings(log: str) -> list[str]:
+    """Each finding in `log` with what follows it up to the next log record
+    (its whole traceback, however deep)."""
     lines = log.splitlines()
     out = []
-    shown_to = 0  # a traceback under an ERROR line is part of that finding
-    for index, line in enumerate(lines):
-        if index >= shown_to and _FINDING.search(line):
-            out.append("\n".join(lines[index : index + context]))
-            shown_to = index + context
+    index = 0
+    while index < len(lines):
+        if not _FINDING.search(lines[index]):
+            index += 1
+            continue
+        end = index + 1
+        while end < len(lines) and not _RECORD_START.match(lines[end]):
+            end += 1
+        out.append("\n".join(lines[index:end]))
+        index = end
     return out
 
 
