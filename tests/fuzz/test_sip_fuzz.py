@@ -28,7 +28,7 @@ from .mutator import Case, cases
 pytestmark = pytest.mark.integration
 
 SEED = int(os.environ.get("FUZZ_SEED", "4475"))
-CASES = int(os.environ.get("FUZZ_SIP_CASES", "5000"))
+CASES = int(os.environ.get("FUZZ_SIP_CASES", "20000"))
 BATCH = 50
 PROBE_TIMEOUT = 5.0
 PROVIDER = "127.0.0.2"
