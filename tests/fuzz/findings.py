@@ -55,3 +55,8 @@ def known(finding: str) -> str | None:
         if pattern.search(finding):
             return reason
     return None
+
+
+def new_findings(log: str) -> list[str]:
+    """The findings of `log` that no other change is known to fix."""
+    return [finding for finding in findings(log) if known(finding) is None]
