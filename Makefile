@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 # Debian packages the tests drive as real peers.
 TEST_DEBS := sip-tester baresip-core
 
-.PHONY: run venv test test-deps lint typecheck unit integration bench clean
+.PHONY: run venv test test-deps lint typecheck unit integration bench fuzz clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,16 @@ test: test-deps lint typecheck
 
 bench: test-deps
 	$(PY) bench/run.py
+	$(MAKE) fuzz
+
+# The fuzzers of `make test` (tests/fuzz) at a larger size: SIP cases per
+# transport and schemathesis examples per API operation, role and mode.
+# FUZZ_SEED=N replays a run (each run prints its seed).
+FUZZ_SIP_CASES ?= 100000
+FUZZ_API_EXAMPLES ?= 50
+fuzz: test-deps
+	FUZZ_SIP_CASES=$(FUZZ_SIP_CASES) FUZZ_API_EXAMPLES=$(FUZZ_API_EXAMPLES) \
+	  $(VENV)/bin/pytest -q -s tests/fuzz
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

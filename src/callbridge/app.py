@@ -35,7 +35,7 @@ from .pbx.staff import load_employees
 from .pbx.trunks import Trunks
 from .pbx.ua import UserAgent
 from .settings import Settings
-from .sip import Limits, Message, Request, Response, make_response
+from .sip import Limits, Message, ParseError, Request, Response, make_response
 from .sip.digest import DigestServer
 from .sip.transaction import (
     ClientTransaction,
@@ -333,22 +333,41 @@ class SipService:
         )
         peer = transaction.peer
         assert isinstance(peer, Peer)
-        method, b2bua = request.method, self.b2bua
-        if method == "CANCEL":
-            response = self._cancel(request, peer, now)
-        elif b2bua and method not in _OUT_OF_DIALOG and (refusal := self.ua.refusal(request)):
-            response = refusal
-        elif b2bua is not None and method == "INVITE" and request.to.tag is None:
-            response = b2bua.invite(request, transaction, source=peer.address.host, peer=peer)
-        elif b2bua is not None and request.to.tag is not None and method not in _OUT_OF_DIALOG:
-            response = b2bua.in_dialog(request, transaction)
-        else:
-            response = self.ua.answer(request, source=peer.address.host, peer=peer, now=now)
+        try:
+            response = self._dispatch(request, transaction, peer, now)
+        except ParseError as error:
+            # The parser checks only the headers every layer needs; one read
+            # later (Require, Contact, Route, ...) can still be malformed, and
+            # its sender gets the parser's answer all the same.
+            log_event(
+                logger,
+                logging.DEBUG,
+                "sip.request_malformed",
+                src=peer.address,
+                method=request.method,
+                reason=error.reason,
+            )
+            ack = request.method == "ACK"  # never answered
+            response = None if ack else make_response(request, error.status, error.reason)
         if response is DROP:
             log_event(logger, logging.INFO, "sip.dropped", src=peer.address, method=request.method)
             self.transactions.discard(transaction)
         elif isinstance(response, Response):
             self._apply(self.transactions.respond(transaction, response, now), now)
+
+    def _dispatch(
+        self, request: Request, transaction: ServerTransaction, peer: Peer, now: float
+    ) -> Response | Drop | None:
+        method, b2bua = request.method, self.b2bua
+        if method == "CANCEL":
+            return self._cancel(request, peer, now)
+        if b2bua and method not in _OUT_OF_DIALOG and (refusal := self.ua.refusal(request)):
+            return refusal
+        if b2bua is not None and method == "INVITE" and request.to.tag is None:
+            return b2bua.invite(request, transaction, source=peer.address.host, peer=peer)
+        if b2bua is not None and request.to.tag is not None and method not in _OUT_OF_DIALOG:
+            return b2bua.in_dialog(request, transaction)
+        return self.ua.answer(request, source=peer.address.host, peer=peer, now=now)
 
     def _cancel(self, cancel: Request, peer: Peer, now: float) -> Response | Drop | None:
         invite = self.transactions.find_invite_for_cancel(cancel)

@@ -306,6 +306,29 @@ def test_missing_mandatory_header_is_refused(name: str) -> None:
     assert (error.status, error.reason) == (400, f"Missing {name}")
 
 
+@pytest.mark.parametrize("value", ["", " ", ",", " , ,\t"])
+def test_via_field_holding_no_via_is_refused(value: str) -> None:
+    lines = [
+        f"Via:{value}" if line.startswith("Via:") else line for line in INVITE_HEAD.split("\r\n")
+    ]
+    data = "\r\n".join(lines).encode() + b"Content-Length: 0\r\n\r\n"
+    error = refused(data)
+    assert (error.status, error.reason) == (400, "Missing Via")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"branch=z9hG4bK776asdhds", b'branch=z9hG4bK"776asdhds'),
+        (b"tag=1928301774", b'tag=19283"01774'),
+        (b"<sip:bob@biloxi.example.com>", b'<sip:bob@biloxi.example.com>;x=y"'),
+    ],
+)
+def test_stray_quote_in_a_last_parameter_value_is_refused(old: bytes, new: bytes) -> None:
+    # Written back with another parameter after it, it would open a quoted string.
+    assert "Malformed parameter" in refused(invite().replace(old, new, 1)).reason
+
+
 @pytest.mark.parametrize(
     "line", ["Call-ID: other", "CSeq: 2 INVITE", "To: <sip:x@y.com>", "Max-Forwards: 9"]
 )

@@ -158,6 +158,11 @@ class Params:
                     _, end = read_quoted(value, 0)
                     if value[end:].strip():
                         raise ParseError(400, f"Malformed parameter {name!r:.40}")
+                elif '"' in value:
+                    # Split alone, the last value keeps a stray quote that
+                    # would open a quoted string once another parameter
+                    # follows it (the `received` a transport adds to a Via).
+                    raise ParseError(400, f"Malformed parameter {name!r:.40}")
                 items.append((name, value))
             else:
                 items.append((name, None))

@@ -463,7 +463,11 @@ def _check_required(message: Message) -> str | None:
             raise ParseError(400, f"Missing {canonical_name(key, key)}")
     cache = message.headers._cache
     cseq = cache["cseq"] = parse_cseq(first["cseq"])
+    # A Via field that is empty or only commas holds no Via, and every later
+    # layer answers along the top one.
     cache["via"] = _vias_of(vias)
+    if not cache["via"]:
+        raise ParseError(400, "Missing Via")
     cache["from"] = _address(first["from"])
     cache["to"] = _address(first["to"])
     call_id = first["call-id"]

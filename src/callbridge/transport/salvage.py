@@ -80,12 +80,11 @@ def _answerable_vias(lines: list[str]) -> list[str]:
     The response travels by the top Via; the others only matter to proxies on
     the way back, and one that cannot be read is better left out than echoed.
     """
-    if not lines or not lines[0].strip():
+    # A first field of only commas or blanks holds no Via at all.
+    top = parse_via_list(lines[0]) if lines else []
+    if not top:
         raise ParseError(400, "Missing Via")
     try:
         return [str(via) for line in lines for via in parse_via_list(line)]
     except ParseError:
-        top = parse_via_list(lines[0])
-        if not top:
-            raise
         return [str(top[0])]
