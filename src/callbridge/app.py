@@ -324,7 +324,13 @@ class SipService:
         elif b2bua and method not in _OUT_OF_DIALOG and (refusal := self.ua.refusal(request)):
             response = refusal
         elif b2bua is not None and method == "INVITE" and request.to.tag is None:
-            response = b2bua.invite(request, transaction, source=peer.address.host, peer=peer)
+            response = b2bua.invite(
+                request,
+                transaction,
+                source=peer.address.host,
+                peer=peer,
+                transport=peer.address.transport,
+            )
         elif b2bua is not None and request.to.tag is not None and method not in _OUT_OF_DIALOG:
             response = b2bua.in_dialog(request, transaction)
         else:

@@ -18,7 +18,6 @@ from callbridge.pbx.normalize import (
     Normalizer,
     Originals,
     RuleProblem,
-    compile_match,
     validate_rules,
 )
 from callbridge.sip import Request, SipURI, TelURI, parse
@@ -622,9 +621,7 @@ def test_nested_quantifiers_match_a_long_number_in_linear_time(
     number = "1" * 25
 
     started = time.perf_counter()
-    result = rules.normalize_number(
-        number, direction="incoming", external_line_id=1, field="from"
-    )
+    result = rules.normalize_number(number, direction="incoming", external_line_id=1, field="from")
 
     assert result == number  # no match: the value stays
     assert time.perf_counter() - started < 0.05
@@ -655,9 +652,7 @@ def test_no_rule_sees_a_value_longer_than_the_bound(field: Field) -> None:
     rules = normalizer(pattern(1, r"(\d+)", r"+\1"))
 
     def normalized(value: str) -> str:
-        return rules.normalize_number(
-            value, direction="incoming", external_line_id=1, field=field
-        )
+        return rules.normalize_number(value, direction="incoming", external_line_id=1, field=field)
 
     assert normalized("1" * MAX_NUMBER_LENGTH) == "+" + "1" * MAX_NUMBER_LENGTH
     assert normalized("1" * (MAX_NUMBER_LENGTH + 1)) == "1" * (MAX_NUMBER_LENGTH + 1)
@@ -670,8 +665,6 @@ def test_a_rule_does_not_see_what_an_earlier_rule_grew_past_the_bound() -> None:
         pattern(2, r"(\d+)", r"+\1", priority=2),
     )
 
-    result = rules.normalize_number(
-        half, direction="incoming", external_line_id=1, field="from"
-    )
+    result = rules.normalize_number(half, direction="incoming", external_line_id=1, field="from")
 
     assert result == half * 2
