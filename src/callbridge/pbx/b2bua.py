@@ -381,7 +381,7 @@ class B2bua:
     ) -> Response | Drop | None:
         """None when the provider's INVITE may go on; otherwise what to answer:
         a 407 challenge (or DROP) for a line that authenticates its provider's
-        calls, a 400 for a number too long for any rule or record."""
+        calls, a 400 or 414 for a number too long for any rule or record."""
         if trunk.incoming_auth:
             outcome = self.authenticator.check(
                 request, source=source, ha1_of=self._ha1_of(trunk), now=now, to_tag=tag
