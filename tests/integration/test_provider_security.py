@@ -84,6 +84,35 @@ def provider_call(
 # ---------------------------------------------------------------- transport
 
 
+def test_a_providers_invite_over_udp_to_a_tcp_line_never_rings_an_employee(
+    pbx: Pbx,  # noqa: F811
+) -> None:
+    pbx.line(BOB)
+    # SIPp plays the provider from the line's own address, but over UDP,
+    # where anyone can write that address.
+    external_line(pbx, free_port(host=PROVIDER), transport="tcp")
+    route_incoming_to(pbx, BOB.number)
+    device_port = free_port()
+    pbx.register(BOB, device_port)
+    with silent_peer("127.0.0.1", device_port) as device:
+        spoofer = start_sipp(
+            "provider_uac_stranger.xml",
+            pbx.server,
+            pbx.tmp_path,
+            local_ip=PROVIDER,
+            recv_timeout=5,
+            extra=["-s", CUSTOMER, "-key", "did", DID],
+        )
+        pbx.phones.append(spoofer)
+        _assert_succeeded(spoofer, pbx=pbx, timeout=10)
+        assert_heard_nothing(device, "Bob's device", pbx.explain())
+    [refusal] = spoofer.received(status=403)
+    assert refusal.first_line == "SIP/2.0 403 Forbidden", refusal.text
+    assert "call.stranger" in pbx.server.log()
+    with pbx.api() as api:
+        assert api.get("/api/v1/calls").json()["items"] == []
+
+
 @pytest.mark.parametrize(("configured", "sent"), [("tcp", "udp"), ("udp", "tcp")])
 def test_an_invite_over_another_transport_than_the_lines_is_refused(
     pbx: Pbx,  # noqa: F811
