@@ -364,7 +364,8 @@ class SipService:
         if b2bua and method not in _OUT_OF_DIALOG and (refusal := self.ua.refusal(request)):
             return refusal
         if b2bua is not None and method == "INVITE" and request.to.tag is None:
-            return b2bua.invite(request, transaction, source=peer.address.host, peer=peer)
+            source, transport = peer.address.host, peer.address.transport
+            return b2bua.invite(request, transaction, source=source, peer=peer, transport=transport)
         if b2bua is not None and request.to.tag is not None and method not in _OUT_OF_DIALOG:
             return b2bua.in_dialog(request, transaction)
         return self.ua.answer(request, source=peer.address.host, peer=peer, now=now)

@@ -28,6 +28,10 @@ _NOT_DIGIT_RE = re.compile(r"[^0-9]")
 
 # A typed number needs this many digits at least to be anyone's phone.
 MIN_PHONE_DIGITS = 3
+# The longest number callbridge takes from a peer or lets a rule see: E.164
+# allows 15 digits, and 32 leaves room for prefixes, extensions and a plus
+# (the call records' number columns hold 32 characters).
+MAX_NUMBER_LENGTH = 32
 
 
 def looks_like_phone(text: str) -> bool:

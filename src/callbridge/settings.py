@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     sip_digest_algorithms: str = Field(
         "SHA-256,MD5",
         pattern=r"^(SHA-256|MD5)(,(SHA-256|MD5))*$",
-        description="Digest algorithms offered to phones, strongest first (RFC 8760). "
+        description="Digest algorithms offered to phones (and to the providers of lines "
+        "with incoming_auth), strongest first (RFC 8760). "
         "A phone that does not skip an algorithm it lacks (SIPp 3.6 is one) needs MD5 alone.",
     )
     registrar_min_expires: int = Field(

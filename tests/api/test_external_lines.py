@@ -69,6 +69,7 @@ async def test_a_line_is_created_read_updated_and_deleted(api: Api) -> None:
         "total_lines": 4,
         "outgoing_lines": 4,
         "transport": "udp",
+        "incoming_auth": False,
         "alt_addresses": ["203.0.113.7", "198.51.100.0/24"],
         "default_region": "US",
         "comment": "",
@@ -130,6 +131,27 @@ async def test_registration_needs_a_login_and_a_password(api: Api, field: str) -
         f"{URL}/{created['id']}", json={"register": True}, headers=api.auth()
     )
     assert_names(answer, 422, field)
+
+
+@pytest.mark.parametrize("field", ["login", "password"])
+async def test_checking_the_providers_calls_needs_a_login_and_a_password(
+    api: Api, field: str
+) -> None:
+    body = trunk(register=False, incoming_auth=True)
+    del body[field]
+    assert_names(await api.client.post(URL, json=body, headers=api.auth()), 422, field)
+    created = await create(api, register=False)
+    assert created["incoming_auth"] is False  # off unless asked for
+    turned_on = await api.client.patch(
+        f"{URL}/{created['id']}", json={"incoming_auth": True}, headers=api.auth()
+    )
+    assert turned_on.status_code == 200 and turned_on.json()["incoming_auth"] is True
+    cleared = await api.client.patch(f"{URL}/{created['id']}", json={field: ""}, headers=api.auth())
+    assert_names(cleared, 422, field)
+    nulled = await api.client.patch(
+        f"{URL}/{created['id']}", json={"incoming_auth": None}, headers=api.auth()
+    )
+    assert_names(nulled, 422, "incoming_auth")
 
 
 async def test_more_outgoing_lines_than_lines_is_422_naming_outgoing_lines(api: Api) -> None:

@@ -165,6 +165,25 @@ async def test_a_regex_problem_is_explained(api: Api) -> None:
     assert "not a regular expression" in answer.json()["detail"][0]["msg"]
 
 
+@pytest.mark.parametrize(
+    "match", [r"(\d)\1", r"(?P<d>\d)(?P=d)", r"(?=8)\d+", r"(?<!8)\d+", r"(\d{1,100}){1,100}"]
+)
+async def test_a_pattern_that_needs_backtracking_is_422_naming_match(api: Api, match: str) -> None:
+    answer = await api.client.post(URL, json=rule(match=match, replacement="X"), headers=api.auth())
+    assert_names(answer, 422, "match")
+    assert "RE2" in answer.json()["detail"][0]["msg"]
+    update = await api.client.patch(
+        f"{URL}/{(await create(api))['id']}", json={"match": match}, headers=api.auth()
+    )
+    assert_names(update, 422, "match")
+
+
+async def test_nested_quantifiers_are_saved_as_re2_runs_them_in_linear_time(api: Api) -> None:
+    # Harmless on RE2 (a live call shows it in test_provider_security.py).
+    created = await create(api, match=r"(\d+)+x", replacement="X")
+    assert created["match"] == r"(\d+)+x"
+
+
 @pytest.mark.parametrize("field", ["name", "direction", "fields", "method"])
 async def test_a_missing_required_field_is_422_naming_it(api: Api, field: str) -> None:
     body = rule()

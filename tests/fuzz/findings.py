@@ -35,28 +35,3 @@ def findings(log: str) -> list[str]:
         out.append("\n".join(lines[index:end]))
         index = end
     return out
-
-
-# Findings another change of issue 11 fixes; until it lands they are printed,
-# not failed. Each names what it is so that nothing else hides behind it.
-KNOWN: tuple[tuple[re.Pattern[str], str], ...] = (
-    (
-        re.compile(r"calls\.write_failed[\s\S]*UnicodeEncodeError: .* surrogates not allowed"),
-        "a Call-ID with bytes that are not UTF-8 reaches the call records and the "
-        "writer retries the batch for ever (the wire change checks Call-IDs and sets "
-        "refused rows aside)",
-    ),
-)
-
-
-def known(finding: str) -> str | None:
-    """Why `finding` is left to another change, or None if it is not."""
-    for pattern, reason in KNOWN:
-        if pattern.search(finding):
-            return reason
-    return None
-
-
-def new_findings(log: str) -> list[str]:
-    """The findings of `log` that no other change is known to fix."""
-    return [finding for finding in findings(log) if known(finding) is None]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import time
 
-from callbridge.numbers import to_e164, to_national, to_provider
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from callbridge.numbers import MAX_NUMBER_LENGTH, to_e164, to_national, to_provider
 from callbridge.pbx.normalize import (
     Direction,
     Field,
@@ -588,3 +592,79 @@ def test_validate_rules_names_every_problem_of_every_rule() -> None:
 
 def test_valid_rules_have_no_problems() -> None:
     assert validate_rules([rule(1), pattern(2, r"8(\d{10})", r"+7\1")]) == []
+
+
+# ---------------------------------------------------------------- untrusted patterns
+
+# Shapes that make a backtracking engine try every way of splitting the
+# input: a repeated group whose body can match the same digits in more than
+# one way, followed by something the input lacks. Python's `re` takes about a
+# second on 25 digits for most of them, doubling with each digit more.
+_ATOMS = [r"\d", "[0-9]", ".", r"\w", "1"]
+_INNER = ["+", "*", "{1,30}", "+?"]
+_OUTER = ["+", "*", "{2,}", "{1,30}"]
+_TAILS = ["x", "$x", "[a-z]", r"\D"]
+
+
+@given(
+    atom=st.sampled_from(_ATOMS),
+    inner=st.sampled_from(_INNER),
+    outer=st.sampled_from(_OUTER),
+    tail=st.sampled_from(_TAILS),
+    alternation=st.booleans(),
+)
+def test_nested_quantifiers_match_a_long_number_in_linear_time(
+    atom: str, inner: str, outer: str, tail: str, alternation: bool
+) -> None:
+    body = f"{atom}{inner}|{atom}" if alternation else f"{atom}{inner}"
+    rules = normalizer(pattern(1, f"({body}){outer}{tail}", "X"))
+    number = "1" * 25
+
+    started = time.perf_counter()
+    result = rules.normalize_number(number, direction="incoming", external_line_id=1, field="from")
+
+    assert result == number  # no match: the value stays
+    assert time.perf_counter() - started < 0.05
+
+
+@pytest.mark.parametrize(
+    "match",
+    [
+        r"(\d)\1",  # a backreference
+        r"(?P<d>\d)(?P=d)",
+        r"(?=8)\d+",  # lookahead
+        r"(?!8)\d+",
+        r"(?<=8)\d+",  # lookbehind
+        r"(?<!8)\d+",
+        r"(\d{1,100}){1,100}",  # a repeat over RE2's 1000
+    ],
+)
+def test_a_pattern_re2_cannot_run_is_an_error_naming_match(match: str) -> None:
+    with pytest.raises(NormalizationError) as caught:
+        normalizer(pattern(5, match, "X"))
+
+    assert caught.value.field == "match" and caught.value.rule_id == 5
+    assert "RE2" in caught.value.problem and "lookaround" in caught.value.problem
+
+
+@pytest.mark.parametrize("field", sorted(ALL_FIELDS))
+def test_no_rule_sees_a_value_longer_than_the_bound(field: Field) -> None:
+    rules = normalizer(pattern(1, r"(\d+)", r"+\1"))
+
+    def normalized(value: str) -> str:
+        return rules.normalize_number(value, direction="incoming", external_line_id=1, field=field)
+
+    assert normalized("1" * MAX_NUMBER_LENGTH) == "+" + "1" * MAX_NUMBER_LENGTH
+    assert normalized("1" * (MAX_NUMBER_LENGTH + 1)) == "1" * (MAX_NUMBER_LENGTH + 1)
+
+
+def test_a_rule_does_not_see_what_an_earlier_rule_grew_past_the_bound() -> None:
+    half = "1" * (MAX_NUMBER_LENGTH // 2 + 1)
+    rules = normalizer(
+        pattern(1, r"(\d+)", r"\1\1", priority=1),
+        pattern(2, r"(\d+)", r"+\1", priority=2),
+    )
+
+    result = rules.normalize_number(half, direction="incoming", external_line_id=1, field="from")
+
+    assert result == half * 2

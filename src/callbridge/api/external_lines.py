@@ -155,7 +155,17 @@ TotalLines = Annotated[int, Field(ge=1, le=10_000, description="Simultaneous cal
 OutgoingLines = Annotated[
     int, Field(ge=0, le=10_000, description="Simultaneous outgoing calls; ≤ total_lines.")
 ]
-TransportName = Literal["udp", "tcp"]
+TransportName = Annotated[
+    Literal["udp", "tcp"],
+    Field(description="How the provider is reached, and the only way its calls are taken."),
+]
+IncomingAuth = Annotated[
+    bool,
+    Field(
+        description="Challenge the provider's INVITEs (407) and check them with login and "
+        "password; for a provider that answers digest challenges."
+    ),
+]
 AltAddresses = Annotated[
     list[Annotated[str, Field(max_length=64), AfterValidator(_address)]],
     Field(
@@ -177,7 +187,8 @@ Comment = Annotated[str, Field(max_length=2000)]
 
 class ExternalLineCreate(BaseModel):
     """`outgoing_lines` left out is `total_lines`. With `register`, callbridge
-    registers to the server with `login` and `password`, so both are needed."""
+    registers to the server with `login` and `password`, so both are needed;
+    with `incoming_auth`, it checks the provider's calls with them."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -191,6 +202,7 @@ class ExternalLineCreate(BaseModel):
     total_lines: TotalLines = 1
     outgoing_lines: OutgoingLines | None = None
     transport: TransportName = "udp"
+    incoming_auth: IncomingAuth = False
     alt_addresses: AltAddresses = Field(default_factory=list)
     default_region: Region = DEFAULT_REGION
     comment: Comment = ""
@@ -211,6 +223,7 @@ class ExternalLineUpdate(BaseModel):
     total_lines: TotalLines | None = None
     outgoing_lines: OutgoingLines | None = None
     transport: TransportName | None = None
+    incoming_auth: IncomingAuth | None = None
     alt_addresses: AltAddresses | None = None
     default_region: Region | None = None
     comment: Comment | None = None
@@ -226,6 +239,7 @@ class ExternalLineUpdate(BaseModel):
         "total_lines",
         "outgoing_lines",
         "transport",
+        "incoming_auth",
         "alt_addresses",
         "default_region",
         "comment",
@@ -244,6 +258,7 @@ class ExternalLineOut(BaseModel):
     total_lines: int
     outgoing_lines: int
     transport: TransportName
+    incoming_auth: bool
     alt_addresses: list[str]
     default_region: str
     comment: str
@@ -277,6 +292,7 @@ def _out(line: ExternalLine, registration: RegistrationStateHook) -> ExternalLin
         total_lines=line.total_lines,
         outgoing_lines=line.outgoing_lines,
         transport=line.transport,
+        incoming_auth=line.incoming_auth,
         alt_addresses=list(line.alt_addresses),
         default_region=line.default_region,
         comment=line.comment,
@@ -328,6 +344,7 @@ async def create_line(
         total_lines=body.total_lines,
         outgoing_lines=outgoing,
         register=body.register_,
+        incoming_auth=body.incoming_auth,
         login=body.login,
         password=password,
     )
@@ -343,6 +360,7 @@ async def create_line(
         total_lines=body.total_lines,
         outgoing_lines=outgoing,
         transport=body.transport,
+        incoming_auth=body.incoming_auth,
         alt_addresses=body.alt_addresses,
         default_region=body.default_region,
         comment=body.comment,
@@ -374,6 +392,7 @@ async def update_line(
         total_lines=changes.get("total_lines", line.total_lines),
         outgoing_lines=changes.get("outgoing_lines", line.outgoing_lines),
         register=changes.get("register", line.register),
+        incoming_auth=changes.get("incoming_auth", line.incoming_auth),
         login=changes.get("login", line.login),
         password=password,
     )
@@ -419,7 +438,13 @@ async def get_line(session: SessionDep, line_id: int) -> ExternalLine:
 
 
 def _check_consistent(
-    *, total_lines: int, outgoing_lines: int, register: bool, login: str, password: str
+    *,
+    total_lines: int,
+    outgoing_lines: int,
+    register: bool,
+    incoming_auth: bool,
+    login: str,
+    password: str,
 ) -> None:
     """The rules between fields, on the line as it would be stored."""
     if outgoing_lines > total_lines:
@@ -432,6 +457,10 @@ def _check_consistent(
         invalid(("login",), "required when the line registers", "missing")
     if register and not password:
         invalid(("password",), "required when the line registers", "missing")
+    if incoming_auth and not login:
+        invalid(("login",), "required to check the provider's calls", "missing")
+    if incoming_auth and not password:
+        invalid(("password",), "required to check the provider's calls", "missing")
 
 
 async def _users_of(session: SessionDep, line_id: int) -> str:

@@ -3,8 +3,9 @@ and to (outgoing) external lines are rewritten. Admins write, admins and
 supervisors read.
 
 A rule changes the `fields` it lists (`request_uri`, `from`, `to`, `pai`,
-`display_name`) by its `method`: `pattern` rewrites a value its `match` (a
-Python regular expression, matched in full) matches into `replacement` (an
+`display_name`) by its `method`: `pattern` rewrites a value its `match` (an
+RE2 regular expression, matched in full in linear time: Python's syntax
+without backreferences or lookaround) matches into `replacement` (an
 `re.sub` template: `\\1`, `\\g<name>`); `e164`, `e164_digits` and `national`
 write a phone number in that format, read in the line's region. Only a
 `pattern` rule has a match and a replacement.
@@ -12,7 +13,6 @@ write a phone number in that format, read in the line's region. Only a
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from ..pbx.normalize import NormalizationError, check_replacement, compile_match
 from ..store.models import ExternalLine, NormalizationRule
 from .deps import Reader, SessionDep, Writer
 from .errors import not_found_reference
@@ -39,9 +40,9 @@ def _regex(value: str | None) -> str | None:
     if value is None:
         return None
     try:
-        re.compile(value)
-    except re.error as error:
-        raise ValueError(f"not a regular expression: {error}") from None
+        compile_match(value)
+    except NormalizationError as error:
+        raise ValueError(error.problem) from None
     return value
 
 
@@ -58,7 +59,12 @@ Fields = Annotated[
 ]
 Match = Annotated[
     str,
-    Field(min_length=1, max_length=500, description="A Python regular expression."),
+    Field(
+        min_length=1,
+        max_length=500,
+        description="An RE2 regular expression: Python's syntax without "
+        "backreferences or lookaround.",
+    ),
     AfterValidator(_regex),
 ]
 Replacement = Annotated[
@@ -233,11 +239,9 @@ def _check_method(method: str, match: str | None, replacement: str | None) -> No
     if replacement is None:
         invalid(("replacement",), "a pattern rule needs a replacement", "missing")
     try:
-        # sub() reads the whole template before it looks for a match, so a bad
-        # escape or a group the pattern lacks shows up on an empty string.
-        re.compile(match).sub(replacement, "")
-    except (re.error, IndexError) as error:
-        invalid(("replacement",), f"not a replacement for this match: {error}")
+        check_replacement(compile_match(match), replacement)
+    except NormalizationError as error:
+        invalid((error.field,), error.problem)
 
 
 async def _check_line(session: SessionDep, external_line_id: int | None) -> None:

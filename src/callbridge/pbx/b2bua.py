@@ -34,10 +34,16 @@ from ..events import EventBus
 from ..logs import log_event
 from ..media.engine import Leg, MediaEngine, MediaSession
 from ..media.errors import MediaError
-from ..numbers import to_e164
+from ..numbers import MAX_NUMBER_LENGTH, to_e164
 from ..sip import Headers, Request, Response, make_response, parse
 from ..sip.dialog import Dialog, DialogError
-from ..sip.digest import DigestError, answer_challenge, parse_challenge, select_challenge
+from ..sip.digest import (
+    DigestError,
+    answer_challenge,
+    compute_ha1,
+    parse_challenge,
+    select_challenge,
+)
 from ..sip.headers import reason_value
 from ..sip.offer_answer import with_connection
 from ..sip.sdp import SdpError, SessionDescription, parse_sdp
@@ -51,7 +57,7 @@ from ..sip.transaction import (
 )
 from ..sip.uri import URI, format_hostport, name_addr, parse_name_addr, sip_uri
 from . import bounds
-from .auth import DROP, Authenticated, Authenticator, Drop
+from .auth import DROP, Authenticated, Authenticator, Drop, HA1Lookup
 from .bounds import ANONYMOUS
 from .calls import CallRecorder, talk_seconds
 from .dialplan import Dialplan
@@ -354,23 +360,34 @@ class B2bua:
     # --- requests from the SIP service --------------------------------------
 
     def invite(
-        self, request: Request, transaction: ServerTransaction, *, source: str, peer: object
+        self,
+        request: Request,
+        transaction: ServerTransaction,
+        *,
+        source: str,
+        peer: object,
+        transport: str,
     ) -> Response | Drop | None:
-        """A new INVITE: find who calls (an external line by its address, or
-        an internal line by digest), route it, check the limits, and start
-        the call. Returns the response to send now, if any."""
+        """A new INVITE: find who calls (an external line by its address and
+        transport, or an internal line by digest), route it, check the
+        limits, and start the call. Returns the response to send now, if any."""
         now = self.sip.time()
         tag = new_tag()
         dialplan = self.dialplan
-        trunk = dialplan.trunk_for_source(source)
+        trunk = dialplan.trunk_for_source(source, transport)
         if trunk is not None:
+            admitted = self._provider_admitted(request, trunk, source=source, now=now, tag=tag)
+            if admitted is not None:
+                return admitted
             plan: Plan | Response = self._from_trunk(request, trunk, dialplan, tag)
-        elif self._poses_as_a_provider(request, dialplan):
-            # A provider's call from an address that is none of its lines':
-            # refused, and counted like a failed authentication.
+        elif dialplan.is_provider_address(source) or self._poses_as_a_provider(request, dialplan):
+            # A provider's call from an address that is none of its lines',
+            # or from a line's address over another transport than the
+            # line's (UDP is trivially spoofed): refused, and counted like a
+            # failed authentication.
             if self.authenticator.guard.failed(source, now) is not None:
                 return DROP
-            log_event(logger, logging.INFO, "call.stranger", src=source)
+            log_event(logger, logging.INFO, "call.stranger", src=source, transport=transport)
             return self._reply(request, 403, "Forbidden", to_tag=tag)
         else:
             lines = self.lines()
@@ -383,6 +400,46 @@ class B2bua:
         if isinstance(plan, Response):
             return plan
         return self._admit(request, transaction, peer, plan, now)
+
+    def _provider_admitted(
+        self, request: Request, trunk: Trunk, *, source: str, now: float, tag: str
+    ) -> Response | Drop | None:
+        """None when the provider's INVITE may go on; otherwise what to answer:
+        a 407 challenge (or DROP) for a line that authenticates its provider's
+        calls, a 400 or 414 for a dialled number too long for any rule or record."""
+        if trunk.incoming_auth:
+            outcome = self.authenticator.check(
+                request, source=source, ha1_of=self._ha1_of(trunk), now=now, to_tag=tag
+            )
+            if not isinstance(outcome, Authenticated):
+                return outcome
+        # A caller's number too long is no reason to lose the call: it is
+        # taken as anonymous once normalized (which no rule sees whole).
+        for header, uri in (("Request-URI", request.uri), ("To", request.to.uri)):
+            if len(_user_of(uri)) > MAX_NUMBER_LENGTH:
+                return self._number_too_long(request, header, tag)
+        return None
+
+    def _number_too_long(self, request: Request, header: str, tag: str) -> Response:
+        # 414 is the status RFC 3261 has for a Request-URI too long to read.
+        status = 414 if header == "Request-URI" else 400
+        log_event(logger, logging.INFO, "call.refused", status=status, cause="number too long")
+        return self._reply(request, status, f"{header} Number Too Long", to_tag=tag)
+
+    def _ha1_of(self, trunk: Trunk) -> HA1Lookup:
+        """The HA1 of the line's own login and password (the provider signs
+        with what we sign in with); nothing for any other username."""
+        realm = self.authenticator.digest.realm
+
+        def ha1_of(username: str, algorithm: str) -> str | None:
+            if not trunk.password or username != trunk.auth_username:
+                return None
+            try:
+                return compute_ha1(username, realm, trunk.password, algorithm)
+            except DigestError:
+                return None  # an algorithm we do not offer
+
+        return ha1_of
 
     @staticmethod
     def _poses_as_a_provider(request: Request, dialplan: Dialplan) -> bool:
@@ -1007,7 +1064,7 @@ class Call:
             challenge,
             method="INVITE",
             uri=str(old.uri),
-            username=trunk.login or trunk.username,
+            username=trunk.auth_username,
             password=trunk.password,
         )
         headers = Headers([f for f in old.headers._fields if f[0] != "via"])

@@ -9,6 +9,7 @@ import unicodedata
 
 from sqlalchemy import Column, String
 
+from ..numbers import MAX_NUMBER_LENGTH
 from ..store.models import CallRecord, Registration
 
 
@@ -22,8 +23,10 @@ def _length(column: Column[object] | object) -> int:
 _CALLS = CallRecord.__table__.c
 _REGISTRATIONS = Registration.__table__.c
 
-# A number as the call record stores it (caller, callee, customer).
-NUMBER_MAX = min(_length(_CALLS[name]) for name in ("caller_number", "callee_number"))
+# A number as the call record stores it (caller, callee, customer): the one
+# bound every number from the wire meets before a rule or the store sees it.
+NUMBER_MAX = MAX_NUMBER_LENGTH
+assert all(_length(_CALLS[name]) >= NUMBER_MAX for name in ("caller_number", "callee_number"))
 # The text a number came as, kept beside it for display.
 RAW_MAX = min(_length(_CALLS[name]) for name in ("caller_raw", "callee_raw"))
 CALL_ID_MAX = min(_length(_CALLS.sip_call_id), _length(_REGISTRATIONS.call_id))

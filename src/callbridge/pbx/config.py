@@ -153,6 +153,15 @@ def validate(snapshot: Snapshot) -> list[Problem]:
                     "external_line", line["id"], "login", "registration needs a login and password"
                 )
             )
+        if line.get("incoming_auth") and not (line["login"] and line["password"]):
+            problems.append(
+                Problem(
+                    "external_line",
+                    line["id"],
+                    "incoming_auth",
+                    "checking the provider's calls needs a login and password",
+                )
+            )
     routing = []
     for row in snapshot.get("routing_rules", []):
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -37,16 +37,23 @@ class Dialplan:
         object.__setattr__(self, "sources", sources)
         object.__setattr__(self, "own_numbers", frozenset(numbers - {""}))
 
-    def trunk_for_source(self, host: str) -> Trunk | None:
-        """The active external line a request from `host` belongs to."""
+    def trunk_for_source(self, host: str, transport: str) -> Trunk | None:
+        """The active external line a request from `host` over `transport`
+        belongs to: its provider sends from there over the line's transport."""
+        return next((t for t in self._trunks_at(host) if t.transport == transport), None)
+
+    def is_provider_address(self, host: str) -> bool:
+        """Whether an active external line's provider sends from `host`."""
+        return next(self._trunks_at(host), None) is not None
+
+    def _trunks_at(self, host: str) -> Iterator[Trunk]:
         try:
             source = ipaddress.ip_address(host)
         except ValueError:
-            return None
+            return
         for network, trunk in self.sources:
             if source in network:
-                return trunk
-        return None
+                yield trunk
 
     @classmethod
     def of(

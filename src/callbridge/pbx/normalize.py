@@ -2,6 +2,8 @@
 rewritten into one format (E.164, national, the provider's) or by a pattern.
 
 Number formats come from `phonenumbers`, read in the external line's region.
+Patterns run on RE2, whose matching time is linear in the input: an admin's
+pattern cannot backtrack for seconds on the loop that carries SIP and audio.
 """
 
 from __future__ import annotations
@@ -9,14 +11,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, Protocol, cast, get_args
 from urllib.parse import quote, unquote
+
+import re2
 
 from callbridge.sip.errors import ParseError
 from callbridge.sip.message import Request
 from callbridge.sip.uri import URI, NameAddr, SipURI, TelURI, parse_name_addr_list
 
 from ..numbers import (
+    MAX_NUMBER_LENGTH,
     ProviderStyle,
     convert,
 )
@@ -50,9 +55,10 @@ class NormalizationRule:
     """One rule: for messages of `direction` on `external_line_id` (None: on
     every external line), rewrite the numbers in `fields` by `method`.
 
-    `pattern` rewrites a value that `match` (a Python regular expression)
-    matches in full into `replacement` (an `re.sub` template: `\\1`, `\\g<name>`);
-    a value it does not match stays as it is. The other methods read the value
+    `pattern` rewrites a value that `match` (an RE2 regular expression: Python's
+    syntax without backreferences or lookaround) matches in full into
+    `replacement` (an `re.sub` template: `\\1`, `\\g<name>`); a value it does
+    not match stays as it is. The other methods read the value
     as a phone number in the line's region and write it as E.164, E.164 digits
     or the national form; a value that is not a phone number (an internal
     number such as "101", a name) stays as it is.
@@ -150,6 +156,68 @@ def _compile(rule: NormalizationRule) -> tuple[_CompiledRule | None, list[RulePr
     return _CompiledRule(rule, rewrite), problems
 
 
+class _Match(Protocol):
+    def expand(self, template: str) -> str: ...
+
+
+class _Regex(Protocol):
+    """What is used of a compiled RE2 pattern (the binding has no types)."""
+
+    @property
+    def groups(self) -> int: ...
+
+    @property
+    def groupindex(self) -> Mapping[str, int]: ...
+
+    def fullmatch(self, text: str) -> _Match | None: ...
+
+
+def _re2_options() -> object:
+    options = re2.Options()
+    # A bad pattern is the admin's to fix, answered with a 422, not the log's.
+    options.log_errors = False
+    return options
+
+
+_RE2_OPTIONS = _re2_options()
+
+
+def compile_match(pattern: str) -> _Regex:
+    """`pattern` compiled for RE2; NormalizationError("match", ...) when RE2
+    refuses it (bad syntax, a backreference, lookaround, a repeat over 1000)."""
+    try:
+        return cast(_Regex, re2.compile(pattern, _RE2_OPTIONS))
+    except re2.error as error:
+        detail = error.args[0] if error.args else error
+        text = detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
+        raise NormalizationError(
+            "match",
+            f"not a regular expression callbridge can run ({text}); the syntax is "
+            "RE2's: Python's without backreferences or lookaround",
+        ) from None
+
+
+def check_replacement(regex: _Regex, template: str) -> None:
+    """NormalizationError("replacement", ...) for a template `regex`'s matches
+    cannot fill: a bad escape, a group the pattern lacks.
+
+    Python's `re` reads the template against an empty stand-in with the same
+    groups (names and numbers), so the mistake shows when the rule is saved
+    rather than on a call."""
+    names = {number: name for name, number in regex.groupindex.items()}
+    stand_in = "".join(
+        f"(?P<{names[number]}>)" if number in names else "()"
+        for number in range(1, regex.groups + 1)
+    )
+    try:
+        # sub() reads the whole template before it looks for a match.
+        re.compile(stand_in).sub(template, "")
+    except (re.error, IndexError) as error:
+        raise NormalizationError(
+            "replacement", f"not a replacement for this pattern: {error}"
+        ) from None
+
+
 def _compile_pattern(
     rule: NormalizationRule, problem: Callable[[str, str], None]
 ) -> _Rewrite | None:
@@ -157,20 +225,18 @@ def _compile_pattern(
         problem("match", "a pattern rule needs a match pattern")
         return None
     try:
-        regex = re.compile(rule.match)
-    except re.error as error:
-        problem("match", f"not a regular expression: {error}")
+        regex = compile_match(rule.match)
+    except NormalizationError as error:
+        problem(error.field, error.problem)
         return None
     if rule.replacement is None:
         problem("replacement", "a pattern rule needs a replacement")
         return None
     template = rule.replacement
     try:
-        # sub() reads the whole template before it looks for a match, so a
-        # bad escape or a group the pattern lacks shows up here.
-        regex.sub(template, "")
-    except (re.error, IndexError) as error:
-        problem("replacement", f"not a replacement for this pattern: {error}")
+        check_replacement(regex, template)
+    except NormalizationError as error:
+        problem(error.field, error.problem)
         return None
 
     def rewrite(value: str, region: str) -> str:
@@ -254,12 +320,16 @@ class Normalizer:
     ) -> str:
         """`number` through every rule of `direction` on the line (and on
         every line) that lists `field`, in order, each rule's output feeding
-        the next."""
+        the next. A value longer than MAX_NUMBER_LENGTH is no phone number
+        and stays as it is: no rule sees it."""
         chain = self._chain(direction, external_line_id, field)
         if not chain:
             return number
         region = self.region_of(external_line_id)
         for rewrite in chain:
+            # Checked before each rule: one rule's output may outgrow it.
+            if len(number) > MAX_NUMBER_LENGTH:
+                break
             number = rewrite(number, region)
         return number
 

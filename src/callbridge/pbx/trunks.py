@@ -53,6 +53,8 @@ class Trunk:
     outgoing_lines: int = 1
     alt_addresses: tuple[str, ...] = ()
     default_region: str = "US"
+    # Challenge the provider's INVITEs and check them with login and password.
+    incoming_auth: bool = False
     # The server's IP address, resolved when the lines were loaded.
     address: str | None = None
 
@@ -74,6 +76,11 @@ class Trunk:
             except ValueError:
                 continue
         return tuple(found)
+
+    @property
+    def auth_username(self) -> str:
+        """The digest username of the line, both ways."""
+        return self.login or self.username
 
     def sends_from(self, address: str) -> bool:
         """Whether a request from `address` may be this provider's."""
@@ -216,7 +223,7 @@ class Registration:
             challenge,
             method="REGISTER",
             uri=uri,
-            username=self.trunk.login or self.trunk.username,
+            username=self.trunk.auth_username,
             password=self.trunk.password,
         )
         header = "Proxy-Authorization" if proxy else "Authorization"
@@ -380,6 +387,7 @@ async def trunks_of(rows: Iterable[ExternalLine]) -> list[Trunk]:
                 outgoing_lines=row.outgoing_lines,
                 alt_addresses=tuple(row.alt_addresses or ()),
                 default_region=row.default_region,
+                incoming_auth=bool(row.incoming_auth),  # absent from versions before it
                 address=address,
             )
         )

@@ -286,6 +286,9 @@ class ExternalLine(Base):
     register: Mapped[bool] = mapped_column(Boolean, default=False)
     login: Mapped[str] = mapped_column(String(128), default="")
     password: Mapped[str] = mapped_column(String(128), default="")
+    # Challenge the provider's INVITEs (407) and check them with login and
+    # password, for a provider that answers digest challenges.
+    incoming_auth: Mapped[bool] = mapped_column(Boolean, default=False)
     total_lines: Mapped[int] = mapped_column(Integer, default=1)
     outgoing_lines: Mapped[int] = mapped_column(Integer, default=1)
     transport: Mapped[str] = mapped_column(String(8), default="udp")
