@@ -85,6 +85,8 @@ SETTINGS = {
     "CALLBRIDGE_ADMIN_PASSWORD": ADMIN_PASSWORD,
     "CALLBRIDGE_SIP_DIGEST_ALGORITHMS": "MD5",  # SIPp 3.6 knows no other
     "CALLBRIDGE_RTP_PORTS": "20000-29999",
+    # The phones are on loopback, which media may reach only when allowed.
+    "CALLBRIDGE_MEDIA_ALLOWED_NETWORKS": "public,127.0.0.0/8",
     "CALLBRIDGE_LOG_LEVEL": "info",
 }
 

@@ -83,6 +83,8 @@ SETTINGS = {
     "CALLBRIDGE_ADMIN_PASSWORD": ADMIN_PASSWORD,
     "CALLBRIDGE_SIP_DIGEST_ALGORITHMS": "MD5",
     "CALLBRIDGE_RTP_PORTS": "20000-29999",
+    # The phones are on loopback, which media may reach only when allowed.
+    "CALLBRIDGE_MEDIA_ALLOWED_NETWORKS": "public,127.0.0.0/8",
     "CALLBRIDGE_RTP_TIMEOUT": "60",
     "CALLBRIDGE_LOG_LEVEL": "info",
 }

@@ -555,6 +555,18 @@ class LocalMediaSession:
         for number in (port, rtcp):
             self.engine.check_remote(address, number)
         hosts = None if signalling_host is None else {address, _ip_literal(signalling_host)}
+        if not self.engine.policy.allows((address, port)):
+            # A NAT'd phone's private address, or a LAN phone the admin has
+            # not allowed: the one line that explains a silent call.
+            log_event(
+                logger,
+                logging.INFO,
+                "media.sdp_address_not_allowed",
+                call_id=self.call_id,
+                leg=own.name,
+                host=address,
+                setting="CALLBRIDGE_MEDIA_ALLOWED_NETWORKS",
+            )
         own.payload_types = dict(payload_types)
         own.rtp.set_remote((address, port), hosts)
         own.rtcp.set_remote((address, rtcp), hosts)
