@@ -162,15 +162,17 @@ def test_logout_without_a_valid_token_is_401(live: Server) -> None:
 
 def failed_sign_ins(server: Server, forwarded_for: list[str]) -> list[int]:
     """The statuses of sign-ins with a wrong password, each claiming to be
-    forwarded for the next address of `forwarded_for`."""
+    forwarded for the next address of `forwarded_for`. Each tries another
+    username, so only the address's count can block them (the guard also
+    counts per account)."""
     with client(server) as http:
         return [
             http.post(
                 "/api/v1/auth/login",
-                json={"username": "admin", "password": "a-wrong-password"},
+                json={"username": f"user-{n}", "password": "a-wrong-password"},
                 headers={"X-Forwarded-For": address},
             ).status_code
-            for address in forwarded_for
+            for n, address in enumerate(forwarded_for)
         ]
 
 
