@@ -13,11 +13,12 @@ from pydantic import BaseModel, Field, SecretStr
 from ..pbx.guard import Block, FloodGuard, GuardPolicy
 from ..store.accounts import authenticate, issue_token, revoke_token
 from .deps import SessionDep, SettingsDep, Staff, TokenDep
+from .fields import Input
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-class LoginRequest(BaseModel):
+class LoginRequest(Input):
     username: str = Field(min_length=1, max_length=64)
     password: SecretStr = Field(min_length=1, max_length=1024)
 

@@ -25,7 +25,7 @@ from ..store import InternalLine, User
 from ..store.models import CallDirection, CallRecord, CallStatus, CardType, Note
 from .deps import SessionDep, Staff
 from .errors import not_found_reference
-from .fields import EmployeeRef, IdField, IdQuery, Limit, Offset
+from .fields import CallIdPath, EmployeeRef, IdField, IdQuery, Input, Limit, Offset
 from .internal_lines import Number
 
 router = APIRouter(prefix="/calls", tags=["calls"])
@@ -249,11 +249,11 @@ async def get_call(session: AsyncSession, call_id: str, user: User) -> CallRecor
 
 
 @router.get("/{call_id}", responses=_RESPONSES)
-async def read_call(call_id: str, session: SessionDep, user: Staff) -> CallOut:
+async def read_call(call_id: CallIdPath, session: SessionDep, user: Staff) -> CallOut:
     return (await call_views(session, [await get_call(session, call_id, user)], user))[0]
 
 
-class LinkIn(BaseModel):
+class LinkIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["contact", "account", "lead"]
@@ -267,7 +267,7 @@ _LINK_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/{call_id}/link", responses=_LINK_RESPONSES)
-async def link_call(call_id: str, body: LinkIn, session: SessionDep, user: Staff) -> CallOut:
+async def link_call(call_id: CallIdPath, body: LinkIn, session: SessionDep, user: Staff) -> CallOut:
     """Link the call to one card; its other links and candidates go."""
     record = await get_call(session, call_id, user)
     kind = cards.KINDS[body.type]
@@ -279,7 +279,7 @@ async def link_call(call_id: str, body: LinkIn, session: SessionDep, user: Staff
 
 
 @router.delete("/{call_id}/link", status_code=http_status.HTTP_204_NO_CONTENT, responses=_RESPONSES)
-async def unlink_call(call_id: str, session: SessionDep, user: Staff) -> Response:
+async def unlink_call(call_id: CallIdPath, session: SessionDep, user: Staff) -> Response:
     record = await get_call(session, call_id, user)
     await cards.link_call(session, record, None, None)
     await session.commit()

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,12 +36,23 @@ from ..store.models import (
 from .calls import CallPage, history
 from .deps import SessionDep, SettingsDep, Staff
 from .errors import FieldError, not_found_reference
-from .fields import Email, IdField, IdPath, Limit, Name, Offset, PhoneText, not_null
+from .fields import (
+    Email,
+    IdField,
+    IdPath,
+    Input,
+    Limit,
+    Name,
+    Offset,
+    PhoneText,
+    not_null,
+    plain_text,
+)
 
 # ------------------------------------------------------------------ shapes
 
 
-class PhoneIn(BaseModel):
+class PhoneIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     type: PhoneType = "mobile"
@@ -66,7 +77,7 @@ CallId = Annotated[
 _NOT_NULL = ("name", "comment", "phones")
 
 
-class _CardCreate(BaseModel):
+class _CardCreate(Input):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
@@ -77,7 +88,7 @@ class _CardCreate(BaseModel):
     call_id: CallId = None
 
 
-class _CardUpdate(BaseModel):
+class _CardUpdate(Input):
     """Only the fields sent change; `phones` replaces the whole list."""
 
     model_config = ConfigDict(extra="forbid")
@@ -258,6 +269,7 @@ def card_routes(
         q: Annotated[
             str | None,
             Query(max_length=200, description="Part of a name, email or company; or a phone."),
+            AfterValidator(plain_text),
         ] = None,
         limit: Limit = 50,
         offset: Offset = 0,
@@ -376,7 +388,7 @@ accounts = card_routes(ACCOUNT, AccountCreate, AccountUpdate, AccountOut)
 leads = card_routes(LEAD, LeadCreate, LeadUpdate, LeadOut)
 
 
-class QualifyIn(BaseModel):
+class QualifyIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     contact_id: IdField | None = Field(None, description="An existing contact; default: a new one.")

@@ -15,6 +15,7 @@ from ..pbx.originate import Originator, Refused, dialled_number
 from ..store import Employee, User
 from .deps import SessionDep, require_role
 from .errors import FieldError, conflict
+from .fields import Input
 
 router = APIRouter(prefix="/calls", tags=["calls"])
 
@@ -26,7 +27,7 @@ def _diallable(to: str) -> str:
     return to
 
 
-class ClickToCallIn(BaseModel):
+class ClickToCallIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     to: Annotated[

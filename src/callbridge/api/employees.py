@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import status as http_status
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,7 +22,18 @@ from ..store.models import CallDirection, CallStatus, Employee, InternalLine, Ro
 from .calls import CallPage, history
 from .deps import SessionDep, Staff, Writer
 from .errors import conflict, not_found_reference
-from .fields import Email, IdField, IdPath, Limit, Name, Offset, PhoneText, not_null
+from .fields import (
+    Email,
+    IdField,
+    IdPath,
+    Input,
+    Limit,
+    Name,
+    Offset,
+    PhoneText,
+    not_null,
+    plain_text,
+)
 from .internal_lines import Password
 
 router = APIRouter(prefix="/employees", tags=["employees"])
@@ -38,7 +49,7 @@ Login = Annotated[
 ]
 
 
-class EmployeeCreate(BaseModel):
+class EmployeeCreate(Input):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
@@ -53,7 +64,7 @@ class EmployeeCreate(BaseModel):
     )
 
 
-class EmployeeUpdate(BaseModel):
+class EmployeeUpdate(Input):
     """Only the fields sent change."""
 
     model_config = ConfigDict(extra="forbid")
@@ -123,7 +134,11 @@ async def _view(session: AsyncSession, employee: Employee) -> EmployeeOut:
 async def list_employees(
     session: SessionDep,
     _user: Staff,
-    q: Annotated[str | None, Query(max_length=200, description="Part of name or login.")] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="Part of name or login."),
+        AfterValidator(plain_text),
+    ] = None,
     active: bool | None = None,
     limit: Limit = 50,
     offset: Offset = 0,

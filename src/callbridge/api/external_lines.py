@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from ..store.models import DEFAULT_REGION, ExternalLine, NormalizationRule, RoutingRule
 from .deps import Reader, SessionDep, Writer
 from .errors import conflict
-from .fields import IdPath, Limit, Offset
+from .fields import IdPath, Input, Limit, Offset
 
 router = APIRouter(prefix="/external-lines", tags=["external lines"])
 
@@ -185,7 +185,7 @@ Region = Annotated[
 Comment = Annotated[str, Field(max_length=2000)]
 
 
-class ExternalLineCreate(BaseModel):
+class ExternalLineCreate(Input):
     """`outgoing_lines` left out is `total_lines`. With `register`, callbridge
     registers to the server with `login` and `password`, so both are needed;
     with `incoming_auth`, it checks the provider's calls with them."""
@@ -208,7 +208,7 @@ class ExternalLineCreate(BaseModel):
     comment: Comment = ""
 
 
-class ExternalLineUpdate(BaseModel):
+class ExternalLineUpdate(Input):
     """Only the fields sent change; `"password": ""` clears the password."""
 
     model_config = ConfigDict(extra="forbid")

@@ -4,10 +4,11 @@ another object."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import Path, Query
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator
 
 from ..numbers import MIN_PHONE_DIGITS, looks_like_phone
 
@@ -20,6 +21,11 @@ IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="An id (1 to 2^31-1)."
 IdField = Annotated[int, Field(ge=1, le=MAX_ID, description="An id (1 to 2^31-1).")]
 IdQuery = Annotated[int, Query(ge=1, le=MAX_ID, description="An id (1 to 2^31-1).")]
 Limit = Annotated[int, Query(ge=1, le=500, description="At most this many items.")]
+# A call's id is 32 hex digits (uuid4); the bound keeps anything the column
+# could not hold, or a byte PostgreSQL refuses, from reaching the query.
+CallIdPath = Annotated[
+    str, Path(max_length=32, pattern=r"^[!-~]+$", description="A call's id (32 hex digits).")
+]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip.")]
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -46,6 +52,42 @@ def not_null(value: Any) -> Any:
     if value is None:
         raise ValueError("may not be null")
     return value
+
+
+# What no text from a client may hold: C0 control characters but tab, line
+# feed and carriage return, DEL, and lone surrogates (JSON's "\ud800", which
+# is no character: UTF-8 cannot encode it). PostgreSQL refuses NUL in text,
+# both drivers refuse a surrogate, and the rest would reach logs, events and
+# the panel as invisible bytes.
+_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def plain_text(value: Any) -> Any:
+    """`value` unchanged, or a ValueError naming the first character no text
+    may hold; lists, mappings and secrets are looked through."""
+    if isinstance(value, SecretStr):
+        plain_text(value.get_secret_value())  # the message names no character of it
+    elif isinstance(value, str):
+        if (found := _FORBIDDEN.search(value)) is not None:
+            raise ValueError(f"must not contain the character U+{ord(found.group()):04X}")
+    elif isinstance(value, list | tuple):
+        for item in value:
+            plain_text(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            plain_text(key)
+            plain_text(item)
+    return value
+
+
+class Input(BaseModel):
+    """A request body: every text field in it is plain text (`plain_text`),
+    so a 422 names the field before the store sees a byte it cannot keep."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _plain_text(cls, value: Any) -> Any:
+        return plain_text(value)
 
 
 class EmployeeRef(BaseModel):

@@ -18,7 +18,7 @@ from ..pbx.registrar import Location
 from ..store import Employee, InternalLine
 from .deps import Reader, SessionDep, SettingsDep, Writer
 from .errors import FieldError, conflict, not_found_reference
-from .fields import IdField, IdPath, Limit, Offset
+from .fields import IdField, IdPath, Input, Limit, Offset
 
 router = APIRouter(prefix="/internal-lines", tags=["internal lines"])
 
@@ -54,7 +54,7 @@ Password = Annotated[
 Comment = Annotated[str, Field(max_length=2000)]
 
 
-class InternalLineCreate(BaseModel):
+class InternalLineCreate(Input):
     model_config = ConfigDict(extra="forbid")
 
     number: Number
@@ -68,7 +68,7 @@ class InternalLineCreate(BaseModel):
     comment: Comment = ""
 
 
-class InternalLineUpdate(BaseModel):
+class InternalLineUpdate(Input):
     """Only the fields sent change. Changing the username needs the password
     too: the stored digest values are derived from both."""
 

@@ -26,7 +26,7 @@ from ..store.models import ExternalLine, NormalizationRule
 from .deps import Reader, SessionDep, Writer
 from .errors import not_found_reference
 from .external_lines import invalid, not_null
-from .fields import IdField, IdPath, Limit, Offset
+from .fields import IdField, IdPath, Input, Limit, Offset
 
 router = APIRouter(prefix="/normalization-rules", tags=["normalization rules"])
 
@@ -72,7 +72,7 @@ Replacement = Annotated[
 ]
 
 
-class NormalizationRuleCreate(BaseModel):
+class NormalizationRuleCreate(Input):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
@@ -85,7 +85,7 @@ class NormalizationRuleCreate(BaseModel):
     replacement: Replacement | None = None
 
 
-class NormalizationRuleUpdate(BaseModel):
+class NormalizationRuleUpdate(Input):
     """Only the fields sent change. A change to a method other than `pattern`
     clears the match and replacement not sent along."""
 

@@ -23,12 +23,12 @@ from ..store.models import Note, User, utcnow
 from .calls import CardRef, card_refs, get_call
 from .cards import PLURALS, get_card
 from .deps import SessionDep, Staff
-from .fields import EmployeeRef, IdPath, Limit, Offset
+from .fields import CallIdPath, EmployeeRef, IdPath, Input, Limit, Offset
 
 router = APIRouter(tags=["notes"])
 
 
-class NoteIn(BaseModel):
+class NoteIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     text: Annotated[str, Field(min_length=1, max_length=10_000)]
@@ -109,7 +109,7 @@ _CALL_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.get("/calls/{call_id}/notes", responses=_CALL_RESPONSES)
 async def call_notes(
-    call_id: str, session: SessionDep, user: Staff, limit: Limit = 50, offset: Offset = 0
+    call_id: CallIdPath, session: SessionDep, user: Staff, limit: Limit = 50, offset: Offset = 0
 ) -> NotePage:
     await get_call(session, call_id, user)
     return await _page(session, Note.call_id == call_id, user, limit, offset)
@@ -118,7 +118,9 @@ async def call_notes(
 @router.post(
     "/calls/{call_id}/notes", status_code=status.HTTP_201_CREATED, responses=_CALL_RESPONSES
 )
-async def write_call_note(call_id: str, body: NoteIn, session: SessionDep, user: Staff) -> NoteOut:
+async def write_call_note(
+    call_id: CallIdPath, body: NoteIn, session: SessionDep, user: Staff
+) -> NoteOut:
     call = await get_call(session, call_id, user)
     note = Note(text=body.text, author_id=user.id, call_id=call.id, **cards.card_of_call(call))
     return await _write(session, note, user)

@@ -33,7 +33,7 @@ from ..store.models import ExternalLine, RoutingRule
 from .deps import Reader, SessionDep, Writer
 from .errors import not_found_reference
 from .external_lines import invalid, not_null
-from .fields import MAX_ID, IdField, IdPath, Limit, Offset
+from .fields import MAX_ID, IdField, IdPath, Input, Limit, Offset
 
 router = APIRouter(prefix="/routing-rules", tags=["routing rules"])
 
@@ -80,7 +80,7 @@ Rewrite = Annotated[
 ]
 
 
-class Action(BaseModel):
+class Action(Input):
     """`{"type": "internal_line", "target": "101"}` (the line's number),
     `{"type": "external_line", "target": 3}` (the line's id), `{"type": "ivr"}`
     or `{"type": "deny"}`."""
@@ -125,7 +125,7 @@ class ActionOut(BaseModel):
     )
 
 
-class RoutingRuleCreate(BaseModel):
+class RoutingRuleCreate(Input):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
@@ -138,7 +138,7 @@ class RoutingRuleCreate(BaseModel):
     destination_rewrite: Rewrite | None = None
 
 
-class RoutingRuleUpdate(BaseModel):
+class RoutingRuleUpdate(Input):
     """Only the fields sent change; `action` is replaced whole."""
 
     model_config = ConfigDict(extra="forbid")
