@@ -200,3 +200,18 @@ def test_long_usernames_tried_cost_little_memory_and_still_count() -> None:
     assert _fail(guard, STRANGER, name, 1.0) is not None
     assert isinstance(guard.reserve(STRANGER, name, 2.0), Block)
     assert isinstance(guard.reserve(STRANGER, name[:-1] + "y", 2.0), Attempt)
+
+
+def test_an_account_refused_for_guesses_elsewhere_still_serves_its_provider() -> None:
+    # A provider's login is known to anyone who has seen its INVITEs: wrong
+    # guesses at it from strangers must not cut off the provider's own calls
+    # (issue 11: a provider's address is never blocked).
+    guard = _trusting_provider(GuardPolicy(account_max_failures=2, max_failures=100))
+    for n in range(3):
+        _fail(guard, f"127.0.3.{n}", "provider-login", float(n))
+    assert isinstance(guard.reserve(STRANGER, "provider-login", 4.0), Block)
+    assert isinstance(guard.reserve(PROVIDER, "provider-login", 4.0), Attempt)
+    # Nor does the provider's own failing count against the account.
+    for n in range(5):
+        assert _fail(guard, PROVIDER, "other-login", 5.0 + n) is None
+    assert isinstance(guard.reserve(STRANGER, "other-login", 11.0), Attempt)

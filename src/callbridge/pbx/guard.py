@@ -245,13 +245,16 @@ class FloodGuard:
         retrying, must not get its address blocked."""
         if account is not None and len(account) > _MAX_ACCOUNT_KEY:
             account = hashlib.sha256(account.encode(errors="replace")).hexdigest()
+        if self.is_trusted(source):
+            # A provider's address is never refused, not even by its account's
+            # block: anyone may guess at its login and earn one.
+            return Attempt(source, None, now)
         block = self._sources.blocked(source, now) or (
             self._accounts.blocked(account, now) if account is not None else None
         )
         if block is not None:
             return block
-        trusted = self.is_trusted(source)
-        if not trusted and self._sources.count(source, now) > self.policy.max_failures + 1:
+        if self._sources.count(source, now) > self.policy.max_failures + 1:
             return self._block_source(source, now)
         limit = self.policy.account_max_failures + 1
         if account is not None and self._accounts.count(account, now) > limit:
@@ -262,8 +265,9 @@ class FloodGuard:
         """The attempt was wrong: its failure stays counted; returns the
         block it earned, of its source or its account."""
         source, account = attempt.source, attempt.account
-        trusted = self.is_trusted(source)
-        if not trusted and self._sources.failures(source, now) > self.policy.max_failures:
+        if self.is_trusted(source):
+            return None
+        if self._sources.failures(source, now) > self.policy.max_failures:
             return self._block_source(source, now)
         limit = self.policy.account_max_failures
         if account is not None and self._accounts.failures(account, now) > limit:
