@@ -331,3 +331,15 @@ def _raw_invite(
             for head in data.decode(errors="replace").split("\r\n\r\n"):
                 if head.startswith("SIP/2.0 ") and not head.startswith("SIP/2.0 1"):
                     return head.split("\r\n", 1)[0]
+
+
+def test_a_registered_lines_long_login_in_the_request_uri_is_no_number_too_long(
+    pbx: Pbx,  # noqa: F811
+) -> None:
+    # A registered line's provider calls the Contact it registered, the
+    # line's own user (here its login: no username is set), with the DID in
+    # To; a login longer than any number is still not a dialled number.
+    login = "office-line-" + "x" * MAX_NUMBER_LENGTH
+    external_line(pbx, free_port(host=PROVIDER), username="", login=login)
+    answer = _raw_invite(pbx, transport="udp", caller=CUSTOMER, ruri=login, to=DID)
+    assert answer.startswith("SIP/2.0 480"), answer  # routed: the default rule has no line yet
