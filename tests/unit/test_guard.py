@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 
 import pytest
 
@@ -215,3 +216,20 @@ def test_an_account_refused_for_guesses_elsewhere_still_serves_its_provider() ->
     for n in range(5):
         assert _fail(guard, PROVIDER, "other-login", 5.0 + n) is None
     assert isinstance(guard.reserve(STRANGER, "other-login", 11.0), Attempt)
+
+
+def test_a_flood_into_full_tables_costs_little_per_packet() -> None:
+    # Once the block table is full of blocks still in force, each new forged
+    # source used to rescan all of it (0.2 ms a packet at 10,000 blocks): a
+    # few thousand packets a second then held the loop that carries the calls.
+    guard = FloodGuard(GuardPolicy(max_blocks=10_000, max_tracked_sources=10_000))
+    for n in range(10_000):
+        guard.scanner(f"10.0.{n >> 8}.{n & 255}", now=0.0)
+        guard.failed(f"10.1.{n >> 8}.{n & 255}", now=0.0)
+    started = time.perf_counter()
+    for n in range(10_000):
+        guard.scanner(f"10.2.{n >> 8}.{n & 255}", now=1.0 + n / 10_000)
+        guard.failed(f"10.3.{n >> 8}.{n & 255}", now=1.0 + n / 10_000)
+    elapsed = time.perf_counter() - started
+    assert len(guard.blocks(now=2.0)) == 10_000 and guard.tracked <= 10_000
+    assert elapsed < 1.0, f"{elapsed:.2f} s for 20,000 packets into full tables"
