@@ -23,6 +23,7 @@ from .test_calls import (
     pbx,  # noqa: F401 - a fixture
     start_pbx,  # noqa: F401 - a fixture
 )
+from .test_guard import blocks, register_with_password, status_of
 from .test_trunk_calls import (
     CUSTOMER,
     DID,
@@ -175,6 +176,25 @@ def test_a_line_with_incoming_auth_refuses_a_wrong_signature(pbx: Pbx) -> None: 
         assert len(customer.received(status=407)) >= 2, pbx.explain()
         assert not customer.received(status=200), pbx.explain()
         assert_heard_nothing(device, "Bob's device", pbx.explain())
+
+
+def test_strangers_guessing_at_the_lines_login_do_not_cut_off_its_provider(
+    pbx: Pbx,  # noqa: F811
+) -> None:
+    # The login is no secret (a provider's INVITEs carry it): guesses at it
+    # from other addresses refuse the account for a while, but never to the
+    # provider's own address, which the guard does not block.
+    pbx.line(BOB)
+    external_line(pbx, free_port(host=PROVIDER), incoming_auth=True)
+    route_incoming_to(pbx, BOB.number)
+    answers = [
+        register_with_password(pbx.server, f"127.0.8.{n}", LOGIN, "guess") for n in range(1, 13)
+    ]
+    assert status_of(answers[-1]) == 503, answers[-1]
+    assert [b["source"] for b in blocks(pbx, "account")] == [LOGIN]
+    employee = pbx.device(BOB, "call_uas_answer.xml")
+    customer = provider_call(pbx)
+    _assert_succeeded(customer, employee, pbx=pbx)
 
 
 # ---------------------------------------------------------------- patterns and numbers
@@ -331,3 +351,15 @@ def _raw_invite(
             for head in data.decode(errors="replace").split("\r\n\r\n"):
                 if head.startswith("SIP/2.0 ") and not head.startswith("SIP/2.0 1"):
                     return head.split("\r\n", 1)[0]
+
+
+def test_a_registered_lines_long_login_in_the_request_uri_is_no_number_too_long(
+    pbx: Pbx,  # noqa: F811
+) -> None:
+    # A registered line's provider calls the Contact it registered, the
+    # line's own user (here its login: no username is set), with the DID in
+    # To; a login longer than any number is still not a dialled number.
+    login = "office-line-" + "x" * MAX_NUMBER_LENGTH
+    external_line(pbx, free_port(host=PROVIDER), username="", login=login)
+    answer = _raw_invite(pbx, transport="udp", caller=CUSTOMER, ruri=login, to=DID)
+    assert answer.startswith("SIP/2.0 480"), answer  # routed: the default rule has no line yet

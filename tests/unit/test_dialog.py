@@ -151,8 +151,12 @@ def test_sips_request_uri_makes_the_dialog_secure() -> None:
         response(486, "Busy Here"),
         response(200, "OK").replace(f";tag={BOB_TAG}".encode(), b""),
         response(200, "OK", contact="Subject: no contact"),
+        # The parser reads neither before the TU does: unreadable, they must
+        # still be a DialogError the B2BUA acts on, not a ParseError it misses.
+        response(200, "OK", contact="Contact: <sip:bob@192.0.2.4"),
+        response(200, "OK", record_route="Record-Route: <sip:p2.example.com;lr\r\n"),
     ],
-    ids=["100", "486", "no-to-tag", "no-contact"],
+    ids=["100", "486", "no-to-tag", "no-contact", "bad-contact", "bad-record-route"],
 )
 def test_responses_that_cannot_create_a_dialog_raise_dialog_error(answer: bytes) -> None:
     with pytest.raises(DialogError):
@@ -303,6 +307,25 @@ def test_2xx_confirms_an_early_dialog_and_fixes_its_route_set() -> None:
         "<sip:p1.example.com;lr>",
         "<sip:p2.example.com;lr>",
     ]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [("Contact", "<sip:bob@198.51.100.1"), ("Record-Route", '"p2 <sip:p2.example.com;lr>')],
+)
+def test_an_unreadable_2xx_is_a_dialog_error_that_leaves_the_dialog_as_it_was(
+    header: tuple[str, str],
+) -> None:
+    dialog = uac_dialog(response(180, "Ringing"))
+    answer = parse(
+        OK.replace(b"Contact: <sip:bob@192.0.2.4>", f"{header[0]}: {header[1]}".encode())
+    )
+    assert isinstance(answer, Response)
+    with pytest.raises(DialogError):
+        dialog.receive_response(answer)
+    if header[0] == "Record-Route":
+        assert dialog.state is DialogState.EARLY
+    assert str(dialog.remote_target) == "sip:bob@192.0.2.4"
 
 
 def test_response_of_another_dialog_is_a_dialog_error() -> None:

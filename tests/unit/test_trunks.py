@@ -101,6 +101,21 @@ def test_refreshes_before_the_binding_expires() -> None:
     assert refresh is not None and refresh.headers.get("Expires") == "3600"
 
 
+def test_a_2xx_with_an_unreadable_contact_still_registers_and_refreshes() -> None:
+    # The parser lets a response through without reading its Contact: one
+    # that cannot be read must not leave the line registering forever.
+    registration = new_registration()
+    first = registration.start(0.0)
+    second = registration.response(Provider().answer(first, 0.0), 0.0)
+    assert second is not None
+    ok = make_response(
+        second, 200, to_tag="prov", headers=[("Contact", "<sip:bad"), ("Expires", "100")]
+    )
+    assert registration.response(ok, 0.0) is None
+    assert (registration.state, registration.granted) == (State.REGISTERED, 100)
+    assert registration.timer(80.0) is not None
+
+
 def test_a_wrong_password_fails_with_a_reason_and_backs_off() -> None:
     registration = new_registration()
     provider = Provider(password="the-real-one")

@@ -65,7 +65,7 @@ class MediaPolicy:
     """The rule the engine applies before it sends to an address.
 
     `own` holds (address, ports) of this host's sockets: the RTP range on the
-    relay's address, the SIP and HTTP ports on theirs. An SDP that names one is
+    relay's address, the SIP port on its. An SDP that names one is
     refused outright (it would make the PBX feed itself); an address outside
     `allowed` is never sent to (behind NAT the leg waits for a latch instead)."""
 

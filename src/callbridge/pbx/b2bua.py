@@ -414,9 +414,12 @@ class B2bua:
             if not isinstance(outcome, Authenticated):
                 return outcome
         # A caller's number too long is no reason to lose the call: it is
-        # taken as anonymous once normalized (which no rule sees whole).
+        # taken as anonymous once normalized (which no rule sees whole). The
+        # line's own user (a registered line's Contact) is no number either.
+        own = (trunk.username, trunk.login)
         for header, uri in (("Request-URI", request.uri), ("To", request.to.uri)):
-            if len(_user_of(uri)) > MAX_NUMBER_LENGTH:
+            user = _user_of(uri)
+            if len(user) > MAX_NUMBER_LENGTH and user not in own:
                 return self._number_too_long(request, header, tag)
         return None
 

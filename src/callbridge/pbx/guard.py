@@ -39,6 +39,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # A username tried is the attacker's text: longer ones are kept as a digest,
 # so 100,000 tracked accounts cannot cost 100,000 SIP messages' worth of memory.
 _MAX_ACCOUNT_KEY = 64
+# Seconds between two scans of a full table for what has ended: each scan
+# reads the whole table, and a flood of new sources must not pay it per packet.
+_SCAN_EVERY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,7 @@ class _Tally:
         self.times: dict[str, deque[float]] = {}
         self.blocks: dict[str, Block] = {}
         self.evicted = 0
+        self._blocks_scanned = self._times_scanned = float("-inf")
 
     def blocked(self, key: str, now: float) -> Block | None:
         block = self.blocks.get(key)
@@ -144,10 +148,12 @@ class _Tally:
         return sorted(self.blocks.values(), key=lambda b: b.until)
 
     def _make_room(self, now: float) -> None:
-        for key in [k for k, b in self.blocks.items() if b.until <= now]:
-            del self.blocks[key]
-        if len(self.blocks) < self.max_blocks:
-            return
+        if now - self._blocks_scanned >= _SCAN_EVERY:
+            self._blocks_scanned = now
+            for key in [k for k, b in self.blocks.items() if b.until <= now]:
+                del self.blocks[key]
+            if len(self.blocks) < self.max_blocks:
+                return
         # The oldest block goes: it has served the longest.
         key = next(iter(self.blocks))
         evicted = self.blocks.pop(key)
@@ -168,9 +174,11 @@ class _Tally:
     def _forget_quiet(self, now: float) -> None:
         # Drop the counts whose window has passed, and if that is not
         # enough, the oldest.
-        horizon = now - self.window
-        for key in [k for k, t in self.times.items() if not t or t[-1] <= horizon]:
-            del self.times[key]
+        if now - self._times_scanned >= _SCAN_EVERY:
+            self._times_scanned = now
+            horizon = now - self.window
+            for key in [k for k, t in self.times.items() if not t or t[-1] <= horizon]:
+                del self.times[key]
         while len(self.times) >= self.max_tracked:
             del self.times[next(iter(self.times))]
 
@@ -245,13 +253,16 @@ class FloodGuard:
         retrying, must not get its address blocked."""
         if account is not None and len(account) > _MAX_ACCOUNT_KEY:
             account = hashlib.sha256(account.encode(errors="replace")).hexdigest()
+        if self.is_trusted(source):
+            # A provider's address is never refused, not even by its account's
+            # block: anyone may guess at its login and earn one.
+            return Attempt(source, None, now)
         block = self._sources.blocked(source, now) or (
             self._accounts.blocked(account, now) if account is not None else None
         )
         if block is not None:
             return block
-        trusted = self.is_trusted(source)
-        if not trusted and self._sources.count(source, now) > self.policy.max_failures + 1:
+        if self._sources.count(source, now) > self.policy.max_failures + 1:
             return self._block_source(source, now)
         limit = self.policy.account_max_failures + 1
         if account is not None and self._accounts.count(account, now) > limit:
@@ -262,8 +273,9 @@ class FloodGuard:
         """The attempt was wrong: its failure stays counted; returns the
         block it earned, of its source or its account."""
         source, account = attempt.source, attempt.account
-        trusted = self.is_trusted(source)
-        if not trusted and self._sources.failures(source, now) > self.policy.max_failures:
+        if self.is_trusted(source):
+            return None
+        if self._sources.failures(source, now) > self.policy.max_failures:
             return self._block_source(source, now)
         limit = self.policy.account_max_failures
         if account is not None and self._accounts.failures(account, now) > limit:

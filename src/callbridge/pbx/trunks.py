@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from ..logs import log_event
-from ..sip import Headers, Request, Response
+from ..sip import Headers, ParseError, Request, Response
 from ..sip.digest import DigestError, answer_challenge, parse_challenge, select_challenge
 from ..sip.transaction import ClientTransaction, new_call_id, new_tag
 from ..sip.uri import format_hostport, name_addr, parse_hostport, parse_uri, sip_uri
@@ -194,7 +194,11 @@ class Registration:
 
     def _granted(self, response: Response) -> int:
         ours = parse_uri(self.contact[1:-1])
-        for contact in response.contacts:
+        try:
+            contacts = response.contacts
+        except ParseError:
+            contacts = []  # unreadable: the Expires header, or what we asked for
+        for contact in contacts:
             if contact.wildcard or str(contact.uri) != str(ours):
                 continue
             value = contact.params.get("expires")

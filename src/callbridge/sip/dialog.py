@@ -7,9 +7,12 @@ ending a dialog on 481/408 (§12.2.1.2) are the TU's.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
+from .errors import ParseError
 from .grammar import Params
 from .headers import header_key
 from .message import Headers, Message, Request, Response, make_response
@@ -73,6 +76,10 @@ class Dialog:
             raise DialogError("the request has no From tag")
         if remote_tag is None:
             raise DialogError("the response has no To tag")
+        with _read_or_dialog_error():
+            remote_target = _contact_uri(response)
+            # Record-Route lists proxies from the UAS's side; we walk it back.
+            route_set = _record_route(response)[::-1]
         return cls(
             call_id=request.call_id,
             local_tag=local_tag,
@@ -81,9 +88,8 @@ class Dialog:
             remote_uri=request.to.uri.copy(),
             local_seq=request.cseq.seq,
             remote_seq=None,
-            remote_target=_contact_uri(response),
-            # Record-Route lists proxies from the UAS's side; we walk it back.
-            route_set=_record_route(response)[::-1],
+            remote_target=remote_target,
+            route_set=route_set,
             secure=request.uri.scheme == "sips",
             local_contact=request.contacts[0].uri.copy() if request.contacts else None,
             state=DialogState.CONFIRMED if response.status >= 200 else DialogState.EARLY,
@@ -172,12 +178,14 @@ class Dialog:
             raise DialogError("the response belongs to another dialog")
         if not 200 <= response.status < 300:
             return
-        if self.state is DialogState.EARLY and response.cseq.method == "INVITE":
-            # The 2xx, not the 1xx, fixes the route set of the confirmed dialog.
-            self.state = DialogState.CONFIRMED
-            self.route_set = _record_route(response)[::-1]
-        if response.cseq.method in TARGET_REFRESH_METHODS:
-            self._refresh_target(response)
+        with _read_or_dialog_error():
+            if self.state is DialogState.EARLY and response.cseq.method == "INVITE":
+                # The 2xx, not the 1xx, fixes the route set of the confirmed dialog.
+                route_set = _record_route(response)[::-1]
+                self.state = DialogState.CONFIRMED
+                self.route_set = route_set
+            if response.cseq.method in TARGET_REFRESH_METHODS:
+                self._refresh_target(response)
 
     def _is_ours(self, message: Message, *, remote_tag: str | None, local_tag: str | None) -> bool:
         return (
@@ -205,6 +213,18 @@ class Dialog:
 
 def _tagged(uri: URI, tag: str | None) -> NameAddr:
     return NameAddr(uri.copy(), params=Params([("tag", tag)]) if tag is not None else Params())
+
+
+@contextmanager
+def _read_or_dialog_error() -> Iterator[None]:
+    """A response's Contact and Record-Route are first read here, after the
+    parser let the response through: one that cannot be read leaves the
+    response unusable for the dialog, as a missing Contact does, rather than
+    raising through the TU that took it."""
+    try:
+        yield
+    except ParseError as error:
+        raise DialogError(f"unreadable response: {error.reason}") from None
 
 
 def _contact_uri(message: Message) -> URI:
