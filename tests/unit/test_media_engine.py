@@ -675,3 +675,29 @@ async def _until(condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(TIMEOUT):
         while not condition():
             await asyncio.sleep(0.005)
+
+
+async def test_behind_nat_a_phone_silent_at_first_still_latches_from_its_sip_host(
+    make_phone: Callable[[], Awaitable[Phone]], clock: FakeClock
+) -> None:
+    """Narrowed to the SIP's host, the window does not close: a phone that
+    says nothing for the first seconds (VAD, mute) is not left deaf."""
+    policy = MediaPolicy(AllowedNetworks.parse("127.0.0.0/8"))
+    engine = LocalMediaEngine(
+        RtpPortAllocator(free_port_range(PAIRS), host="127.0.0.1"), clock=clock, policy=policy
+    )
+    try:
+        session = engine.create_session("silent")
+        phone, callee = await make_phone(), await make_phone()
+        leg_a, leg_b = await session.add_leg(), await session.add_leg()
+        session.set_remote(leg_a, "10.0.0.5", 4000, signalling_host="127.0.0.1")
+        session.set_remote(leg_b, *callee.address)
+        session.connect(leg_a, leg_b)
+        session.sdp_sent(leg_a)
+        clock.now += 10 * engine.latch_window
+        for packet in run_of(1):
+            phone.send(packet, leg_a)
+        assert (await callee.receive())[0] == rtp(LATCH_PACKETS)
+        assert leg_a.remote == phone.address
+    finally:
+        await engine.close()

@@ -40,9 +40,10 @@ RTP source is accepted (and latched) when
    and consecutive sequence numbers. The window opens only when the call
    logic says our SDP has reached this leg's peer *and* we know the peer's
    (`sdp_sent()` after `set_remote()`: our 183/200 to a caller, the callee's
-   answer to our offer), and stays open `latch_window` seconds. When the
-   call logic names the host the peer's SIP comes from (`signalling_host`),
-   only that host or the SDP's may prove itself. This is the NAT case: a
+   answer to our offer). When the call logic names the host the peer's SIP
+   comes from (`signalling_host`), only that host or the SDP's may prove
+   itself, and the window stays open until one does (a phone may be silent
+   at first); otherwise it stays open `latch_window` seconds. This is the NAT case: a
    phone behind NAT announces a private address and sends, from the NAT's
    public address that its SIP comes from too, once it has our answer;
    before that nobody can latch, so spraying a ringing call's ports gains
@@ -83,6 +84,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -379,7 +381,11 @@ class _Stream(asyncio.DatagramProtocol):
     def open_latch_window(self) -> None:
         if self.source is None and self.sdp_remote is not None:
             self.candidate = None
-            self.latch_until = self._clock() + self._latch_window
+            # Narrowed to the party's own hosts, the window stays open until
+            # it latches: a phone silent at first (VAD, mute, a slow start)
+            # must not be deaf for the whole call. Open to any host, it is short.
+            narrowed = self.latch_hosts is not None
+            self.latch_until = math.inf if narrowed else self._clock() + self._latch_window
 
     def send(self, data: bytes) -> None:
         if self.transport is not None and self.remote is not None:
