@@ -170,6 +170,32 @@ def test_an_account_guessed_from_many_sources_is_refused_for_a_short_while() -> 
     assert isinstance(guard.reserve("127.0.3.1", "alice", 305.0), Attempt)
 
 
+def test_where_an_account_signed_in_before_its_block_does_not_reach() -> None:
+    # Eleven forged guesses every five minutes would otherwise keep any
+    # extension's own phone unregistered for good.
+    guard = FloodGuard(GuardPolicy(account_max_failures=2, known_for=10, max_failures=100))
+    home = guard.reserve("127.0.3.100", "alice", 0.0)
+    assert isinstance(home, Attempt)
+    guard.succeeded(home)
+    for n in range(3):
+        _fail(guard, f"127.0.3.{n}", "alice", 1.0 + n)
+    assert isinstance(guard.reserve("127.0.3.99", "alice", 5.0), Block)
+    at_home = guard.reserve("127.0.3.100", "alice", 5.0)
+    assert isinstance(at_home, Attempt) and at_home.account is None  # not counted
+    guard.succeeded(at_home)
+    # A known place is forgotten `known_for` after its last success.
+    assert isinstance(guard.reserve("127.0.3.100", "alice", 16.0), Block)
+
+
+def test_known_places_are_bounded() -> None:
+    guard = FloodGuard(GuardPolicy(max_known_places=10))
+    for n in range(50):
+        attempt = guard.reserve(f"127.0.4.{n}", f"user{n}", 0.0)
+        assert isinstance(attempt, Attempt)
+        guard.succeeded(attempt)
+    assert len(guard._known) == 10
+
+
 def test_a_refused_account_costs_its_source_nothing() -> None:
     guard = FloodGuard(GuardPolicy(max_failures=2, account_max_failures=0))
     _fail(guard, "127.0.3.1", "alice", 0.0)

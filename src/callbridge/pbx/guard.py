@@ -52,7 +52,10 @@ class GuardPolicy:
     address is easily forged, so a single packet earns less). More than
     `account_max_failures` against one account within `window`, from any
     sources, refuse that account for `account_block_for` seconds: short, so
-    an attacker can delay its owner but not lock them out for long."""
+    an attacker can delay its owner but not lock them out for long. A source
+    that authenticated as an account within `known_for` seconds is a known
+    place of it: the account's block does not refuse it, and its failures
+    do not count towards that block (at most `max_known_places` are kept)."""
 
     max_failures: int = 10
     window: float = 60.0
@@ -60,6 +63,8 @@ class GuardPolicy:
     scanner_block_for: float = 300.0
     account_max_failures: int = 10
     account_block_for: float = 300.0
+    known_for: float = 86_400.0
+    max_known_places: int = 100_000
     max_tracked_sources: int = 100_000
     max_blocks: int = 10_000
 
@@ -80,8 +85,9 @@ class Attempt:
     hands it back with `FloodGuard.succeeded`."""
 
     source: str
-    account: str | None
+    account: str | None  # the account counted against, None if none is
     at: float
+    tried: str | None = None  # the account named, counted or not
 
 
 class _Tally:
@@ -202,6 +208,9 @@ class FloodGuard:
             kind="account",
         )
         self._trusted: tuple[IPNetwork, ...] = ()
+        # (account, source) -> until when the source is a known place of it;
+        # oldest first, so the first entry is the one to drop when full.
+        self._known: dict[tuple[str, str], float] = {}
 
     @property
     def evicted(self) -> int:
@@ -257,17 +266,20 @@ class FloodGuard:
             # A provider's address is never refused, not even by its account's
             # block: anyone may guess at its login and earn one.
             return Attempt(source, None, now)
+        # The owner's phone, where it signed in before, is not held back by
+        # strangers guessing at its account from elsewhere.
+        counted = None if account is None or self._is_known(account, source, now) else account
         block = self._sources.blocked(source, now) or (
-            self._accounts.blocked(account, now) if account is not None else None
+            self._accounts.blocked(counted, now) if counted is not None else None
         )
         if block is not None:
             return block
         if self._sources.count(source, now) > self.policy.max_failures + 1:
             return self._block_source(source, now)
         limit = self.policy.account_max_failures + 1
-        if account is not None and self._accounts.count(account, now) > limit:
-            return self._block_account(account, now)
-        return Attempt(source, account, now)
+        if counted is not None and self._accounts.count(counted, now) > limit:
+            return self._block_account(counted, now)
+        return Attempt(source, counted, now, account)
 
     def rejected(self, attempt: Attempt, now: float) -> Block | None:
         """The attempt was wrong: its failure stays counted; returns the
@@ -289,6 +301,8 @@ class FloodGuard:
         self._sources.refund(attempt.source, attempt.at)
         if attempt.account is not None:
             self._accounts.clear(attempt.account)
+        if attempt.tried is not None:
+            self._remember(attempt.tried, attempt.source, attempt.at)
 
     def failed(self, source: str, now: float) -> Block | None:
         """Count one failure of `source` that names no account (a stranger
@@ -313,6 +327,17 @@ class FloodGuard:
     def account_blocks(self, now: float) -> list[Block]:
         """The accounts refused for now, soonest to end first."""
         return self._accounts.in_force(now)
+
+    def _is_known(self, account: str, source: str, now: float) -> bool:
+        until = self._known.get((account, source))
+        return until is not None and until > now
+
+    def _remember(self, account: str, source: str, at: float) -> None:
+        key = (account, source)
+        self._known.pop(key, None)  # to the end: the newest is dropped last
+        self._known[key] = at + self.policy.known_for
+        if len(self._known) > self.policy.max_known_places:
+            del self._known[next(iter(self._known))]
 
     def _block_source(self, source: str, now: float) -> Block:
         failures = self._sources.failures(source, now)
