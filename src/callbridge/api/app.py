@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from .. import __version__
@@ -31,7 +31,7 @@ from . import (
     security,
 )
 from .errors import FieldError, field_error_handler, validation_error_handler
-from .limits import MAX_BODY_SIZE, BodySizeLimit
+from .limits import MAX_BODY_SIZE, BodySizeLimit, refuse_nul
 
 
 def create_app(
@@ -82,7 +82,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(FieldError, field_error_handler)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_SIZE)
-    v1 = APIRouter(prefix="/api/v1")
+    v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(refuse_nul)])
     v1.include_router(auth.router)
     v1.include_router(internal_lines.router)
     v1.include_router(external_lines.router)

@@ -1,9 +1,13 @@
-"""Request body size limit, enforced before any handler reads the body."""
+"""Request body size limit, enforced before any handler reads the body;
+NUL characters refused wherever a request carries them."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_SIZE = 64 * 1024
@@ -66,3 +70,44 @@ async def _answer_413(send: Send, max_bytes: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def refuse_nul(request: Request) -> None:
+    """422 naming each path, query or JSON body value that holds a NUL
+    character: PostgreSQL cannot store one in text and refuses the whole
+    statement (a 500), so no route may pass one on; refused on SQLite too,
+    so that both stores take the same values."""
+    errors: list[dict[str, Any]] = [
+        _nul_error(("path", name))
+        for name, value in request.path_params.items()
+        if isinstance(value, str) and "\x00" in value
+    ]
+    errors += [
+        _nul_error(("query", name))
+        for name, value in request.query_params.multi_items()
+        if "\x00" in value or "\x00" in name
+    ]
+    # JSON writes a NUL only escaped; without the escape there is none to find.
+    if "json" in request.headers.get("content-type", "") and b"\\u0000" in await request.body():
+        try:
+            data = json.loads(await request.body())
+        except ValueError:
+            data = None  # not JSON: the route's own validation says so
+        errors += [_nul_error(("body", *loc)) for loc in _nul_values(data, ())]
+    if errors:
+        raise RequestValidationError(errors)
+
+
+def _nul_values(value: object, loc: tuple[str | int, ...]) -> list[tuple[str | int, ...]]:
+    """Where in a parsed JSON value a string holds a NUL."""
+    if isinstance(value, str):
+        return [loc] if "\x00" in value else []
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in _nul_values(item, (*loc, key))]
+    if isinstance(value, list):
+        return [found for n, item in enumerate(value) for found in _nul_values(item, (*loc, n))]
+    return []
+
+
+def _nul_error(loc: tuple[str | int, ...]) -> dict[str, Any]:
+    return {"loc": loc, "msg": "must not contain a NUL character", "type": "value_error"}
