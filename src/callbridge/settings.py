@@ -85,8 +85,9 @@ class Settings(BaseSettings):
     guard_account_block_for: float = Field(
         300.0,
         gt=0,
-        description="Seconds an account is then refused (SIP 503, HTTP 429, with "
-        "Retry-After): short, so a guesser cannot lock its owner out for long.",
+        description="Seconds an account is then refused (SIP 503 with Retry-After): "
+        "short, so a guesser cannot lock its owner out for long. The HTTP sign-in "
+        "has its own fixed rules (10 failures, then 300 s).",
     )
     guard_max_blocks: int = Field(
         10_000,

@@ -1,8 +1,10 @@
-"""Signing in, bearer tokens on every route, and the body size limit."""
+"""Signing in, bearer tokens on every route, the body size limit, and NUL
+characters refused wherever a request carries them."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -101,3 +103,39 @@ async def test_password_guessing_is_stopped_with_429_then_even_the_right_passwor
     assert blocked.status_code == 429
     # The block's time left: 900 s less the moment the last guess took.
     assert 880 <= int(blocked.headers["Retry-After"]) <= 900
+
+
+# PostgreSQL cannot store a NUL in text and refuses the whole statement: the
+# API refuses one wherever a request can carry it, on SQLite too, naming where.
+@pytest.mark.parametrize(
+    ("method", "url", "request_args", "loc"),
+    [
+        ("POST", "/api/v1/contacts", {"json": {"name": "Anna\x00"}}, ["body", "name"]),
+        ("POST", "/api/v1/leads", {"json": {"name": "A", "comment": "\x00"}}, ["body", "comment"]),
+        ("GET", "/api/v1/contacts", {"params": {"q": "An\x00na"}}, ["query", "q"]),
+        ("GET", "/api/v1/calls/abc%00def", {}, ["path", "call_id"]),
+        (
+            "POST",
+            "/api/v1/auth/login",
+            {"json": {"username": "admin\x00", "password": "x"}},
+            ["body", "username"],
+        ),
+    ],
+)
+async def test_a_nul_character_anywhere_is_422_naming_where(
+    api: Api, method: str, url: str, request_args: dict[str, Any], loc: list[str | int]
+) -> None:
+    answer = await api.client.request(method, url, headers=api.auth(), **request_args)
+    assert answer.status_code == 422, answer.text
+    assert [e["loc"] for e in answer.json()["detail"]] == [loc]
+
+
+async def test_an_escaped_backslash_before_u0000_is_no_nul(api: Api) -> None:
+    body = b'{"name": "C:\\\\u0000 and co"}'
+    answer = await api.client.post(
+        "/api/v1/contacts",
+        content=body,
+        headers={**api.auth(), "content-type": "application/json"},
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["name"] == "C:\\u0000 and co"

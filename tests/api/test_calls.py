@@ -189,6 +189,9 @@ async def test_paging_keeps_the_total(api: Api, calls: Calls) -> None:
         ({"offset": -1}, "offset"),
         ({"since": "yesterday"}, "since"),
         ({"until": "2026-11-27T09:00:00"}, "until"),  # no zone: ambiguous
+        # Instants that fall outside the years 1 to 9999 in UTC (were a 500).
+        ({"since": "0001-01-01T00:00:00+01:00"}, "since"),
+        ({"until": "9999-12-31T23:59:59-01:00"}, "until"),
         ({"line": "1a"}, "line"),
         ({"employee_id": "bob"}, "employee_id"),
     ],

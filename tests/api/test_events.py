@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from callbridge.api import events as events_api
 from callbridge.app import HttpService
 from callbridge.events import EventBus
 from callbridge.store import Employee, User
@@ -224,3 +225,31 @@ async def test_a_socket_whose_token_expires_is_closed_with_4401(stream: Stream) 
             await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
     assert stream.bus.subscribers == 0
+
+
+def _watchers() -> list[asyncio.Task[Any]]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done() and getattr(task.get_coro(), "__name__", "") == "_watch_token"
+    ]
+
+
+async def test_a_socket_that_fails_while_serving_leaves_no_token_watcher_behind(
+    stream: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: Any) -> dict[str, Any]:
+        raise LookupError("a bug while serving")
+
+    monkeypatch.setattr(events_api, "_as_seen_by", broken)
+    async with stream.connect() as ws:
+        await until_subscribed(stream.bus)
+        assert _watchers(), "the socket's token is not being watched"
+        stream.publish("ringing", stream.operator_employee)
+        await closed_with(ws)
+    for _ in range(100):
+        if not _watchers():
+            break
+        await asyncio.sleep(0.01)
+    # It would look the token up every so often until it expired (hours).
+    assert not _watchers(), "the socket is gone but its token watcher runs on"

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi import status as http_status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,7 +25,7 @@ from ..store import InternalLine, User
 from ..store.models import CallDirection, CallRecord, CallStatus, CardType, Note
 from .deps import SessionDep, Staff
 from .errors import not_found_reference
-from .fields import CallIdPath, EmployeeRef, IdField, IdQuery, Input, Limit, Offset
+from .fields import CallIdPath, EmployeeRef, IdField, IdQuery, Input, Instant, Limit, Offset
 from .internal_lines import Number
 
 router = APIRouter(prefix="/calls", tags=["calls"])
@@ -200,10 +200,10 @@ async def list_calls(
     status: CallStatus | None = None,
     direction: CallDirection | None = None,
     since: Annotated[
-        AwareDatetime | None, Query(description="Started at or after (ISO 8601, with zone).")
+        Instant | None, Query(description="Started at or after (ISO 8601, with zone).")
     ] = None,
     until: Annotated[
-        AwareDatetime | None, Query(description="Started before (ISO 8601, with zone).")
+        Instant | None, Query(description="Started before (ISO 8601, with zone).")
     ] = None,
     limit: Limit = 50,
     offset: Offset = 0,

@@ -139,9 +139,13 @@ async def events(websocket: WebSocket) -> None:
     finally:
         for task in (serve, watch):
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    if watch.done() and not watch.cancelled() and watch.exception() is None:
+        # Both have ended before anything is raised: a watcher left behind
+        # would look the token up until it expired, hours later.
+        await asyncio.wait((serve, watch))
+    for task in (serve, watch):
+        if not task.cancelled() and (failure := task.exception()) is not None:
+            raise failure
+    if not watch.cancelled():
         with contextlib.suppress(RuntimeError):
             await websocket.close(UNAUTHORIZED, "token revoked or expired")
 

@@ -1,14 +1,15 @@
-"""Field types the routers share: ids and pages in paths and queries,
-names, emails, phone numbers as typed, and the small shapes that point at
+"""Field types the routers share: ids, pages and instants in paths and
+queries, names, emails, phone numbers as typed, and the small shapes that point at
 another object."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Path, Query
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, SecretStr, field_validator
 
 from ..numbers import MIN_PHONE_DIGITS, looks_like_phone
 
@@ -27,6 +28,19 @@ CallIdPath = Annotated[
     str, Path(max_length=32, pattern=r"^[!-~]+$", description="A call's id (32 hex digits).")
 ]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip.")]
+
+
+def _in_utc(value: datetime) -> datetime:
+    # Timestamps are stored in UTC: an instant whose UTC date falls outside
+    # Python's years (0001-01-01 at +01:00) must be refused here, not fail
+    # (a 500) when the query binds it.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must fall within the years 1 to 9999 in UTC") from None
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 # Checked loosely on purpose: the address is for people to read and write to,
