@@ -44,7 +44,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 test: test-deps lint typecheck
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=15
 
 bench: test-deps
 	$(PY) bench/run.py

@@ -53,7 +53,8 @@ async def test_a_version_from_before_incoming_auth_runs_with_it_off() -> None:
     del line["incoming_auth"]
     version = ConfigVersion(id=3, source="apply", snapshot={"external_lines": [line]})
 
-    running = await running_config(version)
+    # Credentials never ride in a version: they come from the live tables.
+    running = await running_config(version, {"external_lines": {1: {"password": "secret"}}})
 
     [trunk] = running.trunks
     assert (trunk.incoming_auth, trunk.transport, trunk.address) == (False, "tcp", "127.0.0.2")
