@@ -526,11 +526,12 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def drop_bindings_of_disabled(lines: Lines, location: Location) -> None:
+def drop_bindings_of_disabled(lines: Lines, location: Location, now: float) -> None:
     """Let go of the devices of disabled lines (a leaver's phone stays
-    registered no longer than the line stays enabled)."""
+    registered no longer than the line stays enabled); a line with none
+    costs no write."""
     for line in lines.by_number.values():
-        if line.disabled:
+        if line.disabled and location.bindings(line.number, now):
             location.replace(line.number, [])
 
 
@@ -577,30 +578,37 @@ async def run(settings: Settings) -> int:
     )
     service.use_b2bua(b2bua)
 
+    # An apply and an employee's deletion each read the store, then swap
+    # lines in: one at a time, or an apply that read before a deletion
+    # would swap the leaver's line back in enabled after it.
+    swapping = asyncio.Lock()
+
     async def reload_employees() -> None:
         """An employee changed: their telephony switch counts from the next
         call; a leaver's line stops at once (its devices are let go)."""
-        async with database.session() as session:
-            employees = await load_employees(session)
-            disabled = await disabled_line_ids(session)
-        b2bua.use_employees(employees)
-        # Lines are only disabled here: enabling one again waits for the
-        # apply that brings its new password.
-        lines = service.ua.lines.disabling(disabled)
-        if lines is not service.ua.lines:
-            service.use_lines(lines)
-        drop_bindings_of_disabled(lines, location)
+        async with swapping:
+            async with database.session() as session:
+                employees = await load_employees(session)
+                disabled = await disabled_line_ids(session)
+            b2bua.use_employees(employees)
+            # Lines are only disabled here: enabling one again waits for the
+            # apply that brings its new password.
+            lines = service.ua.lines.disabling(disabled)
+            if lines is not service.ua.lines:
+                service.use_lines(lines)
+            drop_bindings_of_disabled(lines, location, loop.time())
 
     trunks = Trunks(service)
 
     async def run_config(version: ConfigVersion) -> None:
         """Swap in an applied version with the current credentials: calls in
         progress keep what they began with."""
-        async with database.session() as session:
-            live = await read_live_state(session)
-        config = await running_config(version, live)
-        service.use_lines(config.lines)
-        drop_bindings_of_disabled(config.lines, location)
+        async with swapping:
+            async with database.session() as session:
+                live = await read_live_state(session)
+            config = await running_config(version, live)
+            service.use_lines(config.lines)
+            drop_bindings_of_disabled(config.lines, location, loop.time())
         b2bua.dialplan = config.dialplan
         trunks.use(config.trunks)
         # A provider's address is never blocked: a forged packet must not cut it off.
@@ -636,7 +644,7 @@ async def run(settings: Settings) -> int:
         await reload_employees()
         loop.add_signal_handler(signal.SIGHUP, reload_on_hangup)
         restored = await location.load()
-        drop_bindings_of_disabled(service.ua.lines, location)
+        drop_bindings_of_disabled(service.ua.lines, location, loop.time())
         log_event(logger, logging.INFO, "pbx.bindings_restored", count=restored)
         location.start()
         recorder.start()

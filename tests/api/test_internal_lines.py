@@ -121,6 +121,20 @@ async def test_an_employee_that_does_not_exist_is_422_naming_employee_id(api: Ap
     assert_names(answer, 422, "employee_id")
 
 
+async def test_a_deleted_employee_gets_no_line_again_409_naming_employee_id(api: Api) -> None:
+    async with api.database.session() as session:
+        leaver = Employee(name="Left Last Week", email="left@example.org", active=False)
+        session.add(leaver)
+        await session.commit()
+    answer = await api.client.post(URL, json=line(employee_id=leaver.id), headers=api.auth())
+    assert_names(answer, 409, "employee_id")
+    created = await create(api)
+    answer = await api.client.patch(
+        f"{URL}/{created['id']}", json={"employee_id": leaver.id}, headers=api.auth()
+    )
+    assert_names(answer, 409, "employee_id")
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

@@ -265,8 +265,15 @@ async def _get(session: SessionDep, line_id: int) -> InternalLine:
 
 
 async def _check_employee(session: SessionDep, employee_id: int | None) -> None:
-    if employee_id is not None and await session.get(Employee, employee_id) is None:
+    if employee_id is None:
+        return
+    employee = await session.get(Employee, employee_id)
+    if employee is None:
         raise not_found_reference("employee_id", f"no employee with id {employee_id}")
+    if not employee.active:
+        # A leaver's line would register and have its calls refused: as the
+        # employees API says, a deleted employee gets no line again.
+        raise conflict("employee_id", f"employee {employee_id} was deleted")
 
 
 async def _check_unique(
