@@ -37,17 +37,23 @@ def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     assert server.process.returncode == 0, server.log()
 
 
-def integer_parameters(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], str]]:
-    """(method, path, the operation, parameter name) for every integer
-    parameter in a path or query."""
+def types_of(schema: dict[str, Any]) -> set[str | None]:
+    """The JSON types a schema admits (an optional one is an anyOf with null)."""
+    return {s.get("type") for s in [schema, *schema.get("anyOf", [])]}
+
+
+def url_parameters(
+    spec: dict[str, Any], kind: str
+) -> list[tuple[str, str, dict[str, Any], str, str]]:
+    """(method, path, the operation, where, parameter name) for every
+    parameter of JSON type `kind` in a path or query."""
     found = []
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             for parameter in operation.get("parameters", []):
-                schema = parameter["schema"]
-                types = {s.get("type") for s in [schema, *schema.get("anyOf", [])]}
-                if "integer" in types and parameter["in"] in ("path", "query"):
-                    found.append((method, path, operation, parameter["name"]))
+                where = parameter["in"]
+                if kind in types_of(parameter["schema"]) and where in ("path", "query"):
+                    found.append((method, path, operation, where, parameter["name"]))
     return found
 
 
@@ -75,10 +81,10 @@ def test_every_integer_parameter_refuses_numbers_out_of_range_with_a_422_naming_
             "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
         ).json()["token"]
         http.headers["Authorization"] = f"Bearer {token}"
-        parameters = integer_parameters(http.get("/api/openapi.json").json())
+        parameters = url_parameters(http.get("/api/openapi.json").json(), "integer")
         assert len(parameters) >= 40, parameters  # the spec lists them all
         wrong = []
-        for method, path, operation, name in parameters:
+        for method, path, operation, _, name in parameters:
             for value in OUT_OF_RANGE:
                 answer = request_with(http, method, path, operation, name, value)
                 named = answer.status_code == 422 and any(
@@ -92,8 +98,9 @@ def test_every_integer_parameter_refuses_numbers_out_of_range_with_a_422_naming_
         assert http.get("/api/v1/employees/2147483647").status_code == 404
 
 
-def body_integer_fields(spec: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(method, path, field) for every integer field of a JSON request body."""
+def body_fields(spec: dict[str, Any], kind: str) -> list[tuple[str, str, str]]:
+    """(method, path, field) for every field of JSON type `kind` of a JSON
+    request body."""
     schemas = spec["components"]["schemas"]
     found = []
     for path, operations in spec["paths"].items():
@@ -104,8 +111,7 @@ def body_integer_fields(spec: dict[str, Any]) -> list[tuple[str, str, str]]:
                 continue
             body = schemas[reference.rsplit("/", 1)[-1]]
             for field, schema in body.get("properties", {}).items():
-                types = {s.get("type") for s in [schema, *schema.get("anyOf", [])]}
-                if "integer" in types:
+                if kind in types_of(schema):
                     found.append((method, path, field))
     return found
 
@@ -118,7 +124,7 @@ def test_every_integer_body_field_refuses_numbers_out_of_range_with_a_422_naming
             "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
         ).json()["token"]
         http.headers["Authorization"] = f"Bearer {token}"
-        fields = body_integer_fields(http.get("/api/openapi.json").json())
+        fields = body_fields(http.get("/api/openapi.json").json(), "integer")
         assert len(fields) >= 15, fields
         wrong = []
         for method, path, field in fields:

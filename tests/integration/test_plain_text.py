@@ -11,14 +11,18 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from .conftest import Server
 from .test_calls import fresh_postgres  # noqa: F401 - a fixture
-from .test_int_bounds import ADMIN_PASSWORD, live  # noqa: F401 - a fixture
+from .test_int_bounds import (  # live: a fixture
+    ADMIN_PASSWORD,
+    body_fields,
+    live,  # noqa: F401
+    url_parameters,
+)
 
 # What no text may hold: NUL, another C0 control, DEL, a lone surrogate.
 # (A surrogate cannot be put in a URL, so paths and queries get the others.)
@@ -36,43 +40,11 @@ def _signed_in(server: Server) -> httpx.Client:
     return http
 
 
-def _types(schema: dict[str, Any]) -> set[str | None]:
-    return {s.get("type") for s in [schema, *schema.get("anyOf", [])]}
-
-
-def body_text_fields(spec: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(method, path, field) for every string field of a JSON request body."""
-    schemas = spec["components"]["schemas"]
-    found = []
-    for path, operations in spec["paths"].items():
-        for method, operation in operations.items():
-            content = operation.get("requestBody", {}).get("content", {})
-            reference = content.get("application/json", {}).get("schema", {}).get("$ref")
-            if reference is None:
-                continue
-            body = schemas[reference.rsplit("/", 1)[-1]]
-            for field, schema in body.get("properties", {}).items():
-                if "string" in _types(schema):
-                    found.append((method, path, field))
-    return found
-
-
-def url_text_parameters(spec: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(method, path, where, name) for every string parameter in a path or query."""
-    found = []
-    for path, operations in spec["paths"].items():
-        for method, operation in operations.items():
-            for parameter in operation.get("parameters", []):
-                if parameter["in"] in ("path", "query") and "string" in _types(parameter["schema"]):
-                    found.append((method, path, parameter["in"], parameter["name"]))
-    return found
-
-
 def test_every_body_text_field_refuses_what_no_text_may_hold_with_a_422_naming_it(
     live: Server,  # noqa: F811
 ) -> None:
     with contextlib.closing(_signed_in(live)) as http:
-        fields = body_text_fields(http.get("/api/openapi.json").json())
+        fields = body_fields(http.get("/api/openapi.json").json(), "string")
         assert len(fields) >= 30, fields  # the spec lists them all
         wrong = []
         for method, path, field in fields:
@@ -98,10 +70,10 @@ def test_every_url_text_parameter_refuses_control_characters_without_a_server_er
     live: Server,  # noqa: F811
 ) -> None:
     with contextlib.closing(_signed_in(live)) as http:
-        parameters = url_text_parameters(http.get("/api/openapi.json").json())
+        parameters = url_parameters(http.get("/api/openapi.json").json(), "string")
         assert len(parameters) >= 5, parameters
         wrong = []
-        for method, path, where, name in parameters:
+        for method, path, _, where, name in parameters:
             for text in URL_TEXTS:
                 url = path.replace("{" + name + "}", quote(text, safe=""))
                 url = re.sub(r"\{[^}]+\}", "1", url)
