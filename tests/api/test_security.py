@@ -11,7 +11,7 @@ import pytest
 from callbridge.api import create_app
 from callbridge.pbx.guard import Attempt, Block, FloodGuard, GuardPolicy
 
-from .conftest import Api
+from .conftest import PASSWORD, Api
 
 NOW = 1000.0
 
@@ -88,3 +88,37 @@ async def test_admin_sees_and_lifts_an_accounts_block(
     )
     assert lifted.status_code == 204
     assert isinstance(guard.reserve("127.0.5.99", "alice", NOW), Attempt)
+
+
+async def test_admin_sees_and_lifts_the_sign_ins_blocks(
+    api: Api, client: httpx.AsyncClient
+) -> None:
+    # Eleven wrong sign-ins block the address, and the account once the
+    # address no longer stops them; an admin already signed in sees each
+    # block at the HTTP sign-in and lifts it, and the owner gets back in.
+    for _ in range(11):
+        wrong = await client.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": "guess-guess"}
+        )
+        assert wrong.status_code == 401
+    seen = set()
+    for _ in range(3):
+        answer = await client.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}
+        )
+        if answer.status_code == 200:
+            break
+        assert answer.status_code == 429, answer.text
+        listed = (await client.get("/api/v1/security/blocks", headers=api.auth("admin"))).json()
+        blocks = [(b["source"], b["kind"]) for b in listed["items"] if b["guard"] == "http"]
+        assert blocks, listed
+        for source, kind in blocks:
+            lifted = await client.delete(
+                f"/api/v1/security/blocks/{source}",
+                params={"kind": kind, "guard": "http"},
+                headers=api.auth(),
+            )
+            assert lifted.status_code == 204, lifted.text
+        seen.update(blocks)
+    assert answer.status_code == 200, answer.text
+    assert seen == {("127.0.0.1", "source"), ("admin", "account")}

@@ -35,7 +35,9 @@ LOGIN_POLICY = GuardPolicy(
 )
 
 
-def _login_guard(request: Request) -> FloodGuard:
+def login_guard(request: Request) -> FloodGuard:
+    """The sign-in's own flood guard (made on first use; its clock is
+    `time.monotonic`); `/security/blocks` shows and lifts its blocks too."""
     guard: FloodGuard | None = getattr(request.app.state, "login_guard", None)
     if guard is None:
         guard = request.app.state.login_guard = FloodGuard(LOGIN_POLICY)
@@ -55,7 +57,7 @@ def _login_guard(request: Request) -> FloodGuard:
 async def login(
     body: LoginRequest, request: Request, session: SessionDep, settings: SettingsDep
 ) -> TokenResponse:
-    guard = _login_guard(request)
+    guard = login_guard(request)
     client = request.client.host if request.client else "unknown"
     now = time.monotonic()
     # Counted as failed before argon2 runs, so parallel guesses meet the limit too.

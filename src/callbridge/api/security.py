@@ -1,5 +1,6 @@
-"""`/api/v1/security/blocks`: the sources the flood guard has blocked, and
-the accounts it refuses for now, for an admin to see and lift."""
+"""`/api/v1/security/blocks`: the sources the flood guards have blocked, and
+the accounts they refuse for now, for an admin to see and lift: SIP's guard
+(`guard: sip`) and the HTTP sign-in's (`guard: http`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from ..pbx.guard import FloodGuard
 from ..store import User
+from .auth import login_guard
 from .deps import require_role
 
 router = APIRouter(prefix="/security", tags=["security"])
@@ -20,11 +22,13 @@ Admin = Annotated[User, Depends(require_role("admin"))]
 
 
 BlockKind = Literal["source", "account"]
+GuardName = Literal["sip", "http"]
 
 
 class BlockOut(BaseModel):
     source: str = Field(description="The address blocked, or the account's username.")
     kind: BlockKind = "source"
+    guard: GuardName = Field("sip", description="SIP's guard, or the HTTP sign-in's.")
     reason: str
     expires_at: datetime
     expires_in: int
@@ -35,32 +39,40 @@ class BlockList(BaseModel):
     total: int
 
 
-def _guard(request: Request) -> tuple[FloodGuard | None, Callable[[], float]]:
-    guard: FloodGuard | None = getattr(request.app.state, "guard", None)
-    clock: Callable[[], float] = getattr(request.app.state, "sip_clock", time.monotonic)
-    return guard, clock
+Clock = Callable[[], float]
 
 
-Guard = Annotated[tuple[FloodGuard | None, Callable[[], float]], Depends(_guard)]
+def _guards(request: Request) -> dict[GuardName, tuple[FloodGuard, Clock]]:
+    """Each guard with the monotonic clock it counts in."""
+    guards: dict[GuardName, tuple[FloodGuard, Clock]] = {}
+    sip: FloodGuard | None = getattr(request.app.state, "guard", None)
+    if sip is not None:
+        guards["sip"] = (sip, getattr(request.app.state, "sip_clock", time.monotonic))
+    guards["http"] = (login_guard(request), time.monotonic)
+    return guards
+
+
+Guards = Annotated[dict[GuardName, tuple[FloodGuard, Clock]], Depends(_guards)]
 
 
 @router.get("/blocks")
-async def list_blocks(guard: Guard, _user: Admin) -> BlockList:
-    flood_guard, clock = guard
-    if flood_guard is None:
-        return BlockList(items=[], total=0)
-    now, wall = clock(), time.time()
-    items = [
-        BlockOut(
-            source=block.source,
-            reason=block.reason,
-            # The guard counts in the SIP loop's monotonic time; shown as UTC.
-            expires_at=datetime.fromtimestamp(wall + block.until - now, UTC),
-            expires_in=max(0, round(block.until - now)),
-            kind="account" if block.account else "source",
-        )
-        for block in [*flood_guard.blocks(now), *flood_guard.account_blocks(now)]
-    ]
+async def list_blocks(guards: Guards, _user: Admin) -> BlockList:
+    wall = time.time()
+    items = []
+    for name, (flood_guard, clock) in guards.items():
+        now = clock()
+        items += [
+            BlockOut(
+                source=block.source,
+                reason=block.reason,
+                # A guard counts in monotonic time; shown as UTC.
+                expires_at=datetime.fromtimestamp(wall + block.until - now, UTC),
+                expires_in=max(0, round(block.until - now)),
+                kind="account" if block.account else "source",
+                guard=name,
+            )
+            for block in [*flood_guard.blocks(now), *flood_guard.account_blocks(now)]
+        ]
     return BlockList(items=items, total=len(items))
 
 
@@ -71,11 +83,12 @@ async def list_blocks(guard: Guard, _user: Admin) -> BlockList:
 )
 async def lift_block(
     source: str,
-    guard: Guard,
+    guards: Guards,
     _user: Admin,
     kind: Annotated[BlockKind, Query(description="`account` lifts an account's block.")] = "source",
+    guard: Annotated[GuardName, Query(description="`http` lifts a sign-in block.")] = "sip",
 ) -> Response:
-    flood_guard, _ = guard
+    flood_guard, _ = guards.get(guard, (None, None))
     if flood_guard is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"{source} is not blocked")
     lifted = (
