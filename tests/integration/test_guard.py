@@ -22,20 +22,19 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from .conftest import Server, free_port, start_sipp
+from .conftest import Server, free_port
 from .test_calls import (
     ADMIN_PASSWORD,
     ALICE,
     BOB,
     Pbx,
-    _assert_succeeded,
     _first,
     _wait_for,
     fresh_postgres,  # noqa: F401 - a fixture
     pbx,  # noqa: F401 - a fixture
     start_pbx,  # noqa: F401 - a fixture
 )
-from .test_trunk_calls import PROVIDER, external_line, route_incoming_to
+from .test_trunk_calls import PROVIDER, customer_calls, external_line, route_incoming_to
 
 pytestmark = pytest.mark.integration
 
@@ -160,16 +159,7 @@ def test_a_providers_address_is_never_blocked_and_its_calls_go_through(
     attack(pbx)
     assert blocks(pbx) == []
     employee = pbx.device(BOB, "call_uas_answer.xml")
-    customer = start_sipp(
-        "provider_uac_call.xml",
-        pbx.server,
-        pbx.tmp_path,
-        port=provider_port,
-        local_ip=PROVIDER,
-        extra=["-s", "89161234567", "-key", "did", "380441234567", "-d", "300"],
-    )
-    pbx.phones.append(customer)
-    _assert_succeeded(customer, employee, pbx=pbx)
+    customer_calls(pbx, provider_port, employee)
 
 
 @pytest.mark.parametrize("agent", ["friendly-scanner", "sipcli/v1.8", "SIPVicious 0.3"])

@@ -35,6 +35,7 @@ from .test_trunk_calls import (
     route_incoming_to,
     rule,
     silent_peer,
+    strangers_call_rings_nobody,
 )
 
 pytestmark = pytest.mark.integration
@@ -93,20 +94,7 @@ def test_a_providers_invite_over_udp_to_a_tcp_line_never_rings_an_employee(
     # where anyone can write that address.
     external_line(pbx, free_port(host=PROVIDER), transport="tcp")
     route_incoming_to(pbx, BOB.number)
-    device_port = free_port()
-    pbx.register(BOB, device_port)
-    with silent_peer("127.0.0.1", device_port) as device:
-        spoofer = start_sipp(
-            "provider_uac_stranger.xml",
-            pbx.server,
-            pbx.tmp_path,
-            local_ip=PROVIDER,
-            recv_timeout=5,
-            extra=["-s", CUSTOMER, "-key", "did", DID],
-        )
-        pbx.phones.append(spoofer)
-        _assert_succeeded(spoofer, pbx=pbx, timeout=10)
-        assert_heard_nothing(device, "Bob's device", pbx.explain())
+    spoofer = strangers_call_rings_nobody(pbx)
     [refusal] = spoofer.received(status=403)
     assert refusal.first_line == "SIP/2.0 403 Forbidden", refusal.text
     assert "call.stranger" in pbx.server.log()

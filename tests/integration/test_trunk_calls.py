@@ -99,20 +99,49 @@ def test_a_customers_call_reaches_the_employee_with_the_number_in_e164(pbx: Pbx)
         },
     )
     employee = pbx.device(BOB, "call_uas_answer.xml")
+    customer_calls(pbx, provider_port, employee)
+    [record] = pbx.calls(1)
+    assert record["direction"] == "incoming", record
+    assert (record["caller_number"], record["caller_raw"]) == ("+79161234567", "89161234567")
+    assert record["callee_number"] == BOB.number and record["status"] == "answered", record
+
+
+def customer_calls(pbx: Pbx, provider_port: int, employee: Any) -> Any:  # noqa: F811
+    """The customer (CUSTOMER) calls the DID through the SIPp provider on
+    `provider_port`, and `employee`'s device answers; both scenarios must
+    succeed. The provider's SIPp, for what a test checks next."""
     customer = start_sipp(
         "provider_uac_call.xml",
         pbx.server,
         pbx.tmp_path,
         port=provider_port,
         local_ip=PROVIDER,
-        extra=["-s", "89161234567", "-key", "did", "380441234567", "-d", "300"],
+        extra=["-s", CUSTOMER, "-key", "did", DID, "-d", "300"],
     )
     pbx.phones.append(customer)
     _assert_succeeded(customer, employee, pbx=pbx)
-    [record] = pbx.calls(1)
-    assert record["direction"] == "incoming", record
-    assert (record["caller_number"], record["caller_raw"]) == ("+79161234567", "89161234567")
-    assert record["callee_number"] == BOB.number and record["status"] == "answered", record
+    return customer
+
+
+def strangers_call_rings_nobody(pbx: Pbx) -> Any:  # noqa: F811
+    """A provider's INVITE from PROVIDER that callbridge must refuse: Bob's
+    device registers, and its port hears nothing while SIPp's scenario
+    (the refusal it expects) succeeds. The stranger's SIPp."""
+    device_port = free_port()
+    pbx.register(BOB, device_port)
+    with silent_peer("127.0.0.1", device_port) as device:
+        stranger = start_sipp(
+            "provider_uac_stranger.xml",
+            pbx.server,
+            pbx.tmp_path,
+            local_ip=PROVIDER,
+            recv_timeout=5,
+            extra=["-s", CUSTOMER, "-key", "did", DID],
+        )
+        pbx.phones.append(stranger)
+        _assert_succeeded(stranger, pbx=pbx, timeout=10)
+        assert_heard_nothing(device, "Bob's device", pbx.explain())
+    return stranger
 
 
 def mobiles_out(pbx: Pbx, provider_port: int) -> int:  # noqa: F811 - the fixture's name
@@ -230,16 +259,7 @@ def test_a_call_from_an_alternative_address_is_the_lines_call(pbx: Pbx) -> None:
     )
     route_incoming_to(pbx, BOB.number)
     employee = pbx.device(BOB, "call_uas_answer.xml")
-    customer = start_sipp(
-        "provider_uac_call.xml",
-        pbx.server,
-        pbx.tmp_path,
-        port=provider_port,
-        local_ip=PROVIDER,
-        extra=["-s", CUSTOMER, "-key", "did", DID, "-d", "300"],
-    )
-    pbx.phones.append(customer)
-    _assert_succeeded(customer, employee, pbx=pbx)
+    customer = customer_calls(pbx, provider_port, employee)
     # No digest: the provider was known by its address.
     assert not customer.received(status=407), pbx.explain()
     [record] = pbx.calls(1)
@@ -254,21 +274,7 @@ def test_an_invite_from_an_unknown_address_never_rings_an_employee(pbx: Pbx) -> 
     # ring Bob, but the INVITE comes from 127.0.0.2.
     external_line(pbx, free_port(host=OTHER_PROVIDER), host=OTHER_PROVIDER)
     route_incoming_to(pbx, BOB.number)
-    # Bob's device registers, then its port is watched by the test.
-    device_port = free_port()
-    pbx.register(BOB, device_port)
-    with silent_peer("127.0.0.1", device_port) as device:
-        stranger = start_sipp(
-            "provider_uac_stranger.xml",
-            pbx.server,
-            pbx.tmp_path,
-            local_ip=PROVIDER,
-            recv_timeout=5,
-            extra=["-s", CUSTOMER, "-key", "did", DID],
-        )
-        pbx.phones.append(stranger)
-        _assert_succeeded(stranger, pbx=pbx, timeout=10)
-        assert_heard_nothing(device, "Bob's device", pbx.explain())
+    stranger = strangers_call_rings_nobody(pbx)
     assert stranger.received(status=403), pbx.explain()
     with pbx.api() as api:
         records = api.get("/api/v1/calls", params={"limit": 100}).json()["items"]
