@@ -18,26 +18,13 @@ from websockets.sync.client import ClientConnection, connect
 
 from .conftest import Server, start_server, stop_server
 from .test_calls import fresh_postgres  # noqa: F401 - a fixture
+from .test_int_bounds import ADMIN_PASSWORD, live  # noqa: F401 - a fixture (live)
 
 pytestmark = pytest.mark.integration
 
-ADMIN_PASSWORD = "admin-pass-for-session-tests"
 OLGA_PASSWORD = "olga-pass-for-session-tests"
 # The socket checks its token every second; a revocation shows within a few.
 CLOSE_WITHIN = 5.0
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    env = {"CALLBRIDGE_ADMIN_PASSWORD": ADMIN_PASSWORD}
-    if request.param == "postgresql":
-        env["CALLBRIDGE_DATABASE_URL"] = request.getfixturevalue("fresh_postgres")
-    server = start_server(tmp_path, **env)
-    try:
-        yield server
-    finally:
-        stop_server(server.process)
-    assert server.process.returncode == 0, server.log()
 
 
 @contextmanager
@@ -116,7 +103,8 @@ def logout(http: httpx.Client, _admin: dict[str, str], own: dict[str, str], _olg
 
 @pytest.mark.parametrize("change", [demote, new_password, delete, logout])
 def test_a_revoked_token_is_refused_and_its_event_socket_closes_4401(
-    live: Server, change: Change
+    live: Server,  # noqa: F811 - the fixture
+    change: Change,
 ) -> None:
     with client(live) as http:
         admin = sign_in(http, "admin", ADMIN_PASSWORD)
@@ -137,7 +125,7 @@ def test_a_revoked_token_is_refused_and_its_event_socket_closes_4401(
         assert http.get("/api/v1/employees", headers=admin).status_code == 200
 
 
-def test_an_unrelated_change_leaves_the_socket_open(live: Server) -> None:
+def test_an_unrelated_change_leaves_the_socket_open(live: Server) -> None:  # noqa: F811
     with client(live) as http:
         admin = sign_in(http, "admin", ADMIN_PASSWORD)
         olga = add_olga(http, admin)
@@ -153,7 +141,7 @@ def test_an_unrelated_change_leaves_the_socket_open(live: Server) -> None:
         assert http.get("/api/v1/employees", headers=own).status_code == 200
 
 
-def test_logout_without_a_valid_token_is_401(live: Server) -> None:
+def test_logout_without_a_valid_token_is_401(live: Server) -> None:  # noqa: F811
     with client(live) as http:
         assert http.post("/api/v1/auth/logout").status_code == 401
         bogus = {"Authorization": "Bearer not-a-token"}
@@ -183,7 +171,7 @@ CLAIMED = [f"198.51.100.{n}" for n in range(1, 14)]
 
 @pytest.mark.parametrize("live", ["sqlite"], indirect=True)
 def test_x_forwarded_for_from_loopback_does_not_change_the_address_the_guard_counts(
-    live: Server,
+    live: Server,  # noqa: F811
 ) -> None:
     statuses = failed_sign_ins(live, CLAIMED)
     assert statuses[:11] == [401] * 11, statuses
