@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # Debian packages the tests drive as real peers.
-TEST_DEBS := sip-tester baresip-core
+TEST_DEBS := sip-tester baresip-core linphone-cli kamailio
 
 .PHONY: run venv test test-deps lint typecheck unit integration bench fuzz clean
 
