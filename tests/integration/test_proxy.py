@@ -1,0 +1,205 @@
+"""callbridge behind a proxy: Kamailio 5.6 in front (docs/PROXY.md's
+configuration), real phones behind it on loopback addresses of their own.
+
+- A call between two baresip phones that registered through the proxy: every
+  request of both dialogs passes the proxy (its log says so), because our
+  dialog-forming responses carry the Record-Route set (RFC 3261 §12.1.1) and
+  our requests to a phone follow its Path (RFC 3327) and the route set.
+- A phone whose Contact cannot be reached directly (the address it wrote is
+  not where it is, as behind NAT) is still called, and hung up on, through
+  the proxy.
+- One phone behind the proxy guessing passwords is blocked by the address
+  the proxy reports for it; the proxy and the other phones behind it, and a
+  phone connected directly, go on being served.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .baresip import Baresip
+from .conftest import Server, start_server, stop_server
+from .kamailio import Kamailio
+from .test_audio import CALLEE_TONE, CALLER_TONE, assert_hears, write_tone
+
+pytestmark = pytest.mark.integration
+
+ADMIN_PASSWORD = "admin-pass-for-proxy-tests"
+ALICE = ("101", "alice", "alice-sip-password-for-proxy")
+BOB = ("102", "bob", "bob-sip-password-for-proxy")
+CAROL = ("103", "carol", "carol-sip-password-for-proxy")
+DAVE = ("104", "dave", "dave-sip-password-for-proxy")
+PROXY_HOST = "127.0.0.2"
+ALICE_HOST, BOB_HOST, CAROL_HOST = "127.0.0.3", "127.0.0.4", "127.0.0.5"
+# Where the SIPp phone says it is: nothing listens there.
+UNREACHABLE = "127.0.0.99:9"
+CALLBRIDGE_RTP_PORTS = (33000, 33999)
+ALICE_RTP_PORTS = (34000, 34199)
+BOB_RTP_PORTS = (34200, 34399)
+TALK = 3.0
+
+
+def free_port_on(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind((host, 0))
+        return int(udp.getsockname()[1])
+
+
+@dataclass
+class Front:
+    """callbridge with Kamailio in front of it."""
+
+    server: Server
+    proxy: Kamailio
+    directory: Path
+
+    def account(self, line: tuple[str, str, str], **params: str) -> str:
+        """A baresip account registering through the proxy (its outbound proxy)."""
+        _, username, password = line
+        extra = "".join(f";{k}={v}" for k, v in params.items())
+        return (
+            f"<sip:{username}@{self.server.host}:{self.server.port};transport=udp>"
+            f';auth_pass={password};regint=600;outbound="sip:{PROXY_HOST}:{self.proxy.port}"'
+            f"{extra}"
+        )
+
+    def diagnostics(self, *phones: Baresip) -> str:
+        parts = [
+            f"--- callbridge ---\n{self.server.log()}",
+            f"--- kamailio ---\n{self.proxy.log()}",
+        ]
+        parts += [f"--- {phone.directory.name} ---\n{phone.log()}" for phone in phones]
+        return "\n".join(parts)
+
+    def api(self) -> httpx.Client:
+        api = httpx.Client(base_url=f"http://127.0.0.1:{self.server.http_port}", timeout=10)
+        login = api.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        )
+        login.raise_for_status()
+        api.headers["Authorization"] = f"Bearer {login.json()['token']}"
+        return api
+
+
+@pytest.fixture
+def front(tmp_path: Path) -> Iterator[Front]:
+    server = start_server(
+        tmp_path,
+        CALLBRIDGE_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        CALLBRIDGE_RTP_PORTS="{}-{}".format(*CALLBRIDGE_RTP_PORTS),
+        CALLBRIDGE_LOG_SIP_MESSAGES="true",
+        CALLBRIDGE_SIP_DIGEST_ALGORITHMS="MD5",
+        CALLBRIDGE_SIP_TRUSTED_PROXIES=PROXY_HOST,
+        # The phones' SIP comes from the proxy, and baresip on 127.0.0.3 sends
+        # its RTP from 127.0.0.1, not the address its SDP names: as a phone
+        # behind NAT whose SIP reaches us through a proxy, which is what the
+        # setting is for (docs/PROXY.md).
+        CALLBRIDGE_MEDIA_LATCH_SIGNALLING_HOST="false",
+    )
+    proxy = Kamailio(
+        tmp_path / "kamailio",
+        host=PROXY_HOST,
+        port=free_port_on(PROXY_HOST),
+        callbridge_host=server.host,
+        callbridge_port=server.port,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=10) as api:
+            login = api.post(
+                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+            )
+            login.raise_for_status()
+            api.headers["Authorization"] = f"Bearer {login.json()['token']}"
+            for number, username, password in (ALICE, BOB, CAROL, DAVE):
+                api.post(
+                    "/api/v1/internal-lines",
+                    json={"number": number, "username": username, "password": password},
+                ).raise_for_status()
+            api.post("/api/v1/config/apply").raise_for_status()
+        proxy.start()
+        yield Front(server, proxy, tmp_path)
+    finally:
+        proxy.stop()
+        stop_server(server.process)
+
+
+def baresip_phone(
+    front: Front,
+    name: str,
+    line: tuple[str, str, str],
+    host: str,
+    tone: float,
+    ports: tuple[int, int],
+) -> Baresip:
+    directory = front.directory / name
+    directory.mkdir()
+    return Baresip(
+        directory,
+        account=front.account(line),
+        source=write_tone(front.directory / f"{name}.wav", tone),
+        rtp_ports=ports,
+        auto_answer=name == "bob",
+        host=host,
+    )
+
+
+def call_ids(text: str, method: str) -> list[str]:
+    """The Call-IDs of the `method` requests a phone's SIP trace shows it sent."""
+    found = []
+    for block in text.split("\n\n"):
+        if re.search(rf"^{method} sip:", block, re.M):
+            match = re.search(r"^Call-ID: *(\S+)", block, re.M | re.I)
+            if match:
+                found.append(match.group(1))
+    return found
+
+
+def test_every_request_of_a_call_between_two_phones_passes_the_proxy(front: Front) -> None:
+    alice = baresip_phone(front, "alice", ALICE, ALICE_HOST, CALLER_TONE, ALICE_RTP_PORTS)
+    bob = baresip_phone(front, "bob", BOB, BOB_HOST, CALLEE_TONE, BOB_RTP_PORTS)
+    with ExitStack() as running:
+        running.enter_context(bob)
+        running.enter_context(alice)
+        try:
+            bob.wait_registered()
+            alice.wait_registered()
+            alice.dial(f"sip:{BOB[0]}@{front.server.host}:{front.server.port}")
+            for phone in (alice, bob):
+                phone.wait_event("CALL_ESTABLISHED", timeout=5)
+            time.sleep(TALK)
+            alice.hangup()
+            for phone in (alice, bob):
+                phone.wait_event("CALL_CLOSED", timeout=5)
+            time.sleep(0.5)  # the proxy logs the last ACK or 200 a moment later
+        except Exception as error:
+            raise AssertionError(f"{error}\n{front.diagnostics(alice, bob)}") from error
+    diagnostics = front.diagnostics(alice, bob)
+    passed = front.proxy.passed()
+    # Alice's dialog with callbridge: her INVITE, ACK and BYE all came through the proxy.
+    from_alice = [p for p in passed if p.host == ALICE_HOST]
+    caller_call_id = next((p.call_id for p in from_alice if p.method == "INVITE"), None)
+    assert caller_call_id is not None, diagnostics
+    methods = [p.method for p in from_alice if p.call_id == caller_call_id]
+    assert {"INVITE", "ACK", "BYE"} <= set(methods), (methods, diagnostics)
+    # Bob's dialog: callbridge's INVITE (by bob's Path), ACK and BYE (by the
+    # route set bob's 200 brought) came through it too.
+    from_callbridge = [p for p in passed if p.host == front.server.host]
+    callee_call_id = next((p.call_id for p in from_callbridge if p.method == "INVITE"), None)
+    assert callee_call_id is not None, diagnostics
+    methods = [p.method for p in from_callbridge if p.call_id == callee_call_id]
+    assert {"INVITE", "ACK", "BYE"} <= set(methods), (methods, diagnostics)
+    # Nothing of either call went around the proxy: the phones' SIP reached
+    # callbridge only from the proxy's address.
+    log = front.server.log()
+    assert f"src={ALICE_HOST}" not in log and f"src={BOB_HOST}" not in log
+    assert_hears(bob, CALLER_TONE, diagnostics)
+    assert_hears(alice, CALLEE_TONE, diagnostics)
