@@ -15,6 +15,8 @@ configuration), real phones behind it on loopback addresses of their own.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import re
 import socket
 import time
@@ -27,7 +29,7 @@ import httpx
 import pytest
 
 from .baresip import Baresip
-from .conftest import Server, start_server, stop_server
+from .conftest import Server, start_server, start_sipp, stop_server
 from .kamailio import Kamailio
 from .test_audio import CALLEE_TONE, CALLER_TONE, assert_hears, write_tone
 
@@ -80,14 +82,16 @@ class Front:
         parts += [f"--- {phone.directory.name} ---\n{phone.log()}" for phone in phones]
         return "\n".join(parts)
 
-    def api(self) -> httpx.Client:
-        api = httpx.Client(base_url=f"http://127.0.0.1:{self.server.http_port}", timeout=10)
-        login = api.post(
-            "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-        )
-        login.raise_for_status()
-        api.headers["Authorization"] = f"Bearer {login.json()['token']}"
-        return api
+    @contextlib.contextmanager
+    def api(self) -> Iterator[httpx.Client]:
+        """An API client signed in as the admin."""
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.server.http_port}", timeout=10) as api:
+            login = api.post(
+                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+            )
+            login.raise_for_status()
+            api.headers["Authorization"] = f"Bearer {login.json()['token']}"
+            yield api
 
 
 @pytest.fixture
@@ -112,13 +116,9 @@ def front(tmp_path: Path) -> Iterator[Front]:
         callbridge_host=server.host,
         callbridge_port=server.port,
     )
+    front = Front(server, proxy, tmp_path)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=10) as api:
-            login = api.post(
-                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-            )
-            login.raise_for_status()
-            api.headers["Authorization"] = f"Bearer {login.json()['token']}"
+        with front.api() as api:
             for number, username, password in (ALICE, BOB, CAROL, DAVE):
                 api.post(
                     "/api/v1/internal-lines",
@@ -126,7 +126,7 @@ def front(tmp_path: Path) -> Iterator[Front]:
                 ).raise_for_status()
             api.post("/api/v1/config/apply").raise_for_status()
         proxy.start()
-        yield Front(server, proxy, tmp_path)
+        yield front
     finally:
         proxy.stop()
         stop_server(server.process)
@@ -203,3 +203,73 @@ def test_every_request_of_a_call_between_two_phones_passes_the_proxy(front: Fron
     assert f"src={ALICE_HOST}" not in log and f"src={BOB_HOST}" not in log
     assert_hears(bob, CALLER_TONE, diagnostics)
     assert_hears(alice, CALLEE_TONE, diagnostics)
+
+
+def test_a_phone_reachable_only_through_the_proxy_is_called_and_hung_up_on(
+    front: Front,
+) -> None:
+    """Carol's phone (SIPp) writes an address nothing listens on in its
+    Contact: callbridge reaches it only by the Path it registered through
+    and the route set its answer brought."""
+    through_proxy = dataclasses.replace(front.server, host=PROXY_HOST, port=front.proxy.port)
+    _, username, password = CAROL
+    port = free_port_on(CAROL_HOST)
+    registered = start_sipp(
+        "proxy_register.xml",
+        through_proxy,
+        front.directory,
+        port=port,
+        local_ip=CAROL_HOST,
+        extra=[
+            *("-s", username, "-au", username, "-ap", password),
+            *("-key", "registrar", f"{front.server.host}:{front.server.port}"),
+            # The digest uri is the Request-URI, callbridge's, not where SIPp sends.
+            *("-auth_uri", f"{front.server.host}:{front.server.port}"),
+            *("-key", "contact", UNREACHABLE),
+        ],
+    ).wait()
+    assert registered.successful == 1, front.diagnostics()
+    carol = start_sipp(
+        "proxy_phone_answer.xml",
+        through_proxy,
+        front.directory,
+        port=port,
+        local_ip=CAROL_HOST,
+        timeout=40,
+        recv_timeout=25,
+        extra=["-s", username, "-key", "contact", UNREACHABLE],
+    )
+    alice = baresip_phone(front, "alice", ALICE, ALICE_HOST, CALLER_TONE, ALICE_RTP_PORTS)
+    try:
+        with alice:
+            alice.wait_registered()
+            device = _wait_for_binding(front, CAROL[0])
+            # Kept with the binding: the proxy's entry, with where Carol really is.
+            assert [f"received=sip:{CAROL_HOST}" in entry for entry in device["path"]] == [True]
+            alice.dial(f"sip:{CAROL[0]}@{front.server.host}:{front.server.port}")
+            alice.wait_event("CALL_ESTABLISHED", timeout=5)
+            time.sleep(1)
+            alice.hangup()
+            alice.wait_event("CALL_CLOSED", timeout=5)
+        result = carol.wait(timeout=10)
+    except Exception as error:
+        carol.stop()
+        raise AssertionError(f"{error}\n{front.diagnostics(alice)}") from error
+    diagnostics = f"{carol.output()}\n{front.diagnostics(alice)}"
+    assert result.successful == 1, diagnostics
+    to_carol = [p for p in front.proxy.passed() if p.host == front.server.host]
+    assert [p.method for p in to_carol] == ["INVITE", "ACK", "BYE"], diagnostics
+
+
+def _wait_for_binding(front: Front, number: str, timeout: float = 10) -> dict[str, object]:
+    """The line's first registered device, once it has one (the API's view)."""
+    deadline = time.monotonic() + timeout
+    with front.api() as api:
+        lines = api.get("/api/v1/internal-lines").json()["items"]
+        line_id = next(line["id"] for line in lines if line["number"] == number)
+        while time.monotonic() < deadline:
+            items = api.get(f"/api/v1/internal-lines/{line_id}/registrations").json()["items"]
+            if items:
+                return dict(items[0])
+            time.sleep(0.1)
+    raise AssertionError(f"line {number} never registered\n{front.server.log()}")
