@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from .baresip import Baresip
-from .conftest import Server, start_server, start_sipp, stop_server
+from .conftest import Server, run_sipp, start_server, start_sipp, stop_server
 from .kamailio import Kamailio
 from .test_audio import CALLEE_TONE, CALLER_TONE, assert_hears, write_tone
 
@@ -273,3 +273,45 @@ def _wait_for_binding(front: Front, number: str, timeout: float = 10) -> dict[st
                 return dict(items[0])
             time.sleep(0.1)
     raise AssertionError(f"line {number} never registered\n{front.server.log()}")
+
+
+def test_a_phone_guessing_passwords_behind_the_proxy_blocks_only_itself(front: Front) -> None:
+    """Eleven wrong passwords from Carol's phone behind the proxy: the guard
+    blocks Carol's address, as the proxy reports it, and never the proxy;
+    Alice's phone behind the same proxy and Dave's, connected directly
+    from the address the proxy's own would share on one host, are served."""
+    through_proxy = dataclasses.replace(front.server, host=PROXY_HOST, port=front.proxy.port)
+    guessing = start_sipp(
+        "proxy_register.xml",
+        through_proxy,
+        front.directory,
+        local_ip=CAROL_HOST,
+        calls=11,
+        recv_timeout=3,
+        extra=[
+            *("-s", CAROL[1], "-au", CAROL[1], "-ap", "not-carols-password"),
+            *("-key", "registrar", f"{front.server.host}:{front.server.port}"),
+            *("-auth_uri", f"{front.server.host}:{front.server.port}"),
+            *("-key", "contact", f"{CAROL_HOST}:5060"),
+        ],
+    ).wait(timeout=60)
+    assert guessing.successful == 0, front.diagnostics()
+    with front.api() as api:
+        blocks = api.get("/api/v1/security/blocks").json()["items"]
+    sources = {item["source"] for item in blocks if item["kind"] == "source"}
+    assert CAROL_HOST in sources and PROXY_HOST not in sources, (blocks, front.diagnostics())
+
+    alice = baresip_phone(front, "alice", ALICE, ALICE_HOST, CALLER_TONE, ALICE_RTP_PORTS)
+    with alice:
+        try:
+            alice.wait_registered()
+        except Exception as error:
+            raise AssertionError(f"{error}\n{front.diagnostics(alice)}") from error
+    _, username, password = DAVE
+    direct = run_sipp(
+        "register.xml",
+        front.server,
+        front.directory,
+        extra=["-s", username, "-au", username, "-ap", password],
+    )
+    assert direct.successful == 1, f"{direct.output}\n{front.diagnostics()}"
