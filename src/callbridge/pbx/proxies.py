@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from urllib.parse import unquote
 
 from ..sip import ParseError, Request
-from ..sip.uri import SipURI, parse_name_addr_list, parse_uri
+from ..sip.uri import SipURI, parse_name_addr, parse_uri
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Text a sender's address may take as a guard key (an IPv6 literal is 45).
@@ -59,18 +59,17 @@ class TrustedProxies:
             return source
 
     def _path_received(self, request: Request) -> str | None:
+        """The address a proxy wrote in its Path entry (Kamailio's
+        `add_path_received()`), for a REGISTER whose Via says nothing more."""
         if request.method != "REGISTER":
             return None
         for value in request.headers.get_all("Path"):
-            for entry in parse_name_addr_list(value):
-                uri = entry.uri
+            try:
+                uri = parse_name_addr(value).uri
                 received = uri.params.get("received") if isinstance(uri, SipURI) else None
-                if not received:
-                    continue
-                try:
-                    sender = parse_uri(unquote(received.strip('"')))
-                except ParseError:
-                    continue
-                if isinstance(sender, SipURI) and not self.is_proxy(sender.host):
-                    return sender.host.strip("[]")[:_MAX_HOST]
+                sender = parse_uri(unquote(received.strip('"'))) if received else None
+            except ParseError:
+                continue
+            if isinstance(sender, SipURI) and not self.is_proxy(sender.host):
+                return sender.host.strip("[]")[:_MAX_HOST]
         return None

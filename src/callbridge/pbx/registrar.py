@@ -15,7 +15,7 @@ from email.utils import formatdate
 from typing import Protocol
 
 from ..sip import NameAddr, ParseError, Request, Response, make_response
-from ..sip.uri import URI, parse_name_addr_list
+from ..sip.uri import URI, parse_name_addr
 from . import bounds
 
 
@@ -224,11 +224,7 @@ def _path(request: Request) -> tuple[NameAddr, ...]:
     """The Path the REGISTER came with, nearest proxy first, bounded: it is
     kept, and written as Route into every request to the device."""
     try:
-        path = [
-            entry
-            for value in request.headers.get_all("Path")
-            for entry in parse_name_addr_list(value)
-        ]
+        path = [parse_name_addr(value) for value in request.headers.get_all("Path")]
     except ParseError:
         raise RegistrationRefused(400, "Malformed Path") from None
     if len(path) > bounds.PATH_MAX_ENTRIES:
@@ -241,12 +237,7 @@ def _path(request: Request) -> tuple[NameAddr, ...]:
 
 
 def _option_tags(request: Request, header: str) -> set[str]:
-    return {
-        tag.strip().lower()
-        for value in request.headers.get_all(header)
-        for tag in value.split(",")
-        if tag.strip()
-    }
+    return {tag.lower() for tag in request.headers.get_all(header)}
 
 
 def _check_order(binding: Binding, call_id: str, cseq: int) -> None:

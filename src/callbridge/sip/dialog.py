@@ -17,7 +17,7 @@ from .grammar import Params
 from .headers import header_key
 from .message import Headers, Message, Request, Response, make_response
 from .transaction import new_tag as new_tag  # re-exported: the UA takes its tags from here
-from .uri import URI, NameAddr, SipURI, parse_name_addr_list
+from .uri import URI, NameAddr, SipURI, parse_name_addr
 
 # Requests whose Contact replaces the remote target (§12.2, RFC 3311 UPDATE,
 # RFC 6665 SUBSCRIBE/NOTIFY); they also carry our Contact.
@@ -235,12 +235,7 @@ def _contact_uri(message: Message) -> URI:
 
 
 def _record_route(message: Message) -> list[NameAddr]:
-    # A proxy may add its entry as a header of its own or in front of another's.
-    return [
-        entry
-        for value in message.headers.get_all("Record-Route")
-        for entry in parse_name_addr_list(value)
-    ]
+    return [parse_name_addr(value) for value in message.headers.get_all("Record-Route")]
 
 
 def _as_request_uri(uri: URI) -> URI:
