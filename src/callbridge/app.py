@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import re
 import signal
@@ -30,6 +31,7 @@ from .pbx.guard import FloodGuard, GuardPolicy
 from .pbx.lines import Lines, disabled_line_ids
 from .pbx.location import StoredLocation
 from .pbx.originate import Originator
+from .pbx.proxies import TrustedProxies
 from .pbx.registrar import Binding, Location, MemoryLocation, Registrar, RegistrarPolicy
 from .pbx.staff import load_employees
 from .pbx.trunks import Trunks
@@ -53,7 +55,7 @@ from .sip.transaction import (
     TransportFailed,
     new_branch,
 )
-from .sip.uri import SipURI, format_hostport, name_addr
+from .sip.uri import URI, SipURI, format_hostport, name_addr
 from .store import Database, create_database
 from .store.accounts import ensure_admin
 from .store.models import ConfigVersion
@@ -105,6 +107,9 @@ class SipService:
                 max_blocks=settings.guard_max_blocks,
             )
         )
+        # Proxies in front: their requests are judged by the sender they report.
+        self.proxies = TrustedProxies(settings.sip_proxy_networks())
+        self.guard.trust(self.proxies.networks)
         self.authenticator = Authenticator(
             DigestServer(settings.sip_realm, algorithms=settings.sip_digest_algorithms.split(",")),
             self.guard,
@@ -197,6 +202,9 @@ class SipService:
         return name_addr(user, hostport, transport=None if transport == "udp" else transport)
 
     def peer_for(self, binding: Binding) -> object:
+        if binding.path:
+            # RFC 3327: through the proxy the device registered through.
+            return self.next_hop(binding.path[0].uri, binding.source)
         if isinstance(binding.source, Peer):
             return binding.source
         uri = binding.uri
@@ -204,6 +212,25 @@ class SipService:
             transport = (uri.params.get("transport") or "udp").lower()
             return self.peer_at(transport, uri.host.strip("[]"), uri.port or 5060)
         return self.peer_at("udp", "127.0.0.1", 0)  # unreachable on purpose: it fails
+
+    def next_hop(self, uri: URI, flow: object) -> object:
+        """Where a request whose first Route (or Path) is `uri` goes (RFC 3261
+        §8.1.2): `flow`, the connection we already share with that hop, when
+        it is the same address; otherwise the address `uri` names. A hop
+        named by a host name rather than an address also takes `flow`: the
+        SIP side resolves no names (it would wait on DNS)."""
+        ip = _ip_of(uri.host) if isinstance(uri, SipURI) else None
+        if ip is None:
+            return flow
+        assert isinstance(uri, SipURI)
+        transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).lower()
+        port = uri.port or (5061 if transport == "tls" else 5060)
+        if isinstance(flow, Peer):
+            address = flow.address
+            same = (address.transport, address.port) == (transport, port)
+            if same and _ip_of(address.host) == ip:
+                return flow
+        return self.peer_at(transport, str(ip), port)
 
     def _via(self, peer: Peer) -> str:
         transport = peer.address.transport.upper()
@@ -246,7 +273,10 @@ class SipService:
 
     def _on_message(self, message: Message, source: Address, transport: Transport) -> None:
         now = self._loop.time()
-        if self.guard.is_blocked(source.host, now):
+        sender = source.host
+        if isinstance(message, Request):
+            sender = self.proxies.sender_of(message, sender)
+        if self.guard.is_blocked(sender, now):
             self.transport.stats.dropped += 1
             return
         self._apply(self.transactions.receive(message, self._peer(source, transport), now), now)
@@ -359,21 +389,25 @@ class SipService:
         self, request: Request, transaction: ServerTransaction, peer: Peer, now: float
     ) -> Response | Drop | None:
         method, b2bua = request.method, self.b2bua
+        # Who sent it: the phone behind a trusted proxy, not the proxy.
+        source = self.proxies.sender_of(request, peer.address.host)
         if method == "CANCEL":
-            return self._cancel(request, peer, now)
+            return self._cancel(request, peer, source, now)
         if b2bua and method not in _OUT_OF_DIALOG and (refusal := self.ua.refusal(request)):
             return refusal
         if b2bua is not None and method == "INVITE" and request.to.tag is None:
-            source, transport = peer.address.host, peer.address.transport
+            transport = peer.address.transport
             return b2bua.invite(request, transaction, source=source, peer=peer, transport=transport)
         if b2bua is not None and request.to.tag is not None and method not in _OUT_OF_DIALOG:
             return b2bua.in_dialog(request, transaction)
-        return self.ua.answer(request, source=peer.address.host, peer=peer, now=now)
+        return self.ua.answer(request, source=source, peer=peer, now=now)
 
-    def _cancel(self, cancel: Request, peer: Peer, now: float) -> Response | Drop | None:
+    def _cancel(
+        self, cancel: Request, peer: Peer, source: str, now: float
+    ) -> Response | Drop | None:
         invite = self.transactions.find_invite_for_cancel(cancel)
         if invite is None:
-            return self.ua.answer(cancel, source=peer.address.host, peer=peer, now=now)
+            return self.ua.answer(cancel, source=source, peer=peer, now=now)
         to_tag = None if self.b2bua is None else self.b2bua.cancel(invite)
         if to_tag is not None:
             return make_response(cancel, 200, to_tag=to_tag)
@@ -394,6 +428,13 @@ class SipService:
 
     def _on_transport_error(self, error: TransportError) -> None:
         log_event(logger, logging.INFO, "sip.transport_error", error=str(error))
+
+
+def _ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
 
 
 class HideTokens(logging.Filter):
@@ -612,7 +653,13 @@ async def run(settings: Settings) -> int:
         b2bua.dialplan = config.dialplan
         trunks.use(config.trunks)
         # A provider's address is never blocked: a forged packet must not cut it off.
-        service.guard.trust(network for trunk in config.trunks for network in trunk.networks())
+        # Nor is a trusted proxy's: it speaks for every phone behind it.
+        service.guard.trust(
+            [
+                *(network for trunk in config.trunks for network in trunk.networks()),
+                *service.proxies.networks,
+            ]
+        )
         log_event(logger, logging.INFO, "config.running", version=config.version)
 
     http = HttpService(

@@ -106,6 +106,14 @@ class Settings(BaseSettings):
         "X-Forwarded-For and X-Forwarded-Proto are believed; empty (the default): none, so "
         "every caller is known by the address it connects from.",
     )
+    sip_trusted_proxies: str = Field(
+        "",
+        description="Comma-separated addresses or networks (CIDR) of SIP proxies or SBCs in "
+        "front of callbridge (Kamailio, say). Their requests are judged by the address the "
+        "proxy reports for the sender (Via received): the flood guard counts failures per "
+        "account and per that address, and never blocks the proxy itself. Empty (the "
+        "default): every request is judged by the address it comes from.",
+    )
     public_address: str | None = Field(
         None, description="Address put in SDP and Contact; default: the SIP host or this host."
     )
@@ -151,7 +159,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a region phonenumbers knows")
         return region
 
-    @field_validator("http_trusted_proxies")
+    @field_validator("http_trusted_proxies", "sip_trusted_proxies")
     @classmethod
     def _proxy_networks(cls, value: str) -> str:
         for item in _comma_list(value):
@@ -164,6 +172,11 @@ class Settings(BaseSettings):
     def trusted_proxies(self) -> list[str]:
         """The proxies' addresses and networks, one per item."""
         return _comma_list(self.http_trusted_proxies)
+
+    def sip_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The SIP proxies in front, as networks."""
+        items = _comma_list(self.sip_trusted_proxies)
+        return [ipaddress.ip_network(item, strict=False) for item in items]
 
     @field_validator("log_level", mode="before")
     @classmethod

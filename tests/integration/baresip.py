@@ -70,8 +70,10 @@ class Baresip:
         source: Path,
         rtp_ports: tuple[int, int],
         auto_answer: bool = False,
+        host: str = "127.0.0.1",
     ) -> None:
         self.directory = directory
+        self.host = host  # a loopback address of its own: a phone the proxy tells apart
         self.account = account
         self.source = source
         self.rtp_ports = rtp_ports
@@ -93,8 +95,8 @@ class Baresip:
         low, high = self.rtp_ports
         config = {
             "poll_method": "epoll",
-            "sip_listen": f"127.0.0.1:{self.sip_port}",
-            "net_interface": "127.0.0.1",  # an address, not "lo" (docs: PEERS.md)
+            "sip_listen": f"{self.host}:{self.sip_port}",
+            "net_interface": self.host,  # an address, not "lo" (docs: PEERS.md)
             "dns_server": "127.0.0.1:53",  # never ask the machine's resolver
             "call_local_timeout": "20",
             "call_max_calls": "1",

@@ -489,3 +489,23 @@ def test_a_message_with_comments_round_trips_as_received() -> None:
 def test_a_relayed_reason_phrase_goes_out_without_control_characters() -> None:
     response = Response(486, "Busy\x00\x1b[2J Here\udcff")
     assert response.to_bytes().split(b"\r\n")[0] == "SIP/2.0 486 Busy  [2J Here\ufffd".encode()
+
+
+RECORD_ROUTED = b"Record-Route: <sip:p2.example.com;lr>, <sip:p1.example.com;lr>\r\n"
+
+
+@pytest.mark.parametrize("status", [180, 183, 200])
+def test_a_response_that_forms_a_dialog_copies_the_record_route(status: int) -> None:
+    # RFC 3261 §12.1.1: the caller's later requests pass the proxies that asked.
+    inv = request(invite().replace(b"Max-Forwards", RECORD_ROUTED + b"Max-Forwards"))
+    response = make_response(inv, status, to_tag="t")
+    assert response.headers.get_all("Record-Route") == [
+        "<sip:p2.example.com;lr>",
+        "<sip:p1.example.com;lr>",
+    ]
+
+
+@pytest.mark.parametrize("status", [100, 486])
+def test_a_response_that_forms_no_dialog_leaves_record_route_out(status: int) -> None:
+    inv = request(invite().replace(b"Max-Forwards", RECORD_ROUTED + b"Max-Forwards"))
+    assert "Record-Route" not in make_response(inv, status, to_tag="t").headers

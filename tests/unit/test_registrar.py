@@ -196,3 +196,79 @@ def test_the_user_agent_is_kept_printable_and_cut_to_its_column(registrar: Regis
     assert apply(registrar, request).status == 200
     [binding] = registrar.location.bindings(AOR, now=1.0)
     assert binding.user_agent == "phone\ufffd\ufffd[2J\ufffd" + "u" * 244
+
+
+# --- Path (RFC 3327): the proxies a device registered through --------------
+
+
+def register_through(*extra: str, contact: str = "<sip:101@10.0.0.7:5062>") -> Request:
+    """A REGISTER as a proxy in front passes it on: its Via on top, a Path."""
+    lines = [
+        "REGISTER sip:127.0.0.1 SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bK-proxy",
+        "Via: SIP/2.0/UDP 10.0.0.7:5062;received=192.0.2.7;branch=z9hG4bK-phone",
+        "Max-Forwards: 69",
+        "From: <sip:101@127.0.0.1>;tag=dev",
+        "To: <sip:101@127.0.0.1>",
+        "Call-ID: reg-path",
+        "CSeq: 1 REGISTER",
+        f"Contact: {contact}",
+        *extra,
+    ]
+    message = parse(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode())
+    assert isinstance(message, Request)
+    return message
+
+
+PROXY_PATH = "<sip:127.0.0.9:5060;lr;received=sip:192.0.2.7:5062>"
+
+
+def test_a_binding_keeps_the_path_it_registered_through(registrar: Registrar) -> None:
+    response = apply(registrar, register_through(f"Path: {PROXY_PATH}", "Path: <sip:edge;lr>"))
+    assert response.status == 200
+    [binding] = registrar.location.bindings(AOR, now=1.0)
+    assert [str(entry) for entry in binding.path] == [PROXY_PATH, "<sip:edge;lr>"]
+
+
+def test_path_entries_in_one_header_are_kept_in_order(registrar: Registrar) -> None:
+    apply(registrar, register_through(f"Path: {PROXY_PATH}, <sip:edge;lr>"))
+    [binding] = registrar.location.bindings(AOR, now=1.0)
+    assert [str(entry) for entry in binding.path] == [PROXY_PATH, "<sip:edge;lr>"]
+
+
+def test_the_path_goes_back_only_to_a_phone_that_supports_it(registrar: Registrar) -> None:
+    # RFC 3327 §5.3: echoed in the 200 when the REGISTER says Supported: path.
+    silent = apply(registrar, register_through(f"Path: {PROXY_PATH}"))
+    assert silent.headers.get("Supported") == "path"
+    assert silent.headers.get_all("Path") == []
+    request = register_through(f"Path: {PROXY_PATH}", "Supported: replaces, PATH")
+    told = apply(registrar, _with_cseq(request, 2))
+    assert told.headers.get_all("Path") == [PROXY_PATH]
+
+
+def _with_cseq(request: Request, cseq: int) -> Request:
+    request.headers.set("CSeq", f"{cseq} REGISTER")
+    return request
+
+
+def test_a_registration_without_path_replaces_one_with_it(registrar: Registrar) -> None:
+    apply(registrar, register_through(f"Path: {PROXY_PATH}"))
+    apply(registrar, _with_cseq(register_through(), 2))
+    [binding] = registrar.location.bindings(AOR, now=1.0)
+    assert binding.path == ()
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("Path: <sip:127.0.0.9;lr", "Malformed Path"),
+        ("Path: " + ", ".join(f"<sip:hop{i};lr>" for i in range(9)), "Path Too Long"),
+        (f"Path: <sip:{'p' * 2100};lr>", "Path Too Long"),
+    ],
+)
+def test_a_path_that_cannot_be_kept_is_refused_and_changes_nothing(
+    registrar: Registrar, path: str, reason: str
+) -> None:
+    response = apply(registrar, register_through(path))
+    assert (response.status, response.reason) == (400, reason)
+    assert registrar.location.bindings(AOR, now=1.0) == []

@@ -73,7 +73,7 @@ def test_options_advertises_allow_accept_and_names_the_server() -> None:
     allow = {m.strip() for m in response.headers.get_all("Allow")}
     assert {"OPTIONS", "ACK", "CANCEL", "BYE"} <= allow
     assert response.headers.get("Accept") == "application/sdp"
-    assert response.headers.get("Supported") == ""  # no option tags yet, but said
+    assert response.headers.get("Supported") == "path"  # RFC 3327, for the registrar
     assert response.headers.get("Server") == "callbridge-test"
 
 

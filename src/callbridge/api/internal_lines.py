@@ -187,6 +187,11 @@ class RegistrationOut(BaseModel):
     expires_in: int
     source: str | None = Field(description="transport:host:port the device registered from")
     user_agent: str | None
+    path: list[str] = Field(
+        default_factory=list,
+        description="The proxies the device registered through (RFC 3327 Path), nearest "
+        "first: calls to it go through them.",
+    )
 
 
 class RegistrationList(BaseModel):
@@ -212,6 +217,7 @@ async def list_registrations(
             expires_in=binding.seconds_left(now),
             source=_flow_text(binding.source),
             user_agent=binding.user_agent,
+            path=[str(entry) for entry in binding.path],
         )
         for binding in location.bindings(line.number, now)
     ]

@@ -55,7 +55,7 @@ from ..sip.transaction import (
     new_call_id,
     new_tag,
 )
-from ..sip.uri import URI, format_hostport, name_addr, parse_name_addr, sip_uri
+from ..sip.uri import URI, NameAddr, format_hostport, name_addr, parse_name_addr, sip_uri
 from . import bounds
 from .auth import DROP, Authenticated, Authenticator, Drop, HA1Lookup
 from .bounds import ANONYMOUS
@@ -108,7 +108,13 @@ class SipPort(Protocol):
         ...
 
     def peer_for(self, binding: Binding) -> object:
-        """Where requests to a registered device go."""
+        """Where requests to a registered device go (its first Path hop, if
+        it registered through a proxy)."""
+        ...
+
+    def next_hop(self, uri: URI, flow: object) -> object:
+        """Where a request whose first Route is `uri` goes: `flow` when it
+        is that hop."""
         ...
 
     def peer_at(self, transport: str, host: str, port: int) -> object:
@@ -195,6 +201,8 @@ class Target:
     trunk: Trunk | None = None
     # Our number as the provider should show it (P-Asserted-Identity).
     asserted_user: str | None = None
+    # The proxies the device registered through (its Path), as Route.
+    routes: tuple[NameAddr, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -699,6 +707,7 @@ class B2bua:
             from_user=plan.caller_number,
             from_host=self.media_address,
             to_user=plan.callee_number,
+            routes=binding.path,
         )
 
     def cancel(self, invite: ServerTransaction) -> str | None:
@@ -770,6 +779,13 @@ class B2bua:
             headers=[*(headers or []), ("Server", self.user_agent)],
             body=body,
         )
+
+    def next_hop(self, dialog: Dialog, flow: object) -> object:
+        """Where the in-dialog requests of `dialog` go: its first route, when
+        proxies record-routed it (RFC 3261 §12.2.1.1), else back on `flow`."""
+        if not dialog.route_set:
+            return flow
+        return self.sip.next_hop(dialog.route_set[0].uri, flow)
 
     def _spawn(self, coroutine: Coroutine[object, object, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine)
@@ -1034,6 +1050,8 @@ class Call:
             headers.add(*_SDP_TYPE)
         if target.asserted_user:
             headers.add("P-Asserted-Identity", name_addr(target.asserted_user, target.from_host))
+        for route in target.routes:
+            headers.add("Route", str(route))
         request = Request("INVITE", target.uri.copy(), headers, sdp)
         fork = Fork(target.peer, request, trunk=target.trunk)
         self.forks.append(fork)
@@ -1160,7 +1178,11 @@ class Call:
         dialog, answer, audio = read
         assert self.caller_leg is not None and self.callee_leg is not None
         callee = self.callee_side = Side(
-            "callee", dialog, fork.peer, self.callee_leg, fork.request.top_via.transport != "UDP"
+            "callee",
+            dialog,
+            self.b2bua.next_hop(dialog, fork.peer),
+            self.callee_leg,
+            fork.request.top_via.transport != "UDP",
         )
         if self.offer is None:
             self.awaiting_answer = callee  # its 2xx offered: ACKed with the caller's answer
@@ -1200,7 +1222,11 @@ class Call:
         local = Dialog.from_uas(self.invite, self.tag, self._our_contact_uri())
         self.b2bua.dialogs[(self.invite.call_id, self.tag)] = self
         return Side(
-            "caller", local, self.peer, self.caller_leg, self.invite.top_via.transport != "UDP"
+            "caller",
+            local,
+            self.b2bua.next_hop(local, self.peer),
+            self.caller_leg,
+            self.invite.top_via.transport != "UDP",
         )
 
     def _refuse_late_answer(self, fork: Fork, response: Response) -> None:
@@ -1209,10 +1235,11 @@ class Call:
             dialog = Dialog.from_uac(fork.request, response)
         except DialogError:
             return
+        peer = self.b2bua.next_hop(dialog, fork.peer)
         ack = dialog.create_request("ACK")
-        self.b2bua.sip.send_ack(ack, fork.peer)
+        self.b2bua.sip.send_ack(ack, peer)
         bye = dialog.create_request("BYE", headers=[("Reason", _COMPLETED_ELSEWHERE)])
-        self.b2bua.sip.send_request(bye, fork.peer, _ignore)
+        self.b2bua.sip.send_request(bye, peer, _ignore)
 
     def _all_forks_failed(self) -> None:
         statuses = [f.final or 500 for f in self.forks]

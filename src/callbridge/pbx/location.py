@@ -20,6 +20,7 @@ from sqlalchemy import delete, select
 
 from ..logs import log_event
 from ..sip import ParseError, parse_name_addr
+from ..sip.uri import parse_name_addr_list
 from ..store import Database, refused_rows
 from ..store.models import Registration
 from .registrar import Binding, MemoryLocation
@@ -72,6 +73,7 @@ class StoredLocation(MemoryLocation):
         for row in rows:
             try:
                 contact = parse_name_addr(row.contact)
+                path = tuple(parse_name_addr_list(row.path)) if row.path else ()
             except ParseError:
                 continue  # written by us, so never; a hand-edited row must not stop start-up
             by_aor.setdefault(row.aor, []).append(
@@ -83,6 +85,7 @@ class StoredLocation(MemoryLocation):
                     cseq=row.cseq,
                     source=self._source_of(row.transport, row.source_host, row.source_port),
                     user_agent=row.user_agent,
+                    path=path,
                 )
             )
         for aor, bindings in by_aor.items():
@@ -162,4 +165,5 @@ class StoredLocation(MemoryLocation):
             source_host=host,
             source_port=port,
             user_agent=binding.user_agent,
+            path=", ".join(str(entry) for entry in binding.path) or None,
         )

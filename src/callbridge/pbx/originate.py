@@ -250,6 +250,7 @@ class ClickToCall(Call):
                 from_user=dialled,
                 from_host=host,
                 to_user=line.number,
+                routes=binding.path,
             )
             self._fork(target, offer)
         log_event(
@@ -302,7 +303,7 @@ class ClickToCall(Call):
         side = self.caller_side = Side(
             "caller",
             dialog,
-            fork.peer,
+            self.b2bua.next_hop(dialog, fork.peer),
             self.caller_leg,
             fork.request.top_via.transport != "UDP",
             sdp_sent=fork.request.body,

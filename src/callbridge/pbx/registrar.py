@@ -15,7 +15,7 @@ from email.utils import formatdate
 from typing import Protocol
 
 from ..sip import NameAddr, ParseError, Request, Response, make_response
-from ..sip.uri import URI
+from ..sip.uri import URI, parse_name_addr
 from . import bounds
 
 
@@ -33,7 +33,9 @@ class Binding:
     """One device registered for a line: where to reach it and until when.
 
     `source` is where the REGISTER came from (the flow behind a NAT: requests
-    to the device go back there, not to a private Contact address).
+    to the device go back there, not to a private Contact address). `path`
+    is the proxies the REGISTER came through that asked to stay on the way
+    to the device (RFC 3327): requests to it are routed through them.
     """
 
     aor: str
@@ -43,6 +45,7 @@ class Binding:
     cseq: int
     source: object = None
     user_agent: str | None = None
+    path: tuple[NameAddr, ...] = ()
 
     @property
     def uri(self) -> URI:
@@ -117,15 +120,15 @@ class Registrar:
                 request, refused.status, refused.reason, to_tag=to_tag, headers=refused.headers
             )
         self.location.replace(aor, bindings)
-        return make_response(
-            request,
-            200,
-            to_tag=to_tag,
-            headers=[
-                *(("Contact", _contact_value(b, now)) for b in bindings),
-                ("Date", formatdate(usegmt=True)),
-            ],
-        )
+        headers = [
+            *(("Contact", _contact_value(b, now)) for b in bindings),
+            ("Date", formatdate(usegmt=True)),
+            ("Supported", "path"),
+        ]
+        if "path" in _option_tags(request, "Supported"):
+            # RFC 3327 §5.3: the Path stored goes back to a UA that asked for it.
+            headers.extend(("Path", value) for value in request.headers.get_all("Path"))
+        return make_response(request, 200, to_tag=to_tag, headers=headers)
 
     def _apply(
         self, request: Request, aor: str, max_devices: int, source: object, now: float
@@ -135,6 +138,7 @@ class Registrar:
         except ParseError as error:
             raise RegistrationRefused(400, error.reason) from None
         header_expires = _expires_header(request)
+        path = _path(request)
         current = self.location.bindings(aor, now)
         call_id, cseq = request.call_id, request.cseq.seq
         if any(c.wildcard for c in contacts):
@@ -163,6 +167,7 @@ class Registrar:
                 cseq=cseq,
                 source=source,
                 user_agent=user_agent,
+                path=path,
             )
             if known is None and len(updated) >= max_devices:
                 raise RegistrationRefused(
@@ -213,6 +218,26 @@ def _expires_header(request: Request) -> int | None:
     if not text.isdigit() or not text.isascii():
         raise RegistrationRefused(400, "Malformed Expires")
     return min(int(text), 2**32 - 1)
+
+
+def _path(request: Request) -> tuple[NameAddr, ...]:
+    """The Path the REGISTER came with, nearest proxy first, bounded: it is
+    kept, and written as Route into every request to the device."""
+    try:
+        path = [parse_name_addr(value) for value in request.headers.get_all("Path")]
+    except ParseError:
+        raise RegistrationRefused(400, "Malformed Path") from None
+    if len(path) > bounds.PATH_MAX_ENTRIES:
+        raise RegistrationRefused(400, "Path Too Long")
+    if not all(bounds.is_clean(str(entry)) for entry in path):
+        raise RegistrationRefused(400, "Control Character in Path")
+    if sum(len(str(entry)) + 2 for entry in path) > bounds.PATH_MAX:
+        raise RegistrationRefused(400, "Path Too Long")
+    return tuple(path)
+
+
+def _option_tags(request: Request, header: str) -> set[str]:
+    return {tag.lower() for tag in request.headers.get_all(header)}
 
 
 def _check_order(binding: Binding, call_id: str, cseq: int) -> None:

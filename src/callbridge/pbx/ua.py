@@ -17,7 +17,8 @@ from .lines import Lines
 from .registrar import Registrar
 
 ACCEPTED_BODIES = ("application/sdp",)
-SUPPORTED_EXTENSIONS: tuple[str, ...] = ()
+# RFC 3327: a registrar that keeps the Path of a registration.
+SUPPORTED_EXTENSIONS: tuple[str, ...] = ("path",)
 
 # Methods that only make sense inside a dialog or transaction: without one
 # the answer is 481, not "not implemented".

@@ -549,6 +549,9 @@ REASON_PHRASES: dict[int, str] = {
 
 # Headers a response copies from its request (RFC 3261 §8.2.6.2).
 _COPIED_TO_RESPONSE = ("via", "from", "to", "call-id", "cseq")
+# Requests whose 101-299 responses form a dialog and so carry the request's
+# Record-Route back to the caller (RFC 3261 §12.1.1, RFC 6665 §4.1.3).
+_DIALOG_FORMING = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 
 
 def make_response(
@@ -561,8 +564,13 @@ def make_response(
     body: bytes = b"",
 ) -> Response:
     """Build a response to `request`: Via, From, To, Call-ID, CSeq copied,
-    with `to_tag` added to To when it has none yet."""
-    fields = [f for f in request.headers._fields if f[0] in _COPIED_TO_RESPONSE]
+    with `to_tag` added to To when it has none yet; a response that forms a
+    dialog (101-299 to an INVITE, say) copies Record-Route too, so the
+    caller's later requests pass the proxies that asked to stay on the path."""
+    copied_keys: tuple[str, ...] = _COPIED_TO_RESPONSE
+    if 100 < status < 300 and request.method in _DIALOG_FORMING:
+        copied_keys = (*_COPIED_TO_RESPONSE, "record-route")
+    fields = [f for f in request.headers._fields if f[0] in copied_keys]
     copied = Headers(fields)
     # The copied fields are the same text, so their parsed values carry over.
     cache = request.headers._cache

@@ -173,6 +173,8 @@ class Registration(Base):
     source_host: Mapped[str] = mapped_column(String(64))
     source_port: Mapped[int] = mapped_column(Integer)
     user_agent: Mapped[str | None] = mapped_column(String(255))
+    # The Path the device registered through (RFC 3327), as a header value.
+    path: Mapped[str | None] = mapped_column(Text)
 
 
 class CallRecord(Base):
