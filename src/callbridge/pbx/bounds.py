@@ -31,6 +31,9 @@ assert all(_length(_CALLS[name]) >= NUMBER_MAX for name in ("caller_number", "ca
 RAW_MAX = min(_length(_CALLS[name]) for name in ("caller_raw", "callee_raw"))
 CALL_ID_MAX = min(_length(_CALLS.sip_call_id), _length(_REGISTRATIONS.call_id))
 USER_AGENT_MAX = _length(_REGISTRATIONS.user_agent)
+# A device's `+sip.instance` (RFC 5626 §4.1), kept in its Contact: a URN,
+# `<urn:uuid:...>` (47 characters) from every phone seen.
+INSTANCE_MAX = 256
 # Why a call ended: ours, but it may quote a peer (a bad SDP's line).
 CAUSE_MAX = _length(_CALLS.hangup_cause)
 
