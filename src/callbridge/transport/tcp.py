@@ -188,8 +188,10 @@ class TcpTransport(Transport):
         self._by_peer[key] = connection
         connection.keys.append(key)
 
-    def _forget(self, connection: _Connection) -> None:
-        if connection in self._connections:
+    def _forget(self, connection: _Connection) -> bool:
+        """Let go of `connection`; whether it was one of ours (a refused one was not)."""
+        known = connection in self._connections
+        if known:
             self._connections.remove(connection)
             self._per_host[connection.host] -= 1
             if self._per_host[connection.host] <= 0:
@@ -197,6 +199,14 @@ class TcpTransport(Transport):
         for key in connection.keys:
             if self._by_peer.get(key) is connection:
                 del self._by_peer[key]
+        return known
+
+    def _closed(self, connection: _Connection) -> None:
+        if self._forget(connection):
+            try:
+                self.receiver.on_closed(connection.remote, self)
+            except Exception:
+                logger.exception("tcp.report_failed")
 
     def _report(self, error: Exception, data: bytes, address: Address) -> None:
         try:
@@ -371,7 +381,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        self._owner._forget(self)
         log_event(logger, logging.DEBUG, "tcp.closed", remote=self._remote, error=exc)
+        self._owner._closed(self)
         if not self.lost.done():
             self.lost.set_result(None)
