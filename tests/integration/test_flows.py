@@ -1,0 +1,255 @@
+"""Phones over TCP whose connection goes away (RFC 5626 calls it a flow): a
+restart of callbridge, a phone that dies. linphone-cli re-registers as soon as
+its connection drops, from a new port and with a new Contact but the same
+Call-ID and `+sip.instance`; a binding whose connection is gone is no device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import Server, start_server, stop_server
+
+pytestmark = pytest.mark.integration
+
+ADMIN_PASSWORD = "admin-pass-for-flow-tests"
+LINE = ("101", "alice", "alice-sip-password-for-flows")
+ENV = {"CALLBRIDGE_ADMIN_PASSWORD": ADMIN_PASSWORD}
+
+
+class Linphone:
+    """linphone-cli (`linphonec`) with one account registering over TCP, in a
+    HOME of its own; its debug log (SIP included) in `linphone.log`.
+
+    It retries a failed registration after `retry` seconds (its default is a
+    minute), and listens on TCP only, on a port of its choosing.
+    """
+
+    def __init__(self, directory: Path, *, server: Server, retry: float = 1.0) -> None:
+        self.directory = directory
+        self.server = server
+        self.retry = retry
+        self.log_path = directory / "linphone.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def write_config(self) -> Path:
+        _, username, password = LINE
+        home = self.directory / "home"
+        # linphonec opens no SIP socket until this directory exists (PEERS.md).
+        (home / ".local" / "share" / "linphone").mkdir(parents=True, exist_ok=True)
+        rc = self.directory / "linphone.rc"
+        rc.write_text(
+            "[sip]\n"
+            "sip_port=0\n"
+            "sip_tcp_port=-1\n"
+            "sip_tls_port=0\n"
+            "ipv6=0\n"
+            "store_ha1_passwd=0\n"
+            f"refresher_retry_after={int(self.retry * 1000)}\n"
+            "default_proxy=0\n"
+            "[proxy_0]\n"
+            f"reg_proxy=<sip:{self.server.host}:{self.server.port};transport=tcp>\n"
+            f"reg_identity=sip:{username}@{self.server.host}\n"
+            "reg_expires=600\n"
+            "reg_sendregister=1\n"
+            "[auth_info_0]\n"
+            f"username={username}\n"
+            f"passwd={password}\n"
+            "realm=callbridge\n"
+        )
+        return home
+
+    def start(self) -> None:
+        binary = shutil.which("linphonec")
+        if binary is None:
+            pytest.fail("linphonec is not installed: `make test` installs Debian's linphone-cli")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        home = self.write_config()
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                [binary, "-c", str(self.directory / "linphone.rc"), "-d", "6"],
+                cwd=self.directory,
+                env={**os.environ, "HOME": str(home)},
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        """Die without a word (no un-REGISTER): a phone that lost power."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            assert process.stdin is not None
+            process.stdin.write(b"quit\n")
+            process.stdin.close()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> Linphone:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def admin(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=10) as api:
+        login = api.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        )
+        login.raise_for_status()
+        api.headers["Authorization"] = f"Bearer {login.json()['token']}"
+        yield api
+
+
+def create_line(server: Server) -> None:
+    """Line 101 with the default of one device."""
+    number, username, password = LINE
+    with admin(server) as api:
+        api.post(
+            "/api/v1/internal-lines",
+            json={"number": number, "username": username, "password": password},
+        ).raise_for_status()
+        api.post("/api/v1/config/apply").raise_for_status()
+
+
+def devices(server: Server) -> list[dict[str, Any]]:
+    with admin(server) as api:
+        [line] = api.get("/api/v1/internal-lines").json()["items"]
+        items: list[dict[str, Any]] = api.get(
+            f"/api/v1/internal-lines/{line['id']}/registrations"
+        ).json()["items"]
+        return items
+
+
+def wait_devices(
+    server: Server, expected: Callable[[list[dict[str, Any]]], bool], timeout: float, why: str
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = devices(server)
+        if expected(found):
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{why}: devices {found}")
+        time.sleep(0.2)
+
+
+def registered_over_tcp(found: list[dict[str, Any]]) -> bool:
+    return len(found) == 1 and str(found[0]["source"]).startswith("tcp:")
+
+
+def test_a_tcp_phone_registers_again_at_once_after_a_restart(tmp_path: Path) -> None:
+    first = start_server(tmp_path, **ENV)
+    phone = Linphone(tmp_path / "linphone", server=first)
+    second: Server | None = None
+    try:
+        create_line(first)
+        phone.start()
+        [before] = wait_devices(first, registered_over_tcp, 10, "linphone did not register")
+        stop_server(first.process)
+        assert first.process.returncode == 0, first.log()
+        first_log = first.log()
+        # The same database and port: the binding comes back, its connection does not.
+        second = start_server(tmp_path, **ENV, CALLBRIDGE_SIP_PORT=str(first.port))
+        assert "pbx.bindings_restored count=1" in second.log()
+        # linphone reconnects from a new port, with a new Contact, on a line
+        # of one device: the binding on the closed connection is that device.
+        [after] = wait_devices(
+            second,
+            lambda found: registered_over_tcp(found) and found[0]["source"] != before["source"],
+            10,
+            "linphone was not let in again",
+        )
+        assert after["contact"] != before["contact"]
+        assert "Too Many Devices" not in second.log()
+    except BaseException as error:
+        logs = f"--- first ---\n{first.log() if second is None else first_log}\n"
+        if second is not None:
+            logs += f"--- second ---\n{second.log()}\n"
+        raise AssertionError(f"{error}\n{logs}--- linphone ---\n{phone.log()}") from error
+    finally:
+        phone.stop()
+        for server in (first, second):
+            if server is not None:
+                stop_server(server.process)
+    assert second.process.returncode == 0, second.log()
+
+
+def test_the_binding_of_a_phone_whose_connection_closed_goes_after_the_grace(
+    tmp_path: Path,
+) -> None:
+    server = start_server(tmp_path, **ENV, CALLBRIDGE_REGISTRAR_FLOW_GRACE="2")
+    phone = Linphone(tmp_path / "linphone", server=server)
+    try:
+        create_line(server)
+        phone.start()
+        wait_devices(server, registered_over_tcp, 10, "linphone did not register")
+        phone.kill()
+        closed_at = time.monotonic()
+        wait_devices(server, lambda found: found == [], 10, "the dead phone is still bound")
+        # Not at once: a phone that reconnects within the grace keeps its place.
+        assert time.monotonic() - closed_at >= 1.5
+        assert "pbx.dead_flows_dropped bindings=1" in server.log()
+    except BaseException as error:
+        raise AssertionError(f"{error}\n{server.log()}\n--- linphone ---\n{phone.log()}") from error
+    finally:
+        phone.stop()
+        stop_server(server.process)
+    assert server.process.returncode == 0, server.log()
+
+
+def test_a_tcp_binding_read_back_at_start_goes_if_its_phone_does_not_return(
+    tmp_path: Path,
+) -> None:
+    first = start_server(tmp_path, **ENV)
+    phone = Linphone(tmp_path / "linphone", server=first)
+    second: Server | None = None
+    try:
+        create_line(first)
+        phone.start()
+        wait_devices(first, registered_over_tcp, 10, "linphone did not register")
+        stop_server(first.process)
+        phone.kill()
+        second = start_server(
+            tmp_path,
+            **ENV,
+            CALLBRIDGE_SIP_PORT=str(first.port),
+            CALLBRIDGE_REGISTRAR_FLOW_GRACE="1",
+        )
+        assert "pbx.bindings_restored count=1" in second.log()
+        wait_devices(second, lambda found: found == [], 10, "the binding of no phone stayed")
+    except BaseException as error:
+        logs = second.log() if second is not None else first.log()
+        raise AssertionError(f"{error}\n{logs}") from error
+    finally:
+        phone.kill()
+        for server in (first, second):
+            if server is not None:
+                stop_server(server.process)
