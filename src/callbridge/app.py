@@ -94,6 +94,7 @@ class SipService:
             max_tcp_connections=settings.tcp_max_connections,
             max_tcp_per_address=settings.tcp_max_connections_per_address,
             admits=self._admits,
+            keep_idle=self._carries_a_binding,
         )
         self.guard = FloodGuard(
             GuardPolicy(
@@ -429,6 +430,19 @@ class SipService:
         log_event(logger, logging.INFO, "sip.transport_error", error=str(error))
 
     # --- bindings whose connection closed ------------------------------------
+
+    def _carries_a_binding(self, remote: Address) -> bool:
+        """Whether a phone is registered over the connection with `remote`:
+        its only way in, so it stays open however long it is idle."""
+        if remote not in self._registering_flows:
+            return False
+        now = self._loop.time()
+        location = self.location
+        return any(
+            isinstance(binding.source, Peer) and binding.source.address == remote
+            for aor in location.aors()
+            for binding in location.bindings(aor, now)
+        )
 
     def _on_flow_closed(self, remote: Address) -> None:
         if remote in self._registering_flows:

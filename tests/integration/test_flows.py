@@ -2,6 +2,8 @@
 restart of callbridge, a phone that dies. linphone-cli re-registers as soon as
 its connection drops, from a new port and with a new Contact but the same
 Call-ID and `+sip.instance`; a binding whose connection is gone is no device.
+baresip does not notice a dropped connection: the one it registered over is
+kept open however idle.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import shutil
 import subprocess
 import time
+import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from .baresip import Baresip
 from .conftest import Server, start_server, stop_server
 
 pytestmark = pytest.mark.integration
@@ -253,3 +257,52 @@ def test_a_tcp_binding_read_back_at_start_goes_if_its_phone_does_not_return(
         for server in (first, second):
             if server is not None:
                 stop_server(server.process)
+
+
+def silence(path: Path, seconds: float = 60.0) -> Path:
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\0\0" * int(seconds * 8000))
+    return path
+
+
+def test_the_connection_a_phone_registered_over_outlasts_the_idle_timeout(
+    tmp_path: Path,
+) -> None:
+    server = start_server(
+        tmp_path,
+        **ENV,
+        CALLBRIDGE_TCP_IDLE_TIMEOUT="1",
+        CALLBRIDGE_REGISTRAR_FLOW_GRACE="1",
+        # baresip 1.0 answers only the first challenge, and knows only MD5.
+        CALLBRIDGE_SIP_DIGEST_ALGORITHMS="MD5",
+    )
+    _, username, password = LINE
+    phone = Baresip(
+        tmp_path / "baresip",
+        account=(
+            f"<sip:{username}@{server.host}:{server.port};transport=tcp>"
+            f";auth_pass={password};regint=600"
+        ),
+        source=silence(tmp_path / "silence.wav"),
+        rtp_ports=(33400, 33499),
+    )
+    try:
+        create_line(server)
+        with phone:
+            phone.wait_registered()
+            [before] = wait_devices(server, registered_over_tcp, 5, "baresip did not register")
+            # Idle for four timeouts and a grace: its connection, and so its
+            # binding, are still there.
+            time.sleep(5)
+            [after] = devices(server)
+            assert (after["contact"], after["source"]) == (before["contact"], before["source"])
+        assert "tcp.idle_timeout" not in server.log()
+    except BaseException as error:
+        raise AssertionError(f"{error}\n{server.log()}\n--- baresip ---\n{phone.log()}") from error
+    finally:
+        phone.stop()
+        stop_server(server.process)
+    assert server.process.returncode == 0, server.log()

@@ -530,6 +530,23 @@ async def test_tcp_idle_connection_is_closed(
     await until(lambda: getattr(tcp, "connection_count", None) == 0)
 
 
+async def test_an_idle_connection_still_needed_stays_open(
+    make_endpoint: Callable[..., Awaitable[Endpoint]], tcp_peer: Any
+) -> None:
+    asked: list[Address] = []
+
+    def keep_idle(remote: Address) -> bool:
+        asked.append(remote)
+        return True
+
+    endpoint = await make_endpoint(tcp_idle_timeout=0.1, keep_idle=keep_idle)
+    peer = await tcp_peer(endpoint.port)
+    await until(lambda: len(asked) >= 3)
+    assert set(asked) == {Address("tcp", HOST, peer.port)}
+    peer.send(sip_request(via="SIP/2.0/TCP phone.invalid;branch=z9hG4bK19"))
+    assert isinstance(await peer.receive(), Response)
+
+
 async def test_a_closed_connection_is_reported_with_its_peers_address(
     make_endpoint: Callable[..., Awaitable[Endpoint]], tcp_peer: Any
 ) -> None:

@@ -57,7 +57,8 @@ class TransportLayer:
     `handler(message, source, transport)` gets requests already stamped with
     `received`/`rport`; it answers with `send_response(response, source,
     transport)`. It must not block; what it raises is logged, not propagated.
-    `on_flow_closed(remote)` hears of every connection that closed.
+    `on_flow_closed(remote)` hears of every connection that closed;
+    `keep_idle(remote)` says whether an idle one is still needed (not closed).
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class TransportLayer:
         max_tcp_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_tcp_per_address: int = DEFAULT_MAX_PER_ADDRESS,
         admits: Callable[[str], bool] | None = None,
+        keep_idle: Callable[[Address], bool] | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits
@@ -83,6 +85,7 @@ class TransportLayer:
         self.max_tcp_per_address = max_tcp_per_address
         # Whether a host may open a connection (blocked sources may not).
         self.admits = admits
+        self.keep_idle = keep_idle
         self.stats = TransportStats()
         self.transports: list[Transport] = []
 
@@ -144,6 +147,7 @@ class TransportLayer:
                 max_connections=self.max_tcp_connections,
                 max_per_address=self.max_tcp_per_address,
                 admits=self.admits,
+                keep_idle=self.keep_idle,
             )
         raise ValueError(f"unknown transport {name!r}")
 
