@@ -15,6 +15,7 @@ import subprocess
 import time
 import wave
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,94 +170,106 @@ def registered_over_tcp(found: list[dict[str, Any]]) -> bool:
     return len(found) == 1 and str(found[0]["source"]).startswith("tcp:")
 
 
-def test_a_tcp_phone_registers_again_at_once_after_a_restart(tmp_path: Path) -> None:
-    first = start_server(tmp_path, **ENV)
-    phone = Linphone(tmp_path / "linphone", server=first)
-    second: Server | None = None
+@dataclass
+class Rig:
+    """callbridge runs on one database and SIP port, and the phone under test."""
+
+    tmp_path: Path
+    runs: list[Server]
+    phone: Linphone | Baresip | None = None
+
+    @property
+    def server(self) -> Server:
+        return self.runs[-1]
+
+    def restart(self, **env: str) -> Server:
+        """Stop callbridge (SIGTERM) and start it again on the same database
+        and SIP port; the log of the run before is kept beside."""
+        before = self.server
+        stop_server(before.process)
+        assert before.process.returncode == 0, before.log()
+        kept = self.tmp_path / f"callbridge-{len(self.runs)}.log"
+        before.log_path = before.log_path.rename(kept)
+        self.runs.append(
+            start_server(self.tmp_path, **ENV, CALLBRIDGE_SIP_PORT=str(before.port), **env)
+        )
+        return self.server
+
+    def register_linphone(self) -> dict[str, Any]:
+        """linphone registered over TCP on line 101; returns its device."""
+        self.phone = Linphone(self.tmp_path / "linphone", server=self.server)
+        create_line(self.server)
+        self.phone.start()
+        [device] = wait_devices(self.server, registered_over_tcp, 10, "linphone did not register")
+        return device
+
+    def diagnostics(self) -> str:
+        logs = [f"--- callbridge run {n} ---\n{run.log()}" for n, run in enumerate(self.runs, 1)]
+        if self.phone is not None:
+            logs.append(f"--- phone ---\n{self.phone.log()}")
+        return "\n".join(logs)
+
+
+@contextlib.contextmanager
+def rig(tmp_path: Path, **env: str) -> Iterator[Rig]:
+    """callbridge started with `env`; at the end the phone and every run are
+    stopped, each run having exited cleanly. A failure carries every log."""
+    setup = Rig(tmp_path, [start_server(tmp_path, **ENV, **env)])
     try:
-        create_line(first)
-        phone.start()
-        [before] = wait_devices(first, registered_over_tcp, 10, "linphone did not register")
-        stop_server(first.process)
-        assert first.process.returncode == 0, first.log()
-        first_log = first.log()
+        yield setup
+    except Exception as error:
+        raise AssertionError(f"{error}\n{setup.diagnostics()}") from error
+    finally:
+        if setup.phone is not None:
+            setup.phone.stop()
+        for server in setup.runs:
+            stop_server(server.process)
+    for server in setup.runs:
+        assert server.process.returncode == 0, server.log()
+
+
+def test_a_tcp_phone_registers_again_at_once_after_a_restart(tmp_path: Path) -> None:
+    with rig(tmp_path) as setup:
+        before = setup.register_linphone()
         # The same database and port: the binding comes back, its connection does not.
-        second = start_server(tmp_path, **ENV, CALLBRIDGE_SIP_PORT=str(first.port))
-        assert "pbx.bindings_restored count=1" in second.log()
-        # linphone reconnects from a new port, with a new Contact, on a line
+        server = setup.restart()
+        assert "pbx.bindings_restored count=1" in server.log()
+        # linphone reconnects from a new port, with a new Contact, to a line
         # of one device: the binding on the closed connection is that device.
         [after] = wait_devices(
-            second,
+            server,
             lambda found: registered_over_tcp(found) and found[0]["source"] != before["source"],
             10,
             "linphone was not let in again",
         )
         assert after["contact"] != before["contact"]
-        assert "Too Many Devices" not in second.log()
-    except BaseException as error:
-        logs = f"--- first ---\n{first.log() if second is None else first_log}\n"
-        if second is not None:
-            logs += f"--- second ---\n{second.log()}\n"
-        raise AssertionError(f"{error}\n{logs}--- linphone ---\n{phone.log()}") from error
-    finally:
-        phone.stop()
-        for server in (first, second):
-            if server is not None:
-                stop_server(server.process)
-    assert second.process.returncode == 0, second.log()
+        assert "Too Many Devices" not in server.log()
 
 
 def test_the_binding_of_a_phone_whose_connection_closed_goes_after_the_grace(
     tmp_path: Path,
 ) -> None:
-    server = start_server(tmp_path, **ENV, CALLBRIDGE_REGISTRAR_FLOW_GRACE="2")
-    phone = Linphone(tmp_path / "linphone", server=server)
-    try:
-        create_line(server)
-        phone.start()
-        wait_devices(server, registered_over_tcp, 10, "linphone did not register")
-        phone.kill()
+    with rig(tmp_path, CALLBRIDGE_REGISTRAR_FLOW_GRACE="2") as setup:
+        setup.register_linphone()
+        assert isinstance(setup.phone, Linphone)
+        setup.phone.kill()
         closed_at = time.monotonic()
-        wait_devices(server, lambda found: found == [], 10, "the dead phone is still bound")
+        wait_devices(setup.server, lambda found: found == [], 10, "the dead phone is still bound")
         # Not at once: a phone that reconnects within the grace keeps its place.
         assert time.monotonic() - closed_at >= 1.5
-        assert "pbx.dead_flows_dropped bindings=1" in server.log()
-    except BaseException as error:
-        raise AssertionError(f"{error}\n{server.log()}\n--- linphone ---\n{phone.log()}") from error
-    finally:
-        phone.stop()
-        stop_server(server.process)
-    assert server.process.returncode == 0, server.log()
+        assert "pbx.dead_flows_dropped bindings=1" in setup.server.log()
 
 
 def test_a_tcp_binding_read_back_at_start_goes_if_its_phone_does_not_return(
     tmp_path: Path,
 ) -> None:
-    first = start_server(tmp_path, **ENV)
-    phone = Linphone(tmp_path / "linphone", server=first)
-    second: Server | None = None
-    try:
-        create_line(first)
-        phone.start()
-        wait_devices(first, registered_over_tcp, 10, "linphone did not register")
-        stop_server(first.process)
-        phone.kill()
-        second = start_server(
-            tmp_path,
-            **ENV,
-            CALLBRIDGE_SIP_PORT=str(first.port),
-            CALLBRIDGE_REGISTRAR_FLOW_GRACE="1",
-        )
-        assert "pbx.bindings_restored count=1" in second.log()
-        wait_devices(second, lambda found: found == [], 10, "the binding of no phone stayed")
-    except BaseException as error:
-        logs = second.log() if second is not None else first.log()
-        raise AssertionError(f"{error}\n{logs}") from error
-    finally:
-        phone.kill()
-        for server in (first, second):
-            if server is not None:
-                stop_server(server.process)
+    with rig(tmp_path) as setup:
+        setup.register_linphone()
+        assert isinstance(setup.phone, Linphone)
+        setup.phone.kill()
+        server = setup.restart(CALLBRIDGE_REGISTRAR_FLOW_GRACE="1")
+        assert "pbx.bindings_restored count=1" in server.log()
+        wait_devices(server, lambda found: found == [], 10, "a phone that is gone stayed bound")
 
 
 def silence(path: Path, seconds: float = 60.0) -> Path:
@@ -271,38 +284,27 @@ def silence(path: Path, seconds: float = 60.0) -> Path:
 def test_the_connection_a_phone_registered_over_outlasts_the_idle_timeout(
     tmp_path: Path,
 ) -> None:
-    server = start_server(
-        tmp_path,
-        **ENV,
-        CALLBRIDGE_TCP_IDLE_TIMEOUT="1",
-        CALLBRIDGE_REGISTRAR_FLOW_GRACE="1",
-        # baresip 1.0 answers only the first challenge, and knows only MD5.
-        CALLBRIDGE_SIP_DIGEST_ALGORITHMS="MD5",
-    )
-    _, username, password = LINE
-    phone = Baresip(
-        tmp_path / "baresip",
-        account=(
-            f"<sip:{username}@{server.host}:{server.port};transport=tcp>"
-            f";auth_pass={password};regint=600"
-        ),
-        source=silence(tmp_path / "silence.wav"),
-        rtp_ports=(33400, 33499),
-    )
-    try:
+    idle = {"CALLBRIDGE_TCP_IDLE_TIMEOUT": "1", "CALLBRIDGE_REGISTRAR_FLOW_GRACE": "1"}
+    # baresip 1.0 answers only the first challenge, and knows only MD5.
+    with rig(tmp_path, **idle, CALLBRIDGE_SIP_DIGEST_ALGORITHMS="MD5") as setup:
+        server = setup.server
         create_line(server)
-        with phone:
-            phone.wait_registered()
-            [before] = wait_devices(server, registered_over_tcp, 5, "baresip did not register")
-            # Idle for four timeouts and a grace: its connection, and so its
-            # binding, are still there.
-            time.sleep(5)
-            [after] = devices(server)
-            assert (after["contact"], after["source"]) == (before["contact"], before["source"])
+        _, username, password = LINE
+        setup.phone = phone = Baresip(
+            tmp_path / "baresip",
+            account=(
+                f"<sip:{username}@{server.host}:{server.port};transport=tcp>"
+                f";auth_pass={password};regint=600"
+            ),
+            source=silence(tmp_path / "silence.wav"),
+            rtp_ports=(33400, 33499),
+        )
+        phone.start()
+        phone.wait_registered()
+        [before] = wait_devices(server, registered_over_tcp, 5, "baresip did not register")
+        # Idle for four timeouts and a grace: its connection, and so its
+        # binding, are still there.
+        time.sleep(5)
+        [after] = devices(server)
+        assert (after["contact"], after["source"]) == (before["contact"], before["source"])
         assert "tcp.idle_timeout" not in server.log()
-    except BaseException as error:
-        raise AssertionError(f"{error}\n{server.log()}\n--- baresip ---\n{phone.log()}") from error
-    finally:
-        phone.stop()
-        stop_server(server.process)
-    assert server.process.returncode == 0, server.log()
