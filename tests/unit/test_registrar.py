@@ -171,6 +171,18 @@ def test_malformed_expires_is_400(registrar: Registrar, expires: str) -> None:
     assert apply(registrar, request).status == 400
 
 
+def test_an_expires_of_thousands_of_digits_is_cut_to_the_maximum(registrar: Registrar) -> None:
+    response = apply(registrar, register("<sip:a@127.0.0.2>;expires=" + "9" * 5000))
+    assert contacts_of(response) == {"sip:a@127.0.0.2": "3600"}
+    request = register("<sip:a@127.0.0.2>", cseq=2)
+    request.headers.set("Expires", "9" * 5000)
+    response = apply(registrar, request)
+    assert contacts_of(response) == {"sip:a@127.0.0.2": "3600"}
+    padded = "0" * 5000 + "120"
+    response = apply(registrar, register(f"<sip:a@127.0.0.2>;expires={padded}", cseq=3))
+    assert contacts_of(response) == {"sip:a@127.0.0.2": "120"}
+
+
 @pytest.mark.parametrize(
     "contact",
     [

@@ -241,7 +241,7 @@ class Registrar:
         if text is not None:
             if not text.isdigit() or not text.isascii():
                 raise RegistrationRefused(400, "Malformed expires parameter")
-            expires = min(int(text), 2**32 - 1)
+            expires = _delta_seconds(text)
         elif header_expires is not None:
             expires = header_expires
         else:
@@ -275,7 +275,14 @@ def _expires_header(request: Request) -> int | None:
     text = text.strip()
     if not text.isdigit() or not text.isascii():
         raise RegistrationRefused(400, "Malformed Expires")
-    return min(int(text), 2**32 - 1)
+    return _delta_seconds(text)
+
+
+def _delta_seconds(digits: str) -> int:
+    """ASCII digits as delta-seconds, capped at 2**32 - 1 (RFC 3261 §27.2)
+    without converting thousands of digits (Python refuses past 4,300)."""
+    digits = digits.lstrip("0") or "0"
+    return 2**32 - 1 if len(digits) > 10 else min(int(digits), 2**32 - 1)
 
 
 def _check_device(contact: NameAddr) -> None:
