@@ -91,10 +91,12 @@ class SipService:
             limits=Limits(max_message_size=settings.max_message_size),
             log_messages=settings.log_sip_messages,
             on_transport_error=self._on_transport_error,
+            on_flow_closed=self._on_flow_closed,
             tcp_idle_timeout=settings.tcp_idle_timeout,
             max_tcp_connections=settings.tcp_max_connections,
             max_tcp_per_address=settings.tcp_max_connections_per_address,
             admits=self._admits,
+            keep_idle=self._carries_a_binding,
         )
         self.guard = FloodGuard(
             GuardPolicy(
@@ -118,7 +120,9 @@ class SipService:
         self.ua = UserAgent(
             user_agent=settings.user_agent,
             authenticator=self.authenticator,
-            registrar=Registrar(MemoryLocation(), self._registrar_policy()),
+            registrar=Registrar(
+                MemoryLocation(), self._registrar_policy(), flow_alive=self.flow_alive
+            ),
         )
         # Calls need a store for their records: `use_b2bua` plugs them in.
         self.b2bua: B2bua | None = None
@@ -128,6 +132,11 @@ class SipService:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._peers: dict[tuple[Address, int], Peer] = {}
+        # Connections a REGISTER came over (only they can carry a binding),
+        # and those that closed, by when their phone must have registered again.
+        self._registering_flows: set[Address] = set()
+        self._closed_flows: dict[Address, float] = {}
+        self._flow_check: asyncio.TimerHandle | None = None
         # Who is waiting for the responses of each client transaction.
         self._owners: dict[ClientTransaction, ResponseHandler] = {}
 
@@ -140,10 +149,33 @@ class SipService:
         if self._timer is not None:
             self._timer.cancel()
         await self.transport.close()
+        if self._flow_check is not None:
+            self._flow_check.cancel()
 
     def use_location(self, location: Location) -> None:
         """Keep bindings in `location` (before start: bindings are not moved)."""
-        self.ua.registrar = Registrar(location, self._registrar_policy())
+        self.ua.registrar = Registrar(
+            location, self._registrar_policy(), flow_alive=self.flow_alive
+        )
+
+    def flow_alive(self, source: object) -> bool:
+        """Whether a binding's flow still reaches its device: a datagram one
+        always; a connection only while it is open (one read back from the
+        store never is: its connection went with the last run)."""
+        if not isinstance(source, Peer) or not source.address.reliable:
+            return True
+        transport = source.transport
+        return transport is not None and transport.flow(source.address) is not None
+
+    def expect_reconnects(self, now: float) -> None:
+        """The phones of every binding whose connection is gone (those read
+        back from the store) get the grace to register again, as if their
+        connections had closed now."""
+        for aor in self.location.aors():
+            for binding in self.location.bindings(aor, now):
+                if not self.flow_alive(binding.source):
+                    assert isinstance(binding.source, Peer)
+                    self._flow_closed(binding.source.address, now)
 
     def use_b2bua(self, b2bua: B2bua) -> None:
         """Take calls: INVITEs and their dialogs go to `b2bua`."""
@@ -363,6 +395,8 @@ class SipService:
         )
         peer = transaction.peer
         assert isinstance(peer, Peer)
+        if request.method == "REGISTER" and peer.address.reliable:
+            self._registering_flows.add(peer.address)
         try:
             response = self._dispatch(request, transaction, peer, now)
         except ParseError as error:
@@ -428,6 +462,56 @@ class SipService:
 
     def _on_transport_error(self, error: TransportError) -> None:
         log_event(logger, logging.INFO, "sip.transport_error", error=str(error))
+
+    # --- bindings whose connection closed ------------------------------------
+
+    def _carries_a_binding(self, remote: Address) -> bool:
+        """Whether a phone is registered over the connection with `remote`:
+        its only way in, so it stays open however long it is idle."""
+        if remote not in self._registering_flows:
+            return False
+        now = self._loop.time()
+        location = self.location
+        return any(
+            isinstance(binding.source, Peer) and binding.source.address == remote
+            for aor in location.aors()
+            for binding in location.bindings(aor, now)
+        )
+
+    def _on_flow_closed(self, remote: Address) -> None:
+        if remote in self._registering_flows:
+            self._registering_flows.discard(remote)
+            self._flow_closed(remote, self._loop.time())
+
+    def _flow_closed(self, remote: Address, now: float) -> None:
+        self._closed_flows[remote] = now + self.settings.registrar_flow_grace
+        if self._flow_check is None:
+            self._flow_check = self._loop.call_at(self._closed_flows[remote], self._drop_dead_flows)
+
+    def _drop_dead_flows(self) -> None:
+        """Drop the bindings of flows closed a grace ago whose phone has not
+        registered again (a new flow replaces the binding, so what is left
+        on a closed flow is a phone gone)."""
+        self._flow_check = None
+        now = self._loop.time()
+        due = {remote for remote, deadline in self._closed_flows.items() if deadline <= now}
+        for remote in due:
+            del self._closed_flows[remote]
+        assert self.ua.registrar is not None
+        dropped = self.ua.registrar.forget(
+            lambda b: (
+                isinstance(b.source, Peer)
+                and b.source.address in due
+                and not self.flow_alive(b.source)
+            ),
+            now,
+        )
+        if dropped:
+            log_event(logger, logging.INFO, "pbx.dead_flows_dropped", bindings=dropped)
+        if self._closed_flows:
+            self._flow_check = self._loop.call_at(
+                min(self._closed_flows.values()), self._drop_dead_flows
+            )
 
 
 def _ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -692,6 +776,7 @@ async def run(settings: Settings) -> int:
         loop.add_signal_handler(signal.SIGHUP, reload_on_hangup)
         restored = await location.load()
         drop_bindings_of_disabled(service.ua.lines, location, loop.time())
+        service.expect_reconnects(loop.time())
         log_event(logger, logging.INFO, "pbx.bindings_restored", count=restored)
         location.start()
         recorder.start()

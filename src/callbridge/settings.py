@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     registrar_max_expires: int = Field(
         3600, ge=60, description="Longer registrations are cut to this many seconds."
     )
+    registrar_flow_grace: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds a TCP phone has to reconnect and register again after its "
+        "connection closed (or callbridge restarted) before its binding is dropped.",
+    )
     guard_max_failures: int = Field(
         10, ge=0, description="Failed authentications a source may have in guard_window."
     )

@@ -56,6 +56,19 @@ async def test_bindings_survive_a_restart_with_the_seconds_they_had_left(
     )
 
 
+async def test_a_device_identity_survives_a_restart_in_its_contact(database: Database) -> None:
+    instance = "<urn:uuid:00000000-0000-1000-8000-000000000001>"
+    contact = f'<sip:a@127.0.0.2:40001;transport=tcp>;+sip.instance="{instance}";reg-id=1'
+    before = location(database, now=0.0, wall=WALL)
+    before.replace("101", [binding(contact, expires_at=600.0)])
+    await before.flush()
+    after = location(database, now=0.0, wall=WALL)
+    assert await after.load() == 1
+    [restored] = after.bindings("101", now=0.0)
+    assert restored.instance == instance
+    assert restored.reg_id == "1"
+
+
 async def test_expired_bindings_are_not_restored(database: Database) -> None:
     before = location(database, now=0.0, wall=WALL)
     before.replace("101", [binding("<sip:a@127.0.0.2>", expires_at=60.0)])

@@ -171,6 +171,18 @@ def test_malformed_expires_is_400(registrar: Registrar, expires: str) -> None:
     assert apply(registrar, request).status == 400
 
 
+def test_an_expires_of_thousands_of_digits_is_cut_to_the_maximum(registrar: Registrar) -> None:
+    response = apply(registrar, register("<sip:a@127.0.0.2>;expires=" + "9" * 5000))
+    assert contacts_of(response) == {"sip:a@127.0.0.2": "3600"}
+    request = register("<sip:a@127.0.0.2>", cseq=2)
+    request.headers.set("Expires", "9" * 5000)
+    response = apply(registrar, request)
+    assert contacts_of(response) == {"sip:a@127.0.0.2": "3600"}
+    padded = "0" * 5000 + "120"
+    response = apply(registrar, register(f"<sip:a@127.0.0.2>;expires={padded}", cseq=3))
+    assert contacts_of(response) == {"sip:a@127.0.0.2": "120"}
+
+
 @pytest.mark.parametrize(
     "contact",
     [
@@ -271,4 +283,139 @@ def test_a_path_that_cannot_be_kept_is_refused_and_changes_nothing(
 ) -> None:
     response = apply(registrar, register_through(path))
     assert (response.status, response.reason) == (400, reason)
+
+
+# -- devices and flows (RFC 5626) -------------------------------------------
+
+INSTANCE = '+sip.instance="<urn:uuid:ba1d8e91-0c10-00ba-a748-9f2ba8aeaab7>"'
+
+
+def apply_from(
+    registrar: Registrar,
+    request: Request,
+    source: object,
+    *,
+    now: float = 0.0,
+    max_devices: int = 1,
+) -> Response:
+    return registrar.register(
+        request, aor=AOR, max_devices=max_devices, source=source, now=now, to_tag="r"
+    )
+
+
+def uris(registrar: Registrar) -> list[str]:
+    return [str(b.uri) for b in registrar.location.bindings(AOR, now=1.0)]
+
+
+def test_the_same_instance_replaces_its_binding_whatever_the_uri(registrar: Registrar) -> None:
+    apply_from(registrar, register(f"<sip:a@127.0.0.2:40001>;{INSTANCE}", expires=600), "flow-1")
+    response = apply_from(
+        registrar,
+        register(f"<sip:a@127.0.0.2:40002>;{INSTANCE}", expires=600, call_id="after-reboot"),
+        "flow-2",
+    )
+    assert response.status == 200
+    [binding] = registrar.location.bindings(AOR, now=1.0)
+    assert (str(binding.uri), binding.source) == ("sip:a@127.0.0.2:40002", "flow-2")
+    assert binding.instance == "<urn:uuid:ba1d8e91-0c10-00ba-a748-9f2ba8aeaab7>"
+
+
+def test_the_flows_of_one_instance_are_told_apart_by_reg_id(registrar: Registrar) -> None:
+    for reg_id, call_id in ((1, "flow-one"), (2, "flow-two"), (1, "flow-one-again")):
+        contact = f"<sip:a@127.0.0.2:4000{reg_id}>;{INSTANCE};reg-id={reg_id}"
+        response = apply_from(
+            registrar, register(contact, expires=600, call_id=call_id), call_id, max_devices=2
+        )
+        assert response.status == 200
+    bindings = registrar.location.bindings(AOR, now=1.0)
+    assert sorted((b.reg_id, b.call_id) for b in bindings) == [
+        ("1", "flow-one-again"),
+        ("2", "flow-two"),
+    ]
+
+
+def test_the_same_call_id_from_a_new_port_replaces_the_binding(registrar: Registrar) -> None:
+    apply_from(registrar, register("<sip:a@127.0.0.2:40001>", expires=600), "flow-1")
+    response = apply_from(registrar, register("<sip:a@127.0.0.2:40002>", expires=600, cseq=2), "f2")
+    assert response.status == 200
+    assert uris(registrar) == ["sip:a@127.0.0.2:40002"]
+
+
+def test_a_stale_register_on_the_same_call_id_does_not_replace_a_newer_one(
+    registrar: Registrar,
+) -> None:
+    apply_from(registrar, register("<sip:a@127.0.0.2:40001>", expires=600, cseq=5), "flow-1")
+    response = apply_from(registrar, register("<sip:a@127.0.0.2:40002>", expires=600, cseq=4), "f2")
+    assert response.status == 500
+    assert uris(registrar) == ["sip:a@127.0.0.2:40001"]
+
+
+def test_contacts_registered_together_stay_side_by_side(registrar: Registrar) -> None:
+    request = register("<sip:a@127.0.0.2>", "<sip:a@127.0.0.3>", expires=600)
+    assert apply_from(registrar, request, "flow", max_devices=2).status == 200
+    assert uris(registrar) == ["sip:a@127.0.0.2", "sip:a@127.0.0.3"]
+    # Taking one away leaves the other, though both have the same Call-ID.
+    apply_from(registrar, register("<sip:a@127.0.0.2>", expires=0, cseq=2), "flow", max_devices=2)
+    assert uris(registrar) == ["sip:a@127.0.0.3"]
+
+
+def test_a_binding_whose_flow_is_dead_gives_its_place_to_a_new_device() -> None:
+    dead = {"flow-1"}
+    registrar = Registrar(MemoryLocation(), flow_alive=lambda source: source not in dead)
+    apply_from(registrar, register("<sip:a@127.0.0.2:40001>", expires=600), "flow-1")
+    # Another device (another Call-ID, no instance): only the dead flow lets it in.
+    response = apply_from(
+        registrar, register("<sip:b@127.0.0.3:40002>", expires=600, call_id="other"), "flow-2"
+    )
+    assert response.status == 200
+    assert uris(registrar) == ["sip:b@127.0.0.3:40002"]
+
+
+def test_live_flows_still_fill_a_line() -> None:
+    registrar = Registrar(MemoryLocation(), flow_alive=lambda source: source != "flow-1")
+    for uri, call_id, flow in (("a@127.0.0.2", "one", "flow-1"), ("b@127.0.0.3", "two", "flow-2")):
+        response = apply_from(
+            registrar, register(f"<sip:{uri}>", expires=600, call_id=call_id), flow, max_devices=2
+        )
+        assert response.status == 200
+    response = apply_from(
+        registrar,
+        register("<sip:c@127.0.0.4>", "<sip:d@127.0.0.5>", expires=600, call_id="three"),
+        "flow-3",
+        max_devices=2,
+    )
+    # c takes the dead flow's place; d finds both places held by live flows.
+    assert response.status == 403
+    assert uris(registrar) == ["sip:a@127.0.0.2", "sip:b@127.0.0.3"]
+
+
+def test_forget_removes_the_bindings_picked_in_every_aor(registrar: Registrar) -> None:
+    apply_from(registrar, register("<sip:a@127.0.0.2>", expires=600), "flow-1")
+    registrar.register(
+        register("<sip:b@127.0.0.3>", expires=600, call_id="two"),
+        aor="102",
+        max_devices=1,
+        source="flow-2",
+        now=0.0,
+        to_tag="r",
+    )
+    assert registrar.forget(lambda b: b.source == "flow-1", now=1.0) == 1
+    assert registrar.location.bindings(AOR, now=1.0) == []
+    assert len(registrar.location.bindings("102", now=1.0)) == 1
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        '+sip.instance=""',
+        '+sip.instance="<urn:uuid:' + "a" * 300 + '>"',
+        f"{INSTANCE};reg-id=0",
+        f"{INSTANCE};reg-id=2147483648",
+        f"{INSTANCE};reg-id=" + "9" * 5000,
+        f"{INSTANCE};reg-id=one",
+    ],
+)
+def test_a_malformed_device_identity_is_refused(registrar: Registrar, params: str) -> None:
+    response = apply(registrar, register(f"<sip:a@127.0.0.2>;{params}", expires=600))
+    assert response.status == 400
     assert registrar.location.bindings(AOR, now=1.0) == []

@@ -530,6 +530,49 @@ async def test_tcp_idle_connection_is_closed(
     await until(lambda: getattr(tcp, "connection_count", None) == 0)
 
 
+async def test_an_idle_connection_still_needed_stays_open(
+    make_endpoint: Callable[..., Awaitable[Endpoint]], tcp_peer: Any
+) -> None:
+    asked: list[Address] = []
+
+    def keep_idle(remote: Address) -> bool:
+        asked.append(remote)
+        return True
+
+    endpoint = await make_endpoint(tcp_idle_timeout=0.1, keep_idle=keep_idle)
+    peer = await tcp_peer(endpoint.port)
+    await until(lambda: len(asked) >= 3)
+    assert set(asked) == {Address("tcp", HOST, peer.port)}
+    peer.send(sip_request(via="SIP/2.0/TCP phone.invalid;branch=z9hG4bK19"))
+    assert isinstance(await peer.receive(), Response)
+
+
+async def test_a_closed_connection_is_reported_with_its_peers_address(
+    make_endpoint: Callable[..., Awaitable[Endpoint]], tcp_peer: Any
+) -> None:
+    closed: list[Address] = []
+    endpoint = await make_endpoint(on_flow_closed=closed.append)
+    peer = await tcp_peer(endpoint.port)
+    peer.send(sip_request(via="SIP/2.0/TCP phone.invalid;branch=z9hG4bK18"))
+    await peer.receive()
+    [(_, source, transport)] = endpoint.seen
+    assert transport.flow(source) is not None and closed == []
+    peer.writer.close()
+    await until(lambda: closed == [source])
+    assert transport.flow(source) is None
+
+
+async def test_a_connection_refused_at_accept_is_no_flow_that_closed(
+    make_endpoint: Callable[..., Awaitable[Endpoint]], tcp_peer: Any
+) -> None:
+    closed: list[Address] = []
+    endpoint = await make_endpoint(on_flow_closed=closed.append, admits=lambda host: False)
+    peer = await tcp_peer(endpoint.port)
+    assert await peer.closed_by_server()
+    await asyncio.sleep(0.05)
+    assert closed == []
+
+
 # -- logging ------------------------------------------------------------------
 
 

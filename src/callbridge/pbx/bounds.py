@@ -34,6 +34,9 @@ USER_AGENT_MAX = _length(_REGISTRATIONS.user_agent)
 # The proxies a REGISTER came through (RFC 3327 Path): kept with its binding.
 PATH_MAX_ENTRIES = 8
 PATH_MAX = 2048
+# A device's `+sip.instance` (RFC 5626 §4.1), kept in its Contact: a URN,
+# `<urn:uuid:...>` (47 characters) from every phone seen.
+INSTANCE_MAX = 256
 # Why a call ended: ours, but it may quote a peer (a bad SDP's line).
 CAUSE_MAX = _length(_CALLS.hangup_cause)
 

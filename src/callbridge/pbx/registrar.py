@@ -1,5 +1,6 @@
-"""The registrar's rules (RFC 3261 §10.3): which bindings a REGISTER adds,
-refreshes or removes, what it answers, and when a binding has expired.
+"""The registrar's rules (RFC 3261 §10.3, with RFC 5626's device identity):
+which bindings a REGISTER adds, refreshes, replaces or removes, what it
+answers, and when a binding has expired.
 
 It decides on a request that has already been authenticated and whose line
 is known; it keeps bindings in a `Location` (in memory here; persisted and,
@@ -9,7 +10,8 @@ later, shared between nodes behind the same interface). No I/O, no clock:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Protocol
@@ -17,6 +19,12 @@ from typing import Protocol
 from ..sip import NameAddr, ParseError, Request, Response, make_response
 from ..sip.uri import URI, parse_name_addr
 from . import bounds
+
+# RFC 5626 §4: the Contact parameters that name a device and its flow.
+_INSTANCE = "+sip.instance"
+_REG_ID = "reg-id"
+# 1 to 2**31 - 1 (RFC 5626 §4.2): at most ten digits, no leading zero.
+_REG_ID_RE = re.compile(r"[1-9][0-9]{0,9}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,17 @@ class Binding:
     def uri(self) -> URI:
         return self.contact.uri
 
+    @property
+    def instance(self) -> str | None:
+        """The device's `+sip.instance` (RFC 5626 §4.1), if it sent one."""
+        return self.contact.params.get(_INSTANCE)
+
+    @property
+    def reg_id(self) -> str | None:
+        """Which of the device's flows this is (RFC 5626 §4.2); meaningless
+        without an instance."""
+        return self.contact.params.get(_REG_ID) if self.instance is not None else None
+
     def seconds_left(self, now: float) -> int:
         return max(0, round(self.expires_at - now))
 
@@ -61,6 +80,10 @@ class Location(Protocol):
     def bindings(self, aor: str, now: float) -> list[Binding]: ...
 
     def replace(self, aor: str, bindings: list[Binding]) -> None: ...
+
+    def aors(self) -> list[str]:
+        """Every AOR that may have bindings (expired ones included)."""
+        ...
 
 
 class MemoryLocation:
@@ -83,6 +106,9 @@ class MemoryLocation:
         else:
             self._by_aor.pop(aor, None)
 
+    def aors(self) -> list[str]:
+        return list(self._by_aor)
+
 
 class RegistrationRefused(Exception):
     """A REGISTER the registrar answers with an error; nothing was changed."""
@@ -95,11 +121,23 @@ class RegistrationRefused(Exception):
 
 
 class Registrar:
-    """Applies REGISTER requests to a `Location` under a `RegistrarPolicy`."""
+    """Applies REGISTER requests to a `Location` under a `RegistrarPolicy`.
 
-    def __init__(self, location: Location, policy: RegistrarPolicy | None = None) -> None:
+    `flow_alive(source)` says whether a binding's flow still reaches its
+    device (a TCP connection that closed does not): a binding whose flow is
+    dead is no device, and never counts against a line's `max_devices`.
+    """
+
+    def __init__(
+        self,
+        location: Location,
+        policy: RegistrarPolicy | None = None,
+        *,
+        flow_alive: Callable[[object], bool] = lambda source: True,
+    ) -> None:
         self.location = location
         self.policy = policy or RegistrarPolicy()
+        self.flow_alive = flow_alive
 
     def register(
         self,
@@ -130,6 +168,18 @@ class Registrar:
             headers.extend(("Path", value) for value in request.headers.get_all("Path"))
         return make_response(request, 200, to_tag=to_tag, headers=headers)
 
+    def forget(self, gone: Callable[[Binding], bool], now: float) -> int:
+        """Remove, from every AOR, the bindings `gone` picks (a flow that
+        closed and was not replaced); returns how many went."""
+        removed = 0
+        for aor in self.location.aors():
+            bindings = self.location.bindings(aor, now)
+            kept = [b for b in bindings if not gone(b)]
+            if len(kept) < len(bindings):
+                self.location.replace(aor, kept)
+                removed += len(bindings) - len(kept)
+        return removed
+
     def _apply(
         self, request: Request, aor: str, max_devices: int, source: object, now: float
     ) -> list[Binding]:
@@ -152,38 +202,51 @@ class Registrar:
                 # Kept, and written into requests to the device: a control
                 # character in its display name or parameters goes no further.
                 raise RegistrationRefused(400, "Control Character in Contact")
+            _check_device(contact)
             expires = self._lifetime(contact, header_expires)
-            known = next((b for b in updated if b.uri == contact.uri), None)
-            if known is not None:
+            earlier = [b for b in updated if any(b is c for c in current)]
+            replaced = _same_device(contact, call_id, updated, earlier)
+            for known in replaced:
                 _check_order(known, call_id, cseq)
                 updated.remove(known)
             if expires == 0:
                 continue
-            binding = Binding(
-                aor=aor,
-                contact=_without_expires(contact),
-                expires_at=now + expires,
-                call_id=call_id,
-                cseq=cseq,
-                source=source,
-                user_agent=user_agent,
-                path=path,
-            )
-            if known is None and len(updated) >= max_devices:
-                raise RegistrationRefused(
-                    403,
-                    "Too Many Devices",
-                    [("Warning", f'399 callbridge "at most {max_devices} devices on this line"')],
+            if not replaced:
+                self._make_room(updated, earlier, max_devices)
+            updated.append(
+                Binding(
+                    aor=aor,
+                    contact=_without_expires(contact),
+                    expires_at=now + expires,
+                    call_id=call_id,
+                    cseq=cseq,
+                    source=source,
+                    user_agent=user_agent,
+                    path=path,
                 )
-            updated.append(binding)
+            )
         return updated
+
+    def _make_room(self, bindings: list[Binding], earlier: list[Binding], max_devices: int) -> None:
+        """Make room in `bindings` for one more device: `earlier` bindings
+        whose flow is dead give theirs up, the earliest first; 403 if live
+        ones fill it."""
+        dead = [b for b in earlier if not self.flow_alive(b.source)]
+        for binding in dead[: max(0, len(bindings) - max_devices + 1)]:
+            bindings.remove(binding)
+        if len(bindings) >= max_devices:
+            raise RegistrationRefused(
+                403,
+                "Too Many Devices",
+                [("Warning", f'399 callbridge "at most {max_devices} devices on this line"')],
+            )
 
     def _lifetime(self, contact: NameAddr, header_expires: int | None) -> int:
         text = contact.params.get("expires")
         if text is not None:
             if not text.isdigit() or not text.isascii():
                 raise RegistrationRefused(400, "Malformed expires parameter")
-            expires = min(int(text), 2**32 - 1)
+            expires = _delta_seconds(text)
         elif header_expires is not None:
             expires = header_expires
         else:
@@ -217,7 +280,46 @@ def _expires_header(request: Request) -> int | None:
     text = text.strip()
     if not text.isdigit() or not text.isascii():
         raise RegistrationRefused(400, "Malformed Expires")
-    return min(int(text), 2**32 - 1)
+    return _delta_seconds(text)
+
+
+def _delta_seconds(digits: str) -> int:
+    """ASCII digits as delta-seconds, capped at 2**32 - 1 (RFC 3261 §27.2)
+    without converting thousands of digits (Python refuses past 4,300)."""
+    digits = digits.lstrip("0") or "0"
+    return 2**32 - 1 if len(digits) > 10 else min(int(digits), 2**32 - 1)
+
+
+def _check_device(contact: NameAddr) -> None:
+    """Refuse a device identity that does not fit what is kept of it."""
+    instance = contact.params.get(_INSTANCE)
+    if instance is None:
+        return
+    if not 0 < len(instance) <= bounds.INSTANCE_MAX:
+        raise RegistrationRefused(400, "Malformed +sip.instance")
+    reg_id = contact.params.get(_REG_ID)
+    if reg_id is not None and not (_REG_ID_RE.fullmatch(reg_id) and int(reg_id) < 2**31):
+        raise RegistrationRefused(400, "Malformed reg-id")
+
+
+def _same_device(
+    contact: NameAddr, call_id: str, bindings: list[Binding], earlier: list[Binding]
+) -> list[Binding]:
+    """The bindings `contact` takes the place of, the most telling key first:
+    its URI (§10.3); else the same instance and reg-id (RFC 5626 §6),
+    whatever the URI; else, for a device without an instance, the same
+    Call-ID — a phone that reconnects from a new port keeps its Call-ID and
+    changes its Contact's port. Only bindings of `earlier` REGISTERs are
+    replaced by the keys other than the URI: contacts registered together
+    stay side by side."""
+    by_uri = [b for b in bindings if b.uri == contact.uri]
+    if by_uri:
+        return by_uri
+    instance = contact.params.get(_INSTANCE)
+    if instance is not None:
+        reg_id = contact.params.get(_REG_ID)
+        return [b for b in earlier if b.instance == instance and b.reg_id == reg_id]
+    return [b for b in earlier if b.call_id == call_id and b.instance is None]
 
 
 def _path(request: Request) -> tuple[NameAddr, ...]:

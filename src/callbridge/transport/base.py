@@ -79,6 +79,9 @@ class Receiver(Protocol):
         sent to it.
         """
 
+    def on_closed(self, remote: Address, transport: Transport) -> None:
+        """The connection (flow) with `remote` closed, whoever closed it."""
+
 
 class Transport(abc.ABC):
     """One local endpoint: a UDP socket, or a TCP listener with its connections.

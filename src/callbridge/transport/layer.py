@@ -27,6 +27,7 @@ logger = logging.getLogger("callbridge.transport")
 
 MessageHandler = Callable[[Message, Address, Transport], None]
 TransportErrorHandler = Callable[[TransportError], None]
+FlowClosedHandler = Callable[[Address], None]
 
 # With port 0 the first endpoint picks a free port and the others must get
 # the same one, which another process may hold for their protocol: retry.
@@ -56,6 +57,8 @@ class TransportLayer:
     `handler(message, source, transport)` gets requests already stamped with
     `received`/`rport`; it answers with `send_response(response, source,
     transport)`. It must not block; what it raises is logged, not propagated.
+    `on_flow_closed(remote)` hears of every connection that closed;
+    `keep_idle(remote)` says whether an idle one is still needed (not closed).
     """
 
     def __init__(
@@ -65,20 +68,24 @@ class TransportLayer:
         limits: Limits = DEFAULT_LIMITS,
         log_messages: bool = False,
         on_transport_error: TransportErrorHandler | None = None,
+        on_flow_closed: FlowClosedHandler | None = None,
         tcp_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_tcp_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_tcp_per_address: int = DEFAULT_MAX_PER_ADDRESS,
         admits: Callable[[str], bool] | None = None,
+        keep_idle: Callable[[Address], bool] | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits
         self.log_messages = log_messages
         self.on_transport_error = on_transport_error
+        self.on_flow_closed = on_flow_closed
         self.tcp_idle_timeout = tcp_idle_timeout
         self.max_tcp_connections = max_tcp_connections
         self.max_tcp_per_address = max_tcp_per_address
         # Whether a host may open a connection (blocked sources may not).
         self.admits = admits
+        self.keep_idle = keep_idle
         self.stats = TransportStats()
         self.transports: list[Transport] = []
 
@@ -140,6 +147,7 @@ class TransportLayer:
                 max_connections=self.max_tcp_connections,
                 max_per_address=self.max_tcp_per_address,
                 admits=self.admits,
+                keep_idle=self.keep_idle,
             )
         raise ValueError(f"unknown transport {name!r}")
 
@@ -222,6 +230,13 @@ class TransportLayer:
                 self.on_transport_error(error)
             except Exception:
                 logger.exception("sip.transport_error_handler_failed")
+
+    def on_closed(self, remote: Address, transport: Transport) -> None:
+        if self.on_flow_closed is not None:
+            try:
+                self.on_flow_closed(remote)
+            except Exception:
+                logger.exception("sip.flow_closed_handler_failed")
 
     def _answer_malformed(
         self, error: ParseError, data: bytes, source: Address, transport: Transport

@@ -1,7 +1,9 @@
 """The TCP endpoint: a listener and every connection, accepted or opened,
 each framed with `sip.framing.StreamFramer` (RFC 3261 §18.3), kept by peer
 address for reuse, closed when idle, capped in number (in all and per remote
-address) and buffer size; a source the caller refuses is closed at accept."""
+address) and buffer size; a source the caller refuses is closed at accept,
+and a connection the caller still needs (a phone registered over it) is
+not closed for idleness."""
 
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ class TcpTransport(Transport):
         connect_timeout: float,
         max_per_address: int = DEFAULT_MAX_PER_ADDRESS,
         admits: Callable[[str], bool] | None = None,
+        keep_idle: Callable[[Address], bool] | None = None,
     ) -> None:
         self.receiver = receiver
         self.limits = limits
@@ -54,6 +57,8 @@ class TcpTransport(Transport):
         self.max_per_address = max_per_address
         # Whether a remote host may connect at all (the flood guard's blocks).
         self.admits = admits
+        # Whether an idle connection with a remote address is still needed.
+        self.keep_idle = keep_idle
         self._per_host: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
         self._local = Address(self.name, "", 0)
@@ -78,6 +83,7 @@ class TcpTransport(Transport):
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_per_address: int = DEFAULT_MAX_PER_ADDRESS,
         admits: Callable[[str], bool] | None = None,
+        keep_idle: Callable[[Address], bool] | None = None,
     ) -> TcpTransport:
         self = cls(
             receiver,
@@ -88,6 +94,7 @@ class TcpTransport(Transport):
             connect_timeout=connect_timeout,
             max_per_address=max_per_address,
             admits=admits,
+            keep_idle=keep_idle,
         )
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self, None), host, port)
@@ -188,8 +195,10 @@ class TcpTransport(Transport):
         self._by_peer[key] = connection
         connection.keys.append(key)
 
-    def _forget(self, connection: _Connection) -> None:
-        if connection in self._connections:
+    def _forget(self, connection: _Connection) -> bool:
+        """Let go of `connection`; whether it was one of ours (a refused one was not)."""
+        known = connection in self._connections
+        if known:
             self._connections.remove(connection)
             self._per_host[connection.host] -= 1
             if self._per_host[connection.host] <= 0:
@@ -197,6 +206,23 @@ class TcpTransport(Transport):
         for key in connection.keys:
             if self._by_peer.get(key) is connection:
                 del self._by_peer[key]
+        return known
+
+    def _closed(self, connection: _Connection) -> None:
+        if self._forget(connection):
+            try:
+                self.receiver.on_closed(connection.remote, self)
+            except Exception:
+                logger.exception("tcp.report_failed")
+
+    def _keeps(self, remote: Address) -> bool:
+        if self.keep_idle is None:
+            return False
+        try:
+            return self.keep_idle(remote)
+        except Exception:
+            logger.exception("tcp.keep_idle_failed")
+            return False
 
     def _report(self, error: Exception, data: bytes, address: Address) -> None:
         try:
@@ -356,14 +382,16 @@ class _Connection(asyncio.Protocol):
             self.lost.set_result(None)
 
     def _check_idle(self) -> None:
+        timeout = self._owner.idle_timeout
         idle = self._loop.time() - self._last_activity
-        if idle >= self._owner.idle_timeout:
+        if idle < timeout:
+            self._idle_timer = self._loop.call_later(timeout - idle, self._check_idle)
+        elif self._owner._keeps(self._remote):
+            # A phone's only way in (RFC 5626's flow): kept, asked again later.
+            self._idle_timer = self._loop.call_later(timeout, self._check_idle)
+        else:
             log_event(logger, logging.DEBUG, "tcp.idle_timeout", remote=self._remote)
             self.close()
-        else:
-            self._idle_timer = self._loop.call_later(
-                self._owner.idle_timeout - idle, self._check_idle
-            )
 
     def eof_received(self) -> bool | None:
         return None  # a half-closed SIP connection is closed
@@ -371,7 +399,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        self._owner._forget(self)
         log_event(logger, logging.DEBUG, "tcp.closed", remote=self._remote, error=exc)
+        self._owner._closed(self)
         if not self.lost.done():
             self.lost.set_result(None)
