@@ -9,9 +9,6 @@ kept open however idle.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import subprocess
 import time
 import wave
 from collections.abc import Callable, Iterator
@@ -24,102 +21,13 @@ import pytest
 
 from .baresip import Baresip
 from .conftest import Server, start_server, stop_server
+from .linphone import Linphone
 
 pytestmark = pytest.mark.integration
 
 ADMIN_PASSWORD = "admin-pass-for-flow-tests"
 LINE = ("101", "alice", "alice-sip-password-for-flows")
 ENV = {"CALLBRIDGE_ADMIN_PASSWORD": ADMIN_PASSWORD}
-
-
-class Linphone:
-    """linphone-cli (`linphonec`) with one account registering over TCP, in a
-    HOME of its own; its debug log (SIP included) in `linphone.log`.
-
-    It retries a failed registration after `retry` seconds (its default is a
-    minute), and listens on TCP only, on a port of its choosing.
-    """
-
-    def __init__(self, directory: Path, *, server: Server, retry: float = 1.0) -> None:
-        self.directory = directory
-        self.server = server
-        self.retry = retry
-        self.log_path = directory / "linphone.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def write_config(self) -> Path:
-        _, username, password = LINE
-        home = self.directory / "home"
-        # linphonec opens no SIP socket until this directory exists (PEERS.md).
-        (home / ".local" / "share" / "linphone").mkdir(parents=True, exist_ok=True)
-        rc = self.directory / "linphone.rc"
-        rc.write_text(
-            "[sip]\n"
-            "sip_port=0\n"
-            "sip_tcp_port=-1\n"
-            "sip_tls_port=0\n"
-            "ipv6=0\n"
-            "store_ha1_passwd=0\n"
-            f"refresher_retry_after={int(self.retry * 1000)}\n"
-            "default_proxy=0\n"
-            "[proxy_0]\n"
-            f"reg_proxy=<sip:{self.server.host}:{self.server.port};transport=tcp>\n"
-            f"reg_identity=sip:{username}@{self.server.host}\n"
-            "reg_expires=600\n"
-            "reg_sendregister=1\n"
-            "[auth_info_0]\n"
-            f"username={username}\n"
-            f"passwd={password}\n"
-            "realm=callbridge\n"
-        )
-        return home
-
-    def start(self) -> None:
-        binary = shutil.which("linphonec")
-        if binary is None:
-            pytest.fail("linphonec is not installed: `make test` installs Debian's linphone-cli")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        home = self.write_config()
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                [binary, "-c", str(self.directory / "linphone.rc"), "-d", "6"],
-                cwd=self.directory,
-                env={**os.environ, "HOME": str(home)},
-                stdin=subprocess.PIPE,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def kill(self) -> None:
-        """Die without a word (no un-REGISTER): a phone that lost power."""
-        process, self._process = self._process, None
-        if process is not None:
-            process.kill()
-            process.wait()
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        with contextlib.suppress(OSError, ValueError):
-            assert process.stdin is not None
-            process.stdin.write(b"quit\n")
-            process.stdin.close()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self) -> Linphone:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @contextlib.contextmanager
@@ -197,7 +105,16 @@ class Rig:
 
     def register_linphone(self) -> dict[str, Any]:
         """linphone registered over TCP on line 101; returns its device."""
-        self.phone = Linphone(self.tmp_path / "linphone", server=self.server)
+        _, username, password = LINE
+        self.phone = Linphone(
+            self.tmp_path / "linphone",
+            username=username,
+            password=password,
+            registrar=f"{self.server.host}:{self.server.port}",
+            transport="tcp",
+            retry=1.0,
+            auto_answer=False,
+        )
         create_line(self.server)
         self.phone.start()
         [device] = wait_devices(self.server, registered_over_tcp, 10, "linphone did not register")

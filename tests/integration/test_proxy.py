@@ -331,7 +331,6 @@ def test_linphone_behind_the_proxy_is_called_through_it(front: Front) -> None:
         password=password,
         registrar=f"{front.server.host}:{front.server.port}",
         proxy=f"{PROXY_HOST}:{front.proxy.port}",
-        sip_port=free_port_on("127.0.0.1"),
         rtp_ports=LINPHONE_RTP_PORTS,
     )
     alice = baresip_phone(front, "alice", ALICE, ALICE_HOST, CALLER_TONE, ALICE_RTP_PORTS)
