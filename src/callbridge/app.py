@@ -173,7 +173,7 @@ class SipService:
         connections had closed now."""
         for aor in self.location.aors():
             for binding in self.location.bindings(aor, now):
-                if not self.flow_alive(binding.source):
+                if not binding.path and not self.flow_alive(binding.source):
                     assert isinstance(binding.source, Peer)
                     self._flow_closed(binding.source.address, now)
 
@@ -497,12 +497,13 @@ class SipService:
         due = {remote for remote, deadline in self._closed_flows.items() if deadline <= now}
         for remote in due:
             del self._closed_flows[remote]
-        assert self.ua.registrar is not None
-        dropped = self.ua.registrar.forget(
+        registrar = self.ua.registrar
+        assert registrar is not None
+        dropped = registrar.forget(
             lambda b: (
                 isinstance(b.source, Peer)
                 and b.source.address in due
-                and not self.flow_alive(b.source)
+                and not registrar.reachable(b)
             ),
             now,
         )

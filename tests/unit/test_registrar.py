@@ -419,3 +419,14 @@ def test_a_malformed_device_identity_is_refused(registrar: Registrar, params: st
     response = apply(registrar, register(f"<sip:a@127.0.0.2>;{params}", expires=600))
     assert response.status == 400
     assert registrar.location.bindings(AOR, now=1.0) == []
+
+
+def test_a_device_behind_a_proxy_is_reached_by_its_path_whatever_its_flow() -> None:
+    # The proxy's connection to us may close; the Path still reaches the phone.
+    registrar = Registrar(MemoryLocation(), flow_alive=lambda source: False)
+    apply(registrar, register_through(f"Path: {PROXY_PATH}"), max_devices=1)
+    [binding] = registrar.location.bindings(AOR, now=1.0)
+    assert registrar.reachable(binding)
+    second = register_through(f"Path: {PROXY_PATH}", contact="<sip:101@10.0.0.8:5062>")
+    second.headers.set("Call-ID", "another-phone")
+    assert apply(registrar, second, max_devices=1).status == 403

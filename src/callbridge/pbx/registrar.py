@@ -168,6 +168,11 @@ class Registrar:
             headers.extend(("Path", value) for value in request.headers.get_all("Path"))
         return make_response(request, 200, to_tag=to_tag, headers=headers)
 
+    def reachable(self, binding: Binding) -> bool:
+        """Whether requests still reach the device: by its Path (the proxy
+        in front keeps its own connection to it), else by its flow."""
+        return bool(binding.path) or self.flow_alive(binding.source)
+
     def forget(self, gone: Callable[[Binding], bool], now: float) -> int:
         """Remove, from every AOR, the bindings `gone` picks (a flow that
         closed and was not replaced); returns how many went."""
@@ -231,7 +236,7 @@ class Registrar:
         """Make room in `bindings` for one more device: `earlier` bindings
         whose flow is dead give theirs up, the earliest first; 403 if live
         ones fill it."""
-        dead = [b for b in earlier if not self.flow_alive(b.source)]
+        dead = [b for b in earlier if not self.reachable(b)]
         for binding in dead[: max(0, len(bindings) - max_devices + 1)]:
             bindings.remove(binding)
         if len(bindings) >= max_devices:
