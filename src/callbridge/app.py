@@ -246,8 +246,7 @@ class SipService:
 
     def _on_message(self, message: Message, source: Address, transport: Transport) -> None:
         now = self._loop.time()
-        if self.guard.is_blocked(source.host, now):
-            self.transport.stats.dropped += 1
+        if self.guard.drops(source.host, now):
             return
         self._apply(self.transactions.receive(message, self._peer(source, transport), now), now)
         self._rearm()
@@ -658,6 +657,7 @@ async def run(settings: Settings) -> int:
         trunks.close()
         await b2bua.close()
         log_event(logger, logging.INFO, "b2bua.stats", **b2bua.stats())
+        log_event(logger, logging.INFO, "guard.stats", **service.guard.stats())
         await recorder.stop()
         await media.close()
         await service.stop()
