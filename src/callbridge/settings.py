@@ -65,15 +65,14 @@ class Settings(BaseSettings):
         "setting every line's password again.",
     )
     sip_digest_algorithms: str = Field(
-        "MD5,SHA-256",
+        "MD5",
         description="Digest algorithms offered to phones (and to the providers of lines "
-        "with incoming_auth): SHA-256 and MD5, comma separated, one challenge each in the "
-        "order given (RFC 8760: the most preferred first). The default puts MD5 first "
-        "because many phones answer only the first challenge and most desk phones, baresip "
-        "1.0 and SIPp 3.6 know only MD5; a phone that knows SHA-256 and picks it when "
-        "offered (linphone) still uses it. `SHA-256,MD5` shuts out the phones that answer "
-        "only the first challenge; `SHA-256` alone refuses MD5. An internal line's own "
-        "digest_algorithms overrides this for that line (docs/PHONES.md).",
+        "with incoming_auth): SHA-256 and/or MD5, comma separated, one challenge each in "
+        "the order given (RFC 8760: the most preferred first). The default is MD5 alone: "
+        "most desk phones know only MD5, and baresip 1.0 fails to register when any "
+        "challenge is SHA-256, even after an MD5 one. Give a line that knows SHA-256 its "
+        "own digest_algorithms (docs/PHONES.md); `MD5,SHA-256` or `SHA-256,MD5` here "
+        "shuts out phones like baresip 1.0.",
     )
     registrar_min_expires: int = Field(
         60, ge=1, description="Shorter registrations get 423 Interval Too Brief."
