@@ -4,7 +4,10 @@ phone fails to authenticate or a source is blocked."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from .baresip import Baresip, BaresipError
-from .conftest import Server, start_server, stop_server
+from .conftest import Server, free_port, start_server, stop_server
 from .test_audio import write_tone
 from .test_register import (
     ADMIN_PASSWORD,
@@ -167,3 +170,57 @@ def test_a_block_is_logged_with_why_and_until_when_and_its_drops_counted(
     [stats] = re.findall(r"guard\.stats .*", log)
     dropped = int(re.search(r"dropped_blocked=(\d+)", stats).group(1))  # type: ignore[union-attr]
     assert dropped >= 2  # the fifth guess (and its retransmissions) and the OPTIONS
+
+
+# --- linphone: the first challenge it supports --------------------------------
+
+
+@contextmanager
+def linphone(tmp_path: Path, server: Server, username: str) -> Iterator[subprocess.Popen[bytes]]:
+    """linphonec registering `username` over UDP, with a fresh rc that keeps no
+    HA1 (it would keep the algorithm it first used), killed on exit."""
+    binary = shutil.which("linphonec")
+    if binary is None:
+        pytest.fail("linphonec is not installed: `make test` installs Debian's linphone-cli")
+    home = tmp_path / f"linphone-{username}"
+    (home / ".local/share/linphone").mkdir(parents=True)  # else it opens no SIP socket
+    rc, rtp = home / "linphone.rc", free_port()  # no call: one port is enough
+    rc.write_text(
+        f"[sip]\nsip_port={free_port()}\nsip_tcp_port=-1\nsip_tls_port=-1\nipv6=0\n"
+        "store_ha1_passwd=0\ndefault_proxy=0\n"
+        f"[rtp]\naudio_rtp_port={rtp}-{rtp}\n"
+        f"[proxy_0]\nreg_proxy=<sip:{server.host}:{server.port};transport=udp>\n"
+        f"reg_identity=sip:{username}@{server.host}:{server.port}\n"
+        "reg_expires=600\nreg_sendregister=1\n"
+        f"[auth_info_0]\nusername={username}\npasswd={LINE_PASSWORD}\n"
+    )
+    process = subprocess.Popen(
+        [binary, "-c", str(rc)],
+        env={**os.environ, "HOME": str(home)},
+        cwd=home,
+        stdin=subprocess.PIPE,
+        stdout=(home / "linphonec.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize(
+    ("offered", "answered"),
+    [("MD5,SHA-256", "MD5"), ("SHA-256,MD5", "SHA-256"), ("SHA-256", "SHA-256")],
+)
+def test_linphone_answers_the_first_challenge_it_supports(
+    tmp_path: Path, offered: str, answered: str
+) -> None:
+    with pbx(tmp_path, CALLBRIDGE_LOG_SIP_MESSAGES="true") as server:
+        add_line(server, "101", "alice", digest_algorithms=offered)
+        with linphone(tmp_path, server, "alice"):
+            assert wait_for_log(server, r"sip\.send .*status=200 .*CSeq: \d+ REGISTER", 10)
+    # The log shows each message JSON-escaped on one line: a header ends at "\r\n".
+    header = r"Authorization: Digest (?:(?!\\r\\n).)*?algorithm=([\w-]+)"
+    algorithms = re.findall(header, server.log())
+    assert algorithms and set(algorithms) == {answered}, server.log()
