@@ -308,8 +308,7 @@ class SipService:
         sender = source.host
         if isinstance(message, Request):
             sender = self.proxies.sender_of(message, sender)
-        if self.guard.is_blocked(sender, now):
-            self.transport.stats.dropped += 1
+        if self.guard.drops(sender, now):
             return
         self._apply(self.transactions.receive(message, self._peer(source, transport), now), now)
         self._rearm()
@@ -791,6 +790,7 @@ async def run(settings: Settings) -> int:
         trunks.close()
         await b2bua.close()
         log_event(logger, logging.INFO, "b2bua.stats", **b2bua.stats())
+        log_event(logger, logging.INFO, "guard.stats", **service.guard.stats())
         await recorder.stop()
         await media.close()
         await service.stop()

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
 
 from . import __version__
 from .logs import configure
@@ -15,6 +19,9 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from .store.models import Role
+
+# Characters of a bad setting's value shown in its error line.
+_MAX_SHOWN = 80
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -39,8 +46,51 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(create_user(args.username, args.role or "operator"))
 
 
+def load_settings() -> Settings:
+    """The settings, or exit with status 2 after one line per bad setting on stderr
+    (the variable, the value given, and what is allowed), with no traceback."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        for line in setting_problems(error):
+            print(f"callbridge: {line}", file=sys.stderr)
+    except (ValueError, OSError) as error:
+        # The TOML file named by CALLBRIDGE_CONFIG_FILE cannot be read or parsed.
+        file = os.environ.get("CALLBRIDGE_CONFIG_FILE", "")
+        print(f"callbridge: CALLBRIDGE_CONFIG_FILE={_shown(file)}: {error}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def setting_problems(error: ValidationError) -> list[str]:
+    """One line per setting `error` refuses."""
+    problems = []
+    for item in error.errors(include_url=False):
+        name = ".".join(str(part) for part in item["loc"]) or "settings"
+        variable = f"CALLBRIDGE_{name.upper()}"
+        where = variable
+        if variable not in os.environ and os.environ.get("CALLBRIDGE_CONFIG_FILE"):
+            where = f"{name} in {os.environ['CALLBRIDGE_CONFIG_FILE']}"
+        shown = "(hidden)" if name in _SECRETS else _shown(item.get("input"))
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}={shown}: {message}")
+    return problems
+
+
+_SECRETS = frozenset(
+    name for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)
+)
+
+
+def _shown(value: object) -> str:
+    """A setting's value as given, quoted and escaped, and cut short if long."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > _MAX_SHOWN:
+        text = text[:_MAX_SHOWN] + "..."
+    return json.dumps(text)
+
+
 def serve() -> int:
-    settings = Settings()
+    settings = load_settings()
     configure(settings.log_level, settings.log_format)
     from .app import run
 
@@ -62,7 +112,7 @@ def read_password() -> str:
 
 
 def create_user(username: str, role: Role) -> int:
-    settings = Settings()
+    settings = load_settings()
     configure("warning", settings.log_format)
     password = read_password()
     from .app import open_database

@@ -20,6 +20,20 @@ from pydantic_settings import (
 
 from .media.policy import DEFAULT_ALLOWED_NETWORKS, AllowedNetworks
 from .media.ports import PortRange
+from .sip.digest import DigestError, parse_algorithm_list
+
+# The algorithms a line keeps a digest HA1 for: the ones phones may be offered.
+LINE_DIGEST_ALGORITHMS = ("SHA-256", "MD5")
+
+
+def normalized_digest_algorithms(text: str) -> str:
+    """A list of digest algorithms as people type it ("sha-256, md5") as kept:
+    "SHA-256,MD5", in the order given. ValueError says what is wrong and allowed."""
+    try:
+        return ",".join(parse_algorithm_list(text, LINE_DIGEST_ALGORITHMS))
+    except DigestError as error:
+        raise ValueError(error.reason) from None
+
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -51,11 +65,14 @@ class Settings(BaseSettings):
         "setting every line's password again.",
     )
     sip_digest_algorithms: str = Field(
-        "SHA-256,MD5",
-        pattern=r"^(SHA-256|MD5)(,(SHA-256|MD5))*$",
+        "MD5",
         description="Digest algorithms offered to phones (and to the providers of lines "
-        "with incoming_auth), strongest first (RFC 8760). "
-        "A phone that does not skip an algorithm it lacks (SIPp 3.6 is one) needs MD5 alone.",
+        "with incoming_auth): SHA-256 and/or MD5, comma separated, one challenge each in "
+        "the order given (RFC 8760: the most preferred first). The default is MD5 alone: "
+        "most desk phones know only MD5, and baresip 1.0 fails to register when any "
+        "challenge is SHA-256, even after an MD5 one. Give a line that knows SHA-256 its "
+        "own digest_algorithms (docs/PHONES.md); `MD5,SHA-256` or `SHA-256,MD5` here "
+        "shuts out phones like baresip 1.0.",
     )
     registrar_min_expires: int = Field(
         60, ge=1, description="Shorter registrations get 423 Interval Too Brief."
@@ -128,7 +145,6 @@ class Settings(BaseSettings):
     )
     rtp_ports: str = Field(
         "10000-20000",
-        pattern=r"^\s*\d{1,5}\s*-\s*\d{1,5}\s*$",
         description="RTP port range FIRST-LAST for anchored media (a pair per call leg).",
     )
     rtp_timeout: float = Field(
@@ -152,7 +168,6 @@ class Settings(BaseSettings):
     auth_token_ttl: float = Field(12 * 3600, gt=0, description="Seconds an API token lives.")
     default_region: str = Field(
         "US",
-        pattern=r"^[A-Za-z]{2}$",
         description="ISO 3166 country national phone numbers are read in (CRM cards, "
         "external lines that name none).",
     )
@@ -160,10 +175,15 @@ class Settings(BaseSettings):
     @field_validator("default_region")
     @classmethod
     def _known_region(cls, value: str) -> str:
-        region = value.upper()
+        region = value.strip().upper()
         if region not in phonenumbers.SUPPORTED_REGIONS:
-            raise ValueError(f"{value!r} is not a region phonenumbers knows")
+            raise ValueError("expected an ISO 3166 country code phonenumbers knows, e.g. US or DE")
         return region
+
+    @field_validator("sip_digest_algorithms", mode="before")
+    @classmethod
+    def _digest_algorithms(cls, value: Any) -> Any:
+        return normalized_digest_algorithms(value) if isinstance(value, str) else value
 
     @field_validator("http_trusted_proxies", "sip_trusted_proxies")
     @classmethod

@@ -232,3 +232,34 @@ async def test_an_unknown_line_is_404(api: Api) -> None:
     for method in ("GET", "PATCH", "DELETE"):
         answer = await api.client.request(method, f"{URL}/999", json={}, headers=api.auth())
         assert answer.status_code == 404
+
+
+# --- digest algorithms per line ---------------------------------------------------
+
+
+async def test_a_lines_digest_algorithms_are_kept_normalized_in_order(api: Api) -> None:
+    created = await create(api)
+    assert created["digest_algorithms"] is None  # the global setting
+    url = f"{URL}/{created['id']}"
+    for typed, kept in (("sha-256, md5", "SHA-256,MD5"), (" Md5 ", "MD5"), (None, None)):
+        answer = await api.client.patch(url, json={"digest_algorithms": typed}, headers=api.auth())
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["digest_algorithms"] == kept
+    other = await create(api, number="102", username="bob", digest_algorithms="SHA-256")
+    assert other["digest_algorithms"] == "SHA-256"
+    async with api.database.session() as session:
+        stored = await session.scalar(select(InternalLine).where(InternalLine.username == "bob"))
+    assert stored is not None and stored.digest_algorithms == "SHA-256"
+
+
+@pytest.mark.parametrize("value", ["md4", "MD5;SHA-256", "", "MD5,md5", "MD5-sess", 5, "x" * 65])
+async def test_a_bad_digest_algorithm_list_is_a_422_naming_the_field(
+    api: Api, value: object
+) -> None:
+    answer = await api.client.post(URL, json=line(digest_algorithms=value), headers=api.auth())
+    assert_names(answer, 422, "digest_algorithms")
+    created = await create(api)
+    patched = await api.client.patch(
+        f"{URL}/{created['id']}", json={"digest_algorithms": value}, headers=api.auth()
+    )
+    assert_names(patched, 422, "digest_algorithms")

@@ -41,10 +41,21 @@ async def test_admin_sees_blocked_sources_with_their_reason_and_expiry(
     assert body["total"] == 2
     first, second = body["items"]
     assert (first["source"], first["expires_in"]) == ("127.0.0.66", 500)
-    assert first["reason"] == "2 failed authentications"
+    assert first["reason"] == "2 failed authentications in 60 s"
     assert (second["source"], second["reason"]) == ("127.0.0.77", "scanner User-Agent")
     expires = datetime.fromisoformat(second["expires_at"])
     assert abs((expires - datetime.now(UTC)).total_seconds() - 600) < 5
+    assert body["dropped_blocked"] == 0
+
+
+async def test_the_blocks_list_counts_the_requests_dropped_for_a_block(
+    api: Api, client: httpx.AsyncClient, guard: FloodGuard
+) -> None:
+    guard.block("127.0.0.66", NOW, "manual")
+    for _ in range(3):
+        assert guard.drops("127.0.0.66", NOW)
+    response = await client.get("/api/v1/security/blocks", headers=api.auth("admin"))
+    assert response.json()["dropped_blocked"] == 3
 
 
 async def test_admin_lifts_a_block(api: Api, client: httpx.AsyncClient, guard: FloodGuard) -> None:

@@ -225,10 +225,7 @@ def call_through_callbridge(
         CALLBRIDGE_ADMIN_PASSWORD=ADMIN_PASSWORD,
         CALLBRIDGE_RTP_PORTS="{}-{}".format(*CALLBRIDGE_RTP_PORTS),
         CALLBRIDGE_LOG_SIP_MESSAGES="true",
-        # baresip 1.0.0 (libre) gives up on a challenge whose first algorithm
-        # is SHA-256 ("Register: Function not implemented") instead of taking
-        # the MD5 one that follows it.
-        CALLBRIDGE_SIP_DIGEST_ALGORITHMS="MD5",
+        # The default digest setting (MD5 alone) is the one baresip 1.0 needs.
     )
     call: CallThroughCallbridge | None = None
     try:

@@ -176,11 +176,11 @@ def test_every_request_of_a_call_between_two_phones_passes_the_proxy(front: Fron
             alice.wait_registered()
             alice.dial(f"sip:{BOB[0]}@{front.server.host}:{front.server.port}")
             for phone in (alice, bob):
-                phone.wait_event("CALL_ESTABLISHED", timeout=5)
+                phone.wait_event("CALL_ESTABLISHED", timeout=10)
             time.sleep(TALK)
             alice.hangup()
             for phone in (alice, bob):
-                phone.wait_event("CALL_CLOSED", timeout=5)
+                phone.wait_event("CALL_CLOSED", timeout=10)
             time.sleep(0.5)  # the proxy logs the last ACK or 200 a moment later
         except Exception as error:
             raise AssertionError(f"{error}\n{front.diagnostics(alice, bob)}") from error
@@ -249,7 +249,7 @@ def test_a_phone_reachable_only_through_the_proxy_is_called_and_hung_up_on(
             # Kept with the binding: the proxy's entry, with where Carol really is.
             assert [f"received=sip:{CAROL_HOST}" in entry for entry in device["path"]] == [True]
             alice.dial(f"sip:{CAROL[0]}@{front.server.host}:{front.server.port}")
-            alice.wait_event("CALL_ESTABLISHED", timeout=5)
+            alice.wait_event("CALL_ESTABLISHED", timeout=10)
             time.sleep(1)
             alice.hangup()
             alice.wait_event("CALL_CLOSED", timeout=5)
@@ -303,6 +303,11 @@ def test_a_phone_guessing_passwords_behind_the_proxy_blocks_only_itself(front: F
         blocks = api.get("/api/v1/security/blocks").json()["items"]
     sources = {item["source"] for item in blocks if item["kind"] == "source"}
     assert CAROL_HOST in sources and PROXY_HOST not in sources, (blocks, front.diagnostics())
+    # The log says which account failed, from where the proxy says it came.
+    log = front.server.log()
+    failed = f'auth.failed account=carol src={CAROL_HOST} method=REGISTER reason="wrong password"'
+    assert failed in log, front.diagnostics()
+    assert f"guard.blocked kind=source source={CAROL_HOST} " in log, front.diagnostics()
 
     alice = baresip_phone(front, "alice", ALICE, ALICE_HOST, CALLER_TONE, ALICE_RTP_PORTS)
     with alice:

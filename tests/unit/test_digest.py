@@ -21,6 +21,7 @@ from callbridge.sip.digest import (
     answer_challenge,
     compute_ha1,
     compute_response,
+    parse_algorithm_list,
     parse_challenge,
     parse_credentials,
     select_challenge,
@@ -161,13 +162,63 @@ def test_answer_survives_the_wire_and_verifies_with_stored_ha1(algorithm: str) -
     assert result.status is AuthStatus.OK
 
 
-def test_challenges_prefer_sha256_and_share_one_nonce() -> None:
-    challenges = DigestServer(REALM, algorithms=("MD5", "SHA-256")).challenge(T0)
+@pytest.mark.parametrize("order", [("MD5", "SHA-256"), ("SHA-256", "MD5")])
+def test_challenges_keep_the_order_given_and_share_one_nonce(order: tuple[str, str]) -> None:
+    challenges = DigestServer(REALM, algorithms=order).challenge(T0)
 
-    assert [c.algorithm for c in challenges] == ["SHA-256", "MD5"]
+    assert [c.algorithm for c in challenges] == list(order)
     assert len({c.nonce for c in challenges}) == 1
     assert all(c.qop == ("auth",) and c.realm == REALM for c in challenges)
-    assert challenges[0].to_header_value().endswith('algorithm=SHA-256, qop="auth"')
+    assert challenges[0].to_header_value().endswith(f'algorithm={order[0]}, qop="auth"')
+
+
+def test_a_challenge_for_one_account_offers_its_algorithms() -> None:
+    server = DigestServer(REALM, algorithms=("SHA-256", "MD5"))
+
+    assert [c.algorithm for c in server.challenge(T0, algorithms=["MD5"])] == ["MD5"]
+    assert server.algorithms == ("SHA-256", "MD5")
+
+
+def test_an_answer_outside_the_accounts_algorithms_fails() -> None:
+    server = DigestServer(REALM, algorithms=("SHA-256", "MD5"))
+    credentials = answer(server, algorithm="SHA-256")
+
+    refused = server.verify(
+        credentials, method="REGISTER", password="s3cret", now=T0 + 1, algorithms=["MD5"]
+    )
+    accepted = server.verify(
+        credentials, method="REGISTER", password="s3cret", now=T0 + 1, algorithms=["SHA-256"]
+    )
+
+    assert (refused.status, refused.reason) == (AuthStatus.FAILED, "unsupported algorithm")
+    assert accepted.ok
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("MD5", ("MD5",)),
+        ("sha-256, md5", ("SHA-256", "MD5")),
+        (" Md5 ,SHA-256 ", ("MD5", "SHA-256")),
+    ],
+)
+def test_an_algorithm_list_is_read_as_people_type_it(text: str, names: tuple[str, ...]) -> None:
+    assert parse_algorithm_list(text, ("SHA-256", "MD5")) == names
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("md4", "'md4' is not one of SHA-256, MD5 (comma separated, in order)"),
+        ("MD5,", "an empty item is not one of SHA-256, MD5 (comma separated, in order)"),
+        ("MD5-sess", "'MD5-sess' is not one of SHA-256, MD5 (comma separated, in order)"),
+        ("md5,MD5", "MD5 is listed twice"),
+    ],
+)
+def test_a_bad_algorithm_list_says_what_is_allowed(text: str, reason: str) -> None:
+    with pytest.raises(DigestError) as refused:
+        parse_algorithm_list(text, ("SHA-256", "MD5"))
+    assert refused.value.reason == reason
 
 
 def test_auth_int_protects_the_body() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+from datetime import datetime
 
 import pytest
 
@@ -259,3 +260,69 @@ def test_a_flood_into_full_tables_costs_little_per_packet() -> None:
     elapsed = time.perf_counter() - started
     assert len(guard.blocks(now=2.0)) == 10_000 and guard.tracked <= 10_000
     assert elapsed < 1.0, f"{elapsed:.2f} s for 20,000 packets into full tables"
+
+
+# --- what a person reads: the block in the log, the drops in a counter ----------
+
+
+def logged_blocks(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    return [
+        getattr(record, "callbridge_fields")  # noqa: B009
+        for record in caplog.records
+        if record.getMessage() == "guard.blocked" and record.levelno == logging.WARNING
+    ]
+
+
+def test_a_block_is_logged_once_at_warning_with_why_and_for_how_long(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="callbridge")
+    guard = FloodGuard(GuardPolicy(max_failures=2, window=60, block_for=3600))
+    for second in range(3):
+        guard.failed(STRANGER, now=float(second))
+    guard.failed(STRANGER, now=3.0)  # dropped already: no second line
+    before = time.time()
+    [block] = logged_blocks(caplog)
+    until = datetime.fromisoformat(str(block.pop("until")))
+    assert block == {
+        "kind": "source",
+        "source": STRANGER,
+        "reason": "3 failed authentications in 60 s",
+        "seconds": 3600,
+    }
+    assert abs(until.timestamp() - (before + 3600)) < 5
+
+
+def test_an_accounts_block_names_the_account(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="callbridge")
+    guard = FloodGuard(GuardPolicy(max_failures=100, account_max_failures=1, window=60))
+    for n in range(2):
+        attempt = guard.reserve(f"127.0.9.{n}", "alice", now=float(n))
+        assert isinstance(attempt, Attempt)
+        guard.rejected(attempt, now=float(n))
+    [block] = logged_blocks(caplog)
+    assert (block["kind"], block["account"], block["seconds"]) == ("account", "alice", 300)
+
+
+def test_a_flood_of_blocks_is_logged_a_few_lines_a_second(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="callbridge")
+    guard = FloodGuard()
+    for n in range(100):
+        guard.scanner(f"10.9.0.{n}", now=n / 100)
+    guard.scanner("10.9.1.1", now=1.5)
+    blocks = logged_blocks(caplog)
+    assert len(blocks) == 11
+    assert blocks[-1]["unlogged_before"] == 90
+    assert guard.stats()["blocks_not_logged"] == 90
+
+
+def test_requests_dropped_for_a_blocked_source_are_counted() -> None:
+    guard = FloodGuard(GuardPolicy(max_failures=0, block_for=100))
+    assert not guard.drops(STRANGER, now=0.0)
+    guard.failed(STRANGER, now=0.0)
+    assert guard.drops(STRANGER, now=1.0) and guard.drops(STRANGER, now=2.0)
+    assert not guard.drops("127.0.0.8", now=2.0)
+    assert not guard.drops(STRANGER, now=100.0)  # the block ended
+    assert guard.stats()["dropped_blocked"] == 2

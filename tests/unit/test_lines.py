@@ -34,3 +34,14 @@ def test_a_line_without_a_password_has_no_ha1_to_match() -> None:
     lines = lines_of([row])
     assert lines.ha1_of("carol", "MD5") is None
     assert lines.ha1_of("carol", "SHA-256") is None
+
+
+def test_a_lines_digest_algorithms_are_found_by_username_or_number() -> None:
+    row = InternalLine(id=4, number="104", username="dave", ha1_md5="d" * 32, ha1_sha256="")
+    row.max_devices, row.ring_timeout, row.max_talk_duration, row.max_incoming_calls = 1, 30, 0, 1
+    row.digest_algorithms = "SHA-256,MD5"
+    lines = Lines.of([*lines_of([row]).by_username.values(), *_lines().by_username.values()])
+    assert lines.digest_algorithms_of("dave") == ("SHA-256", "MD5")
+    assert lines.digest_algorithms_of("104") == ("SHA-256", "MD5")
+    assert lines.digest_algorithms_of("alice") is None  # chose none: the server's
+    assert lines.digest_algorithms_of("nobody") is None

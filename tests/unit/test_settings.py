@@ -106,3 +106,35 @@ def test_no_proxy_is_trusted_unless_named(monkeypatch: pytest.MonkeyPatch) -> No
 def test_a_trusted_proxy_must_be_an_address_or_network(value: str) -> None:
     with pytest.raises(ValueError, match="not an IP address or network"):
         Settings(http_trusted_proxies=value)
+
+
+def test_md5_alone_is_offered_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Most desk phones know only MD5; baresip 1.0 fails on any SHA-256 challenge.
+    monkeypatch.delenv("CALLBRIDGE_SIP_DIGEST_ALGORITHMS", raising=False)
+    assert Settings().sip_digest_algorithms == "MD5"
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("sha-256, md5", "SHA-256,MD5"),
+        ("SHA-256, MD5", "SHA-256,MD5"),
+        ("md5", "MD5"),
+        (" Sha-256 ", "SHA-256"),
+    ],
+)
+def test_digest_algorithms_are_read_as_people_type_them_and_keep_their_order(
+    monkeypatch: pytest.MonkeyPatch, value: str, kept: str
+) -> None:
+    monkeypatch.setenv("CALLBRIDGE_SIP_DIGEST_ALGORITHMS", value)
+    assert Settings().sip_digest_algorithms == kept
+
+
+@pytest.mark.parametrize("value", ["md4", "MD5;SHA-256", "", "MD5,MD5", "SHA-512-256"])
+def test_unknown_digest_algorithms_are_refused_saying_what_is_allowed(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CALLBRIDGE_SIP_DIGEST_ALGORITHMS", value)
+    with pytest.raises(ValidationError, match="sip_digest_algorithms") as refused:
+        Settings()
+    assert "SHA-256, MD5" in str(refused.value) or "listed twice" in str(refused.value)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..crm.employees import reissue_line
 from ..pbx.registrar import Location
+from ..settings import normalized_digest_algorithms
 from ..store import Employee, InternalLine
 from .deps import Reader, SessionDep, SettingsDep, Writer
 from .errors import FieldError, conflict, not_found_reference
@@ -54,6 +55,20 @@ Password = Annotated[
 Comment = Annotated[str, Field(max_length=2000)]
 
 
+DigestAlgorithms = Annotated[
+    str,
+    Field(
+        max_length=64,
+        description="Digest algorithms this line's phones are offered, one challenge each "
+        "in this order: SHA-256 and/or MD5, comma separated (e.g. `MD5` for a desk phone "
+        "that knows only MD5, `SHA-256` for a softphone that has it). Case and spaces do "
+        "not matter; kept as `SHA-256,MD5`. null: CALLBRIDGE_SIP_DIGEST_ALGORITHMS. "
+        "Takes effect at the next apply.",
+    ),
+    AfterValidator(normalized_digest_algorithms),
+]
+
+
 class InternalLineCreate(Input):
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +80,7 @@ class InternalLineCreate(Input):
     max_incoming_calls: MaxIncoming = 1
     username: Username
     password: Password
+    digest_algorithms: DigestAlgorithms | None = None
     comment: Comment = ""
 
 
@@ -82,6 +98,8 @@ class InternalLineUpdate(Input):
     max_incoming_calls: MaxIncoming | None = None
     username: Username | None = None
     password: Password | None = None
+    # null puts the line back on the global setting.
+    digest_algorithms: DigestAlgorithms | None = None
     comment: Comment | None = None
 
     @field_validator(
@@ -113,6 +131,10 @@ class InternalLineOut(BaseModel):
     max_talk_duration: int
     max_incoming_calls: int
     username: str
+    digest_algorithms: str | None = Field(
+        description="Digest algorithms its phones are offered, in order; null: the "
+        "global CALLBRIDGE_SIP_DIGEST_ALGORITHMS."
+    )
     telephony_disabled: bool = Field(
         description="Its employee was deleted: the line neither registers, calls nor rings "
         "until a PATCH gives it another employee and a new password (then apply)."
@@ -168,6 +190,7 @@ async def create_line(
         max_talk_duration=body.max_talk_duration,
         max_incoming_calls=body.max_incoming_calls,
         username=body.username,
+        digest_algorithms=body.digest_algorithms,
         comment=body.comment,
     )
     line.set_password(body.password.get_secret_value(), settings.sip_realm)

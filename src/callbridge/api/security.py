@@ -37,6 +37,11 @@ class BlockOut(BaseModel):
 class BlockList(BaseModel):
     items: list[BlockOut]
     total: int
+    dropped_blocked: int = Field(
+        0,
+        description="SIP requests dropped unanswered since the start because their "
+        "source was blocked.",
+    )
 
 
 Clock = Callable[[], float]
@@ -73,7 +78,9 @@ async def list_blocks(guards: Guards, _user: Admin) -> BlockList:
             )
             for block in [*flood_guard.blocks(now), *flood_guard.account_blocks(now)]
         ]
-    return BlockList(items=items, total=len(items))
+    sip = guards.get("sip")
+    dropped = sip[0].dropped_blocked if sip is not None else 0
+    return BlockList(items=items, total=len(items), dropped_blocked=dropped)
 
 
 @router.delete(

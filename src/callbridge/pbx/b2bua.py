@@ -400,7 +400,12 @@ class B2bua:
         else:
             lines = self.lines()
             outcome = self.authenticator.check(
-                request, source=source, ha1_of=lines.ha1_of, now=now, to_tag=tag
+                request,
+                source=source,
+                ha1_of=lines.ha1_of,
+                algorithms_of=lines.digest_algorithms_of,
+                now=now,
+                to_tag=tag,
             )
             if not isinstance(outcome, Authenticated):
                 return outcome

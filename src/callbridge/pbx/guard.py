@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from ..logs import log_event
 
@@ -42,6 +44,8 @@ _MAX_ACCOUNT_KEY = 64
 # Seconds between two scans of a full table for what has ended: each scan
 # reads the whole table, and a flood of new sources must not pay it per packet.
 _SCAN_EVERY = 1.0
+# Blocks logged at most per second (of each kind); the rest are counted.
+_BLOCKS_LOGGED_PER_SECOND = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,9 @@ class _Tally:
         self.blocks: dict[str, Block] = {}
         self.evicted = 0
         self._blocks_scanned = self._times_scanned = float("-inf")
+        # Blocks not logged, as too many came at once: in all, and since the last line.
+        self.unlogged = self._unlogged_since = 0
+        self._log_second, self._logged = float("-inf"), 0
 
     def blocked(self, key: str, now: float) -> Block | None:
         block = self.blocks.get(key)
@@ -142,7 +149,35 @@ class _Tally:
         if key not in self.blocks and len(self.blocks) >= self.max_blocks:
             self._make_room(now)
         block = self.blocks[key] = Block(key, until, reason, account=self.kind == "account")
+        self._log_block(block, now)
         return block
+
+    def _log_block(self, block: Block, now: float) -> None:
+        # Once per block: what is blocked, why, and until when on the wall
+        # clock (the guard counts in monotonic time, which nobody can read).
+        # A flood of forged sources must not become a flood of log lines: a
+        # few a second, and the next line says how many went unlogged.
+        if now - self._log_second >= 1.0:
+            self._log_second, self._logged = now, 0
+        if self._logged >= _BLOCKS_LOGGED_PER_SECOND:
+            self.unlogged += 1
+            self._unlogged_since += 1
+            return
+        self._logged += 1
+        seconds = block.until - now
+        until = datetime.fromtimestamp(time.time() + seconds, UTC)
+        unlogged, self._unlogged_since = self._unlogged_since, 0
+        log_event(
+            logger,
+            logging.WARNING,
+            "guard.blocked",
+            kind=self.kind,
+            **{self.kind: block.source[:_MAX_ACCOUNT_KEY]},
+            reason=block.reason,
+            seconds=round(seconds),
+            until=until.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            **({"unlogged_before": unlogged} if unlogged else {}),
+        )
 
     def unblock(self, key: str) -> bool:
         self.times.pop(key, None)
@@ -211,6 +246,17 @@ class FloodGuard:
         # (account, source) -> until when the source is a known place of it;
         # oldest first, so the first entry is the one to drop when full.
         self._known: dict[tuple[str, str], float] = {}
+        # Requests dropped unanswered because their source was blocked.
+        self.dropped_blocked = 0
+
+    def stats(self) -> dict[str, int]:
+        """Counters for the shutdown log and the blocks API."""
+        return {
+            "dropped_blocked": self.dropped_blocked,
+            "blocks_evicted": self.evicted,
+            "blocks_not_logged": self._sources.unlogged + self._accounts.unlogged,
+            "tracked": self.tracked,
+        }
 
     @property
     def evicted(self) -> int:
@@ -241,6 +287,14 @@ class FloodGuard:
 
     def is_blocked(self, source: str, now: float) -> bool:
         return self._sources.blocked(source, now) is not None
+
+    def drops(self, source: str, now: float) -> bool:
+        """Whether a request from `source` goes unanswered, as the source is
+        blocked; each one dropped is counted in `dropped_blocked`."""
+        if not self.is_blocked(source, now):
+            return False
+        self.dropped_blocked += 1
+        return True
 
     def is_scanner(self, user_agent: str | None) -> bool:
         if not user_agent:
@@ -342,12 +396,15 @@ class FloodGuard:
     def _block_source(self, source: str, now: float) -> Block:
         failures = self._sources.failures(source, now)
         until = now + self.policy.block_for
-        return self._sources.block(source, until, f"{failures} failed authentications", now)
+        return self._sources.block(source, until, self._failures_reason(failures), now)
 
     def _block_account(self, account: str, now: float) -> Block:
         failures = self._accounts.failures(account, now)
         until = now + self.policy.account_block_for
-        return self._accounts.block(account, until, f"{failures} failed authentications", now)
+        return self._accounts.block(account, until, self._failures_reason(failures), now)
+
+    def _failures_reason(self, failures: int) -> str:
+        return f"{failures} failed authentications in {self.policy.window:g} s"
 
     def _block(self, source: str, now: float, until: float, reason: str) -> Block | None:
         if self.is_trusted(source):

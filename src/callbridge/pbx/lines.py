@@ -33,6 +33,8 @@ class Line:
     id: int | None = None  # the line's row in the store
     # Its employee left: it neither registers, calls nor rings.
     disabled: bool = False
+    # The digest algorithms its phones are offered, in order; None: the server's.
+    digest_algorithms: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,12 @@ class Lines:
         line = self.by_username.get(username)
         return None if line is None else line.ha1.get(algorithm)
 
+    def digest_algorithms_of(self, user: str) -> tuple[str, ...] | None:
+        """The algorithms of the line whose username or number is `user`;
+        None for one that chose none, or no line (the server's apply)."""
+        line = self.by_username.get(user) or self.by_number.get(user)
+        return None if line is None else line.digest_algorithms
+
     def __len__(self) -> int:
         return len(self.by_username)
 
@@ -90,9 +98,16 @@ def lines_of(rows: Iterable[InternalLine]) -> Lines:
             employee_id=row.employee_id,
             id=row.id,
             disabled=bool(row.telephony_disabled),
+            digest_algorithms=_algorithms(row.digest_algorithms),
         )
         for row in rows
     )
+
+
+def _algorithms(stored: str | None) -> tuple[str, ...] | None:
+    # Stored normalized by the API ("SHA-256,MD5"); empty means none chosen.
+    names = tuple(name for name in (stored or "").split(",") if name)
+    return names or None
 
 
 async def disabled_line_ids(session: AsyncSession) -> frozenset[int]:

@@ -101,7 +101,12 @@ class UserAgent:
         lines = self.lines
         tag = new_tag()
         outcome = self.authenticator.check(
-            request, source=source, ha1_of=lines.ha1_of, now=now, to_tag=tag
+            request,
+            source=source,
+            ha1_of=lines.ha1_of,
+            algorithms_of=lines.digest_algorithms_of,
+            now=now,
+            to_tag=tag,
         )
         if not isinstance(outcome, Authenticated):
             return outcome

@@ -31,6 +31,7 @@ __all__ = [
     "answer_challenge",
     "compute_ha1",
     "compute_response",
+    "parse_algorithm_list",
     "parse_challenge",
     "parse_credentials",
     "select_challenge",
@@ -95,6 +96,24 @@ def _require_algorithm(name: str | None) -> _Algorithm:
     if alg is None:
         raise DigestError(f"unsupported algorithm: {name}")
     return alg
+
+
+def parse_algorithm_list(text: str, allowed: Sequence[str]) -> tuple[str, ...]:
+    """The algorithms of a comma-separated list as people type it ("sha-256, md5"):
+    their canonical names in the order given. Raises DigestError naming what is wrong
+    and what ``allowed`` holds."""
+    choices = ", ".join(allowed)
+    names: list[str] = []
+    for item in text.split(","):
+        known = _lookup_algorithm(item.strip()) if item.strip() else None
+        if known is None or known.name not in allowed:
+            shown = item.strip()[:32]
+            what = repr(shown) if shown else "an empty item"
+            raise DigestError(f"{what} is not one of {choices} (comma separated, in order)")
+        if known.name in names:
+            raise DigestError(f"{known.name} is listed twice")
+        names.append(known.name)
+    return tuple(names)
 
 
 def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
@@ -513,6 +532,10 @@ class DigestServer:
     ``max_tracked_nonces`` entries; a nonce forgotten to honour that cap is answered
     STALE, never OK, so eviction cannot reopen a replay.
 
+    Challenges go out in the order of ``algorithms``, the admin's preference (RFC 8760
+    §2.3: the most preferred at the top); some phones answer only the first one.
+    ``challenge`` and ``verify`` take another list for one account (a line's own choice).
+
     The caller still checks that ``credentials.uri`` matches the Request-URI.
     """
 
@@ -522,20 +545,17 @@ class DigestServer:
         secret: bytes | None = None,
         *,
         nonce_ttl: float = 300.0,
-        algorithms: Sequence[str] = ("SHA-256", "MD5"),
+        algorithms: Sequence[str] = ("MD5", "SHA-256"),
         allow_legacy: bool = False,
         max_tracked_nonces: int = 10_000,
     ) -> None:
-        if not algorithms:
-            raise DigestError("at least one algorithm is needed")
         if max_tracked_nonces < 1:
             raise DigestError("max_tracked_nonces must be positive")
-        chosen = {_require_algorithm(name).name: _require_algorithm(name) for name in algorithms}
         self.realm = realm
         self.nonce_ttl = nonce_ttl
         self.allow_legacy = allow_legacy
         self.max_tracked_nonces = max_tracked_nonces
-        self._algorithms = sorted(chosen.values(), key=lambda alg: alg.preference)
+        self._algorithms = _resolve(algorithms)
         self._secret = secret if secret is not None else secrets.token_bytes(32)
         self._uses: dict[str, _NonceUse] = {}
         # Nonces issued at or before this time and not in _uses were forgotten.
@@ -545,12 +565,21 @@ class DigestServer:
     def tracked_nonce_count(self) -> int:
         return len(self._uses)
 
-    def challenge(self, now: float, *, stale: bool = False) -> list[Challenge]:
-        """One challenge per algorithm, most preferred first, all sharing one fresh nonce."""
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """The algorithms offered when no other list is given, in their order."""
+        return tuple(alg.name for alg in self._algorithms)
+
+    def challenge(
+        self, now: float, *, stale: bool = False, algorithms: Sequence[str] | None = None
+    ) -> list[Challenge]:
+        """One challenge per algorithm in the order given (``algorithms``, else the
+        server's), all sharing one fresh nonce."""
         nonce = self._make_nonce(now)
+        chosen = self._algorithms if algorithms is None else _resolve(algorithms)
         return [
             Challenge(self.realm, nonce, stale=stale, algorithm=alg.name, qop=("auth",))
-            for alg in self._algorithms
+            for alg in chosen
         ]
 
     def verify(
@@ -562,11 +591,14 @@ class DigestServer:
         ha1: str | None = None,
         now: float,
         body: bytes = b"",
+        algorithms: Sequence[str] | None = None,
     ) -> AuthResult:
-        """Check an answer. Pass ``password`` or the stored ``ha1``; neither for an unknown user."""
+        """Check an answer. Pass ``password`` or the stored ``ha1``; neither for an unknown user.
+        An answer with an algorithm outside ``algorithms`` (else the server's) fails."""
         if password is not None and ha1 is not None:
             raise ValueError("pass password or ha1, not both")
-        problem = self._shape_problem(credentials)
+        allowed = self._algorithms if algorithms is None else _resolve(algorithms)
+        problem = self._shape_problem(credentials, allowed)
         if problem is not None:
             return AuthResult(AuthStatus.FAILED, problem)
         issued_at = self._nonce_issued_at(credentials.nonce)
@@ -580,11 +612,13 @@ class DigestServer:
             return AuthResult(AuthStatus.FAILED, "replayed nonce count")
         return _OK
 
-    def _shape_problem(self, credentials: Credentials) -> str | None:
+    def _shape_problem(
+        self, credentials: Credentials, allowed: tuple[_Algorithm, ...]
+    ) -> str | None:
         if credentials.realm != self.realm:
             return "realm mismatch"
         alg = _lookup_algorithm(credentials.algorithm)
-        if alg is None or alg not in self._algorithms:
+        if alg is None or alg not in allowed:
             return "unsupported algorithm"
         if credentials.qop is None:
             if not self.allow_legacy or alg.session:
@@ -655,6 +689,14 @@ class DigestServer:
         nonce = next(iter(self._uses))
         issued_at, _ = self._uses.pop(nonce)
         self._forgotten_until = max(self._forgotten_until, issued_at)
+
+
+def _resolve(algorithms: Sequence[str]) -> tuple[_Algorithm, ...]:
+    """The algorithms named, in their order, each once."""
+    chosen = tuple(dict.fromkeys(_require_algorithm(name) for name in algorithms))
+    if not chosen:
+        raise DigestError("at least one algorithm is needed")
+    return chosen
 
 
 def _response_matches(

@@ -119,6 +119,9 @@ class InternalLine(Base):
     # calls nor rings until an edit gives it to another employee together
     # with a new password. Live state, like the HA1s: no version carries it.
     telephony_disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Digest algorithms its phones are offered, in order ("MD5" or
+    # "SHA-256,MD5"); NULL: the global CALLBRIDGE_SIP_DIGEST_ALGORITHMS.
+    digest_algorithms: Mapped[str | None] = mapped_column(String(16), default=None)
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
