@@ -602,10 +602,18 @@ class DigestServer:
         if problem is not None:
             return AuthResult(AuthStatus.FAILED, problem)
         issued_at = self._nonce_issued_at(credentials.nonce)
-        if issued_at is None:
-            return AuthResult(AuthStatus.FAILED, "unknown nonce")
         if not _response_matches(credentials, method, password, ha1, body):
-            return _MISMATCH
+            return (
+                _MISMATCH
+                if issued_at is not None
+                else AuthResult(AuthStatus.FAILED, "unknown nonce")
+            )
+        if issued_at is None:
+            # The right password on a nonce we did not make: one from before
+            # a restart (the nonce key is new each start), answered like an
+            # expired one, so phones re-registering after a restart are not
+            # counted as failing (RFC 7616 §3.3 lets stale=true mean this).
+            return AuthResult(AuthStatus.STALE, "nonce not ours")
         if self._is_stale(credentials.nonce, issued_at, now):
             return AuthResult(AuthStatus.STALE, "nonce expired")
         if not self._record_use(credentials, issued_at, now):
