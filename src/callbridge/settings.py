@@ -148,7 +148,10 @@ class Settings(BaseSettings):
         description="RTP port range FIRST-LAST for anchored media (a pair per call leg).",
     )
     rtp_timeout: float = Field(
-        60.0, ge=0, description="Seconds without RTP after which a call is ended; 0 = never."
+        60.0,
+        ge=0,
+        description="Seconds without RTP or RTCP from a side that should send after which "
+        "a call is ended; 0 = never.",
     )
     media_allowed_networks: str = Field(
         DEFAULT_ALLOWED_NETWORKS,

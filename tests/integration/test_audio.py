@@ -1,6 +1,6 @@
 """Audio end to end: two baresip phones on loopback each play a pure tone and
 record what they receive, and numpy's FFT says whether the other's tone got
-through.
+through (tones.py).
 
 The peer-to-peer test is the control: it proves the harness (config, dialing,
 auto-answer, hang-up, recording, analysis) without callbridge, so that when
@@ -10,26 +10,21 @@ the test through callbridge fails, callbridge is what failed.
 from __future__ import annotations
 
 import time
-import wave
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
+from . import tones
 from .baresip import Baresip
 from .conftest import Server, start_server, stop_server
+from .tones import CALLEE_TONE, CALLER_TONE, write_tone
 
 pytestmark = pytest.mark.integration
 
-RATE = 8000  # G.711's rate; sndfile records at the codec's rate
-CALLER_TONE = 1000.0  # Hz
-CALLEE_TONE = 440.0
-AMPLITUDE = 0.5  # of full scale
-SENT_RMS = AMPLITUDE * 32767 / np.sqrt(2)
 TALK = 3.0  # seconds between answer and hang-up
 ADMIN_PASSWORD = "admin-pass-for-audio-tests"
 ALICE = ("101", "alice", "alice-sip-password-for-tests")
@@ -39,72 +34,8 @@ CALLER_RTP_PORTS = (32000, 32199)
 CALLEE_RTP_PORTS = (32200, 32399)
 
 
-# -- signals ---------------------------------------------------------------
-
-
-def write_tone(path: Path, frequency: float, seconds: float = 10.0) -> Path:
-    """A sine at `AMPLITUDE`, 16-bit mono WAV at 8 kHz. aufile ends the call
-    when its file ends: the file outlasts the call."""
-    t = np.arange(int(seconds * RATE)) / RATE
-    samples = (AMPLITUDE * 32767 * np.sin(2 * np.pi * frequency * t)).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes(samples.tobytes())
-    return path
-
-
-@dataclass(frozen=True)
-class Heard:
-    """What a recording holds."""
-
-    seconds: float  # of sound: 20 ms frames louder than -30 dBFS
-    level: float  # RMS of those frames (a full-scale sine is 23,170)
-    peak_hz: float  # the dominant frequency
-    purity: float  # the share of all energy within ±20 Hz of the expected tone
-
-    def __str__(self) -> str:
-        return (
-            f"{self.seconds:.2f} s of sound at RMS {self.level:.0f}, peak {self.peak_hz:.1f} Hz, "
-            f"{self.purity:.1%} of the energy at the tone"
-        )
-
-
-def analyse(path: Path, tone: float) -> Heard:
-    with wave.open(str(path)) as recording:
-        assert (recording.getnchannels(), recording.getsampwidth()) == (1, 2), path
-        rate = recording.getframerate()
-        samples = np.frombuffer(recording.readframes(recording.getnframes()), "<i2")
-    x = samples.astype(np.float64)
-    frame = rate // 50
-    frames = x[: len(x) // frame * frame].reshape(-1, frame)
-    rms = np.sqrt((frames**2).mean(axis=1)) if len(frames) else np.zeros(0)
-    loud = rms > 32767 * 10 ** (-30 / 20)
-    if not len(x) or not x.any():
-        return Heard(0.0, 0.0, 0.0, 0.0)
-    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2
-    frequencies = np.fft.rfftfreq(len(x), 1 / rate)
-    return Heard(
-        seconds=float(loud.sum()) * frame / rate,
-        level=float(np.sqrt((frames[loud] ** 2).mean())) if loud.any() else 0.0,
-        peak_hz=float(frequencies[spectrum.argmax()]),
-        purity=float(spectrum[np.abs(frequencies - tone) <= 20].sum() / spectrum.sum()),
-    )
-
-
 def assert_hears(phone: Baresip, tone: float, diagnostics: str = "") -> None:
-    """`phone` received `tone`: for most of the call, loud, and nearly pure."""
-    recordings = phone.recordings("dec")
-    assert len(recordings) == 1, f"{phone.directory}: {recordings}\n{diagnostics}"
-    heard = analyse(recordings[0], tone)
-    context = f"{recordings[0]}: {heard}\n{diagnostics}"
-    assert heard.seconds >= TALK - 1, context
-    assert abs(heard.peak_hz - tone) <= 20, context
-    # At the level it was sent (G.711 keeps it within a fraction of a dB): far
-    # above silence, and not PCMU decoded as PCMA or back (-8.6 dB).
-    assert abs(20 * np.log10(max(heard.level, 1) / SENT_RMS)) <= 3, context
-    assert heard.purity >= 0.9, context
+    tones.assert_hears(phone, tone, diagnostics, seconds=TALK - 1)
 
 
 # -- phones ----------------------------------------------------------------

@@ -17,7 +17,6 @@ import pytest
 
 from .baresip import Baresip, BaresipError
 from .conftest import Server, free_port, start_server, stop_server
-from .test_audio import write_tone
 from .test_register import (
     ADMIN_PASSWORD,
     LINE_PASSWORD,
@@ -27,6 +26,7 @@ from .test_register import (
     create_line,
     register,
 )
+from .tones import write_tone
 
 pytestmark = pytest.mark.integration
 

@@ -32,7 +32,7 @@ from .baresip import Baresip
 from .conftest import Server, run_sipp, start_server, start_sipp, stop_server
 from .kamailio import Kamailio
 from .linphone import Linphone
-from .test_audio import CALLEE_TONE, CALLER_TONE, assert_hears, write_tone
+from .tones import CALLEE_TONE, CALLER_TONE, assert_hears, write_tone
 
 pytestmark = pytest.mark.integration
 

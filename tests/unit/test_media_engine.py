@@ -577,6 +577,26 @@ async def test_a_leg_on_hold_does_not_time_out_and_counts_again_from_its_resume(
     assert engine.check_timeouts() == [session]
 
 
+async def test_a_leg_that_sends_only_rtcp_is_alive(
+    engine: LocalMediaEngine, call: Call, clock: FakeClock
+) -> None:
+    """baresip holds with `sendonly` and then sends RTCP alone: the call lives
+    while its reports come; when they stop too, it times out."""
+    session, leg_a, leg_b, caller, _ = call
+    session.set_remote(leg_a, *caller.address, rtcp_port=caller.address[1])
+    session.expect_media(leg_b, False)  # the held callee answered recvonly
+    report = bytes.fromhex("80c9000100000001")
+    for _ in range(4):
+        clock.now += 20
+        caller.send(report, leg_a, rtcp=True)
+        await _until(lambda: leg_a.stats().rtcp.packets_in > 0 and leg_a.idle_for(clock.now) == 0)
+        assert engine.check_timeouts() == []
+    clock.now += 29
+    assert engine.check_timeouts() == []
+    clock.now += 1
+    assert engine.check_timeouts() == [session]
+
+
 async def test_legs_not_yet_connected_do_not_time_out(
     engine: LocalMediaEngine, clock: FakeClock
 ) -> None:

@@ -72,11 +72,14 @@ Media timeout
 -------------
 Activity is sampled, not stamped: the per-packet path only counts, and the
 engine's single periodic check (every `check_interval` seconds, one timer for
-all sessions) notes the time at which a leg's packet count moved. A session is
-idle for as long as its most silent *connected* leg whose peer is expected to
-send (a leg waiting for an answer, or put on hold with `expect_media(leg,
-False)`, is not); `on_timeout(session)` runs once when that
-reaches `rtp_timeout`. The clock is injected, so tests drive it by hand.
+all sessions) notes the time at which a leg's packet count, RTP and RTCP
+together, moved. A session is idle for as long as its most silent *connected*
+leg whose peer is expected to send (a leg waiting for an answer, or put on
+hold with `expect_media(leg, False)`, is not); `on_timeout(session)` runs
+once when that reaches `rtp_timeout`. RTCP counts because a phone that holds
+with `sendonly` and no music sends only RTCP: a held call is not a dead one;
+only a leg that should send and sends neither RTP nor RTCP times out. The
+clock is injected, so tests drive it by hand.
 """
 
 from __future__ import annotations
@@ -489,9 +492,12 @@ class LocalLeg:
         return LegStats(self.rtp.stats(), self.rtcp.stats())
 
     def observe(self, now: float) -> None:
-        """Note `now` as the last activity if RTP arrived since the last look."""
-        if self.rtp.packets_in != self._seen:
-            self._seen = self.rtp.packets_in
+        """Note `now` as the last activity if RTP or RTCP arrived since the
+        last look: a phone that holds with `sendonly` and plays nothing sends
+        only RTCP, and is as alive as one that talks (RFC 3550 §6)."""
+        seen = self.rtp.packets_in + self.rtcp.packets_in
+        if seen != self._seen:
+            self._seen = seen
             self.last_activity = now
 
     def idle_for(self, now: float) -> float:

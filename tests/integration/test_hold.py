@@ -1,0 +1,118 @@
+"""A baresip call held for longer than the RTP timeout lives, and resumes
+with audio both ways.
+
+baresip 1.0 holds with `a=sendonly` and then sends no RTP at all, only its
+RTCP reports; the held side answers `recvonly`. callbridge must not take
+that silence for a vanished phone: the held side is not expected to send,
+and the holding side proves itself alive by its RTCP (issue 12)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .baresip import Baresip
+from .conftest import Server, start_server, stop_server
+from .tones import CALLEE_TONE, CALLER_TONE, assert_hears, write_tone
+
+pytestmark = pytest.mark.integration
+
+ADMIN_PASSWORD = "admin-pass-for-hold-tests"
+ALICE = ("101", "alice", "alice-sip-password-for-hold")
+BOB = ("102", "bob", "bob-sip-password-for-hold")
+CALLBRIDGE_RTP_PORTS = (35000, 35999)
+ALICE_RTP_PORTS = (36000, 36199)
+BOB_RTP_PORTS = (36200, 36399)
+# baresip sends an RTCP report every 5 s or so (RFC 3550's minimum, randomised
+# 0.5 to 1.5 times): the timeout must outlast the longest gap between two of them.
+RTP_TIMEOUT = 9
+HOLD = 2.5 * RTP_TIMEOUT
+TALK = 3.0
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = start_server(
+        tmp_path,
+        CALLBRIDGE_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        CALLBRIDGE_RTP_PORTS="{}-{}".format(*CALLBRIDGE_RTP_PORTS),
+        CALLBRIDGE_RTP_TIMEOUT=str(RTP_TIMEOUT),
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{srv.http_port}", timeout=10) as api:
+            login = api.post(
+                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+            )
+            api.headers["Authorization"] = f"Bearer {login.json()['token']}"
+            for number, username, password in (ALICE, BOB):
+                api.post(
+                    "/api/v1/internal-lines",
+                    json={"number": number, "username": username, "password": password},
+                ).raise_for_status()
+            api.post("/api/v1/config/apply").raise_for_status()
+        yield srv
+    finally:
+        stop_server(srv.process)
+
+
+def phone(
+    server: Server, directory: Path, line: tuple[str, str, str], tone: float, ports: tuple[int, int]
+) -> Baresip:
+    _, username, password = line
+    directory.mkdir()
+    return Baresip(
+        directory,
+        account=(
+            f"<sip:{username}@{server.host}:{server.port};transport=udp>"
+            f";auth_pass={password};regint=600"
+        ),
+        # The file outlasts the call: aufile ends the call when it ends.
+        source=write_tone(directory / f"{tone:.0f}hz.wav", tone, seconds=HOLD + 4 * TALK),
+        rtp_ports=ports,
+        auto_answer=username == "bob",
+    )
+
+
+def test_a_call_held_longer_than_the_rtp_timeout_resumes_with_audio_both_ways(
+    server: Server, tmp_path: Path
+) -> None:
+    alice = phone(server, tmp_path / "alice", ALICE, CALLER_TONE, ALICE_RTP_PORTS)
+    bob = phone(server, tmp_path / "bob", BOB, CALLEE_TONE, BOB_RTP_PORTS)
+    with ExitStack() as running:
+        running.enter_context(bob)
+        running.enter_context(alice)
+
+        def diagnostics() -> str:
+            return (
+                f"--- callbridge ---\n{server.log()}\n--- alice ---\n{alice.log()}\n"
+                f"--- bob ---\n{bob.log()}"
+            )
+
+        try:
+            bob.wait_registered()
+            alice.wait_registered()
+            alice.dial(f"sip:{BOB[0]}@{server.host}:{server.port}")
+            for side in (alice, bob):
+                side.wait_event("CALL_ESTABLISHED", timeout=10)
+            time.sleep(TALK)
+            alice.command("hold")
+            time.sleep(HOLD)
+            assert "media.timeout" not in server.log(), "the held call was ended"
+            alice.command("resume")
+            time.sleep(TALK + 1)
+            alice.hangup()
+            for side in (alice, bob):
+                side.wait_event("CALL_CLOSED", timeout=10)
+        except Exception as error:
+            raise AssertionError(f"{error}\n{diagnostics()}") from error
+    assert "media.timeout" not in server.log(), diagnostics()
+    assert "sendonly" in alice.log(), "alice did not hold with sendonly\n" + diagnostics()
+    # After the resume, each hears the other again: the recordings' last
+    # seconds hold the other's tone.
+    assert_hears(bob, CALLER_TONE, diagnostics(), seconds=TALK - 1, last=TALK)
+    assert_hears(alice, CALLEE_TONE, diagnostics(), seconds=TALK - 1, last=TALK)

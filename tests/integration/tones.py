@@ -1,0 +1,99 @@
+"""Tones for the audio tests: each phone plays a pure sine and records what
+it receives, and numpy's FFT says whether the other's tone got through, at
+the level it was sent and for long enough."""
+
+from __future__ import annotations
+
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .baresip import Baresip
+
+RATE = 8000  # G.711's rate; sndfile records at the codec's rate
+CALLER_TONE = 1000.0  # Hz
+CALLEE_TONE = 440.0
+AMPLITUDE = 0.5  # of full scale
+SENT_RMS = AMPLITUDE * 32767 / np.sqrt(2)
+
+
+def write_tone(path: Path, frequency: float, seconds: float = 10.0) -> Path:
+    """A sine at `AMPLITUDE`, 16-bit mono WAV at 8 kHz. aufile ends the call
+    when its file ends: the file must outlast the call."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    samples = (AMPLITUDE * 32767 * np.sin(2 * np.pi * frequency * t)).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes(samples.tobytes())
+    return path
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What a recording holds."""
+
+    seconds: float  # of sound: 20 ms frames louder than -30 dBFS
+    level: float  # RMS of those frames (a full-scale sine is 23,170)
+    peak_hz: float  # the dominant frequency
+    purity: float  # the share of all energy within ±20 Hz of the expected tone
+
+    def __str__(self) -> str:
+        return (
+            f"{self.seconds:.2f} s of sound at RMS {self.level:.0f}, peak {self.peak_hz:.1f} Hz, "
+            f"{self.purity:.1%} of the energy at the tone"
+        )
+
+
+def read_samples(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path)) as recording:
+        assert (recording.getnchannels(), recording.getsampwidth()) == (1, 2), path
+        rate = recording.getframerate()
+        samples = np.frombuffer(recording.readframes(recording.getnframes()), "<i2")
+    return samples.astype(np.float64), rate
+
+
+def analyse(path: Path, tone: float, *, last: float | None = None) -> Heard:
+    """What `path` holds; with `last`, only its last `last` seconds."""
+    x, rate = read_samples(path)
+    if last is not None:
+        x = x[-int(last * rate) :]
+    frame = rate // 50
+    frames = x[: len(x) // frame * frame].reshape(-1, frame)
+    rms = np.sqrt((frames**2).mean(axis=1)) if len(frames) else np.zeros(0)
+    loud = rms > 32767 * 10 ** (-30 / 20)
+    if not len(x) or not x.any():
+        return Heard(0.0, 0.0, 0.0, 0.0)
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2
+    frequencies = np.fft.rfftfreq(len(x), 1 / rate)
+    return Heard(
+        seconds=float(loud.sum()) * frame / rate,
+        level=float(np.sqrt((frames[loud] ** 2).mean())) if loud.any() else 0.0,
+        peak_hz=float(frequencies[spectrum.argmax()]),
+        purity=float(spectrum[np.abs(frequencies - tone) <= 20].sum() / spectrum.sum()),
+    )
+
+
+def assert_hears(
+    phone: Baresip,
+    tone: float,
+    diagnostics: str = "",
+    *,
+    seconds: float = 2.0,
+    last: float | None = None,
+) -> None:
+    """`phone` received `tone` (in its recording's `last` seconds, if given):
+    for at least `seconds`, loud, and nearly pure."""
+    recordings = phone.recordings("dec")
+    assert len(recordings) == 1, f"{phone.directory}: {recordings}\n{diagnostics}"
+    heard = analyse(recordings[0], tone, last=last)
+    context = f"{recordings[0]}: {heard}\n{diagnostics}"
+    assert heard.seconds >= seconds, context
+    assert abs(heard.peak_hz - tone) <= 20, context
+    # At the level it was sent (G.711 keeps it within a fraction of a dB): far
+    # above silence, and not PCMU decoded as PCMA or back (-8.6 dB).
+    assert abs(20 * np.log10(max(heard.level, 1) / SENT_RMS)) <= 3, context
+    assert heard.purity >= 0.9, context
