@@ -60,6 +60,7 @@ from .store import Database, create_database
 from .store.accounts import ensure_admin
 from .store.models import ConfigVersion
 from .transport import Address, Transport, TransportError, TransportLayer
+from .transport.addresses import interface_addresses, reachable_addresses
 
 logger = logging.getLogger("callbridge.sip")
 http_logger = logging.getLogger("callbridge.http")
@@ -641,6 +642,21 @@ async def current_version(database: Database) -> ConfigVersion:
             return ConfigVersion(id=0, source="empty", snapshot={})
 
 
+def log_reachable(settings: Settings, advertised: str, port: int) -> None:
+    """Say where phones can reach SIP (`sip.reachable_at`): the address to
+    type into a phone is one of these, not the `0.0.0.0` SIP listens on."""
+    addresses = reachable_addresses(settings.sip_host, interface_addresses())
+    log_event(
+        logger,
+        logging.INFO,
+        "sip.reachable_at",
+        addresses=",".join(addresses),
+        port=port,
+        transports="udp,tcp",
+        advertised=advertised,  # what Contact and SDP carry
+    )
+
+
 def tune_garbage_collector() -> None:
     """Every SIP message is a few dozen small objects that die young; the
     default thresholds would run the collector every few hundred messages and
@@ -768,6 +784,7 @@ async def run(settings: Settings) -> int:
 
     try:
         sip_port = await service.start()
+        log_reachable(settings, service.host, sip_port)
         # RTP sent to our own SIP socket would be read as SIP: never a media address.
         for host in {settings.sip_host or "0.0.0.0", service.host}:
             media_policy.add_own(host, sip_port)

@@ -21,6 +21,7 @@ from pydantic_settings import (
 from .media.policy import DEFAULT_ALLOWED_NETWORKS, AllowedNetworks
 from .media.ports import PortRange
 from .sip.digest import DigestError, parse_algorithm_list
+from .transport.addresses import interface_addresses, reachable_addresses
 
 # The algorithms a line keeps a digest HA1 for: the ones phones may be offered.
 LINE_DIGEST_ALGORITHMS = ("SHA-256", "MD5")
@@ -261,8 +262,13 @@ def _comma_list(value: str) -> list[str]:
 
 def own_address() -> str:
     """This machine's address by its host name, resolved locally (no packet
-    leaves the machine); loopback when the name does not resolve."""
+    leaves the machine). Where the name resolves to loopback (Debian maps it
+    to 127.0.1.1) or not at all, the first interface's IPv4 address that is
+    not loopback; loopback only when the machine has nothing else."""
     try:
-        return socket.gethostbyname(socket.gethostname())
+        resolved = socket.gethostbyname(socket.gethostname())
     except OSError:
-        return "127.0.0.1"
+        resolved = "127.0.0.1"
+    if not ipaddress.ip_address(resolved).is_loopback:
+        return resolved
+    return next(iter(reachable_addresses("0.0.0.0", interface_addresses())), "127.0.0.1")

@@ -57,9 +57,9 @@ class Baresip:
 
     `account` is the accounts-file line, e.g.
     `<sip:alice@127.0.0.1:5060;transport=udp>;auth_pass=secret;regint=60`;
-    the harness appends the codecs (PCMU, PCMA). `source` is the WAV it sends
-    (16-bit mono, 8 kHz); it must last longer than the call, since `aufile`
-    ends the call when the file ends.
+    the harness appends the codecs (`codecs`: PCMU and PCMA unless told).
+    `source` is the WAV it sends (16-bit mono, 8 kHz); it must last longer
+    than the call, since `aufile` ends the call when the file ends.
     """
 
     def __init__(
@@ -71,6 +71,7 @@ class Baresip:
         rtp_ports: tuple[int, int],
         auto_answer: bool = False,
         host: str = "127.0.0.1",
+        codecs: str = "PCMU,PCMA",
     ) -> None:
         self.directory = directory
         self.host = host  # a loopback address of its own: a phone the proxy tells apart
@@ -78,6 +79,7 @@ class Baresip:
         self.source = source
         self.rtp_ports = rtp_ports
         self.auto_answer = auto_answer
+        self.codecs = codecs  # the account's `audio_codecs`, in order of preference
         self.sip_port = free_port()
         self.ctrl_port = free_tcp_port()
         self.log_path = directory / "baresip.log"
@@ -109,6 +111,12 @@ class Baresip:
             "auenc_format": "s16",
             "audec_format": "s16",
             "audio_buffer": "20-160",
+            # The WAV and the speaker stay 8 kHz mono whatever the codec's rate:
+            # baresip resamples (Opus runs at 48 kHz).
+            "ausrc_srate": "8000",
+            "ausrc_channels": "1",
+            "auplay_srate": "8000",
+            "auplay_channels": "1",
             "rtp_ports": f"{low}-{high}",
             "rtcp_mux": "no",
             "jitter_buffer_delay": "1-10",
@@ -120,10 +128,12 @@ class Baresip:
             "snd_path": str(self.directory),
         }
         lines = [f"{key}\t{value}" for key, value in config.items()]
-        lines += [f"module\t{name}.so" for name in ("g711", "aufile", "aubridge", "sndfile")]
+        codec_modules = ["g711"] + (["opus"] if "opus" in self.codecs.lower() else [])
+        modules = [*codec_modules, "aufile", "aubridge", "sndfile"]
+        lines += [f"module\t{name}.so" for name in modules]
         lines += [f"module_app\t{name}.so" for name in ("account", "menu", "ctrl_tcp")]
         (self.directory / "config").write_text("\n".join(lines) + "\n")
-        account = f"{self.account};audio_codecs=PCMU,PCMA"
+        account = f"{self.account};audio_codecs={self.codecs}"
         if self.auto_answer:
             account += ";answermode=auto"
         (self.directory / "accounts").write_text(account + "\n")

@@ -9,6 +9,7 @@ the test through callbridge fails, callbridge is what failed.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -25,6 +26,7 @@ from .tones import CALLEE_TONE, CALLER_TONE, write_tone
 
 pytestmark = pytest.mark.integration
 
+OPUS = "opus/48000/2"  # baresip's name for it in `audio_codecs`
 TALK = 3.0  # seconds between answer and hang-up
 ADMIN_PASSWORD = "admin-pass-for-audio-tests"
 ALICE = ("101", "alice", "alice-sip-password-for-tests")
@@ -41,7 +43,13 @@ def assert_hears(phone: Baresip, tone: float, diagnostics: str = "") -> None:
 # -- phones ----------------------------------------------------------------
 
 
-def phone(directory: Path, account: str, tone: float, rtp_ports: tuple[int, int]) -> Baresip:
+def phone(
+    directory: Path,
+    account: str,
+    tone: float,
+    rtp_ports: tuple[int, int],
+    codecs: str = "PCMU,PCMA",
+) -> Baresip:
     directory.mkdir(parents=True)
     return Baresip(
         directory,
@@ -49,6 +57,7 @@ def phone(directory: Path, account: str, tone: float, rtp_ports: tuple[int, int]
         source=write_tone(directory.parent / f"{directory.name}-{tone:.0f}hz.wav", tone),
         rtp_ports=rtp_ports,
         auto_answer=directory.name == "callee",
+        codecs=codecs,
     )
 
 
@@ -196,3 +205,41 @@ def test_the_callees_tone_reaches_the_caller_through_callbridge(
     call = call_through_callbridge
     call.assert_relayed_to(call.caller)
     assert_hears(call.caller, CALLEE_TONE, call.diagnostics())
+
+
+def test_a_codec_callbridge_does_not_know_passes_through_untouched(tmp_path: Path) -> None:
+    """Two phones that share only Opus: callbridge relays the offer and the
+    answer with Opus in them and its packets without decoding, and each
+    hears the other (callbridge itself knows only G.711; docs/PHONES.md)."""
+    server = start_server(
+        tmp_path,
+        CALLBRIDGE_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        CALLBRIDGE_RTP_PORTS="{}-{}".format(*CALLBRIDGE_RTP_PORTS),
+        CALLBRIDGE_LOG_SIP_MESSAGES="true",
+    )
+    caller = callee = None
+    try:
+        create_lines(server)
+        caller = phone(
+            tmp_path / "caller", line_account(server, ALICE), CALLER_TONE, CALLER_RTP_PORTS, OPUS
+        )
+        callee = phone(
+            tmp_path / "callee", line_account(server, BOB), CALLEE_TONE, CALLEE_RTP_PORTS, OPUS
+        )
+        call = CallThroughCallbridge(server, caller, callee)
+        with ExitStack() as running:
+            running.enter_context(callee)
+            running.enter_context(caller)
+            callee.wait_registered()
+            caller.wait_registered()
+            talk(caller, callee, f"sip:{BOB[0]}@{server.host}:{server.port}")
+    finally:
+        stop_server(server.process)
+    diagnostics = call.diagnostics()
+    for side in (caller, callee):
+        # Each phone saw only Opus in the other's SDP, relayed by callbridge.
+        offered = re.findall(r"^a=rtpmap:\d+ (\S+)", side.log(), re.M)
+        assert offered and set(offered) <= {"opus/48000/2", "telephone-event/8000"}, diagnostics
+        call.assert_relayed_to(side)
+    assert_hears(callee, CALLER_TONE, diagnostics)
+    assert_hears(caller, CALLEE_TONE, diagnostics)

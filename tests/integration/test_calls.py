@@ -457,6 +457,7 @@ def test_caller_cancel_is_recorded_as_cancelled(pbx: Pbx) -> None:
     [
         pytest.param("call_uas_busy.xml", 486, "busy", id="busy"),
         pytest.param("call_uas_decline.xml", 603, "rejected", id="decline"),
+        pytest.param("call_uas_no_codec.xml", 488, "failed", id="no-codec-in-common"),
     ],
 )
 def test_a_callee_refusing_is_relayed_to_the_caller_and_recorded(

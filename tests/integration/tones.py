@@ -49,11 +49,13 @@ class Heard:
 
 
 def read_samples(path: Path) -> tuple[np.ndarray, int]:
+    """A 16-bit WAV's samples, its channels averaged (sndfile records Opus
+    as the decoder gives it: 48 kHz stereo), and its rate."""
     with wave.open(str(path)) as recording:
-        assert (recording.getnchannels(), recording.getsampwidth()) == (1, 2), path
-        rate = recording.getframerate()
+        assert recording.getsampwidth() == 2, path
+        channels, rate = recording.getnchannels(), recording.getframerate()
         samples = np.frombuffer(recording.readframes(recording.getnframes()), "<i2")
-    return samples.astype(np.float64), rate
+    return samples.astype(np.float64).reshape(-1, channels).mean(axis=1), rate
 
 
 def analyse(path: Path, tone: float, *, last: float | None = None) -> Heard:

@@ -1252,6 +1252,10 @@ class Call:
             self._fail(486, "Busy Here", "busy", "busy", side="callee")
         elif any(s in (603, 607, 403) for s in statuses):
             self._fail(603, "Decline", "rejected", "declined", side="callee")
+        elif all(s in (488, 606) for s in statuses):
+            # The relay does not transcode: the caller must learn it offered
+            # nothing the callee takes, not that the callee is away.
+            self._fail(488, "Not Acceptable Here", "failed", "no codec in common", side="callee")
         else:
             worst = max(statuses)
             self._fail(480, "Temporarily Unavailable", "failed", f"devices answered {worst}")
