@@ -693,6 +693,9 @@ async def run(settings: Settings) -> int:
     service.use_location(location)
     ports = RtpPortAllocator(settings.rtp_ports, host=settings.sip_host or "0.0.0.0")
     media_policy = MediaPolicy(AllowedNetworks.parse(settings.media_allowed_networks))
+    # Sockets on 0.0.0.0 answer on every interface: an SDP naming any of
+    # them with one of our ports is ours too.
+    media_policy.set_local(interface_addresses())
     media_policy.add_own(service.host, range(ports.range.first, ports.range.last + 1))
     media = LocalMediaEngine(
         ports, rtp_timeout=settings.rtp_timeout or None, clock=loop.time, policy=media_policy

@@ -66,3 +66,14 @@ def test_our_own_sockets_are_refused_and_other_ports_of_our_host_are_not() -> No
         assert policy.allows((host, port))
     with pytest.raises(OwnDestination, match="unspecified"):
         policy.check("0.0.0.0", 4000)
+
+
+def test_a_wildcard_socket_is_ours_on_every_interface_address_of_the_host() -> None:
+    policy = MediaPolicy(AllowedNetworks.parse("public,10.0.0.0/8"))
+    policy.add_own("0.0.0.0", range(30000, 31000))  # RTP on every address
+    policy.set_local(["10.1.2.3", "2001:db8::7", "fe80::1%eth0"])
+    for host in ("10.1.2.3", "127.0.0.1", "2001:db8::7"):
+        with pytest.raises(OwnDestination):
+            policy.check(host, 30000)
+    policy.check("10.1.2.4", 30000)  # another machine of the LAN
+    assert policy.allows(("10.1.2.4", 30000))

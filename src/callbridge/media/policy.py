@@ -4,6 +4,7 @@ and only into the networks an admin allowed (`CALLBRIDGE_MEDIA_ALLOWED_NETWORKS`
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .errors import MediaError
@@ -71,6 +72,19 @@ class MediaPolicy:
 
     allowed: AllowedNetworks = field(default_factory=lambda: AllowedNetworks(True, ()))
     own: list[tuple[IPAddress | None, range]] = field(default_factory=list)
+    # This host's interface addresses: where a wildcard socket answers
+    # besides loopback (the app reads them at start).
+    local: frozenset[IPAddress] = frozenset()
+
+    def set_local(self, addresses: Iterable[str]) -> None:
+        """This host's interface addresses (IP literals; others skipped)."""
+        found = set()
+        for text in addresses:
+            try:
+                found.add(ipaddress.ip_address(text))
+            except ValueError:
+                continue
+        self.local = frozenset(found)
 
     def add_own(self, host: str, ports: range | int) -> None:
         """One of our sockets; host '0.0.0.0' or '::' (every address) counts as
@@ -88,9 +102,8 @@ class MediaPolicy:
         if address.is_unspecified:
             raise OwnDestination(f"media address {host} is unspecified (it means this host)")
         for own, ports in self.own:
-            # A wildcard socket answers on every address of the host; of
-            # those, loopback is the one we know here (the app adds the rest).
-            mine = address.is_loopback if own is None else own == address
+            # A wildcard socket answers on every address of the host.
+            mine = (address.is_loopback or address in self.local) if own is None else own == address
             if mine and port in ports:
                 raise OwnDestination(f"media address {host}:{port} is this PBX's own socket")
 
