@@ -127,6 +127,17 @@ class SipPort(Protocol):
 
     def time(self) -> float: ...
 
+    def call_later(self, delay: float, callback: Callable[..., object], *args: object) -> Timer:
+        """Run `callback(*args)` `delay` seconds from `time()` (the service's
+        clock: the loop's, or a test's)."""
+        ...
+
+
+class Timer(Protocol):
+    """A pending `call_later`."""
+
+    def cancel(self) -> None: ...
+
 
 class Phase(Enum):
     SETUP = auto()  # authenticated, binding media ports
@@ -148,7 +159,7 @@ class Side:
     sdp_sent: bytes = b""
     # Our last 2xx to an INVITE of this side, retransmitted until its ACK.
     unacked: tuple[ServerTransaction, Response] | None = None
-    retransmit: asyncio.TimerHandle | None = None
+    retransmit: Timer | None = None
     # Our ACK of this side's 2xx, sent again if the 2xx is.
     ack: Request | None = None
 
@@ -937,7 +948,7 @@ class Call:
     # re-INVITE without SDP reached): that 2xx waits for our ACK until the
     # other side's ACK brings the answer our ACK must carry.
     awaiting_answer: Side | None = None
-    _timer: asyncio.TimerHandle | None = None
+    _timer: Timer | None = None
 
     def __post_init__(self) -> None:
         plan = self.plan
@@ -991,9 +1002,7 @@ class Call:
             self._all_forks_failed()
             return
         b2bua._note_setup_delay(b2bua.sip.time() - self.received_at)
-        self._timer = asyncio.get_running_loop().call_later(
-            self.plan.ring_timeout, self._ring_timeout
-        )
+        self._timer = self.b2bua.sip.call_later(self.plan.ring_timeout, self._ring_timeout)
         await self._announce_ringing()
 
     async def _announce_ringing(self) -> None:
@@ -1216,9 +1225,7 @@ class Call:
         b2bua.publish(self, "answered")
         log_event(logger, logging.DEBUG, "call.answered", record=self.record)
         if self.plan.max_talk_duration > 0:
-            self._timer = asyncio.get_running_loop().call_later(
-                self.plan.max_talk_duration, self._talk_limit
-            )
+            self._timer = self.b2bua.sip.call_later(self.plan.max_talk_duration, self._talk_limit)
 
     def _caller_side(self) -> Side:
         """The caller's side once the callee answers: the dialog our 200 to
@@ -1490,7 +1497,7 @@ class Call:
         if side.reliable:
             return
         T1 = DEFAULT_TIMERS.T1
-        side.retransmit = asyncio.get_running_loop().call_later(
+        side.retransmit = self.b2bua.sip.call_later(
             T1,
             self._retransmit_2xx,
             side,
@@ -1511,7 +1518,7 @@ class Call:
             return
         transaction, response = side.unacked
         self.b2bua.sip.respond(transaction, response)
-        side.retransmit = asyncio.get_running_loop().call_later(
+        side.retransmit = self.b2bua.sip.call_later(
             interval, self._retransmit_2xx, side, min(2 * interval, DEFAULT_TIMERS.T2), give_up_at
         )
 
@@ -1639,7 +1646,7 @@ class Call:
             b2bua.dialogs[key] = stub
             ended.append((key, stub))
         if ended:
-            asyncio.get_running_loop().call_later(_LINGER, b2bua._forget_ended, ended)
+            self.b2bua.sip.call_later(_LINGER, b2bua._forget_ended, ended)
 
     async def _close_media(self) -> None:
         if self.session is not None:

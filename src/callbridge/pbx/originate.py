@@ -14,7 +14,6 @@ not pick up, nobody else is called.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import re
@@ -265,9 +264,7 @@ class ClickToCall(Call):
         if all(fork.final for fork in self.forks):
             self._employee_failed()
             return
-        self._timer = asyncio.get_running_loop().call_later(
-            line.ring_timeout, self._employee_timeout
-        )
+        self._timer = self.b2bua.sip.call_later(line.ring_timeout, self._employee_timeout)
 
     # --- phase one: the employee's devices ------------------------------------
 
@@ -343,7 +340,7 @@ class ClickToCall(Call):
         if all(fork.final for fork in self.forks):
             self._all_forks_failed()
             return
-        self._timer = asyncio.get_running_loop().call_later(plan.ring_timeout, self._ring_timeout)
+        self._timer = self.b2bua.sip.call_later(plan.ring_timeout, self._ring_timeout)
 
     def _employee_timeout(self) -> None:
         self._timer = None
