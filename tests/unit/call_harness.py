@@ -59,11 +59,20 @@ Peer = tuple[str, str, int]  # transport, host, port
 
 
 class FakeTimer:
-    def __init__(self) -> None:
-        self.cancelled = False
+    """As asyncio's: cancelled, it lets go of its callback at once."""
+
+    def __init__(self, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self.callback: Callable[..., object] | None = callback
+        self.args = args
 
     def cancel(self) -> None:
-        self.cancelled = True
+        self.callback, self.args = None, ()
+
+    def fire(self) -> None:
+        callback, args = self.callback, self.args
+        self.cancel()
+        if callback is not None:
+            callback(*args)
 
 
 class FakeClock:
@@ -71,25 +80,21 @@ class FakeClock:
 
     def __init__(self) -> None:
         self.now = 1000.0
-        self._due: list[tuple[float, int, FakeTimer, Callable[..., object], tuple[Any, ...]]] = []
+        self._due: list[tuple[float, int, FakeTimer]] = []
         self._order = itertools.count()
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> FakeTimer:
-        timer = FakeTimer()
-        heapq.heappush(self._due, (self.now + delay, next(self._order), timer, callback, args))
+        timer = FakeTimer(callback, args)
+        heapq.heappush(self._due, (self.now + delay, next(self._order), timer))
         return timer
 
     def advance(self, seconds: float) -> None:
         until = self.now + seconds
         while self._due and self._due[0][0] <= until:
-            when, _, timer, callback, args = heapq.heappop(self._due)
+            when, _, timer = heapq.heappop(self._due)
             self.now = max(self.now, when)
-            if not timer.cancelled:
-                callback(*args)
+            timer.fire()
         self.now = until
-
-    def pending(self) -> int:
-        return sum(1 for entry in self._due if not entry[2].cancelled)
 
 
 # --- SIP ----------------------------------------------------------------------
@@ -248,6 +253,7 @@ class FakeSession:
     async def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self.on_timeout = None  # as the engine's: nothing of the call is kept
             self.engine.ports_left += len(self.legs)
 
 
@@ -494,6 +500,29 @@ class World:
             return request, None, None  # type: ignore[return-value]
         kind = ServerInviteTransaction if method == "INVITE" else ServerNonInviteTransaction
         transaction = kind(request, CALLER, reliable=False)
+        transaction.start(self.clock.now)
+        return request, transaction, self.b2bua.in_dialog(request, transaction)
+
+    def in_dialog_as_callee(
+        self, dialog: Dialog, method: str, body: bytes = b""
+    ) -> tuple[Request, ServerTransaction, Response | None]:
+        """A request of a phone we called, in its dialog with callbridge
+        (`dialog.local_tag` is the phone's To tag, `remote_tag` our From tag)."""
+        dialog.cseq += 1
+        text = (
+            f"{method} sip:caller@{PBX} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.20:5100;branch={new_branch()};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:phone@127.0.0.20>;tag={dialog.local_tag}\r\n"
+            f"To: <sip:caller@{PBX}>;tag={dialog.remote_tag}\r\n"
+            f"Call-ID: {dialog.call_id}\r\n"
+            f"CSeq: {dialog.cseq} {method}\r\n"
+            + ("Content-Type: application/sdp\r\n" if body else "")
+            + f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        request = parse(text.encode() + body)
+        assert isinstance(request, Request)
+        transaction = ServerNonInviteTransaction(request, CALLER, reliable=False)
         transaction.start(self.clock.now)
         return request, transaction, self.b2bua.in_dialog(request, transaction)
 

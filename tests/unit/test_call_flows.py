@@ -4,9 +4,11 @@ phones against the B2BUA (tests/unit/call_harness.py) and move time by hand."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 
 import pytest
 
+from callbridge.pbx.originate import Originator
 from callbridge.sip import Response
 from callbridge.sip.sdp import parse_sdp
 from callbridge.sip.transaction import DEFAULT_TIMERS
@@ -204,3 +206,77 @@ async def test_a_callee_refusing_is_passed_back(status: int, record: str) -> Non
     fork.respond(status, to_tag="bob-tag")
     assert world.sip.answers_to(transaction)[-1] == status
     assert world.recorder.only().status == record
+
+
+async def test_an_ended_call_goes_at_once_with_no_reference_cycle_left() -> None:
+    world = World()
+    gc.disable()
+    try:
+        _, _, dialog = await answered(world)
+        world.in_dialog(dialog, "BYE")
+        await world.settle()
+        assert len(world.b2bua.in_memory) == 0
+    finally:
+        gc.enable()
+
+
+# --- click-to-call: the employee's devices first, then the number ---------------
+
+EMPLOYEE = dataclasses.replace(ALICE, employee_id=7, ring_timeout=15)
+
+
+async def click_to_call(world: World) -> tuple[Sent, str]:
+    """Employee 7 (line 101) clicks 102; their desk phone rings with our offer."""
+    desk = world.register(EMPLOYEE)
+    record = await Originator(world.b2bua).call(7, "102")
+    to_desk = world.sip.last_request("INVITE", to=desk)
+    assert to_desk.request.from_.uri.user == "102"  # the phone shows whom it will call
+    return to_desk, record
+
+
+async def test_click_to_call_rings_the_employee_then_the_number_with_their_answer() -> None:
+    world = World(lines=(EMPLOYEE, BOB))
+    bob = world.register(BOB, host="127.0.0.30")
+    to_desk, _ = await click_to_call(world)
+    assert world.sip.requests("INVITE", to=bob) == []  # nobody else yet
+    to_desk.respond(200, to_tag="desk", body=sdp(9000))
+    assert world.sip.last_request("ACK", to=to_desk.peer)
+    to_bob = world.sip.last_request("INVITE", to=bob)
+    offer = parse_sdp(to_bob.request.body)
+    session = next(iter(world.media.sessions.values()))
+    employee, customer = session.legs
+    assert offer.media[0].port == customer.local_address[1]
+    assert employee.remote == ("127.0.0.9", 9000)
+    to_bob.respond(200, to_tag="bob", body=sdp(8000))
+    assert employee.peer is customer
+    record = world.recorder.only()
+    assert record.answered_at is not None and record.status == "in_progress"
+
+
+async def test_click_to_call_the_employee_does_not_answer_nobody_else_is_called() -> None:
+    world = World(lines=(EMPLOYEE, BOB))
+    bob = world.register(BOB, host="127.0.0.30")
+    to_desk, _ = await click_to_call(world)
+    to_desk.respond(180, to_tag="desk")
+    world.clock.advance(15)
+    cancel = world.sip.last_request("CANCEL", to=to_desk.peer)
+    assert "Originator did not answer" in (cancel.request.headers.get("Reason") or "")
+    assert world.sip.requests("INVITE", to=bob) == []
+    record = world.recorder.only()
+    assert (record.status, record.hangup_cause) == ("cancelled", "originator did not answer")
+
+
+async def test_click_to_call_the_employee_hangs_up_while_the_number_rings() -> None:
+    world = World(lines=(EMPLOYEE, BOB))
+    bob = world.register(BOB, host="127.0.0.30")
+    to_desk, _ = await click_to_call(world)
+    ok = to_desk.respond(200, to_tag="desk", body=sdp(9000))
+    to_bob = world.sip.last_request("INVITE", to=bob)
+    to_bob.respond(180, to_tag="bob")
+    # The desk phone's BYE in the dialog we opened (we are its caller).
+    employee = Dialog(ok.call_id, "desk", ok.from_.tag or "", cseq=1)
+    _, _, answer = world.in_dialog_as_callee(employee, "BYE")
+    assert answer is not None and answer.status == 200
+    assert world.sip.last_request("CANCEL", to=bob).request.call_id == to_bob.request.call_id
+    assert world.sip.requests("BYE", to=to_desk.peer) == []  # they hung up themselves
+    assert world.recorder.only().status == "cancelled"
