@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import uvicorn
 
 from .api import create_app
+from .api.hold import HoldCall
 from .crm.identify import Identity, identify
 from .events import EventBus
 from .logs import log_event
@@ -566,6 +567,7 @@ class HttpService:
         originator: Originator | None = None,
         event_bus: EventBus | None = None,
         on_employees_changed: Callable[[], Awaitable[None]] | None = None,
+        hold_call: HoldCall | None = None,
     ) -> None:
         hide_tokens_in_uvicorn_logs()
         config = uvicorn.Config(
@@ -580,6 +582,7 @@ class HttpService:
                 originator=originator,
                 event_bus=event_bus,
                 on_employees_changed=on_employees_changed,
+                hold_call=hold_call,
             ),
             host=settings.http_host,
             port=settings.http_port,
@@ -780,6 +783,7 @@ async def run(settings: Settings) -> int:
         originator=Originator(b2bua),
         event_bus=event_bus,
         on_employees_changed=reload_employees,
+        hold_call=b2bua.hold,
     )
     reloads: set[asyncio.Task[None]] = set()
 

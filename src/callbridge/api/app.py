@@ -24,6 +24,7 @@ from . import (
     employees,
     events,
     external_lines,
+    hold,
     internal_lines,
     normalization_rules,
     notes,
@@ -31,6 +32,7 @@ from . import (
     security,
 )
 from .errors import FieldError, field_error_handler, validation_error_handler
+from .hold import HoldCall
 from .limits import MAX_BODY_SIZE, BodySizeLimit
 
 
@@ -46,6 +48,7 @@ def create_app(
     originator: Originator | None = None,
     event_bus: EventBus | None = None,
     on_employees_changed: Callable[[], Awaitable[None]] | None = None,
+    hold_call: HoldCall | None = None,
 ) -> FastAPI:
     """The API over `database` (migrated by the caller). Edits to lines and
     rules are staged; `on_apply(version)` is awaited when a version is
@@ -58,7 +61,9 @@ def create_app(
     calls (without it, `POST /calls` answers 503). `event_bus` carries the
     call events `/ws/events` streams (a bus of its own without one).
     `on_employees_changed()` is awaited after every change to an employee,
-    so the SIP side sees a telephony switch at once, without an apply."""
+    so the SIP side sees a telephony switch at once, without an apply.
+    `hold_call(call_id, employee_id, on)` holds or resumes a call in
+    progress (`POST /calls/{id}/hold`, `/resume`; without it, 503)."""
     app = FastAPI(
         title="callbridge",
         version=__version__,
@@ -73,6 +78,7 @@ def create_app(
     app.state.guard = guard
     app.state.location = location
     app.state.originator = originator
+    app.state.hold_call = hold_call
     if sip_clock is not None:
         app.state.sip_clock = sip_clock
     if registration_state is not None:
@@ -91,6 +97,7 @@ def create_app(
     v1.include_router(config.router)
     v1.include_router(calls.router)
     v1.include_router(click_to_call.router)
+    v1.include_router(hold.router)
     v1.include_router(employees.router)
     v1.include_router(cards.contacts.router)
     v1.include_router(cards.accounts.router)

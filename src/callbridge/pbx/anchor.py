@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ..media.engine import MediaEngine
 from ..media.errors import MediaError
 from ..sip import Request, Response
-from ..sip.offer_answer import with_connection
+from ..sip.offer_answer import AUXILIARY_ENCODINGS, answer_direction, resume, with_connection
 from ..sip.sdp import SdpError, SessionDescription, parse_sdp
 
 SDP_TYPE = ("Content-Type", "application/sdp")
@@ -89,3 +89,35 @@ def anchored(sdp: SessionDescription, audio: Audio, address: str, port: int) -> 
     ports = [0] * len(sdp.media)
     ports[audio.index] = port
     return with_connection(sdp, address, ports).to_bytes()
+
+
+def first_voice(audio: Audio) -> tuple[int, str] | None:
+    """The payload type and encoding a party listed first for its voice (not
+    telephone-event or comfort noise): what it expects to receive."""
+    for payload_type, encoding in audio.payload_types.items():
+        if encoding.lower() not in AUXILIARY_ENCODINGS:
+            return payload_type, encoding
+    return None
+
+
+def answered_locally(last_sent: bytes, offer: SessionDescription) -> bytes | None:
+    """Our own answer to a re-offer that changes only the direction (a hold,
+    a resume): what we last sent this party, every stream's direction the
+    answer to the offer's, one version on (RFC 3264 §8). None when the offer
+    changes more than that: other streams, or our first voice format gone."""
+    if not last_sent:
+        return None
+    try:
+        ours = parse_sdp(last_sent)
+    except SdpError:
+        return None
+    if len(ours.media) != len(offer.media):
+        return None
+    for mine, theirs in zip(ours.media, offer.media, strict=True):
+        if mine.media_type != theirs.media_type or mine.is_rejected != theirs.is_rejected:
+            return None
+        if not mine.is_rejected and mine.formats and mine.formats[0] not in theirs.formats:
+            return None
+    audio = audio_of(offer)
+    direction = answer_direction(offer.effective_direction(offer.media[audio.index]))
+    return resume(ours, direction=direction).to_bytes()

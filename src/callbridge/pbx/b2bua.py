@@ -40,7 +40,8 @@ from . import bounds
 from .anchor import checked_audio, sdp_of
 from .auth import DROP, Authenticated, Authenticator, Drop, HA1Lookup
 from .bounds import ANONYMOUS
-from .call import Call, InviteOrigin, Plan
+from .bridge import MusicPlayer
+from .call import Call, CallRefused, InviteOrigin, Phase, Plan
 from .calls import CallRecorder
 from .dialing import ALLOW, Target
 from .dialplan import Dialplan
@@ -106,6 +107,7 @@ class B2bua:
         identify: Identify | None = None,
         identify_deadline: float = IDENTIFY_DEADLINE,
         latch_on_signalling_host: bool = True,
+        player: MusicPlayer | None = None,
     ) -> None:
         self.sip = sip
         self.authenticator = authenticator
@@ -123,6 +125,8 @@ class B2bua:
         self.identify_deadline = identify_deadline
         # Behind NAT a leg latches only on its SDP's or its SIP's host (issue 11).
         self.latch_on_signalling_host = latch_on_signalling_host
+        # Music on hold; without it a hold is relayed to the other party.
+        self.player = player
         # Swapped whole when an employee changes: names, and whose telephony is off.
         self.employees = Employees()
         # (Call-ID, our tag) of every dialog and fork → its call, or what
@@ -640,6 +644,30 @@ class B2bua:
                 then(identity)
 
         return self.spawn(look_up())
+
+    def party(self, record: str, employee_id: int) -> tuple[Call, str]:
+        """The answered call `record` in progress and the party ("caller",
+        "callee") on `employee_id`'s line, for what the API does to a call
+        (hold, DTMF). Raises `CallRefused`: 409 when the call is not in
+        progress or not answered, 403 when the employee takes no part."""
+        call = next((c for c in self.in_memory if c.record == record), None)
+        if call is None or call.phase is Phase.ENDED:
+            raise CallRefused(409, "the call is not in progress")
+        role = call.role_of(employee_id)
+        if role is None:
+            raise CallRefused(403, "your line takes no part in this call")
+        if call.phase is not Phase.ANSWERED:
+            raise CallRefused(409, "the call is not answered")
+        return call, role
+
+    def hold(self, record: str, employee_id: int, on: bool) -> None:
+        """From the API: `employee_id`'s party of the call `record` holds the
+        other, who hears the music (`on`), or takes it back. Raises
+        `CallRefused` (see `party`; 409 too when there is no music)."""
+        call, role = self.party(record, employee_id)
+        if self.player is None:
+            raise CallRefused(409, "no music on hold is configured")
+        call.hold(role, on)
 
     def publish(
         self, call: Call, type: str, *, to: Iterable[int] | None = None, **data: Any

@@ -8,6 +8,8 @@ recorder's tap are bridges of their own, which a call moves legs between.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from ..media.engine import Leg, MediaSession
 
 
@@ -25,3 +27,22 @@ class Relay:
     def leave(self, leg: Leg) -> None:
         """Take `leg` out: neither it nor the other hears anything through here."""
         self.session.disconnect(leg)
+
+
+class Playing(Protocol):
+    """Audio being played into one leg."""
+
+    def stop(self) -> None:
+        """Nothing more is sent to the leg (idempotent)."""
+        ...
+
+
+class MusicPlayer(Protocol):
+    """The player bridge (media/player.py): music into a leg, as RTP in the
+    leg's codec, while the leg is out of the relay."""
+
+    def play(self, leg: Leg, payload_type: int, encoding: str) -> Playing: ...
+
+
+# The encodings a player can send: G.711, which it encodes itself.
+PLAYABLE = frozenset({"PCMU", "PCMA"})

@@ -42,8 +42,18 @@ from ..sip.headers import reason_value
 from ..sip.sdp import SdpError, SessionDescription
 from ..sip.transaction import ClientTransaction, ServerTransaction
 from ..sip.uri import parse_name_addr
-from .anchor import NULL_ADDRESSES, SDP_TYPE, Audio, anchored, audio_of, checked_audio, sdp_of
-from .bridge import Relay
+from .anchor import (
+    NULL_ADDRESSES,
+    SDP_TYPE,
+    Audio,
+    anchored,
+    answered_locally,
+    audio_of,
+    checked_audio,
+    first_voice,
+    sdp_of,
+)
+from .bridge import PLAYABLE, Playing, Relay
 from .calls import talk_seconds
 from .dialing import ALLOW, Dialing, Fork, Target
 from .legs import Leg
@@ -105,6 +115,16 @@ class Plan:
         """The talk limit of the internal line the call is for (or from, outgoing)."""
         line = self.callee_line or self.caller_line
         return line.max_talk_duration if line else 0
+
+
+class CallRefused(Exception):
+    """What the API asked of a call in progress cannot be done: `status`
+    is the HTTP answer (403 not a party, 409 not answered or over)."""
+
+    def __init__(self, status: int, problem: str) -> None:
+        super().__init__(problem)
+        self.status = status
+        self.problem = problem
 
 
 class Origin(Protocol):
@@ -238,6 +258,18 @@ class Call:
     rang: bool = False
     # The roles ("caller", "callee") that put the call on hold.
     held_by: set[str] = field(default_factory=set)
+    # Of those, the ones whose hold callbridge answered itself (their
+    # re-INVITE, or the API's hold for their employee): the other party
+    # hears music instead of a re-INVITE (see `_rebridge`).
+    holding: set[str] = field(default_factory=set)
+    playing: Playing | None = None
+    # The music goes to this leg (while `playing`).
+    playing_to: MediaLeg | None = None
+    # Hold time so far, and since when the call is held (None: it is not).
+    hold_seconds: float = 0.0
+    held_since: float | None = None
+    # What each leg's peer last described (its SDP's audio), by media leg.
+    remote_audio: dict[Any, Audio] = field(default_factory=dict)
     # The leg whose 2xx offered (a delayed offer's callee, or the leg a
     # re-INVITE without SDP reached): that 2xx waits for our ACK until the
     # other leg's ACK brings the answer our ACK must carry.
@@ -548,6 +580,11 @@ class Call:
             audio = None if offer is None else checked_audio(offer, self.b2bua.media)
         except SdpError as error:
             return reply(request, 488, error.reason[:80])
+        if offer is not None and audio is not None:
+            local = self._hold_answer(leg, offer, audio)
+            if local is not None:
+                self._hold_locally(leg, request, transaction, audio, local)
+                return None
         other = self.other(leg)
         self.reinvite = (leg, transaction, offer)
         # Without an offer (a session refresh, say) it goes on without one:
@@ -609,11 +646,101 @@ class Call:
         `resumed` when one takes that back."""
         if holds == (leg.role in self.held_by):
             return
+        now = self.b2bua.sip.time()
         if holds:
+            if not self.held_by:
+                self.held_since = now
             self.held_by.add(leg.role)
         else:
             self.held_by.discard(leg.role)
+            if not self.held_by and self.held_since is not None:
+                self.hold_seconds += now - self.held_since
+                self.held_since = None
         self.b2bua.publish(self, "held" if holds else "resumed", side=leg.role)
+
+    # --- hold, with music ----------------------------------------------------
+
+    def _hold_answer(self, leg: Leg, offer: SessionDescription, audio: Audio) -> bytes | None:
+        """Our own answer to `leg`'s re-offer when callbridge takes the hold
+        itself: a hold while there is music for the other party, or the
+        resume of a hold we took. None: the re-INVITE is relayed instead
+        (no player, a codec the player cannot send, an offer that changes
+        more than the direction)."""
+        player = self.b2bua.player
+        if player is None:
+            return None
+        if audio.holds:
+            voice = first_voice(self.remote_audio.get(self.other(leg).media) or audio)
+            if voice is None or voice[1].upper() not in PLAYABLE:
+                return None
+        elif leg.role not in self.holding:
+            return None
+        return answered_locally(leg.sdp_sent, offer)
+
+    def _hold_locally(
+        self,
+        leg: Leg,
+        request: Request,
+        transaction: ServerTransaction,
+        audio: Audio,
+        body: bytes,
+    ) -> None:
+        """Answer `leg`'s hold or resume ourselves; the other party is not
+        re-INVITEd: it hears the music, then the call again."""
+        self.set_remote(leg.media, audio, leg.peer)
+        leg.sdp_sent = body
+        contact = ("Contact", self.b2bua.sip.contact(self._user_for(leg), leg.peer))
+        ok = self.b2bua.reply(request, 200, headers=[contact, SDP_TYPE], body=body)
+        self.b2bua.sip.respond(transaction, ok)
+        leg.answer_until_acked(transaction, ok)
+        self.sdp_sent(leg.media)
+        self.hold(leg.role, audio.holds)
+
+    def hold(self, role: str, on: bool) -> None:
+        """The party `role` holds the other (`on`) or takes it back: by its
+        phone's re-INVITE, answered here, or from the API."""
+        if on:
+            self.holding.add(role)
+        else:
+            self.holding.discard(role)
+        leg = self.caller if role == "caller" else self.callee
+        if leg is not None:
+            self._note_hold(leg, on)
+        self._rebridge()
+
+    def _rebridge(self) -> None:
+        """Join the legs as the holds say: nobody holds, the relay; one
+        party holds, the other hears music; both hold, neither hears a thing."""
+        if self.phase is not Phase.ANSWERED or self.bridge is None:
+            return
+        listener = None
+        if len(self.holding) == 1:
+            [holder] = self.holding
+            other = self.callee if holder == "caller" else self.caller
+            listener = None if other is None else other.media
+        if self.playing is not None and self.playing_to is not listener:
+            self.playing.stop()
+            self.playing = self.playing_to = None
+        if not self.holding:
+            self.bridge.join()
+            return
+        for media in self.bridge.legs:
+            self.bridge.leave(media)
+        player = self.b2bua.player
+        if listener is None or player is None or self.playing is not None:
+            return
+        voice = first_voice(self.remote_audio[listener]) if listener in self.remote_audio else None
+        if voice is not None and voice[1].upper() in PLAYABLE:
+            self.playing = player.play(listener, voice[0], voice[1].upper())
+            self.playing_to = listener
+
+    def role_of(self, employee_id: int) -> str | None:
+        """The party ("caller", "callee") on the line of `employee_id`, if any."""
+        plan = self.plan
+        for role, line in (("caller", plan.caller_line), ("callee", plan.callee_line)):
+            if line is not None and line.employee_id == employee_id:
+                return role
+        return None
 
     def acked(self, ack: Request) -> None:
         leg = self.leg_of(ack.call_id)
@@ -711,6 +838,12 @@ class Call:
             dialing.detach()
         for leg in self.legs():
             leg.detach()
+        if self.playing is not None:
+            self.playing.stop()
+            self.playing = self.playing_to = None
+        if self.held_since is not None:
+            self.hold_seconds += b2bua.sip.time() - self.held_since
+            self.held_since = None
         at = b2bua.wallclock()
         b2bua.recorder.ended(
             self.record,
@@ -793,6 +926,7 @@ class Call:
         """The leg's peer's SDP; `peer` is where its SIP comes from, the one
         host besides the SDP's its media may latch on from behind NAT."""
         assert self.session is not None
+        self.remote_audio[leg] = audio
         self.session.expect_media(leg, audio.sends)
         if audio.host in NULL_ADDRESSES:
             return  # RFC 2543 hold: nowhere to send
