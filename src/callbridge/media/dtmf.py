@@ -191,7 +191,7 @@ def event_schedule(
     end packet three times, `interval` apart, all with the final duration."""
     total = max(1, round(max(duration_ms, 1) * clock_rate / 1000))
     step = round(interval * clock_rate)
-    packets = []
+    packets: list[EventPacket] = []
     elapsed, at = step, 0.0
     while elapsed < total:
         packets.append(EventPacket(at, not packets, False, elapsed))
