@@ -27,6 +27,7 @@ from .pbx.auth import DROP, Authenticator, Drop
 from .pbx.b2bua import B2bua, ResponseHandler
 from .pbx.calls import CallRecorder
 from .pbx.config import InvalidConfig, apply_staged, latest, read_live_state, running_config
+from .pbx.dtmf import SendDigits
 from .pbx.guard import FloodGuard, GuardPolicy
 from .pbx.lines import Lines, disabled_line_ids
 from .pbx.location import StoredLocation
@@ -561,6 +562,7 @@ class HttpService:
         originator: Originator | None = None,
         event_bus: EventBus | None = None,
         on_employees_changed: Callable[[], Awaitable[None]] | None = None,
+        send_digits: SendDigits | None = None,
     ) -> None:
         hide_tokens_in_uvicorn_logs()
         config = uvicorn.Config(
@@ -575,6 +577,7 @@ class HttpService:
                 originator=originator,
                 event_bus=event_bus,
                 on_employees_changed=on_employees_changed,
+                send_digits=send_digits,
             ),
             host=settings.http_host,
             port=settings.http_port,
@@ -775,6 +778,7 @@ async def run(settings: Settings) -> int:
         originator=Originator(b2bua),
         event_bus=event_bus,
         on_employees_changed=reload_employees,
+        send_digits=b2bua.send_digits,
     )
     reloads: set[asyncio.Task[None]] = set()
 

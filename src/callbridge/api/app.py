@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 
 from .. import __version__
 from ..events import EventBus
+from ..pbx.dtmf import SendDigits
 from ..pbx.guard import FloodGuard
 from ..pbx.originate import Originator
 from ..pbx.registrar import Location
@@ -21,6 +22,7 @@ from . import (
     cards,
     click_to_call,
     config,
+    dtmf,
     employees,
     events,
     external_lines,
@@ -46,6 +48,7 @@ def create_app(
     originator: Originator | None = None,
     event_bus: EventBus | None = None,
     on_employees_changed: Callable[[], Awaitable[None]] | None = None,
+    send_digits: SendDigits | None = None,
 ) -> FastAPI:
     """The API over `database` (migrated by the caller). Edits to lines and
     rules are staged; `on_apply(version)` is awaited when a version is
@@ -58,7 +61,9 @@ def create_app(
     calls (without it, `POST /calls` answers 503). `event_bus` carries the
     call events `/ws/events` streams (a bus of its own without one).
     `on_employees_changed()` is awaited after every change to an employee,
-    so the SIP side sees a telephony switch at once, without an apply."""
+    so the SIP side sees a telephony switch at once, without an apply.
+    `send_digits(call_id, employee_id, digits)` plays DTMF into a call
+    (`POST /calls/{id}/dtmf`; without it, 503)."""
     app = FastAPI(
         title="callbridge",
         version=__version__,
@@ -73,6 +78,7 @@ def create_app(
     app.state.guard = guard
     app.state.location = location
     app.state.originator = originator
+    app.state.send_digits = send_digits
     if sip_clock is not None:
         app.state.sip_clock = sip_clock
     if registration_state is not None:
@@ -91,6 +97,7 @@ def create_app(
     v1.include_router(config.router)
     v1.include_router(calls.router)
     v1.include_router(click_to_call.router)
+    v1.include_router(dtmf.router)
     v1.include_router(employees.router)
     v1.include_router(cards.contacts.router)
     v1.include_router(cards.accounts.router)

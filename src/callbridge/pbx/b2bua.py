@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypeVar
 from ..crm.identify import Identity
 from ..events import EventBus
 from ..logs import log_event
+from ..media.dtmf import INFO_TYPES, Digit, DtmfBodyError
 from ..media.engine import Leg, MediaEngine, MediaSession
 from ..media.errors import MediaError
 from ..numbers import MAX_NUMBER_LENGTH, to_e164
@@ -61,6 +62,7 @@ from .auth import DROP, Authenticated, Authenticator, Drop, HA1Lookup
 from .bounds import ANONYMOUS
 from .calls import CallRecorder, talk_seconds
 from .dialplan import Dialplan
+from .dtmf import CallDtmf, DigitsRefused, side_media
 from .lines import Line, Lines
 from .normalize import Field
 from .registrar import Binding, Location
@@ -245,6 +247,14 @@ class Plan:
         line = self.callee_line or self.caller_line
         return line.max_talk_duration if line else 0
 
+    @property
+    def inband_dtmf(self) -> tuple[bool, bool]:
+        """Whether to listen for DTMF tones in the caller's and the callee's
+        audio: the setting of the line each side is on."""
+        caller = self.trunk_in or self.caller_line
+        callee = self.trunk_out or self.callee_line
+        return (bool(caller and caller.inband_dtmf), bool(callee and callee.inband_dtmf))
+
 
 @dataclass(frozen=True, slots=True)
 class _Media:
@@ -256,6 +266,8 @@ class _Media:
     rtcp_port: int | None
     payload_types: Mapping[int, str]
     sends: bool
+    # Clock rates by payload type (DTMF: telephone-event's).
+    rates: Mapping[int, int] = field(default_factory=dict)
     # The side offering this stream will not hear the other (sendonly,
     # inactive, or the RFC 2543 null address): it put the call on hold.
     holds: bool = False
@@ -269,9 +281,8 @@ def _audio_of(sdp: SessionDescription) -> _Media:
         if connection is None:
             raise SdpError("the audio stream has no connection address", status=488)
         rtcp = media.attribute("rtcp")
-        payload_types = {
-            int(pt): rtpmap.encoding for pt, rtpmap in media.rtpmaps.items() if pt.isdigit()
-        }
+        rtpmaps = {int(pt): rtpmap for pt, rtpmap in media.rtpmaps.items() if pt.isdigit()}
+        payload_types = {pt: rtpmap.encoding for pt, rtpmap in rtpmaps.items()}
         direction = sdp.effective_direction(media)
         null = connection.address in _NULL_ADDRESSES
         return _Media(
@@ -282,6 +293,7 @@ def _audio_of(sdp: SessionDescription) -> _Media:
             payload_types=payload_types,
             sends=direction.sends and not null,
             holds=null or not direction.receives,
+            rates={pt: rtpmap.clock_rate for pt, rtpmap in rtpmaps.items()},
         )
     raise SdpError("no audio stream to relay", status=488)
 
@@ -838,6 +850,21 @@ class B2bua:
 
         return self._spawn(look_up())
 
+    def send_digits(self, record: str, employee_id: int, digits: str) -> None:
+        """DTMF from the API: `employee_id`'s side of the call `record` sends
+        `digits` to the other party. Raises `DigitsRefused`: 409 when the
+        call is not in progress or not answered, 403 when the employee is
+        no party of it, 429 when too many digits wait already."""
+        call = next((c for c in self.in_memory if c.record == record), None)
+        if call is None or call.phase is Phase.ENDED:
+            raise DigitsRefused(409, "the call is not in progress")
+        if call.phase is not Phase.ANSWERED or call.dtmf is None:
+            raise DigitsRefused(409, "the call is not answered")
+        role = call.role_of(employee_id)
+        if role is None:
+            raise DigitsRefused(403, "your line takes no part in this call")
+        call.dtmf.send(role, digits)
+
     def publish(
         self, call: Call, type: str, *, to: Iterable[int] | None = None, **data: Any
     ) -> None:
@@ -937,6 +964,8 @@ class Call:
     # re-INVITE without SDP reached): that 2xx waits for our ACK until the
     # other side's ACK brings the answer our ACK must carry.
     awaiting_answer: Side | None = None
+    # Digits in and out (pbx/dtmf.py), from the first SDP on.
+    dtmf: CallDtmf | None = None
     _timer: asyncio.TimerHandle | None = None
 
     def __post_init__(self) -> None:
@@ -1319,6 +1348,8 @@ class Call:
         if method == "INVITE":
             return self._reinvited(side, request, transaction)
         if method == "INFO" and self.phase is Phase.ANSWERED:
+            if self.dtmf is not None and _content_type(request) in INFO_TYPES:  # DTMF
+                return self._dtmf_info(side, request)  # DTMF
             self._relay(side, request, transaction)
             return None
         return reply(request, 501, headers=[("Allow", ALLOW)])
@@ -1579,6 +1610,8 @@ class Call:
         log_event(
             logger, logging.INFO, "call.ended", record=self.record, status=record, cause=cause
         )
+        if self.dtmf is not None:  # DTMF
+            self.dtmf.close()  # DTMF
         b2bua._spawn(self._close_media())
         self._retire()
 
@@ -1676,6 +1709,7 @@ class Call:
         """The leg's peer's SDP; `peer` is where its SIP comes from, the one
         host besides the SDP's its media may latch on from behind NAT."""
         assert self.session is not None
+        self._dtmf_negotiated(leg, audio)  # DTMF
         self.session.expect_media(leg, audio.sends)
         if audio.host in _NULL_ADDRESSES:
             return  # RFC 2543 hold: nowhere to send
@@ -1704,6 +1738,61 @@ class Call:
         ports[audio.index] = leg.local_address[1]
         return with_connection(sdp, self.b2bua.media_address, ports).to_bytes()
 
+    # --- DTMF (pbx/dtmf.py); hooked in _set_remote, request and _end ----------
+
+    def _dtmf_negotiated(self, leg: Leg, audio: _Media) -> None:
+        """A side's SDP: what DTMF it takes. The call's DTMF starts with the
+        first SDP, once both legs are bound."""
+        dtmf = self.dtmf
+        if dtmf is None:
+            if self.caller_leg is None or self.callee_leg is None or self.phase is Phase.ENDED:
+                return
+            dtmf = self.dtmf = CallDtmf(
+                clock=self.b2bua.sip.time, on_digit=self._digit, send_info=self._send_dtmf_info
+            )
+            caller_inband, callee_inband = self.plan.inband_dtmf
+            dtmf.attach("caller", self.caller_leg, inband=caller_inband)
+            dtmf.attach("callee", self.callee_leg, inband=callee_inband)
+        dtmf.negotiated(leg.name, side_media(audio.payload_types, audio.rates))
+
+    def _dtmf_info(self, side: Side, request: Request) -> Response:
+        """An INFO carrying a digit: taken here (200), or 400 when its body is
+        no digit; the digit goes on to the other side in the form it takes."""
+        assert self.dtmf is not None
+        try:
+            self.dtmf.info(side.role, _content_type(request), request.body)
+        except DtmfBodyError as error:
+            return self.b2bua._reply(request, 400, f"Bad DTMF: {error.reason}")
+        return self.b2bua._reply(request, 200)
+
+    def _digit(self, role: str, digit: Digit) -> None:
+        if self.phase in (Phase.RINGING, Phase.ANSWERED):
+            self.b2bua.publish(
+                self,
+                "dtmf",
+                side=role,
+                digit=digit.digit,
+                duration=digit.duration,
+                source=digit.source,
+            )
+
+    def _send_dtmf_info(self, role: str, content_type: str, body: bytes) -> None:
+        side = self.caller_side if role == "caller" else self.callee_side
+        if side is None or self.phase is not Phase.ANSWERED:
+            return
+        info = side.dialog.create_request(
+            "INFO", headers=[("Content-Type", content_type)], body=body
+        )
+        self.b2bua.sip.send_request(info, side.peer, _ignore)
+
+    def role_of(self, employee_id: int) -> str | None:
+        """The side ("caller", "callee") on the line of `employee_id`, if any."""
+        plan = self.plan
+        for role, line in (("caller", plan.caller_line), ("callee", plan.callee_line)):
+            if line is not None and line.employee_id == employee_id:
+                return role
+        return None
+
     def _our_contact_uri(self) -> URI:
         return parse_name_addr(self.b2bua.sip.contact(self.plan.callee_number, self.peer)).uri
 
@@ -1722,6 +1811,10 @@ def _looks_external(number: str) -> bool:
     an internal number nobody has."""
     digits = number.removeprefix("+")
     return digits.isdigit() and len(digits) >= 7
+
+
+def _content_type(message: Request) -> str:
+    return (message.headers.get("Content-Type") or "").split(";")[0].strip().lower()
 
 
 def _user_of(uri: object) -> str:
