@@ -858,11 +858,11 @@ class B2bua:
         call = next((c for c in self.in_memory if c.record == record), None)
         if call is None or call.phase is Phase.ENDED:
             raise DigitsRefused(409, "the call is not in progress")
-        if call.phase is not Phase.ANSWERED or call.dtmf is None:
-            raise DigitsRefused(409, "the call is not answered")
         role = call.role_of(employee_id)
         if role is None:
             raise DigitsRefused(403, "your line takes no part in this call")
+        if call.phase is not Phase.ANSWERED or call.dtmf is None:
+            raise DigitsRefused(409, "the call is not answered")
         call.dtmf.send(role, digits)
 
     def publish(
