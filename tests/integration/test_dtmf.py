@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,9 @@ import pytest
 from callbridge.media.dtmf import COLUMNS, ROWS
 
 from .baresip import Baresip
+from . import test_calls
 from .conftest import Server, start_server, start_sipp, stop_server
+from .test_calls import start_pbx  # noqa: F401 - a fixture
 from .tones import RATE, write_tone
 
 pytestmark = pytest.mark.integration
@@ -57,7 +59,7 @@ class Pbx:
         return {"Authorization": f"Bearer {self.employee_token}"}
 
 
-def start_pbx(tmp_path: Path, *, inband_for_alice: bool = False) -> Iterator[Pbx]:
+def _dtmf_pbx(tmp_path: Path, *, inband_for_alice: bool = False) -> Iterator[Pbx]:
     srv = start_server(
         tmp_path,
         CALLBRIDGE_ADMIN_PASSWORD=ADMIN_PASSWORD,
@@ -102,12 +104,12 @@ def start_pbx(tmp_path: Path, *, inband_for_alice: bool = False) -> Iterator[Pbx
 
 @pytest.fixture
 def pbx(tmp_path: Path) -> Iterator[Pbx]:
-    yield from start_pbx(tmp_path)
+    yield from _dtmf_pbx(tmp_path)
 
 
 @pytest.fixture
 def inband_pbx(tmp_path: Path) -> Iterator[Pbx]:
-    yield from start_pbx(tmp_path, inband_for_alice=True)
+    yield from _dtmf_pbx(tmp_path, inband_for_alice=True)
 
 
 def write_digits(path: Path, digits: str, *, lead: float, seconds: float) -> Path:
@@ -233,9 +235,7 @@ def test_the_api_refuses_bad_digits_and_unknown_calls(pbx: Pbx) -> None:
     assert anonymous.status_code == 401, anonymous.text
 
 
-def test_info_digits_reach_a_phone_that_takes_rfc4733_as_events(
-    pbx: Pbx, tmp_path: Path
-) -> None:
+def test_info_digits_reach_a_phone_that_takes_rfc4733_as_events(pbx: Pbx, tmp_path: Path) -> None:
     bob = phone(pbx, tmp_path / "bob", BOB, BOB_RTP_PORTS, auto_answer=True)
     with bob:
         bob.wait_registered()
@@ -292,3 +292,22 @@ def test_tones_in_the_audio_of_a_line_that_asks_for_it_reach_the_other_phone_as_
         alice.hangup()
     lines = dtmf_log(pbx.server)
     assert sum("source=inband" in line for line in lines) == 4, lines
+
+
+def test_digits_reach_a_phone_without_telephone_event_as_info_in_kind(
+    start_pbx: Callable[..., test_calls.Pbx],  # noqa: F811 - the fixture's name
+) -> None:
+    """Alice (SIPp) offers telephone-event, Bob's SIPp answers without it:
+    key 1, sent as RFC 4733, reaches Bob as an application/dtmf-relay INFO;
+    key 9, sent as an application/dtmf INFO, as one of the same type."""
+    pbx = start_pbx(**test_calls.ENV)
+    for line in (test_calls.ALICE, test_calls.BOB):
+        pbx.line(line)
+    callee = pbx.device(test_calls.BOB, "call_uas_info.xml")
+    caller = pbx.call(test_calls.ALICE, test_calls.BOB.number, "call_uac_dtmf.xml")
+    for phone in (caller, callee):
+        result = phone.wait()
+        assert result.successful == 1, pbx.explain() + pbx.server.log()
+    lines = dtmf_log(pbx.server)
+    sources = sorted(line.split("source=")[1].split()[0] for line in lines)
+    assert sources == ["info", "rfc4733"], lines

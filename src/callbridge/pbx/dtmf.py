@@ -85,9 +85,8 @@ class _Side:
     # not accept: the relay drops it (the digit goes as INFO instead).
     drop_payload_type: int | None = None
     filtering: bool = False
-    # INFO: the type this side sent last (answered in kind), what waits.
-    info_type: str = DTMF_RELAY
-    infos: deque[Digit] = field(default_factory=deque)
+    # INFO digits waiting, each with the body type it goes in.
+    infos: deque[tuple[Digit, str]] = field(default_factory=deque)
     info_free_at: float = float("-inf")
 
     @property
@@ -207,8 +206,8 @@ class CallDtmf:
         side = self.sides.get(role)
         if side is not None:
             kind = content_type.split(";")[0].strip().lower()
-            side.info_type = kind if kind in INFO_TYPES else DTMF_RELAY
-            self._received(side, digit)
+            # Relayed as INFO, it keeps its type: the two ends chose it.
+            self._received(side, digit, kind if kind in INFO_TYPES else DTMF_RELAY)
         return digit
 
     def send(self, role: str, digits: str, duration: int = DEFAULT_DURATION_MS) -> None:
@@ -225,7 +224,7 @@ class CallDtmf:
         for character in digits:
             self._received(side, Digit(character, duration, API))
 
-    def _received(self, side: _Side, digit: Digit) -> None:
+    def _received(self, side: _Side, digit: Digit, info_type: str = DTMF_RELAY) -> None:
         log_event(
             logger, logging.DEBUG, "call.dtmf", side=side.role, source=digit.source
         )  # never the digit: it may be a card number typed into an IVR
@@ -236,11 +235,11 @@ class CallDtmf:
             return
         if digit.source == RFC4733 and other.accepts_events:
             return  # passed through untouched
-        self._deliver(other, digit)
+        self._deliver(other, digit, info_type)
 
     # --- digits out -------------------------------------------------------------
 
-    def _deliver(self, side: _Side, digit: Digit) -> None:
+    def _deliver(self, side: _Side, digit: Digit, info_type: str) -> None:
         media = side.media
         events = None if media is None else media.events
         if events is not None:
@@ -255,7 +254,7 @@ class CallDtmf:
         if len(side.infos) >= QUEUE_LIMIT:
             log_event(logger, logging.INFO, "call.dtmf_dropped", side=side.role)
             return
-        side.infos.append(digit)
+        side.infos.append((digit, info_type))
         self._fire()
 
     def _waiting(self, side: _Side) -> int:
@@ -287,9 +286,9 @@ class CallDtmf:
                 for packet in side.injector.due(now):
                     side.leg.send(packet)
             while side.infos and side.info_free_at <= now:
-                digit = side.infos.popleft()
+                digit, info_type = side.infos.popleft()
                 if self.send_info is not None:
-                    self.send_info(side.role, side.info_type, build_info(digit, side.info_type))
+                    self.send_info(side.role, info_type, build_info(digit, info_type))
                 side.info_free_at = now + digit.duration / 1000 + INFO_GAP
         self._arm()
 
