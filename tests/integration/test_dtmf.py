@@ -22,8 +22,8 @@ import pytest
 
 from callbridge.media.dtmf import COLUMNS, ROWS
 
-from .baresip import Baresip
 from . import test_calls
+from .baresip import Baresip
 from .conftest import Server, start_server, start_sipp, stop_server
 from .test_calls import start_pbx  # noqa: F401 - a fixture
 from .tones import RATE, write_tone
