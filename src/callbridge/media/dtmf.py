@@ -147,7 +147,7 @@ class EventReceiver:
     def poll(self, now: float) -> list[Digit]:
         """The digit whose end packets were all lost, once it timed out."""
         current = self._current
-        if current is not None and now - current.last_seen >= self.end_timeout:
+        if current is not None and now >= current.last_seen + self.end_timeout:
             return [self._finish(current)]
         return []
 
