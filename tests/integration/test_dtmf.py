@@ -9,6 +9,7 @@ SIPp does that."""
 
 from __future__ import annotations
 
+import json
 import time
 import wave
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from websockets.sync.client import ClientConnection, connect
 
 from callbridge.media.dtmf import COLUMNS, ROWS
 
@@ -54,9 +56,19 @@ class Pbx:
         self.server = server
         self.api = api
         self.employee_token = ""
+        self.supervisor_token = ""
 
     def as_employee(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.employee_token}"}
+
+    def as_supervisor(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.supervisor_token}"}
+
+    def events(self) -> ClientConnection:
+        """The employee's live call events."""
+        return connect(
+            f"ws://127.0.0.1:{self.server.http_port}/ws/events?token={self.employee_token}"
+        )
 
 
 def _dtmf_pbx(tmp_path: Path, *, inband_for_alice: bool = False) -> Iterator[Pbx]:
@@ -97,6 +109,20 @@ def _dtmf_pbx(tmp_path: Path, *, inband_for_alice: bool = False) -> Iterator[Pbx
                 json={"username": "bob.employee", "password": EMPLOYEE_PASSWORD},
             )
             pbx.employee_token = signed_in.json()["token"]
+            # A supervisor sees every call but takes part in none.
+            api.post(
+                "/api/v1/employees",
+                json={
+                    "name": "Sam",
+                    "login": "sam.supervisor",
+                    "password": EMPLOYEE_PASSWORD,
+                    "role": "supervisor",
+                },
+            ).raise_for_status()
+            pbx.supervisor_token = api.post(
+                "/api/v1/auth/login",
+                json={"username": "sam.supervisor", "password": EMPLOYEE_PASSWORD},
+            ).json()["token"]
             yield pbx
     finally:
         stop_server(srv.process)
@@ -176,6 +202,18 @@ def in_progress_call(pbx: Pbx) -> str:
     raise AssertionError("no call in progress")
 
 
+def dtmf_events(events: ClientConnection, count: int) -> list[tuple[str, str, str]]:
+    """(side, digit, source) of the next `count` dtmf events."""
+    found = []
+    deadline = time.monotonic() + 10
+    while len(found) < count:
+        message = json.loads(events.recv(timeout=max(0.1, deadline - time.monotonic())))
+        if message["type"] == "dtmf":
+            assert message["duration"] > 0, message
+            found.append((message["side"], message["digit"], message["source"]))
+    return found
+
+
 def dtmf_log(server: Server) -> list[str]:
     return [line for line in server.log().splitlines() if "call.dtmf" in line]
 
@@ -188,6 +226,7 @@ def test_rfc4733_digits_pass_through_and_api_digits_reach_the_other_phone(
     with ExitStack() as running:
         running.enter_context(bob)
         running.enter_context(alice)
+        events = running.enter_context(pbx.events())
         bob.wait_registered()
         alice.wait_registered()
         alice.dial(f"sip:{BOB.number}@{pbx.server.host}:{pbx.server.port}")
@@ -203,8 +242,21 @@ def test_rfc4733_digits_pass_through_and_api_digits_reach_the_other_phone(
         )
         assert sent.status_code == 202, sent.text
         assert digits_heard(alice, 3) == "12*", alice.log()
-        # The admin is no employee, so nobody's side of this call.
+        # Alice's last digit ends (and is published) after the API's are queued.
+        published = dtmf_events(events, 7)
+        assert [e for e in published if e[2] == "rfc4733"] == [
+            ("caller", digit, "rfc4733") for digit in "159#"
+        ]
+        assert [e for e in published if e[2] == "api"] == [
+            ("callee", digit, "api") for digit in "12*"
+        ]
+        # The admin is no employee; the supervisor sees the call but has no
+        # line in it: neither is a side of this call.
         refused = pbx.api.post(f"/api/v1/calls/{call_id}/dtmf", json={"digits": "1"})
+        assert refused.status_code == 403, refused.text
+        refused = pbx.api.post(
+            f"/api/v1/calls/{call_id}/dtmf", json={"digits": "1"}, headers=pbx.as_supervisor()
+        )
         assert refused.status_code == 403, refused.text
         alice.hangup()
         for side in (alice, bob):
@@ -268,6 +320,9 @@ def test_info_digits_reach_a_phone_that_takes_rfc4733_as_events(pbx: Pbx, tmp_pa
             sipp.stop()
         assert result.successful == 1, sipp.exchange() + server.log()
         assert len(sipp.received(method="INFO", status=200)) == 2, sipp.exchange()
+        assert len(sipp.received(method="INFO", status=400)) == 1, sipp.exchange()
+        bob.command("reginfo")  # reads every event baresip sent before its answer
+    assert list(bob.events()).count("CALL_DTMF_START") == 2, bob.messages
     lines = dtmf_log(pbx.server)
     assert sum("source=info" in line for line in lines) == 2, lines
 

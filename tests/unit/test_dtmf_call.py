@@ -13,7 +13,7 @@ from callbridge.media import g711
 from callbridge.media.dtmf import API, DTMF, DTMF_RELAY, INBAND, INFO, RFC4733, Digit
 from callbridge.media.engine import Tap
 from callbridge.media.rtp import RtpPacket, TelephoneEvent
-from callbridge.pbx.dtmf import QUEUE_LIMIT, CallDtmf, DigitsRefused, side_media
+from callbridge.pbx.dtmf import QUEUE_LIMIT, RATE_LIMIT, CallDtmf, DigitsRefused, side_media
 from tests.unit.test_media_dtmf import a_press, dtmf, silence
 
 WITH_EVENTS = side_media({0: "PCMU", 101: "telephone-event"}, {0: 8000, 101: 8000})
@@ -177,6 +177,32 @@ def test_a_new_sdp_with_events_lifts_the_drop_filter() -> None:
     assert call.callee.outbound is not None
     call.dtmf.negotiated("callee", WITH_EVENTS)
     assert call.callee.outbound is None
+
+
+def test_a_side_flooding_digits_is_cut_at_the_rate_limit_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    call = Harness(WITH_EVENTS, WITHOUT_EVENTS)
+    caplog.set_level("DEBUG", logger="callbridge.calls")
+    for n in range(200):  # 200 one-packet events in 0.2 s
+        call.clock.now = 100.0 + n * 0.001
+        call.caller.receive(a_press("1", 1000 + 160 * n)[-1])
+    assert len(call.digits) == RATE_LIMIT
+    call.clock.now = 101.5  # a second later a human may type again
+    call.caller.receive(a_press("2", 900_000)[-1])
+    assert len(call.digits) == RATE_LIMIT + 1
+    dropped = [r for r in caplog.records if "call.dtmf_dropped" in r.getMessage()]
+    assert len(dropped) == 1
+    # The digits are never in the log.
+    assert not any("1" in r.getMessage().split("call.dtmf", 1)[-1] for r in caplog.records)
+
+
+def test_only_legs_with_something_to_read_are_tapped() -> None:
+    call = Harness(WITHOUT_EVENTS, WITH_EVENTS, inband=False)
+    assert call.caller.taps == [] and len(call.callee.taps) == 1
+    call.dtmf.negotiated("callee", WITHOUT_EVENTS)
+    assert call.callee.taps == []
+    assert len(Harness(WITHOUT_EVENTS, None, inband=True).caller.taps) == 1
 
 
 def test_close_leaves_nothing_on_the_legs() -> None:

@@ -44,6 +44,9 @@ logger = logging.getLogger("callbridge.calls")
 
 ROLES = ("caller", "callee")
 QUEUE_LIMIT = 64
+# Digits a side may send in one second: more than a finger can, fewer than
+# a phone flooding the event bus and the other side would.
+RATE_LIMIT = 20
 # Between two INFO digits: the digit's length and this pause.
 INFO_GAP = 0.08
 _DECODERS = {"pcmu": g711.pcmu_decode, "pcma": g711.pcma_decode}
@@ -85,6 +88,11 @@ class _Side:
     # not accept: the relay drops it (the digit goes as INFO instead).
     drop_payload_type: int | None = None
     filtering: bool = False
+    tapped: bool = False
+    # Digits from this side in the current second, and from when it counts.
+    window_start: float = float("-inf")
+    window_count: int = 0
+    dropped: int = 0
     # INFO digits waiting, each with the body type it goes in.
     infos: deque[tuple[Digit, str]] = field(default_factory=deque)
     info_free_at: float = float("-inf")
@@ -131,7 +139,18 @@ class CallDtmf:
         side = self.sides[role] = _Side(role, leg, inband)
         if inband:
             side.detector = InbandDetector()
-        leg.add_tap(self._tap)
+        self._retap(side)
+
+    def _retap(self, side: _Side) -> None:
+        """Tap a leg only while there is something to read in what it
+        receives: a leg without telephone-event or in-band detection costs
+        the relay nothing."""
+        needed = side.receiver is not None or side.detector is not None
+        if needed and not side.tapped:
+            side.leg.add_tap(self._tap)
+        elif side.tapped and not needed:
+            side.leg.remove_tap(self._tap)
+        side.tapped = needed
 
     def negotiated(self, role: str, media: SideMedia) -> None:
         """`role`'s SDP (its offer or answer, again on a re-INVITE)."""
@@ -149,6 +168,7 @@ class CallDtmf:
             events is None or side.injector.payload_type != events.payload_type
         ):
             side.injector = None  # the next digit starts one for the new format
+        self._retap(side)
         self._refilter()
 
     def _refilter(self) -> None:
@@ -225,6 +245,8 @@ class CallDtmf:
             self._received(side, Digit(character, duration, API))
 
     def _received(self, side: _Side, digit: Digit, info_type: str = DTMF_RELAY) -> None:
+        if digit.source != API and not self._within_rate(side):
+            return
         log_event(
             logger, logging.DEBUG, "call.dtmf", side=side.role, source=digit.source
         )  # never the digit: it may be a card number typed into an IVR
@@ -248,14 +270,30 @@ class CallDtmf:
                 injector = side.injector = EventInjector(events.payload_type, events.clock_rate)
                 self._refilter()
             if not injector.send(digit, self.clock()):
-                log_event(logger, logging.INFO, "call.dtmf_dropped", side=side.role)
+                self._dropped(side)
             self._fire()
             return
         if len(side.infos) >= QUEUE_LIMIT:
-            log_event(logger, logging.INFO, "call.dtmf_dropped", side=side.role)
+            self._dropped(side)
             return
         side.infos.append((digit, info_type))
         self._fire()
+
+    def _within_rate(self, side: _Side) -> bool:
+        now = self.clock()
+        if now - side.window_start >= 1.0:
+            side.window_start, side.window_count = now, 0
+        side.window_count += 1
+        if side.window_count <= RATE_LIMIT:
+            return True
+        self._dropped(side)
+        return False
+
+    def _dropped(self, side: _Side) -> None:
+        # Logged once per side: a flood must not become a flood of log lines.
+        side.dropped += 1
+        if side.dropped == 1:
+            log_event(logger, logging.INFO, "call.dtmf_dropped", side=side.role)
 
     def _waiting(self, side: _Side) -> int:
         return len(side.infos) + (side.injector.pending if side.injector is not None else 0)
@@ -321,7 +359,8 @@ class CallDtmf:
             self._timer.cancel()
             self._timer = None
         for side in self.sides.values():
-            side.leg.remove_tap(self._tap)
+            if side.tapped:
+                side.leg.remove_tap(self._tap)
             if side.filtering:
                 side.leg.set_outbound(None)
         self.sides.clear()
