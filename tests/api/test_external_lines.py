@@ -70,6 +70,7 @@ async def test_a_line_is_created_read_updated_and_deleted(api: Api) -> None:
         "outgoing_lines": 4,
         "transport": "udp",
         "incoming_auth": False,
+        "inband_dtmf": False,
         "alt_addresses": ["203.0.113.7", "198.51.100.0/24"],
         "default_region": "US",
         "comment": "",
