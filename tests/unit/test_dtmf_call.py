@@ -64,7 +64,6 @@ class Harness:
             send_info=lambda role, kind, body: self.infos.append(
                 (role, kind, body, self.clock.now)
             ),
-            timers=False,
         )
         self.caller, self.callee = FakeLeg("caller"), FakeLeg("callee")
         self.dtmf.attach("caller", self.caller, inband=inband)  # type: ignore[arg-type]

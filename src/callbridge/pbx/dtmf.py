@@ -16,7 +16,6 @@ progress per receiver, at most `QUEUE_LIMIT` digits waiting per side.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -39,6 +38,7 @@ from ..media.dtmf import (
     parse_info,
 )
 from ..media.engine import Leg
+from .sip_port import Timer
 
 logger = logging.getLogger("callbridge.calls")
 
@@ -54,6 +54,8 @@ _DECODERS = {"pcmu": g711.pcmu_decode, "pcma": g711.pcma_decode}
 Clock = Callable[[], float]
 OnDigit = Callable[[str, Digit], None]
 SendInfo = Callable[[str, str, bytes], None]
+# The SIP service's timers (SipPort.call_later): the loop's, or a test's.
+CallLater = Callable[[float, Callable[[], None]], Timer]
 # What the API calls: (call record id, employee id, digits); raises DigitsRefused.
 SendDigits = Callable[[str, int, str], None]
 
@@ -121,13 +123,15 @@ class CallDtmf:
         clock: Clock,
         on_digit: OnDigit,
         send_info: SendInfo,
-        timers: bool = True,
+        call_later: CallLater | None = None,
     ) -> None:
+        """`call_later` runs `fire()` when something is due; without it the
+        owner calls `fire(now)` at `next_deadline()` itself."""
         self.clock = clock
         self.on_digit: OnDigit | None = on_digit
         self.send_info: SendInfo | None = send_info
-        self._timers = timers
-        self._timer: asyncio.TimerHandle | None = None
+        self.call_later = call_later
+        self._timer: Timer | None = None
         self._armed_at: float | None = None
         self.sides: dict[str, _Side] = {}
 
@@ -334,7 +338,7 @@ class CallDtmf:
         self.fire(self.clock())
 
     def _arm(self) -> None:
-        if not self._timers:
+        if self.call_later is None:
             return
         deadline = self.next_deadline()
         if deadline == self._armed_at:
@@ -345,7 +349,7 @@ class CallDtmf:
         self._armed_at = deadline
         if deadline is not None:
             delay = max(0.0, deadline - self.clock())
-            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+            self._timer = self.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -365,6 +369,7 @@ class CallDtmf:
                 side.leg.set_outbound(None)
         self.sides.clear()
         self.on_digit = self.send_info = None
+        self.call_later = None
 
     def _other(self, side: _Side) -> _Side | None:
         return self.sides.get("callee" if side.role == "caller" else "caller")
