@@ -28,6 +28,7 @@ from .pbx.auth import DROP, Authenticator, Drop
 from .pbx.b2bua import B2bua, ResponseHandler
 from .pbx.calls import CallRecorder
 from .pbx.config import InvalidConfig, apply_staged, latest, read_live_state, running_config
+from .pbx.dtmf import SendDigits
 from .pbx.guard import FloodGuard, GuardPolicy
 from .pbx.lines import Lines, disabled_line_ids
 from .pbx.location import StoredLocation
@@ -568,6 +569,7 @@ class HttpService:
         event_bus: EventBus | None = None,
         on_employees_changed: Callable[[], Awaitable[None]] | None = None,
         hold_call: HoldCall | None = None,
+        send_digits: SendDigits | None = None,
     ) -> None:
         hide_tokens_in_uvicorn_logs()
         config = uvicorn.Config(
@@ -583,6 +585,7 @@ class HttpService:
                 event_bus=event_bus,
                 on_employees_changed=on_employees_changed,
                 hold_call=hold_call,
+                send_digits=send_digits,
             ),
             host=settings.http_host,
             port=settings.http_port,
@@ -784,6 +787,7 @@ async def run(settings: Settings) -> int:
         event_bus=event_bus,
         on_employees_changed=reload_employees,
         hold_call=b2bua.hold,
+        send_digits=b2bua.send_digits,
     )
     reloads: set[asyncio.Task[None]] = set()
 

@@ -25,7 +25,16 @@ from typing import Any
 RESET = "reset"
 # The call events, in the order a call can produce them. `transferred`
 # comes with call transfer (a later issue).
-EVENT_TYPES = ("ringing", "identified", "answered", "held", "resumed", "missed", "ended")
+EVENT_TYPES = (
+    "ringing",
+    "identified",
+    "answered",
+    "held",
+    "resumed",
+    "dtmf",
+    "missed",
+    "ended",
+)
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 

@@ -70,6 +70,7 @@ async def test_a_line_is_created_read_updated_and_deleted(api: Api) -> None:
         "outgoing_lines": 4,
         "transport": "udp",
         "incoming_auth": False,
+        "inband_dtmf": False,
         "alt_addresses": ["203.0.113.7", "198.51.100.0/24"],
         "default_region": "US",
         "comment": "",
@@ -419,3 +420,16 @@ async def test_what_slips_past_the_checks_is_refused_without_the_password(
     )
     assert answer.status_code == 409 and "concurrent" in answer.json()["detail"]
     assert (await api.client.get(URL, headers=api.auth())).json()["total"] == 1
+
+
+async def test_inband_dtmf_is_off_unless_asked_for(api: Api) -> None:
+    created = await create(api)
+    assert created["inband_dtmf"] is False
+    turned_on = await api.client.patch(
+        f"{URL}/{created['id']}", json={"inband_dtmf": True}, headers=api.auth()
+    )
+    assert turned_on.status_code == 200 and turned_on.json()["inband_dtmf"] is True
+    nulled = await api.client.patch(
+        f"{URL}/{created['id']}", json={"inband_dtmf": None}, headers=api.auth()
+    )
+    assert_names(nulled, 422, "inband_dtmf")

@@ -158,6 +158,7 @@ async def test_a_deleted_employee_gets_no_line_again_409_naming_employee_id(api:
         ("password", "x" * 129),
         ("comment", "c" * 2001),
         ("employee_id", "someone"),
+        ("inband_dtmf", "sometimes"),
         ("surprise", 1),
     ],
 )
@@ -175,7 +176,7 @@ async def test_a_missing_required_field_is_422_naming_it(api: Api, field: str) -
     assert_names(await api.client.post(URL, json=body, headers=api.auth()), 422, field)
 
 
-@pytest.mark.parametrize("field", ["number", "username", "max_devices", "comment"])
+@pytest.mark.parametrize("field", ["number", "username", "max_devices", "inband_dtmf", "comment"])
 async def test_null_for_a_field_that_cannot_be_empty_is_422(api: Api, field: str) -> None:
     created = await create(api)
     answer = await api.client.patch(
@@ -263,3 +264,13 @@ async def test_a_bad_digest_algorithm_list_is_a_422_naming_the_field(
         f"{URL}/{created['id']}", json={"digest_algorithms": value}, headers=api.auth()
     )
     assert_names(patched, 422, "digest_algorithms")
+
+
+async def test_inband_dtmf_is_off_unless_asked_for(api: Api) -> None:
+    created = await create(api)
+    assert created["inband_dtmf"] is False
+    turned_on = await api.client.patch(
+        f"{URL}/{created['id']}", json={"inband_dtmf": True}, headers=api.auth()
+    )
+    assert turned_on.status_code == 200 and turned_on.json()["inband_dtmf"] is True
+    assert (await create(api, number="102", username="bob", inband_dtmf=True))["inband_dtmf"]

@@ -926,6 +926,9 @@ def test_a_device_that_stops_sending_rtp_is_hung_up_after_the_rtp_timeout(
 
 
 def test_hold_reinvite_and_info_pass_through_to_the_other_side(pbx: Pbx) -> None:
+    """The callee answers without telephone-event: the caller's DTMF INFO
+    reaches it as INFO (to a phone with telephone-event it would be RFC 4733,
+    tests/integration/test_dtmf.py)."""
     pbx.line(ALICE)
     pbx.line(BOB)
     # The scenarios check the SDP of each side: the callee gets the hold as

@@ -362,8 +362,12 @@ def test_an_internal_call_names_the_colleague_and_reports_hold_and_resume(
     bobs.wait_for("ended")
     alices.wait_for("ended")
 
-    expected = ["ringing", "answered", "held", "resumed", "ended"]
+    # The caller's INFO digit while on hold is a `dtmf` event too.
+    expected = ["ringing", "answered", "held", "dtmf", "resumed", "ended"]
     assert bobs.types() == expected and alices.types() == expected, bobs.messages
+    dtmf = bobs.of("dtmf")[0]
+    assert (dtmf["side"], dtmf["digit"], dtmf["source"]) == ("caller", "5", "info"), dtmf
+    assert dtmf["duration"] == 160, dtmf
     ringing = bobs.of("ringing")[0]
     assert ringing["employee"] == {"id": alice, "name": "Alice Agent"}, ringing
     assert (ringing["matches"], ringing["client_number"]) == ([], None), ringing

@@ -203,6 +203,23 @@ class FakeLeg:
     expected: bool = True
     sdp_went: bool = False
     peer: FakeLeg | None = None
+    # What DTMF attaches (pbx/dtmf.py): taps on what the leg receives, a
+    # filter on what it sends, and the packets it was given to send.
+    taps: list[Any] = field(default_factory=list)
+    outbound: Any = None
+    sent: list[bytes] = field(default_factory=list)
+
+    def add_tap(self, tap: Any) -> None:
+        self.taps.append(tap)
+
+    def remove_tap(self, tap: Any) -> None:
+        self.taps.remove(tap)
+
+    def set_outbound(self, outbound: Any) -> None:
+        self.outbound = outbound
+
+    def send(self, packet: bytes) -> None:
+        self.sent.append(packet)
 
 
 class FakeSession:
@@ -477,7 +494,12 @@ class World:
         return transaction
 
     def in_dialog(
-        self, dialog: Dialog, method: str, body: bytes = b"", cseq: int | None = None
+        self,
+        dialog: Dialog,
+        method: str,
+        body: bytes = b"",
+        cseq: int | None = None,
+        content_type: str = "application/sdp",
     ) -> tuple[Request, ServerTransaction, Response | None]:
         """A request of the caller in its dialog with callbridge."""
         dialog.cseq = cseq if cseq is not None else dialog.cseq + 1
@@ -490,7 +512,7 @@ class World:
             f"Call-ID: {dialog.call_id}\r\n"
             f"CSeq: {dialog.cseq} {method}\r\n"
             "Contact: <sip:101@127.0.0.10:5062>\r\n"
-            + ("Content-Type: application/sdp\r\n" if body else "")
+            + (f"Content-Type: {content_type}\r\n" if body else "")
             + f"Content-Length: {len(body)}\r\n\r\n"
         )
         request = parse(text.encode() + body)

@@ -61,3 +61,13 @@ async def test_a_version_from_before_incoming_auth_runs_with_it_off() -> None:
     assert running.dialplan.trunk_for_source("127.0.0.2", "tcp") == trunk
     assert running.dialplan.trunk_for_source("127.0.0.2", "udp") is None
     assert running.dialplan.is_provider_address("127.0.0.2")
+
+
+async def test_a_version_from_before_inband_dtmf_runs_with_it_off_and_a_new_one_carries_it() -> (
+    None
+):
+    old = external_line()
+    new = external_line(id=2, code="other", server="127.0.0.3", inband_dtmf=True)
+    version = ConfigVersion(id=4, source="apply", snapshot={"external_lines": [old, new]})
+    running = await running_config(version, {"external_lines": {}})
+    assert [t.inband_dtmf for t in sorted(running.trunks, key=lambda t: t.id)] == [False, True]

@@ -45,3 +45,20 @@ def test_a_lines_digest_algorithms_are_found_by_username_or_number() -> None:
     assert lines.digest_algorithms_of("104") == ("SHA-256", "MD5")
     assert lines.digest_algorithms_of("alice") is None  # chose none: the server's
     assert lines.digest_algorithms_of("nobody") is None
+
+
+def test_a_line_listens_for_dtmf_tones_only_when_it_says_so() -> None:
+    rows = []
+    for number, inband in (("105", True), ("106", None)):  # None: a version before the column
+        row = InternalLine(id=int(number), number=number, username=f"u{number}", ha1_md5="")
+        row.max_devices, row.ring_timeout, row.max_talk_duration, row.max_incoming_calls = (
+            1,
+            30,
+            0,
+            1,
+        )
+        row.inband_dtmf = inband  # type: ignore[assignment]
+        rows.append(row)
+    lines = lines_of(rows)
+    assert lines.by_number["105"].inband_dtmf is True
+    assert lines.by_number["106"].inband_dtmf is False

@@ -516,6 +516,26 @@ async def test_a_tap_sees_each_packet_and_a_broken_tap_does_not_stop_the_relay(
     assert leg_a.stats().rtp.errors == 3 and len(seen) == 4
 
 
+async def test_an_outbound_filter_rewrites_or_drops_what_a_leg_sends(call: Call) -> None:
+    _, leg_a, leg_b, caller, callee = call
+
+    def no_events(packet: bytes) -> bytes | None:
+        return None if packet[1] & 0x7F == 101 else packet[:-1]
+
+    leg_b.set_outbound(no_events)
+    caller.send(rtp(1, payload_type=101, payload=b"\x05\x0a\x00\xa0"), leg_a)
+    caller.send(rtp(2), leg_a)
+    assert (await callee.receive())[0] == rtp(2)[:-1]
+    assert leg_b.stats().rtp.packets_out == 1
+    leg_b.send(rtp(3))  # a source's own packets are not filtered
+    assert (await callee.receive())[0] == rtp(3)
+    callee.send(rtp(4, payload_type=101), leg_b)  # the other direction is not filtered
+    assert (await caller.receive())[0] == rtp(4, payload_type=101)
+    leg_b.set_outbound(None)
+    caller.send(rtp(5), leg_a)
+    assert (await callee.receive())[0] == rtp(5)
+
+
 async def test_a_source_sends_into_a_leg(call: Call) -> None:
     _, leg_a, _, caller, _ = call
     leg_a.send(rtp(42))

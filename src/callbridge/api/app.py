@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 
 from .. import __version__
 from ..events import EventBus
+from ..pbx.dtmf import SendDigits
 from ..pbx.guard import FloodGuard
 from ..pbx.originate import Originator
 from ..pbx.registrar import Location
@@ -21,6 +22,7 @@ from . import (
     cards,
     click_to_call,
     config,
+    dtmf,
     employees,
     events,
     external_lines,
@@ -49,6 +51,7 @@ def create_app(
     event_bus: EventBus | None = None,
     on_employees_changed: Callable[[], Awaitable[None]] | None = None,
     hold_call: HoldCall | None = None,
+    send_digits: SendDigits | None = None,
 ) -> FastAPI:
     """The API over `database` (migrated by the caller). Edits to lines and
     rules are staged; `on_apply(version)` is awaited when a version is
@@ -63,7 +66,9 @@ def create_app(
     `on_employees_changed()` is awaited after every change to an employee,
     so the SIP side sees a telephony switch at once, without an apply.
     `hold_call(call_id, employee_id, on)` holds or resumes a call in
-    progress (`POST /calls/{id}/hold`, `/resume`; without it, 503)."""
+    progress (`POST /calls/{id}/hold`, `/resume`; without it, 503).
+    `send_digits(call_id, employee_id, digits)` plays DTMF into a call
+    (`POST /calls/{id}/dtmf`; without it, 503)."""
     app = FastAPI(
         title="callbridge",
         version=__version__,
@@ -79,6 +84,7 @@ def create_app(
     app.state.location = location
     app.state.originator = originator
     app.state.hold_call = hold_call
+    app.state.send_digits = send_digits
     if sip_clock is not None:
         app.state.sip_clock = sip_clock
     if registration_state is not None:
@@ -98,6 +104,7 @@ def create_app(
     v1.include_router(calls.router)
     v1.include_router(click_to_call.router)
     v1.include_router(hold.router)
+    v1.include_router(dtmf.router)
     v1.include_router(employees.router)
     v1.include_router(cards.contacts.router)
     v1.include_router(cards.accounts.router)

@@ -159,6 +159,13 @@ TransportName = Annotated[
     Literal["udp", "tcp"],
     Field(description="How the provider is reached, and the only way its calls are taken."),
 ]
+InbandDtmf = Annotated[
+    bool,
+    Field(
+        description="Listen for DTMF tones in the provider's audio (G.711), for old gateways "
+        "that send neither RFC 4733 events nor INFO. Off by default."
+    ),
+]
 IncomingAuth = Annotated[
     bool,
     Field(
@@ -203,6 +210,7 @@ class ExternalLineCreate(Input):
     outgoing_lines: OutgoingLines | None = None
     transport: TransportName = "udp"
     incoming_auth: IncomingAuth = False
+    inband_dtmf: InbandDtmf = False
     alt_addresses: AltAddresses = Field(default_factory=list)
     default_region: Region = DEFAULT_REGION
     comment: Comment = ""
@@ -224,6 +232,7 @@ class ExternalLineUpdate(Input):
     outgoing_lines: OutgoingLines | None = None
     transport: TransportName | None = None
     incoming_auth: IncomingAuth | None = None
+    inband_dtmf: InbandDtmf | None = None
     alt_addresses: AltAddresses | None = None
     default_region: Region | None = None
     comment: Comment | None = None
@@ -240,6 +249,7 @@ class ExternalLineUpdate(Input):
         "outgoing_lines",
         "transport",
         "incoming_auth",
+        "inband_dtmf",
         "alt_addresses",
         "default_region",
         "comment",
@@ -259,6 +269,7 @@ class ExternalLineOut(BaseModel):
     outgoing_lines: int
     transport: TransportName
     incoming_auth: bool
+    inband_dtmf: bool
     alt_addresses: list[str]
     default_region: str
     comment: str
@@ -293,6 +304,7 @@ def _out(line: ExternalLine, registration: RegistrationStateHook) -> ExternalLin
         outgoing_lines=line.outgoing_lines,
         transport=line.transport,
         incoming_auth=line.incoming_auth,
+        inband_dtmf=line.inband_dtmf,
         alt_addresses=list(line.alt_addresses),
         default_region=line.default_region,
         comment=line.comment,
@@ -361,6 +373,7 @@ async def create_line(
         outgoing_lines=outgoing,
         transport=body.transport,
         incoming_auth=body.incoming_auth,
+        inband_dtmf=body.inband_dtmf,
         alt_addresses=body.alt_addresses,
         default_region=body.default_region,
         comment=body.comment,

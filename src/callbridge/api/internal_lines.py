@@ -69,6 +69,15 @@ DigestAlgorithms = Annotated[
 ]
 
 
+InbandDtmf = Annotated[
+    bool,
+    Field(
+        description="Listen for DTMF tones in its phones' audio (G.711), for devices that "
+        "send neither RFC 4733 events nor INFO. Off by default. Takes effect at the next apply.",
+    ),
+]
+
+
 class InternalLineCreate(Input):
     model_config = ConfigDict(extra="forbid")
 
@@ -81,6 +90,7 @@ class InternalLineCreate(Input):
     username: Username
     password: Password
     digest_algorithms: DigestAlgorithms | None = None
+    inband_dtmf: InbandDtmf = False
     comment: Comment = ""
 
 
@@ -100,6 +110,7 @@ class InternalLineUpdate(Input):
     password: Password | None = None
     # null puts the line back on the global setting.
     digest_algorithms: DigestAlgorithms | None = None
+    inband_dtmf: InbandDtmf | None = None
     comment: Comment | None = None
 
     @field_validator(
@@ -110,6 +121,7 @@ class InternalLineUpdate(Input):
         "max_incoming_calls",
         "username",
         "password",
+        "inband_dtmf",
         "comment",
     )
     @classmethod
@@ -135,6 +147,7 @@ class InternalLineOut(BaseModel):
         description="Digest algorithms its phones are offered, in order; null: the "
         "global CALLBRIDGE_SIP_DIGEST_ALGORITHMS."
     )
+    inband_dtmf: bool = Field(description="Whether DTMF tones in its phones' audio are digits.")
     telephony_disabled: bool = Field(
         description="Its employee was deleted: the line neither registers, calls nor rings "
         "until a PATCH gives it another employee and a new password (then apply)."
@@ -191,6 +204,7 @@ async def create_line(
         max_incoming_calls=body.max_incoming_calls,
         username=body.username,
         digest_algorithms=body.digest_algorithms,
+        inband_dtmf=body.inband_dtmf,
         comment=body.comment,
     )
     line.set_password(body.password.get_secret_value(), settings.sip_realm)

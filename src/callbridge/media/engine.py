@@ -15,9 +15,14 @@ What later issues add attaches to the same graph, never beside it:
 - a **tap** (`Tap`, via `leg.add_tap`) sees every valid RTP packet received on
   a leg, after it has been relayed: the recorder taps both legs of a call (one
   direction each), DTMF detection taps a leg and reads RFC 4733 events with
-  `rtp.TelephoneEvent`. A tap must be quick and must not keep the packet's
+  `media.dtmf`. A tap must be quick and must not keep the packet's
   buffer beyond the call unless it copies it (it is the bytes object asyncio
   handed us, so keeping it is safe, but it is the tap's memory).
+- an **outbound filter** (`leg.set_outbound`) sees what the relay sends out
+  of a leg and returns it, rewritten, or None to drop it: DTMF drops the
+  telephone-events a peer did not accept and renumbers the relayed stream
+  around the events it injects (`media.dtmf.EventInjector`). Only a leg that
+  has one pays for it.
 - a **source** sends packets into a leg with `leg.send(packet)`: the player
   (music on hold, IVR prompts) disconnects the leg's relay edge and sends its
   own packets on a timer; a conference mixer taps every member leg, decodes
@@ -118,6 +123,12 @@ class Tap(Protocol):
     def __call__(self, leg: Leg, packet: bytes) -> None: ...
 
 
+# What a leg sends its peer of what the relay brings it: the packet (the
+# same, or rewritten), or None to drop it. A leg without one (the fast path)
+# sends every packet untouched.
+OutboundFilter = Callable[[bytes], bytes | None]
+
+
 @dataclass(frozen=True, slots=True)
 class StreamStats:
     """Counters of one socket of a leg. `foreign`: from a source the latching
@@ -174,6 +185,11 @@ class Leg(Protocol):
 
     def send(self, packet: bytes) -> None:
         """Send one RTP packet to the leg's peer (for players and mixers)."""
+        ...
+
+    def set_outbound(self, outbound: OutboundFilter | None) -> None:
+        """Filter the relayed RTP this leg sends its peer (DTMF: drop events
+        the peer did not accept, renumber around injected ones); None: none."""
         ...
 
 
@@ -251,6 +267,7 @@ class _Stream(asyncio.DatagramProtocol):
         "leg",
         "malformed",
         "min_length",
+        "outbound",
         "packets_in",
         "packets_out",
         "peer",
@@ -286,6 +303,7 @@ class _Stream(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.peer: _Stream | None = None
         self.taps: tuple[Tap, ...] = ()
+        self.outbound: OutboundFilter | None = None
         self.source: Any = None  # the accepted source, as the loop reports it
         self.remote: Any = None  # where we send: the source once latched, else the SDP address
         self.sdp_remote: Address | None = None
@@ -310,9 +328,13 @@ class _Stream(asyncio.DatagramProtocol):
             self.bytes_in += len(data)
             peer = self.peer
             if peer is not None and (dest := peer.remote) is not None:
-                peer.transport.sendto(data, dest)  # type: ignore[union-attr]
-                peer.packets_out += 1
-                peer.bytes_out += len(data)
+                out: bytes | None = data
+                if peer.outbound is not None:
+                    out = peer.outbound(data)
+                if out is not None:
+                    peer.transport.sendto(out, dest)  # type: ignore[union-attr]
+                    peer.packets_out += 1
+                    peer.bytes_out += len(out)
             if self.taps and (leg := self.leg) is not None:
                 for tap in self.taps:
                     tap(leg, data)
@@ -423,6 +445,7 @@ class _Stream(asyncio.DatagramProtocol):
             await self._lost
         self.leg = self.peer = None
         self.taps = ()
+        self.outbound = None
 
 
 class LocalLeg:
@@ -487,6 +510,9 @@ class LocalLeg:
 
     def send(self, packet: bytes) -> None:
         self.rtp.send(packet)
+
+    def set_outbound(self, outbound: OutboundFilter | None) -> None:
+        self.rtp.outbound = outbound
 
     def stats(self) -> LegStats:
         return LegStats(self.rtp.stats(), self.rtcp.stats())

@@ -6,7 +6,7 @@ flows through the media engine (`media/`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..media.engine import MediaEngine
 from ..media.errors import MediaError
@@ -31,6 +31,8 @@ class Audio:
     # The side offering this stream will not hear the other (sendonly,
     # inactive, or the RFC 2543 null address): it put the call on hold.
     holds: bool = False
+    # Clock rates by payload type (DTMF: telephone-event's).
+    rates: Mapping[int, int] = field(default_factory=dict)
 
 
 def audio_of(sdp: SessionDescription) -> Audio:
@@ -41,9 +43,8 @@ def audio_of(sdp: SessionDescription) -> Audio:
         if connection is None:
             raise SdpError("the audio stream has no connection address", status=488)
         rtcp = media.attribute("rtcp")
-        payload_types = {
-            int(pt): rtpmap.encoding for pt, rtpmap in media.rtpmaps.items() if pt.isdigit()
-        }
+        rtpmaps = {int(pt): rtpmap for pt, rtpmap in media.rtpmaps.items() if pt.isdigit()}
+        payload_types = {pt: rtpmap.encoding for pt, rtpmap in rtpmaps.items()}
         direction = sdp.effective_direction(media)
         null = connection.address in NULL_ADDRESSES
         return Audio(
@@ -54,6 +55,7 @@ def audio_of(sdp: SessionDescription) -> Audio:
             payload_types=payload_types,
             sends=direction.sends and not null,
             holds=null or not direction.receives,
+            rates={pt: rtpmap.clock_rate for pt, rtpmap in rtpmaps.items()},
         )
     raise SdpError("no audio stream to relay", status=488)
 

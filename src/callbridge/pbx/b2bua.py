@@ -10,7 +10,7 @@ what is left of ended calls for as long as stragglers may come (64*T1).
 
 The SIP side is reached through `SipPort` (pbx/sip_port.py): the service
 owns the sockets, the transaction layer and the clock. What happens to a
-call goes out as events (`ringing`, `answered`, `held`, `resumed`, `missed`,
+call goes out as events (`ringing`, `answered`, `held`, `resumed`, `dtmf`, `missed`,
 `ended`) to the employees whose lines take part.
 """
 
@@ -45,6 +45,7 @@ from .call import Call, CallRefused, InviteOrigin, Phase, Plan
 from .calls import CallRecorder
 from .dialing import ALLOW, Target
 from .dialplan import Dialplan
+from .dtmf import DigitsRefused
 from .lines import Line, Lines
 from .normalize import Field
 from .registrar import Binding, Location
@@ -668,6 +669,19 @@ class B2bua:
         if self.player is None:
             raise CallRefused(409, "no music on hold is configured")
         call.hold(role, on)
+
+    def send_digits(self, record: str, employee_id: int, digits: str) -> None:
+        """DTMF from the API: `employee_id`'s leg of the call `record` sends
+        `digits` to the other party. Raises `DigitsRefused`: 409 when the
+        call is not in progress or not answered, 403 when the employee is
+        no party of it, 429 when too many digits wait already."""
+        try:
+            call, role = self.party(record, employee_id)
+        except CallRefused as refused:
+            raise DigitsRefused(refused.status, refused.problem) from None
+        if call.dtmf is None:
+            raise DigitsRefused(409, "the call is not answered")
+        call.dtmf.send(role, digits)
 
     def publish(
         self, call: Call, type: str, *, to: Iterable[int] | None = None, **data: Any

@@ -17,7 +17,9 @@ stream whatever happens to them. Its parts:
 
 What the call does with each leg's requests: BYE ends it, a re-INVITE is
 relayed to the other leg (its SDP anchored), hold is noticed from the SDP,
-INFO is relayed. Where to look for what happens when the called party does
+an INFO carrying a digit goes to the call's DTMF (`pbx/dtmf.py`, which also
+reads digits in the media and sends them on in the form the other party
+takes), any other INFO is relayed. Where to look for what happens when the called party does
 not answer: `Call.failed` and `Call.ring_timeout`.
 """
 
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..crm.identify import Identity
 from ..logs import log_event
+from ..media.dtmf import INFO_TYPES, Digit, DtmfBodyError
 from ..media.engine import Leg as MediaLeg
 from ..media.engine import MediaSession
 from ..media.errors import MediaError
@@ -56,6 +59,7 @@ from .anchor import (
 from .bridge import PLAYABLE, Playing, Relay
 from .calls import talk_seconds
 from .dialing import ALLOW, Dialing, Fork, Target
+from .dtmf import CallDtmf, side_media
 from .legs import Leg
 from .lines import Line
 from .sip_port import Timer
@@ -115,6 +119,14 @@ class Plan:
         """The talk limit of the internal line the call is for (or from, outgoing)."""
         line = self.callee_line or self.caller_line
         return line.max_talk_duration if line else 0
+
+    @property
+    def inband_dtmf(self) -> tuple[bool, bool]:
+        """Whether to listen for DTMF tones in the caller's and the callee's
+        audio: the setting of the line each side is on."""
+        caller = self.trunk_in or self.caller_line
+        callee = self.trunk_out or self.callee_line
+        return (bool(caller and caller.inband_dtmf), bool(callee and callee.inband_dtmf))
 
 
 class CallRefused(Exception):
@@ -274,6 +286,8 @@ class Call:
     # re-INVITE without SDP reached): that 2xx waits for our ACK until the
     # other leg's ACK brings the answer our ACK must carry.
     awaiting_answer: Leg | None = None
+    # Digits in and out (pbx/dtmf.py), from the first SDP on.
+    dtmf: CallDtmf | None = None
     _timer: Timer | None = None
 
     def __post_init__(self) -> None:
@@ -549,6 +563,8 @@ class Call:
         if method == "INVITE":
             return self._reinvited(leg, request, transaction)
         if method == "INFO" and self.phase is Phase.ANSWERED:
+            if self.dtmf is not None and _content_type(request) in INFO_TYPES:
+                return self._dtmf_info(leg, request)
             self._relay(leg, request, transaction)
             return None
         return reply(request, 501, headers=[("Allow", ALLOW)])
@@ -844,6 +860,8 @@ class Call:
         if self.held_since is not None:
             self.hold_seconds += b2bua.sip.time() - self.held_since
             self.held_since = None
+        if self.dtmf is not None:
+            self.dtmf.close()
         at = b2bua.wallclock()
         b2bua.recorder.ended(
             self.record,
@@ -927,6 +945,7 @@ class Call:
         host besides the SDP's its media may latch on from behind NAT."""
         assert self.session is not None
         self.remote_audio[leg] = audio
+        self._dtmf_negotiated(leg, audio)
         self.session.expect_media(leg, audio.sends)
         if audio.host in NULL_ADDRESSES:
             return  # RFC 2543 hold: nowhere to send
@@ -952,6 +971,58 @@ class Call:
         """`sdp` pointed at `leg`: its audio at our address and the leg's port."""
         return anchored(sdp, audio, self.b2bua.media_address, leg.local_address[1])
 
+    # --- DTMF (pbx/dtmf.py) --------------------------------------------------------
+
+    def _dtmf_negotiated(self, media: MediaLeg, audio: Audio) -> None:
+        """A party's SDP: what DTMF it takes. The call's DTMF starts with the
+        first SDP, once both media legs are bound."""
+        dtmf = self.dtmf
+        if dtmf is None:
+            caller, callee = self.caller_media, self.callee_media
+            if caller is None or callee is None or self.phase is Phase.ENDED:
+                return
+            sip = self.b2bua.sip
+            dtmf = self.dtmf = CallDtmf(
+                clock=sip.time,
+                on_digit=self._digit,
+                send_info=self._send_dtmf_info,
+                call_later=sip.call_later,
+            )
+            caller_inband, callee_inband = self.plan.inband_dtmf
+            dtmf.attach("caller", caller, inband=caller_inband)
+            dtmf.attach("callee", callee, inband=callee_inband)
+        dtmf.negotiated(media.name, side_media(audio.payload_types, audio.rates))
+
+    def _dtmf_info(self, leg: Leg, request: Request) -> Response:
+        """An INFO carrying a digit: taken here (200), or 400 when its body is
+        no digit; the digit goes on to the other leg in the form it takes."""
+        assert self.dtmf is not None
+        try:
+            self.dtmf.info(leg.role, _content_type(request), request.body)
+        except DtmfBodyError as error:
+            return self.b2bua.reply(request, 400, f"Bad DTMF: {error.reason}")
+        return self.b2bua.reply(request, 200)
+
+    def _digit(self, role: str, digit: Digit) -> None:
+        if self.phase in (Phase.RINGING, Phase.ANSWERED):
+            self.b2bua.publish(
+                self,
+                "dtmf",
+                side=role,
+                digit=digit.digit,
+                duration=digit.duration,
+                source=digit.source,
+            )
+
+    def _send_dtmf_info(self, role: str, content_type: str, body: bytes) -> None:
+        leg = self.caller if role == "caller" else self.callee
+        if leg is not None and self.phase is Phase.ANSWERED:
+            leg.send("INFO", headers=[("Content-Type", content_type)], body=body)
+
     def _user_for(self, leg: Leg) -> str:
         plan = self.plan
         return plan.callee_number if leg.role == "caller" else plan.caller_number
+
+
+def _content_type(message: Request) -> str:
+    return (message.headers.get("Content-Type") or "").split(";")[0].strip().lower()

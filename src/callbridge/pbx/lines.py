@@ -35,6 +35,9 @@ class Line:
     disabled: bool = False
     # The digest algorithms its phones are offered, in order; None: the server's.
     digest_algorithms: tuple[str, ...] | None = None
+    # Listen for DTMF tones in its phones' audio (for devices that send no
+    # RFC 4733 events or INFO).
+    inband_dtmf: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,7 @@ def lines_of(rows: Iterable[InternalLine]) -> Lines:
             id=row.id,
             disabled=bool(row.telephony_disabled),
             digest_algorithms=_algorithms(row.digest_algorithms),
+            inband_dtmf=bool(row.inband_dtmf),  # absent from versions before it
         )
         for row in rows
     )

@@ -122,6 +122,8 @@ class InternalLine(Base):
     # Digest algorithms its phones are offered, in order ("MD5" or
     # "SHA-256,MD5"); NULL: the global CALLBRIDGE_SIP_DIGEST_ALGORITHMS.
     digest_algorithms: Mapped[str | None] = mapped_column(String(16), default=None)
+    # Listen for DTMF tones in its phones' audio (devices without RFC 4733 or INFO).
+    inband_dtmf: Mapped[bool] = mapped_column(Boolean, default=False)
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
@@ -294,6 +296,8 @@ class ExternalLine(Base):
     # Challenge the provider's INVITEs (407) and check them with login and
     # password, for a provider that answers digest challenges.
     incoming_auth: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Listen for DTMF tones in the provider's audio (old gateways).
+    inband_dtmf: Mapped[bool] = mapped_column(Boolean, default=False)
     total_lines: Mapped[int] = mapped_column(Integer, default=1)
     outgoing_lines: Mapped[int] = mapped_column(Integer, default=1)
     transport: Mapped[str] = mapped_column(String(8), default="udp")
