@@ -526,7 +526,11 @@ class World:
         return request, transaction, self.b2bua.in_dialog(request, transaction)
 
     def in_dialog_as_callee(
-        self, dialog: Dialog, method: str, body: bytes = b""
+        self,
+        dialog: Dialog,
+        method: str,
+        body: bytes = b"",
+        content_type: str = "application/sdp",
     ) -> tuple[Request, ServerTransaction, Response | None]:
         """A request of a phone we called, in its dialog with callbridge
         (`dialog.local_tag` is the phone's To tag, `remote_tag` our From tag)."""
@@ -539,7 +543,7 @@ class World:
             f"To: <sip:caller@{PBX}>;tag={dialog.remote_tag}\r\n"
             f"Call-ID: {dialog.call_id}\r\n"
             f"CSeq: {dialog.cseq} {method}\r\n"
-            + ("Content-Type: application/sdp\r\n" if body else "")
+            + (f"Content-Type: {content_type}\r\n" if body else "")
             + f"Content-Length: {len(body)}\r\n\r\n"
         )
         request = parse(text.encode() + body)

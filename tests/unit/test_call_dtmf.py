@@ -14,7 +14,8 @@ from callbridge.media.rtp import RtpPacket, TelephoneEvent
 from callbridge.pbx.dtmf import DigitsRefused
 
 from .call_harness import ALICE, BOB, Dialog, Sent, World, sdp
-from .test_call_flows import answered, ringing
+from .test_call_flows import EMPLOYEE, answered, click_to_call, ringing
+from .test_media_dtmf import a_press
 
 NO_EVENTS = (
     b"v=0\r\no=- 1 1 IN IP4 127.0.0.9\r\ns=-\r\nc=IN IP4 127.0.0.9\r\nt=0 0\r\n"
@@ -112,3 +113,33 @@ async def test_an_ended_call_leaves_nothing_on_its_media_legs() -> None:
     with pytest.raises(DigitsRefused) as over:
         world.b2bua.send_digits(world.recorder.only().id, ALICE_EMPLOYEE, "1")
     assert over.value.status == 409
+
+
+async def test_click_to_call_digits_go_to_each_side_in_its_form() -> None:
+    """The employee's desk phone took our offer (telephone-event); the
+    customer answers without it: the API's digits and the desk phone's
+    events reach the customer as INFO, the customer's INFO reaches the desk
+    phone as events."""
+    world = World(lines=(EMPLOYEE, BOB))
+    bob = world.register(BOB, host="127.0.0.30")
+    to_desk, record = await click_to_call(world)
+    to_desk.respond(200, to_tag="desk", body=sdp(9000))
+    to_bob = world.sip.last_request("INVITE", to=bob)
+    ok = to_bob.respond(200, to_tag="bob", body=NO_EVENTS)
+    assert ok is not None
+    world.b2bua.send_digits(record, 7, "9")
+    employee_media, _ = next(iter(world.media.sessions.values())).legs
+    for packet in a_press("3", 4000):
+        for tap in list(employee_media.taps):
+            tap(employee_media, packet)
+    world.clock.advance(1.0)
+    bodies = [sent.request.body for sent in world.sip.requests("INFO", to=bob)]
+    assert bodies == [b"Signal=9\r\nDuration=160\r\n", b"Signal=3\r\nDuration=80\r\n"]
+    customer = Dialog(to_bob.request.call_id, "bob", to_bob.request.from_.tag or "", cseq=1)
+    _, _, answer = world.in_dialog_as_callee(
+        customer, "INFO", b"Signal=4\r\n", content_type="application/dtmf-relay"
+    )
+    assert answer is not None and answer.status == 200
+    world.clock.advance(1.0)
+    starts = [RtpPacket.parse(p) for p in employee_media.sent if RtpPacket.parse(p).marker]
+    assert [TelephoneEvent.parse(p.payload).event for p in starts] == [4]

@@ -171,6 +171,22 @@ def test_tones_are_digits_only_on_a_side_that_listens_for_them() -> None:
         assert all(d.source == INBAND for _, d in call.digits)
 
 
+def test_a_new_sdp_keeps_renumbering_what_was_renumbered() -> None:
+    call = Harness(WITH_EVENTS, WITH_EVENTS)
+    assert call.callee.outbound is None
+    call.dtmf.send("caller", "1")
+    call.run(101.0)
+    assert call.callee.outbound is not None
+    moved = side_media({0: "PCMU", 96: "telephone-event"}, {0: 8000, 96: 8000})
+    call.dtmf.negotiated("callee", moved)
+    assert call.callee.outbound is not None
+    call.dtmf.send("caller", "2")
+    call.run(102.0)
+    assert RtpPacket.parse(call.callee.sent[-1]).payload_type == 96
+    call.dtmf.negotiated("callee", WITHOUT_EVENTS)
+    assert call.callee.outbound is not None
+
+
 def test_a_new_sdp_with_events_lifts_the_drop_filter() -> None:
     call = Harness(WITH_EVENTS, WITHOUT_EVENTS)
     assert call.callee.outbound is not None

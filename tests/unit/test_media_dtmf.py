@@ -7,6 +7,8 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callbridge.media import g711
 from callbridge.media.dtmf import (
@@ -442,3 +444,36 @@ def test_event_codes() -> None:
     assert [event_code(d) for d in DIGITS] == list(range(16))
     with pytest.raises(ValueError):
         event_code("E")
+
+
+# --- what a peer may send: anything ---------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([DTMF_RELAY, DTMF, "application/dtmf-relay; x=y"]), st.binary(max_size=400))
+def test_any_info_body_is_a_digit_or_a_body_error(content_type: str, body: bytes) -> None:
+    try:
+        digit = parse_info(content_type, body)
+    except DtmfBodyError:
+        return
+    assert digit.digit in DIGITS and 0 < digit.duration <= MAX_DURATION_MS
+    assert parse_info(DTMF_RELAY, build_info(digit)).digit == digit.digit
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=30))
+def test_any_packets_make_digits_or_nothing(packets: list[bytes]) -> None:
+    receiver = EventReceiver(PT)
+    injector = EventInjector(PT)
+    for n, packet in enumerate(packets):
+        for digit in receiver.receive(bytes([0x80, PT]) + packet, n * 0.02):
+            assert digit.digit in DIGITS
+        injector.relayed(packet, n * 0.02)
+    assert receiver.poll(100.0) == [] or receiver.next_deadline() is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(-32768, 32767), max_size=2000))
+def test_any_audio_makes_digits_or_nothing(samples: list[int]) -> None:
+    for digit in InbandDetector().feed(np.array(samples, dtype=np.int16)):
+        assert digit.digit in DIGITS

@@ -168,10 +168,11 @@ class CallDtmf:
             side.receiver = None
         elif side.receiver is None or old is None or old.events != events:
             side.receiver = EventReceiver(events.payload_type, events.clock_rate)
-        if side.injector is not None and (
-            events is None or side.injector.payload_type != events.payload_type
-        ):
-            side.injector = None  # the next digit starts one for the new format
+        injector = side.injector
+        if injector is not None and events is not None:
+            # It keeps renumbering the relayed stream (a phone must not see
+            # the numbers jump back); the next events go in the new format.
+            injector.payload_type, injector.clock_rate = events.payload_type, events.clock_rate
         self._retap(side)
         self._refilter()
 
