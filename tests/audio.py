@@ -50,7 +50,7 @@ def mp3_bytes(channels: list[np.ndarray], rate: int, kbps: int = 128) -> bytes:
 def level_dbfs(samples: np.ndarray) -> float:
     """RMS relative to full scale (a full-scale square wave is 0 dBFS)."""
     rms = np.sqrt(np.mean(samples.astype(np.float64) ** 2))
-    return float(20 * np.log10(rms / 32768))
+    return float(20 * np.log10(max(rms, 1e-9) / 32768))
 
 
 def strongest_frequency(samples: np.ndarray, rate: int = 8000) -> float:

@@ -53,7 +53,7 @@ class AudioError(ValueError):
 
 
 def kind_of(content_type: str | None) -> str | None:
-    """"wav" or "mp3" for a Content-Type naming one (parameters ignored), else None."""
+    """ "wav" or "mp3" for a Content-Type naming one (parameters ignored), else None."""
     if content_type is None:
         return None
     return CONTENT_TYPES.get(content_type.split(";", 1)[0].strip().lower())
@@ -75,7 +75,8 @@ def decode(data: bytes, kind: str, *, max_seconds: float) -> Samples:
 
 def _wav_chunks(data: bytes, max_seconds: float) -> tuple[int, Iterator[npt.NDArray[np.float32]]]:
     try:
-        reader = wave.open(io.BytesIO(data), "rb")
+        # Closed by the chunks below, which outlive this function.
+        reader = wave.open(io.BytesIO(data), "rb")  # noqa: SIM115
     except (wave.Error, EOFError, struct.error, ValueError) as error:
         raise AudioError(f"not a WAV file this server reads: {_said(error)}") from None
     channels, width, rate = reader.getnchannels(), reader.getsampwidth(), reader.getframerate()
@@ -90,15 +91,16 @@ def _wav_chunks(data: bytes, max_seconds: float) -> tuple[int, Iterator[npt.NDAr
 
     def chunks() -> Iterator[npt.NDArray[np.float32]]:
         frame_size = channels * width
-        while True:
-            try:
-                raw = reader.readframes(_CHUNK)
-            except (wave.Error, EOFError, struct.error) as error:
-                raise AudioError(f"a broken WAV file: {_said(error)}") from None
-            raw = raw[: len(raw) - len(raw) % frame_size]  # a cut last frame
-            if not raw:
-                return
-            yield _mono(_pcm_to_float(raw, width), channels)
+        with reader:
+            while True:
+                try:
+                    raw = reader.readframes(_CHUNK)
+                except (wave.Error, EOFError, struct.error) as error:
+                    raise AudioError(f"a broken WAV file: {_said(error)}") from None
+                raw = raw[: len(raw) - len(raw) % frame_size]  # a cut last frame
+                if not raw:
+                    return
+                yield _mono(_pcm_to_float(raw, width), channels)
 
     return rate, chunks()
 
@@ -156,9 +158,7 @@ def _mp3_chunks(data: bytes, max_seconds: float) -> tuple[int, Iterator[npt.NDAr
     return info.sample_rate, chunks()
 
 
-def _resampled(
-    chunks: Iterator[npt.NDArray[np.float32]], rate: int, max_seconds: float
-) -> Samples:
+def _resampled(chunks: Iterator[npt.NDArray[np.float32]], rate: int, max_seconds: float) -> Samples:
     limit = round(max_seconds * RATE)
     resampler = None if rate == RATE else soxr.ResampleStream(rate, RATE, 1, dtype="float32")
     parts: list[npt.NDArray[np.float32]] = []

@@ -1,0 +1,127 @@
+"""Uploaded audio read as 8 kHz mono: every PCM width, rates, channels,
+the limits, and the stored WAV written atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import miniaudio
+import numpy as np
+import pytest
+
+from callbridge.media.audio_files import AudioError, decode, kind_of, read_wav, write_wav
+
+from ..audio import level_dbfs, mp3_bytes, sine, strongest_frequency, wav_bytes
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4])
+def test_every_pcm_width_reads_at_its_level(width: int) -> None:
+    samples = decode(wav_bytes([sine(500, 1.0, 16_000, 0.5)], 16_000, width), "wav", max_seconds=60)
+    assert len(samples) == 8000
+    middle = samples[200:-200]
+    assert strongest_frequency(middle) == pytest.approx(500, abs=1)
+    # 8-bit keeps about 48 dB of range: the level is still right.
+    assert level_dbfs(middle) == pytest.approx(20 * np.log10(0.5 / np.sqrt(2)), abs=0.3)
+
+
+def test_8_khz_mono_16_bit_passes_unchanged() -> None:
+    original = np.round(sine(300, 0.5, 8000, 0.4) * 32767) / 32767
+    samples = decode(wav_bytes([original], 8000), "wav", max_seconds=60)
+    assert np.array_equal(samples, np.round(original * 32767).astype(np.int16))
+
+
+def test_channels_are_averaged() -> None:
+    tone = sine(400, 0.5, 8000, 0.6)
+    samples = decode(wav_bytes([tone, -tone, tone, tone], 8000), "wav", max_seconds=60)
+    assert level_dbfs(samples) == pytest.approx(20 * np.log10(0.3 / np.sqrt(2)), abs=0.1)
+
+
+def test_a_tone_above_4_khz_is_filtered_out_not_folded_back() -> None:
+    # Decimating 48 kHz to 8 kHz without a filter would fold 5 kHz onto 3 kHz.
+    samples = decode(wav_bytes([sine(5000, 1.0, 48_000, 0.5)], 48_000), "wav", max_seconds=60)
+    assert level_dbfs(samples[400:-400]) < -60
+
+
+def test_a_cut_wav_plays_what_it_holds() -> None:
+    whole = wav_bytes([sine(440, 1.0, 8000, 0.5)], 8000)
+    samples = decode(whole[: 44 + 2 * 4000 + 1], "wav", max_seconds=60)
+    assert len(samples) == 4000
+
+
+def test_a_float_wav_is_refused_with_a_reason() -> None:
+    data = bytearray(wav_bytes([sine(440, 0.1, 8000, 0.5)], 8000))
+    data[20:22] = (3).to_bytes(2, "little")  # WAVE_FORMAT_IEEE_FLOAT
+    with pytest.raises(AudioError, match="not a WAV file this server reads: unknown format: 3"):
+        decode(bytes(data), "wav", max_seconds=60)
+
+
+def test_longer_than_the_limit_is_refused_before_it_is_read() -> None:
+    data = wav_bytes([np.zeros(8000 * 11)], 8000)
+    with pytest.raises(AudioError, match="longer than 10 seconds"):
+        decode(data, "wav", max_seconds=10)
+
+
+def test_an_mp3_longer_than_the_limit_is_refused() -> None:
+    data = mp3_bytes([sine(440, 3.0, 8000, 0.5)], 8000, kbps=32)
+    assert len(decode(data, "mp3", max_seconds=10)) == pytest.approx(24_000, abs=2000)
+    with pytest.raises(AudioError, match="longer than 1 seconds"):
+        decode(data, "mp3", max_seconds=1)
+
+
+def test_an_mp3_whose_header_lies_about_its_length_is_cut_off_while_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = mp3_bytes([sine(440, 3.0, 8000, 0.5)], 8000, kbps=32)
+    honest = miniaudio.mp3_get_info
+
+    def lying(mp3: bytes) -> object:
+        info = honest(mp3)
+        info.duration = 0.5
+        return info
+
+    monkeypatch.setattr(miniaudio, "mp3_get_info", lying)
+    with pytest.raises(AudioError, match="longer than 1 seconds"):
+        decode(data, "mp3", max_seconds=1)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "kind"),
+    [
+        ("audio/wav", "wav"),
+        ("audio/x-wav", "wav"),
+        ("Audio/WAV; codecs=1", "wav"),
+        ("audio/mpeg", "mp3"),
+        ("audio/mp3", "mp3"),
+        ("audio/ogg", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_content_types(content_type: str | None, kind: str | None) -> None:
+    assert kind_of(content_type) == kind
+
+
+def test_the_stored_wav_is_replaced_whole_and_reads_back(tmp_path: Path) -> None:
+    path = tmp_path / "music" / "music-on-hold.wav"
+    first = np.arange(-4000, 4000, dtype=np.int16)
+    write_wav(path, first)
+    write_wav(path, first[::-1].copy())
+    assert np.array_equal(read_wav(path, max_seconds=10), first[::-1])
+    assert os.listdir(path.parent) == ["music-on-hold.wav"]  # no temporary file left
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "music-on-hold.wav"
+    write_wav(path, np.ones(800, dtype=np.int16))
+
+    def broken(*_args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_wav(path, np.zeros(800, dtype=np.int16))
+    assert np.array_equal(read_wav(path, max_seconds=10), np.ones(800, dtype=np.int16))
+    assert os.listdir(tmp_path) == ["music-on-hold.wav"]
