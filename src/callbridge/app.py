@@ -21,6 +21,7 @@ from .crm.identify import Identity, identify
 from .events import EventBus
 from .logs import log_event
 from .media.engine import LocalMediaEngine
+from .media.music import MusicOnHold
 from .media.policy import AllowedNetworks, MediaPolicy
 from .media.ports import RtpPortAllocator
 from .pbx.auth import DROP, Authenticator, Drop
@@ -566,6 +567,7 @@ class HttpService:
         originator: Originator | None = None,
         event_bus: EventBus | None = None,
         on_employees_changed: Callable[[], Awaitable[None]] | None = None,
+        music: MusicOnHold | None = None,
     ) -> None:
         hide_tokens_in_uvicorn_logs()
         config = uvicorn.Config(
@@ -580,6 +582,7 @@ class HttpService:
                 originator=originator,
                 event_bus=event_bus,
                 on_employees_changed=on_employees_changed,
+                music=music,
             ),
             host=settings.http_host,
             port=settings.http_port,
@@ -707,6 +710,15 @@ async def run(settings: Settings) -> int:
     )
     recorder = CallRecorder(database)
     event_bus = EventBus()
+    # What held parties hear: the admin's upload, or the bundled melody.
+    music = await asyncio.to_thread(MusicOnHold.load, settings.data_dir, clock=loop.time)
+    log_event(
+        logger,
+        logging.INFO,
+        "media.music_on_hold",
+        source=music.info.source,
+        seconds=round(music.info.seconds, 2),
+    )
 
     async def identify_number(number: str, region: str) -> Identity:
         async with database.session() as session:
@@ -780,6 +792,7 @@ async def run(settings: Settings) -> int:
         originator=Originator(b2bua),
         event_bus=event_bus,
         on_employees_changed=reload_employees,
+        music=music,
     )
     reloads: set[asyncio.Task[None]] = set()
 
@@ -814,6 +827,7 @@ async def run(settings: Settings) -> int:
         await http.stop()
         trunks.close()
         await b2bua.close()
+        music.player.stop()
         log_event(logger, logging.INFO, "b2bua.stats", **b2bua.stats())
         log_event(logger, logging.INFO, "guard.stats", **service.guard.stats())
         await recorder.stop()
