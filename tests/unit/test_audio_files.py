@@ -4,6 +4,7 @@ the limits, and the stored WAV written atomically."""
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import miniaudio
@@ -125,3 +126,48 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(
         write_wav(path, np.zeros(800, dtype=np.int16))
     assert np.array_equal(read_wav(path, max_seconds=10), np.ones(800, dtype=np.int16))
     assert os.listdir(tmp_path) == ["music-on-hold.wav"]
+
+
+def test_a_riff_size_ending_inside_a_chunk_is_a_bad_file_not_a_crash() -> None:
+    # The standard library raises RuntimeError for this one (found by fuzzing).
+    wav = wav_bytes([sine(440, 0.1, 8000, 0.5)], 8000)
+    odd_chunk = b"LIST" + (5).to_bytes(4, "little") + b"abcde\0"
+    data = bytearray(wav[:36] + odd_chunk + wav[36:])
+    data[4:8] = (36 + 5).to_bytes(4, "little")
+    with pytest.raises(AudioError, match="not a WAV file"):
+        decode(bytes(data), "wav", max_seconds=10)
+
+
+def mutated(data: bytes, rng: random.Random) -> bytes:
+    """`data` with a few bytes changed, cut or inserted, the header most often."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 12)):
+        at = rng.randrange(min(len(out), 64) if rng.random() < 0.5 else len(out))
+        action = rng.random()
+        if action < 0.6:
+            out[at] = rng.choice([0, 1, 2, 0x7F, 0x80, 0xFF, rng.randrange(256)])
+        elif action < 0.8:
+            del out[at : at + rng.randint(1, 40)]
+        else:
+            out[at:at] = rng.randbytes(rng.randint(1, 16))
+        if not out:
+            break
+    return bytes(out)
+
+
+@pytest.mark.parametrize("kind", ["wav", "mp3"])
+def test_mangled_files_are_refused_or_read_never_a_crash(kind: str) -> None:
+    rng = random.Random(13)
+    if kind == "wav":
+        seeds = [
+            wav_bytes([sine(440, 0.2, 16_000, 0.5)] * 2, 16_000),
+            wav_bytes([sine(440, 0.2, 8000, 0.5)], 8000, width=3),
+        ]
+    else:
+        seeds = [mp3_bytes([sine(440, 0.3, 44_100, 0.5)] * 2, 44_100)]
+    for _ in range(300):
+        try:
+            samples = decode(mutated(rng.choice(seeds), rng), kind, max_seconds=10)
+        except AudioError:
+            continue
+        assert samples.dtype == np.int16 and 0 < len(samples) <= 80_000

@@ -61,13 +61,17 @@ def kind_of(content_type: str | None) -> str | None:
 
 def decode(data: bytes, kind: str, *, max_seconds: float) -> Samples:
     """The audio of a WAV or MP3 file as 8 kHz mono int16 samples."""
-    if kind == "wav":
-        rate, chunks = _wav_chunks(data, max_seconds)
-    elif kind == "mp3":
-        rate, chunks = _mp3_chunks(data, max_seconds)
-    else:
+    if kind not in ("wav", "mp3"):
         raise AudioError(f"{kind!r} is not a kind of file callbridge reads: wav or mp3")
-    samples = _resampled(chunks, rate, max_seconds)
+    try:
+        rate, chunks = (_wav_chunks if kind == "wav" else _mp3_chunks)(data, max_seconds)
+        samples = _resampled(chunks, rate, max_seconds)
+    except (AudioError, MemoryError):
+        raise
+    except Exception as error:
+        # A decoder's surprise on a crafted file is the file's fault, not a
+        # server error: say so rather than answer 500.
+        raise AudioError(f"the file cannot be read ({type(error).__name__})") from None
     if len(samples) == 0:
         raise AudioError("the file holds no audio")
     return samples
@@ -77,7 +81,9 @@ def _wav_chunks(data: bytes, max_seconds: float) -> tuple[int, Iterator[npt.NDAr
     try:
         # Closed by the chunks below, which outlive this function.
         reader = wave.open(io.BytesIO(data), "rb")  # noqa: SIM115
-    except (wave.Error, EOFError, struct.error, ValueError) as error:
+    # RuntimeError: the standard library's answer to a chunk that claims to
+    # run past the file (found by fuzzing).
+    except (wave.Error, EOFError, struct.error, ValueError, RuntimeError) as error:
         raise AudioError(f"not a WAV file this server reads: {_said(error)}") from None
     channels, width, rate = reader.getnchannels(), reader.getsampwidth(), reader.getframerate()
     if not 1 <= channels <= MAX_CHANNELS:
@@ -95,7 +101,7 @@ def _wav_chunks(data: bytes, max_seconds: float) -> tuple[int, Iterator[npt.NDAr
             while True:
                 try:
                     raw = reader.readframes(_CHUNK)
-                except (wave.Error, EOFError, struct.error) as error:
+                except (wave.Error, EOFError, struct.error, RuntimeError) as error:
                     raise AudioError(f"a broken WAV file: {_said(error)}") from None
                 raw = raw[: len(raw) - len(raw) % frame_size]  # a cut last frame
                 if not raw:
