@@ -295,3 +295,12 @@ def test_the_bundled_melody_is_a_few_seconds_at_minus_18_dbfs() -> None:
     assert abs(semitones - round(semitones)) < 0.1
     # No click at the loop point: the end fades into the beginning.
     assert abs(int(music[-1])) < 200 and abs(int(music[0])) < 200
+
+
+def test_a_tick_by_hand_takes_the_timers_place(clock: Clock, timers: Timers) -> None:
+    leg = FakeLeg()
+    player = player_of(ramp(10), clock, timers)
+    player.play(leg, 0, "PCMU")
+    clock.now += FRAME
+    player.tick()
+    assert len(timers.pending) == 1 and len(leg.sent) == 2

@@ -241,8 +241,11 @@ class Player:
             stream.restart()
 
     def tick(self) -> None:
-        """Send what is due to every leg (the timer calls this)."""
-        self._timer = None
+        """Send what is due to every leg (the timer calls this; a call by
+        hand takes the pending timer's place)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         now = self._clock()
         for stream in list(self._streams):
             self._send(stream, now)
