@@ -5,14 +5,14 @@ admin or supervisor sees which plays."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from ..media.audio_files import CONTENT_TYPES, AudioError, kind_of
-from ..media.music import MAX_SECONDS, MAX_UPLOAD_BYTES, MusicInfo, MusicOnHold, Source
-from .deps import Reader, Writer
+from ..media.music import MAX_SECONDS, MAX_UPLOAD_BYTES, MusicInfo, Source
+from .deps import MusicDep, Reader, Writer
 from .limits import read_body
 
 PATH = "/settings/music-on-hold"
@@ -23,14 +23,6 @@ class MusicOnHoldOut(BaseModel):
     source: Source = Field(description="`bundled` (the melody callbridge ships) or `uploaded`.")
     seconds: float = Field(description="Length of the loop.")
     uploaded_at: datetime | None = Field(description="When the file was uploaded.")
-
-
-def get_music(request: Request) -> MusicOnHold:
-    music: MusicOnHold = request.app.state.music
-    return music
-
-
-MusicDep = Annotated[MusicOnHold, Depends(get_music)]
 
 
 def _out(info: MusicInfo) -> MusicOnHoldOut:
