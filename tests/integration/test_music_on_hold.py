@@ -23,6 +23,7 @@ from tests.unit.test_media_ports import free_port_range
 
 from ..audio import sine, strongest_frequency, wav_bytes
 from .conftest import RtpEndpoint, Server, start_server, stop_server
+from .tones import analyse_music
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +93,9 @@ async def test_the_held_phone_hears_only_the_music_then_the_other_party_again(
     audio = np.concatenate([g711.pcmu_decode(p.payload) for p in packets])
     expected = g711.pcmu_decode(g711.pcmu_encode(music[: len(audio)]))
     assert np.array_equal(audio, expected)
+    # ... and what the hold tests listen for says so.
+    music_heard = analyse_music(audio)
+    assert music_heard.share > 0.9 and music_heard.notes >= 4, music_heard
     # Stopped: nothing more arrives (and nothing of the other party's).
     await asyncio.sleep(0.2)
     assert len(held.received) == len(heard)

@@ -304,3 +304,16 @@ def test_a_tick_by_hand_takes_the_timers_place(clock: Clock, timers: Timers) -> 
     clock.now += FRAME
     player.tick()
     assert len(timers.pending) == 1 and len(leg.sent) == 2
+
+
+def test_the_melody_sounds_only_its_own_frequencies() -> None:
+    from callbridge.media.melody import frequencies
+
+    music = default_music().astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(music * np.hanning(len(music)))) ** 2
+    bins = np.fft.rfftfreq(len(music), 1 / 8000)
+    near = np.zeros(len(bins), dtype=bool)
+    for frequency in frequencies():
+        assert 60 < frequency < 3400
+        near |= np.abs(bins - frequency) <= 8
+    assert spectrum[near].sum() > 0.95 * spectrum.sum()

@@ -93,6 +93,19 @@ def _synthesize() -> npt.NDArray[np.int16]:
     return samples
 
 
+def frequencies() -> frozenset[float]:
+    """Every frequency the melody sounds (each note's partials in the band):
+    what a test listening for it looks for."""
+    voices = ((_MELODY, _TRIANGLE), (_BASS, _BASS_PARTIALS))
+    return frozenset(
+        _frequency(note) * multiple
+        for notes, partials in voices
+        for note, _ in notes
+        for multiple, _ in partials
+        if _frequency(note) * multiple < _BAND_TOP
+    )
+
+
 def default_music() -> npt.NDArray[np.int16]:
     """The bundled melody: 8 s of 8 kHz mono int16 samples, made at the first
     call and kept (read-only) for the life of the process."""
