@@ -253,3 +253,20 @@ async def test_the_upload_is_described_in_openapi(api: Api) -> None:
     put_ = schema["paths"][URL]["put"]
     assert set(put_["requestBody"]["content"]) == {"audio/wav", "audio/mpeg"}
     assert {"413", "415", "422"} <= set(put_["responses"])
+
+
+async def test_a_file_that_cannot_be_stored_is_a_507_and_the_music_stays(
+    api: Api, music: MusicOnHold, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = api.settings.data_dir / "not-a-directory"
+    blocked.write_text("a file where the data directory should be")
+    unwritable = MusicOnHold(blocked, music.player, music.info)
+    app = create_app(api.settings, api.database, music=unwritable)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        response = await put(client, api, wav_bytes([sine(440, 1, 8000, 0.5)], 8000), "audio/wav")
+    assert response.status_code == 507
+    assert unwritable.info.source == "bundled"
+    assert np.array_equal(music.player.music.samples, default_music())
+    assert "media.music_on_hold_not_stored" in caplog.text

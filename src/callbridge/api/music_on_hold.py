@@ -56,6 +56,7 @@ async def show(_: Reader, music: MusicDep) -> MusicOnHoldOut:
         413: {"description": "Larger than the limit."},
         415: {"description": "Not audio/wav or audio/mpeg."},
         422: {"description": "A file that does not decode, or is too long; `msg` says why."},
+        507: {"description": "The data directory cannot take the file (see the log)."},
     },
 )
 async def upload(request: Request, _: Writer, music: MusicDep) -> MusicOnHoldOut:
@@ -75,6 +76,10 @@ async def upload(request: Request, _: Writer, music: MusicDep) -> MusicOnHoldOut
     except AudioError as error:
         detail = [{"loc": ["body"], "msg": error.problem, "type": "audio_error"}]
         raise HTTPException(422, detail) from None
+    except OSError:
+        # The data directory is full or not writable: the admin's to fix
+        # (the log says which path and why); the music playing stays.
+        raise HTTPException(507, "the server could not store the file") from None
     return _out(info)
 
 

@@ -82,14 +82,25 @@ class MusicOnHold:
     async def upload(self, data: bytes, content_type: str) -> MusicInfo:
         """Make the file `data` (WAV or MP3, as `content_type` says) the music
         on hold. `AudioError` names what is wrong with a file it cannot use;
-        `ValueError` for a type that is neither."""
+        `ValueError` for a type that is neither; `OSError` when it cannot be
+        stored (the music playing stays)."""
         kind = kind_of(content_type)
         if kind is None:
             raise ValueError(f"{content_type!r} is neither audio/wav nor audio/mpeg")
         if len(data) > MAX_UPLOAD_BYTES:
             raise AudioError(f"larger than {MAX_UPLOAD_BYTES} bytes")
         async with self._changing:
-            music, info = await asyncio.to_thread(_convert_and_store, data, kind, self.path)
+            try:
+                music, info = await asyncio.to_thread(_convert_and_store, data, kind, self.path)
+            except OSError as error:
+                log_event(
+                    logger,
+                    logging.ERROR,
+                    "media.music_on_hold_not_stored",
+                    path=str(self.path),
+                    error=error.strerror or type(error).__name__,
+                )
+                raise
             self.player.replace(music)
             self.info = info
         log_event(
