@@ -17,6 +17,7 @@ from callbridge.media.player import (
     Music,
     Player,
     default_music,
+    playable_codec,
 )
 from callbridge.media.rtp import RtpPacket
 
@@ -317,3 +318,10 @@ def test_the_melody_sounds_only_its_own_frequencies() -> None:
         assert 60 < frequency < 3400
         near |= np.abs(bins - frequency) <= 8
     assert spectrum[near].sum() > 0.95 * spectrum.sum()
+
+
+def test_the_codec_played_is_the_first_playable_one_the_peer_offered() -> None:
+    assert playable_codec({8: "PCMA", 0: "PCMU", 101: "telephone-event"}) == (8, "PCMA")
+    assert playable_codec({111: "opus", 0: "pcmu"}) == (0, "PCMU")
+    assert playable_codec({111: "opus", 101: "telephone-event"}) is None
+    assert playable_codec({}) is None

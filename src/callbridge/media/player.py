@@ -27,7 +27,7 @@ import logging
 import secrets
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -49,7 +49,16 @@ MAX_CATCH_UP = 5
 MAX_SAMPLES = 600 * SAMPLE_RATE
 PLAYABLE = frozenset({"PCMU", "PCMA"})
 
-__all__ = ["FRAME", "MAX_CATCH_UP", "PLAYABLE", "Music", "Player", "Playing", "default_music"]
+__all__ = [
+    "FRAME",
+    "MAX_CATCH_UP",
+    "PLAYABLE",
+    "Music",
+    "Player",
+    "Playing",
+    "default_music",
+    "playable_codec",
+]
 
 _HEADER = struct.Struct("!BBHII")
 _ENCODERS: dict[str, Callable[[Any], bytes]] = {
@@ -67,6 +76,17 @@ class Timer(Protocol):
 
 # Schedules `callback` in `delay` seconds (asyncio's `call_later` by default).
 CallLater = Callable[[float, Callable[[], None]], Timer]
+
+
+def playable_codec(payload_types: Mapping[int, str]) -> tuple[int, str] | None:
+    """The first (payload type, encoding) of an SDP's map (in its order, the
+    peer's preference) that the player can send, or None when there is none
+    (an Opus-only phone: no music)."""
+    for payload_type, encoding in payload_types.items():
+        name = encoding.upper()
+        if name in PLAYABLE and 0 <= payload_type <= 127:
+            return payload_type, name
+    return None
 
 
 class Music:
