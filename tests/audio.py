@@ -4,6 +4,7 @@ lameenc (a PyPI encoder, a test dependency), and what to measure in them."""
 from __future__ import annotations
 
 import io
+import struct
 import wave
 
 import numpy as np
@@ -33,6 +34,39 @@ def wav_bytes(channels: list[np.ndarray], rate: int, width: int = 2) -> bytes:
         writer.setframerate(rate)
         writer.writeframes(raw)
     return buffer.getvalue()
+
+
+def coded_wav_bytes(
+    channels: list[np.ndarray], rate: int, encoding: str, *, extensible: bool = False
+) -> bytes:
+    """A WAV the standard library does not write: `float` (32-bit IEEE),
+    `mulaw` or `alaw` (G.711), or `pcm24`; with `extensible`, in the
+    WAVE_FORMAT_EXTENSIBLE header (as tools write for > 16 bits or > 2 channels)."""
+    from callbridge.media import g711
+
+    frames = np.stack(channels, axis=1)
+    if encoding == "float":
+        tag, bits, raw = 3, 32, frames.astype("<f4").tobytes()
+    elif encoding in ("mulaw", "alaw"):
+        ints = np.round(frames * 32767).astype(np.int16).reshape(-1)
+        encode = g711.pcmu_encode if encoding == "mulaw" else g711.pcma_encode
+        tag, bits, raw = (7 if encoding == "mulaw" else 6), 8, encode(ints)
+    else:
+        ints = np.round(frames * (2**23 - 1)).astype("<i4")
+        tag, bits, raw = 1, 24, ints.view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+    count, block = len(channels), len(channels) * bits // 8
+    fmt = struct.pack("<HHIIHH", tag, count, rate, rate * block, block, bits)
+    if extensible:
+        subformat = struct.pack("<H", tag) + bytes.fromhex("000000001000800000aa00389b71")
+        fmt = struct.pack("<HHIIHH", 0xFFFE, count, rate, rate * block, block, bits)
+        fmt += struct.pack("<HHI", 22, bits, 0) + subformat
+    elif tag != 1:
+        fmt += struct.pack("<H", 0)  # cbSize
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    if tag != 1 and not extensible:
+        body += b"fact" + struct.pack("<II", 4, len(frames))
+    body += b"data" + struct.pack("<I", len(raw)) + raw + (b"\0" if len(raw) % 2 else b"")
+    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 def mp3_bytes(channels: list[np.ndarray], rate: int, kbps: int = 128) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from pathlib import Path
 
 import miniaudio
@@ -13,7 +14,14 @@ import pytest
 
 from callbridge.media.audio_files import AudioError, decode, kind_of, read_wav, write_wav
 
-from ..audio import level_dbfs, mp3_bytes, sine, strongest_frequency, wav_bytes
+from ..audio import (
+    coded_wav_bytes,
+    level_dbfs,
+    mp3_bytes,
+    sine,
+    strongest_frequency,
+    wav_bytes,
+)
 
 
 @pytest.mark.parametrize("width", [1, 2, 3, 4])
@@ -50,11 +58,41 @@ def test_a_cut_wav_plays_what_it_holds() -> None:
     assert len(samples) == 4000
 
 
-def test_a_float_wav_is_refused_with_a_reason() -> None:
+@pytest.mark.parametrize(
+    ("encoding", "extensible", "tolerance"),
+    [
+        ("float", False, 0.1),
+        ("float", True, 0.1),
+        ("mulaw", False, 0.3),
+        ("alaw", False, 0.3),
+        ("pcm24", True, 0.1),
+    ],
+)
+def test_wav_encodings_the_standard_library_does_not_read_are_read(
+    encoding: str, extensible: bool, tolerance: float
+) -> None:
+    # Telephony prompts come as G.711 WAVs; DAWs and ffmpeg write float and
+    # extensible headers; Python 3.11's wave reads none of them.
+    left = sine(700, 1.0, 16_000, 0.5)
+    data = coded_wav_bytes([left, np.zeros_like(left)], 16_000, encoding, extensible=extensible)
+    samples = decode(data, "wav", max_seconds=60)
+    assert len(samples) == 8000
+    middle = samples[200:-200]
+    assert strongest_frequency(middle) == pytest.approx(700, abs=1)
+    assert level_dbfs(middle) == pytest.approx(20 * np.log10(0.25 / np.sqrt(2)), abs=tolerance)
+
+
+def test_a_wav_in_an_encoding_nobody_reads_is_refused_with_a_reason() -> None:
     data = bytearray(wav_bytes([sine(440, 0.1, 8000, 0.5)], 8000))
-    data[20:22] = (3).to_bytes(2, "little")  # WAVE_FORMAT_IEEE_FLOAT
-    with pytest.raises(AudioError, match="not a WAV file this server reads: unknown format: 3"):
+    data[20:22] = (0x55).to_bytes(2, "little")  # MPEG layer 3 inside a WAV
+    with pytest.raises(AudioError, match="a WAV file in an encoding this server does not read"):
         decode(bytes(data), "wav", max_seconds=60)
+
+
+def test_a_coded_wav_longer_than_the_limit_is_refused() -> None:
+    data = coded_wav_bytes([np.zeros(8000 * 11)], 8000, "mulaw")
+    with pytest.raises(AudioError, match="longer than 10 seconds"):
+        decode(data, "wav", max_seconds=10)
 
 
 def test_longer_than_the_limit_is_refused_before_it_is_read() -> None:
@@ -162,6 +200,8 @@ def test_mangled_files_are_refused_or_read_never_a_crash(kind: str) -> None:
         seeds = [
             wav_bytes([sine(440, 0.2, 16_000, 0.5)] * 2, 16_000),
             wav_bytes([sine(440, 0.2, 8000, 0.5)], 8000, width=3),
+            coded_wav_bytes([sine(440, 0.2, 8000, 0.5)], 8000, "mulaw"),
+            coded_wav_bytes([sine(440, 0.2, 8000, 0.5)] * 2, 8000, "float", extensible=True),
         ]
     else:
         seeds = [mp3_bytes([sine(440, 0.3, 44_100, 0.5)] * 2, 44_100)]
@@ -171,3 +211,16 @@ def test_mangled_files_are_refused_or_read_never_a_crash(kind: str) -> None:
         except AudioError:
             continue
         assert samples.dtype == np.int16 and 0 < len(samples) <= 80_000
+
+
+def test_a_float_wav_with_nan_and_values_past_full_scale_plays_clipped() -> None:
+    left = sine(500, 0.5, 8000, 0.5)
+    left[100:200] = np.nan
+    left[300] = np.inf
+    left[400:410] = 1e30
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow, no NaN cast to int16
+        samples = decode(coded_wav_bytes([left], 8000, "float"), "wav", max_seconds=10)
+    assert len(samples) == 4000
+    assert (samples[100:200] == 0).all() and samples[300] == 32767
+    assert (samples[400:410] == 32767).all()

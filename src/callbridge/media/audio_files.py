@@ -6,8 +6,9 @@ A file is read a chunk at a time through a streaming resampler (soxr, with
 its anti-aliasing filter), channels averaged, so memory stays near the size
 of the result however the file is made, and a file that turns out longer
 than `max_seconds` is refused as soon as it passes it. WAV is read with the
-standard library (PCM, 8 to 32 bits, any rate and up to 8 channels); MP3 with
-miniaudio (dr_mp3 compiled in: no ffmpeg).
+standard library (PCM, 8 to 32 bits, any rate and up to 8 channels), and the
+WAV encodings it does not know (float, G.711, extensible) and MP3 with
+miniaudio (dr_wav and dr_mp3 compiled in: no ffmpeg).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import tempfile
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import miniaudio
 import numpy as np
@@ -84,6 +86,8 @@ def _wav_chunks(data: bytes, max_seconds: float) -> tuple[int, Iterator[npt.NDAr
     # RuntimeError: the standard library's answer to a chunk that claims to
     # run past the file (found by fuzzing).
     except (wave.Error, EOFError, struct.error, ValueError, RuntimeError) as error:
+        if isinstance(error, wave.Error) and str(error).startswith("unknown format"):
+            return _coded_wav_chunks(data, max_seconds)
         raise AudioError(f"not a WAV file this server reads: {_said(error)}") from None
     channels, width, rate = reader.getnchannels(), reader.getsampwidth(), reader.getframerate()
     if not 1 <= channels <= MAX_CHANNELS:
@@ -123,6 +127,15 @@ def _pcm_to_float(raw: bytes, width: int) -> npt.NDArray[np.float32]:
     return (np.frombuffer(raw, dtype) / 2.0 ** (8 * width - 1)).astype(np.float32)
 
 
+def _finite(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Floating-point samples as a file may hold them (NaN, infinities,
+    values past full scale) made playable: NaN silent, the rest clipped."""
+    clean: npt.NDArray[np.float32] = np.clip(
+        np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0
+    )
+    return clean
+
+
 def _mono(samples: npt.NDArray[np.float32], channels: int) -> npt.NDArray[np.float32]:
     if channels == 1:
         return samples
@@ -135,33 +148,61 @@ def _mp3_chunks(data: bytes, max_seconds: float) -> tuple[int, Iterator[npt.NDAr
         info = miniaudio.mp3_get_info(data)
     except miniaudio.DecodeError:
         raise AudioError("not an MP3 file this server reads") from None
-    if not MIN_RATE <= info.sample_rate <= MAX_RATE:
-        raise AudioError(f"a sample rate of {info.sample_rate} Hz")
+    return _decoded_chunks(data, info, max_seconds, "MP3")
+
+
+def _coded_wav_chunks(
+    data: bytes, max_seconds: float
+) -> tuple[int, Iterator[npt.NDArray[np.float32]]]:
+    """A WAV the standard library does not read (in Python 3.11 it reads
+    only plain PCM): floating point, G.711 mu-law or A-law (telephony
+    prompts), ADPCM, or PCM in the extensible header tools write for more
+    than 16 bits or 2 channels; through miniaudio's dr_wav."""
+    try:
+        info = miniaudio.wav_get_info(data)
+    except miniaudio.DecodeError:
+        raise AudioError("a WAV file in an encoding this server does not read") from None
+    return _decoded_chunks(data, info, max_seconds, "WAV")
+
+
+def _decoded_chunks(
+    data: bytes, info: Any, max_seconds: float, what: str
+) -> tuple[int, Iterator[npt.NDArray[np.float32]]]:
+    channels, rate = int(info.nchannels), int(info.sample_rate)
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"{channels} channels; at most {MAX_CHANNELS} are read")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(f"a sample rate of {rate} Hz; {MIN_RATE} to {MAX_RATE} Hz is read")
     if info.duration > max_seconds:
         raise AudioError(f"longer than {max_seconds:g} seconds")
     try:
-        # Decoded to one channel (miniaudio averages them) at the file's own
-        # rate: the resampler below is the one every upload goes through.
+        # At the file's own rate and channels: the averaging and the
+        # resampler below are the ones every upload goes through.
         stream = miniaudio.stream_memory(
             data,
-            output_format=miniaudio.SampleFormat.SIGNED16,
-            nchannels=1,
-            sample_rate=info.sample_rate,
+            output_format=miniaudio.SampleFormat.FLOAT32,
+            nchannels=channels,
+            sample_rate=rate,
             frames_to_read=_CHUNK,
         )
     except miniaudio.DecodeError:
-        raise AudioError("not an MP3 file this server reads") from None
+        raise AudioError(f"not a {what} file this server reads") from None
 
     def chunks() -> Iterator[npt.NDArray[np.float32]]:
+        decoded = 0
         try:
             for chunk in stream:
-                yield (np.frombuffer(chunk, np.int16) / 32768.0).astype(np.float32)
+                decoded += len(chunk)
+                yield _mono(_finite(np.frombuffer(chunk, np.float32)), channels)
         except miniaudio.DecodeError:
-            raise AudioError("a broken MP3 file") from None
+            raise AudioError(f"a broken {what} file") from None
         finally:
             stream.close()
+        if not decoded and info.num_frames:
+            # Its header promised audio the decoder could not make out.
+            raise AudioError(f"a {what} file in an encoding this server does not read")
 
-    return info.sample_rate, chunks()
+    return rate, chunks()
 
 
 def _resampled(chunks: Iterator[npt.NDArray[np.float32]], rate: int, max_seconds: float) -> Samples:
