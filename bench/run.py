@@ -16,6 +16,7 @@ for script, *args in (
     ("rtp_relay_bench.py",),
     ("call_load.py",),
     ("rtp_calls.py",),
+    ("moh_player.py",),
     ("routing_load.py",),
     ("identify_load.py",),
     # A tenth of the goal's ten million calls: loading those takes about ten

@@ -22,6 +22,7 @@ from .crm.identify import Identity, identify
 from .events import EventBus
 from .logs import log_event
 from .media.engine import LocalMediaEngine
+from .media.music import MusicOnHold
 from .media.policy import AllowedNetworks, MediaPolicy
 from .media.ports import RtpPortAllocator
 from .pbx.auth import DROP, Authenticator, Drop
@@ -570,6 +571,7 @@ class HttpService:
         on_employees_changed: Callable[[], Awaitable[None]] | None = None,
         hold_call: HoldCall | None = None,
         send_digits: SendDigits | None = None,
+        music: MusicOnHold | None = None,
     ) -> None:
         hide_tokens_in_uvicorn_logs()
         config = uvicorn.Config(
@@ -586,6 +588,7 @@ class HttpService:
                 on_employees_changed=on_employees_changed,
                 hold_call=hold_call,
                 send_digits=send_digits,
+                music=music,
             ),
             host=settings.http_host,
             port=settings.http_port,
@@ -713,6 +716,15 @@ async def run(settings: Settings) -> int:
     )
     recorder = CallRecorder(database)
     event_bus = EventBus()
+    # What held parties hear: the admin's upload, or the bundled melody.
+    music = await asyncio.to_thread(MusicOnHold.load, settings.data_dir, clock=loop.time)
+    log_event(
+        logger,
+        logging.INFO,
+        "media.music_on_hold",
+        source=music.info.source,
+        seconds=round(music.info.seconds, 2),
+    )
 
     async def identify_number(number: str, region: str) -> Identity:
         async with database.session() as session:
@@ -730,6 +742,7 @@ async def run(settings: Settings) -> int:
         events=event_bus,
         identify=identify_number,
         latch_on_signalling_host=settings.media_latch_signalling_host,
+        player=music.player if settings.music_on_hold else None,
     )
     service.use_b2bua(b2bua)
 
@@ -788,6 +801,7 @@ async def run(settings: Settings) -> int:
         on_employees_changed=reload_employees,
         hold_call=b2bua.hold,
         send_digits=b2bua.send_digits,
+        music=music,
     )
     reloads: set[asyncio.Task[None]] = set()
 
@@ -822,6 +836,7 @@ async def run(settings: Settings) -> int:
         await http.stop()
         trunks.close()
         await b2bua.close()
+        music.player.stop()
         log_event(logger, logging.INFO, "b2bua.stats", **b2bua.stats())
         log_event(logger, logging.INFO, "guard.stats", **service.guard.stats())
         await recorder.stop()

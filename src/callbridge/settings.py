@@ -169,6 +169,12 @@ class Settings(BaseSettings):
         "off when phones' SIP reaches callbridge through a proxy on another host: then "
         "any host that first sends a steady stream after our answer is latched on.",
     )
+    music_on_hold: bool = Field(
+        True,
+        description="A phone's hold is answered by callbridge, and the other party hears "
+        "the music on hold; off, the hold re-INVITE goes on to the other phone (which may "
+        "play its own).",
+    )
     auth_token_ttl: float = Field(12 * 3600, gt=0, description="Seconds an API token lives.")
     default_region: str = Field(
         "US",

@@ -77,6 +77,7 @@ class Calls:
                 status=status,
                 hangup_side=side,
                 hangup_cause=None,
+                hold_seconds=20 if status == "answered" else 0,
             )
         self.ids[name] = call_id
 
@@ -120,6 +121,7 @@ async def test_calls_are_listed_newest_first_with_the_total(api: Api, calls: Cal
     assert page["total"] == 4
     answered = page["items"][-1]
     assert answered["status"] == "answered" and answered["talk_seconds"] == 55
+    assert [item["hold_seconds"] for item in page["items"]] == [0, 0, 0, 20]
     assert answered["started_at"] == "2026-11-27T09:00:00Z"
     assert (answered["caller_number"], answered["callee_number"]) == ("101", "102")
     assert page["items"][0]["status"] == "in_progress"

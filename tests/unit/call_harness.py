@@ -309,6 +309,7 @@ class Record:
     answered_at: datetime | None = None
     hangup_side: str | None = None
     hangup_cause: str | None = None
+    hold_seconds: int = 0
 
 
 class FakeRecorder:
@@ -338,8 +339,10 @@ class FakeRecorder:
         status: str,
         hangup_side: str | None,
         hangup_cause: str | None,
+        hold_seconds: int = 0,
     ) -> None:
         record = self.records[call_id]
+        record.hold_seconds = hold_seconds
         if record.status == "in_progress":
             record.status, record.hangup_side, record.hangup_cause = (
                 status,

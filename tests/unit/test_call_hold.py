@@ -171,3 +171,4 @@ async def test_music_stops_when_a_held_call_ends_and_the_hold_time_is_counted() 
     world.in_dialog(dialog, "BYE")
     assert player.now() == []
     assert call.hold_seconds == pytest.approx(10)
+    assert world.recorder.only().hold_seconds == 10

@@ -106,6 +106,44 @@ async def test_answered_call_gets_talk_seconds_from_the_answer(
     assert (stored.status, stored.talk_seconds) == ("answered", 61)
     assert (stored.answered_at, stored.ended_at) == (at(4), at(65.4))
     assert (stored.hangup_side, stored.hangup_cause) == ("callee", "BYE")
+    assert stored.hold_seconds == 0  # a caller that passes no hold time
+
+
+async def test_the_time_on_hold_is_kept_with_the_end(
+    database: Database, recorder: CallRecorder
+) -> None:
+    held, long_held = begin(recorder), begin(recorder)
+    for call_id, hold in ((held, 25), (long_held, 90)):
+        recorder.answered(call_id, at(0))
+        recorder.ended(
+            call_id,
+            at=at(60),
+            answered_at=at(0),
+            status="answered",
+            hangup_side="caller",
+            hangup_cause="BYE",
+            hold_seconds=hold,
+        )
+    await recorder.flush()
+    assert (await record(database, held)).hold_seconds == 25
+    # Never more than the talk time, whatever the sum it was given.
+    assert (await record(database, long_held)).hold_seconds == 60
+
+
+@pytest.mark.parametrize("hold", [-1, 2.5, True, "10"])
+def test_a_hold_time_that_is_no_whole_number_of_seconds_is_refused(
+    recorder: CallRecorder, hold: object
+) -> None:
+    with pytest.raises(ValueError, match="hold_seconds"):
+        recorder.ended(
+            "a" * 32,
+            at=at(60),
+            answered_at=at(0),
+            status="answered",
+            hangup_side="caller",
+            hangup_cause="BYE",
+            hold_seconds=hold,  # type: ignore[arg-type]
+        )
 
 
 @pytest.mark.parametrize("flush_between", [False, True])

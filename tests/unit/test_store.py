@@ -39,7 +39,7 @@ async def test_migrations_build_the_schema_the_models_describe(empty_database: D
     async with empty_database.engine.connect() as connection:
         assert await connection.run_sync(_differences) == []
         version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
-    assert version == "0011"
+    assert version == "0012"
 
 
 async def test_migration_0007_scrubs_credentials_from_stored_versions(
@@ -69,6 +69,24 @@ async def test_migration_0007_scrubs_credentials_from_stored_versions(
         "external_lines": [{"id": 1, "code": "provider", "login": "pbx"}],
         "routing_rules": [],
     }
+
+
+async def test_migration_0012_gives_earlier_calls_no_time_on_hold(
+    empty_database: Database,
+) -> None:
+    async with empty_database.engine.begin() as connection:
+        await connection.run_sync(lambda c: command.upgrade(alembic_config(c), "0010"))
+        await connection.execute(
+            text(
+                "INSERT INTO calls (id, direction, caller_number, callee_number, started_at, "
+                "talk_seconds, status) VALUES ('a', 'internal', '101', '102', :at, 30, 'answered')"
+            ),
+            {"at": utcnow()},
+        )
+    await empty_database.migrate()
+    async with empty_database.session() as session:
+        call = await session.get(CallRecord, "a")
+    assert call is not None and (call.talk_seconds, call.hold_seconds) == (30, 0)
 
 
 async def test_migrating_again_changes_nothing(database: Database) -> None:

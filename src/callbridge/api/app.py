@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 
 from .. import __version__
 from ..events import EventBus
+from ..media.music import MusicOnHold
 from ..pbx.dtmf import SendDigits
 from ..pbx.guard import FloodGuard
 from ..pbx.originate import Originator
@@ -28,6 +29,7 @@ from . import (
     external_lines,
     hold,
     internal_lines,
+    music_on_hold,
     normalization_rules,
     notes,
     routing_rules,
@@ -52,6 +54,7 @@ def create_app(
     on_employees_changed: Callable[[], Awaitable[None]] | None = None,
     hold_call: HoldCall | None = None,
     send_digits: SendDigits | None = None,
+    music: MusicOnHold | None = None,
 ) -> FastAPI:
     """The API over `database` (migrated by the caller). Edits to lines and
     rules are staged; `on_apply(version)` is awaited when a version is
@@ -68,7 +71,9 @@ def create_app(
     `hold_call(call_id, employee_id, on)` holds or resumes a call in
     progress (`POST /calls/{id}/hold`, `/resume`; without it, 503).
     `send_digits(call_id, employee_id, digits)` plays DTMF into a call
-    (`POST /calls/{id}/dtmf`; without it, 503)."""
+    (`POST /calls/{id}/dtmf`; without it, 503).
+    `music` is the music on hold the SIP side plays (without it, the one
+    stored under the data directory, read now)."""
     app = FastAPI(
         title="callbridge",
         version=__version__,
@@ -91,9 +96,15 @@ def create_app(
         app.state.registration_state = registration_state
     app.state.events = event_bus if event_bus is not None else EventBus()
     app.state.on_employees_changed = on_employees_changed
+    app.state.music = music if music is not None else MusicOnHold.load(settings.data_dir)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(FieldError, field_error_handler)
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_SIZE)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=MAX_BODY_SIZE,
+        # An audio file is larger: the route bounds it, after the role check.
+        own_limits=[("PUT", f"/api/v1{music_on_hold.PATH}")],
+    )
     v1 = APIRouter(prefix="/api/v1")
     v1.include_router(auth.router)
     v1.include_router(internal_lines.router)
@@ -111,6 +122,7 @@ def create_app(
     v1.include_router(cards.leads.router)
     v1.include_router(notes.router)
     v1.include_router(security.router)
+    v1.include_router(music_on_hold.router)
     app.include_router(v1)
     app.include_router(events.router)
     return app

@@ -61,6 +61,8 @@ class CallOut(BaseModel):
     answered_at: datetime | None
     ended_at: datetime | None
     talk_seconds: int
+    # Of the talk time, the seconds spent on hold.
+    hold_seconds: int
     status: str
     hangup_side: str | None
     hangup_cause: str | None
@@ -149,6 +151,7 @@ async def call_views(
                 answered_at=record.answered_at,
                 ended_at=record.ended_at,
                 talk_seconds=record.talk_seconds,
+                hold_seconds=record.hold_seconds,
                 status=record.status,
                 hangup_side=record.hangup_side,
                 hangup_cause=record.hangup_cause,

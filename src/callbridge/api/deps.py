@@ -1,5 +1,5 @@
-"""Dependencies every route shares: the settings, a database session, and
-the signed-in user with the role a route asks for."""
+"""Dependencies every route shares: the settings, a database session, the
+signed-in user with the role a route asks for, and the music on hold."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..media.music import MusicOnHold
 from ..settings import Settings
 from ..store import Database, User
 from ..store.accounts import user_for_token
@@ -29,8 +30,14 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+def get_music(request: Request) -> MusicOnHold:
+    music: MusicOnHold = request.app.state.music
+    return music
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+MusicDep = Annotated[MusicOnHold, Depends(get_music)]
 
 
 def _unauthorized() -> HTTPException:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 
+from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_SIZE = 64 * 1024
@@ -12,14 +14,25 @@ MAX_BODY_SIZE = 64 * 1024
 class BodySizeLimit:
     """Answers 413 to a body above `max_bytes`: at once when Content-Length says
     so, or as soon as a streamed (chunked) body passes the limit. A body within
-    the limit is read here and handed on whole."""
+    the limit is read here and handed on whole.
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_SIZE) -> None:
+    `own_limits` names the routes, as (method, path), that take larger bodies
+    (an audio file) and bound them themselves: their bodies pass untouched,
+    so a route reads one only after its role check, a chunk at a time
+    (`read_body`), and a caller without the role never gets it buffered."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int = MAX_BODY_SIZE,
+        own_limits: Collection[tuple[str, str]] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.own_limits = frozenset(own_limits)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (scope["method"], scope["path"]) in self.own_limits:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
@@ -66,3 +79,21 @@ async def _answer_413(send: Send, max_bytes: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The body of a request to a route with its own limit (`own_limits`):
+    413 as soon as Content-Length or the bytes that came say it is larger."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        raise _too_large(max_bytes)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise _too_large(max_bytes)
+    return bytes(body)
+
+
+def _too_large(max_bytes: int) -> HTTPException:
+    return HTTPException(413, f"request body larger than {max_bytes} bytes")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ..media.engine import MediaEngine
 from ..media.errors import MediaError
 from ..sip import Request, Response
-from ..sip.offer_answer import AUXILIARY_ENCODINGS, answer_direction, resume, with_connection
+from ..sip.offer_answer import answer_direction, resume, with_connection
 from ..sip.sdp import SdpError, SessionDescription, parse_sdp
 
 SDP_TYPE = ("Content-Type", "application/sdp")
@@ -91,15 +91,6 @@ def anchored(sdp: SessionDescription, audio: Audio, address: str, port: int) -> 
     ports = [0] * len(sdp.media)
     ports[audio.index] = port
     return with_connection(sdp, address, ports).to_bytes()
-
-
-def first_voice(audio: Audio) -> tuple[int, str] | None:
-    """The payload type and encoding a party listed first for its voice (not
-    telephone-event or comfort noise): what it expects to receive."""
-    for payload_type, encoding in audio.payload_types.items():
-        if encoding.lower() not in AUXILIARY_ENCODINGS:
-            return payload_type, encoding
-    return None
 
 
 def answered_locally(last_sent: bytes, offer: SessionDescription) -> bytes | None:

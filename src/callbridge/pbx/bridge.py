@@ -42,7 +42,3 @@ class MusicPlayer(Protocol):
     leg's codec, while the leg is out of the relay."""
 
     def play(self, leg: Leg, payload_type: int, encoding: str) -> Playing: ...
-
-
-# The encodings a player can send: G.711, which it encodes itself.
-PLAYABLE = frozenset({"PCMU", "PCMA"})

@@ -39,6 +39,7 @@ from ..media.dtmf import INFO_TYPES, Digit, DtmfBodyError
 from ..media.engine import Leg as MediaLeg
 from ..media.engine import MediaSession
 from ..media.errors import MediaError
+from ..media.player import playable_codec
 from ..sip import Request, Response
 from ..sip.dialog import Dialog, DialogError
 from ..sip.headers import reason_value
@@ -53,10 +54,9 @@ from .anchor import (
     answered_locally,
     audio_of,
     checked_audio,
-    first_voice,
     sdp_of,
 )
-from .bridge import PLAYABLE, Playing, Relay
+from .bridge import Playing, Relay
 from .calls import talk_seconds
 from .dialing import ALLOW, Dialing, Fork, Target
 from .dtmf import CallDtmf, side_media
@@ -686,9 +686,9 @@ class Call:
         if player is None:
             return None
         if audio.holds:
-            voice = first_voice(self.remote_audio.get(self.other(leg).media) or audio)
-            if voice is None or voice[1].upper() not in PLAYABLE:
-                return None
+            heard = self.remote_audio.get(self.other(leg).media)
+            if heard is None or playable_codec(heard.payload_types) is None:
+                return None  # Opus passed through, say: the other phone is asked
         elif leg.role not in self.holding:
             return None
         return answered_locally(leg.sdp_sent, offer)
@@ -745,9 +745,10 @@ class Call:
         player = self.b2bua.player
         if listener is None or player is None or self.playing is not None:
             return
-        voice = first_voice(self.remote_audio[listener]) if listener in self.remote_audio else None
-        if voice is not None and voice[1].upper() in PLAYABLE:
-            self.playing = player.play(listener, voice[0], voice[1].upper())
+        heard = self.remote_audio.get(listener)
+        codec = None if heard is None else playable_codec(heard.payload_types)
+        if codec is not None:
+            self.playing = player.play(listener, *codec)
             self.playing_to = listener
 
     def role_of(self, employee_id: int) -> str | None:
@@ -870,6 +871,7 @@ class Call:
             status=record,
             hangup_side=side,
             hangup_cause=cause,
+            hold_seconds=round(self.hold_seconds),
         )
         self._end_events(record, side, cause, at)
         b2bua.release(self)

@@ -21,7 +21,14 @@ from .bounds import CAUSE_MAX, printable
 
 logger = logging.getLogger("callbridge.calls")
 
-_END_COLUMNS = ("ended_at", "status", "hangup_side", "hangup_cause", "talk_seconds")
+_END_COLUMNS = (
+    "ended_at",
+    "status",
+    "hangup_side",
+    "hangup_cause",
+    "talk_seconds",
+    "hold_seconds",
+)
 _CARD_COLUMNS = ("contact_id", "account_id", "lead_id", "matches")
 # What the recorder queues: a new record, or (kind, record id, column values)
 # with kind "answer", "end" or "identify".
@@ -116,6 +123,7 @@ class CallRecorder:
             employee_id=employee_id,
             started_at=_aware("at", at),
             talk_seconds=0,
+            hold_seconds=0,
             status="in_progress",
             sip_call_id=sip_call_id,
             client_number=client_number,
@@ -163,10 +171,13 @@ class CallRecorder:
         status: str,
         hangup_side: str | None,
         hangup_cause: str | None,
+        hold_seconds: int = 0,
     ) -> None:
         """Close the record: `status` one of END_STATUSES; the talk time runs
-        from `answered_at` (the caller's own note of it) to `at`. A call
-        already closed is not closed again: the change is dropped when written."""
+        from `answered_at` (the caller's own note of it) to `at`, and
+        `hold_seconds` of it were spent on hold (the call logic's sum; a
+        whole number, at most the talk time). A call already closed is not
+        closed again: the change is dropped when written."""
         _aware("at", at)
         if answered_at is not None:
             _aware("answered_at", answered_at)
@@ -175,6 +186,9 @@ class CallRecorder:
             _one_of("hangup_side", hangup_side, HANGUP_SIDES)
         if status == "answered" and answered_at is None:
             raise ValueError(f"status 'answered': call {call_id!r} was never answered")
+        if isinstance(hold_seconds, bool) or not isinstance(hold_seconds, int) or hold_seconds < 0:
+            raise ValueError(f"hold_seconds {hold_seconds!r} is not a whole number of seconds")
+        talk = talk_seconds(answered_at, at)
         self._queue(
             (
                 "end",
@@ -186,7 +200,9 @@ class CallRecorder:
                     "hangup_cause": None
                     if hangup_cause is None
                     else printable(hangup_cause, CAUSE_MAX),
-                    "talk_seconds": talk_seconds(answered_at, at),
+                    "talk_seconds": talk,
+                    # Rounding the two apart must not make the hold the longer.
+                    "hold_seconds": min(hold_seconds, talk),
                 },
             )
         )

@@ -223,6 +223,8 @@ class CallRecord(Base):
     answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     talk_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    # Of the talk time, how long the call was on hold (either side held).
+    hold_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     status: Mapped[str] = mapped_column(String(16))
     hangup_side: Mapped[str | None] = mapped_column(String(8))
     hangup_cause: Mapped[str | None] = mapped_column(String(128))
