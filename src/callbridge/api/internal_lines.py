@@ -53,6 +53,14 @@ Password = Annotated[
     Field(description="SIP password, 8 to 128 characters; write-only, never returned."),
 ]
 Comment = Annotated[str, Field(max_length=2000)]
+RecordingChoice = Annotated[
+    bool | None,
+    Field(
+        description="Whether this line's calls are recorded: true, false, or null to "
+        "follow CALLBRIDGE_RECORDING. A call any of its lines says false for is not "
+        "recorded. Takes effect at the next apply."
+    ),
+]
 
 
 DigestAlgorithms = Annotated[
@@ -81,6 +89,7 @@ class InternalLineCreate(Input):
     username: Username
     password: Password
     digest_algorithms: DigestAlgorithms | None = None
+    recording: RecordingChoice = None
     comment: Comment = ""
 
 
@@ -100,6 +109,7 @@ class InternalLineUpdate(Input):
     password: Password | None = None
     # null puts the line back on the global setting.
     digest_algorithms: DigestAlgorithms | None = None
+    recording: RecordingChoice = None
     comment: Comment | None = None
 
     @field_validator(
@@ -134,6 +144,9 @@ class InternalLineOut(BaseModel):
     digest_algorithms: str | None = Field(
         description="Digest algorithms its phones are offered, in order; null: the "
         "global CALLBRIDGE_SIP_DIGEST_ALGORITHMS."
+    )
+    recording: bool | None = Field(
+        description="Whether its calls are recorded; null: CALLBRIDGE_RECORDING."
     )
     telephony_disabled: bool = Field(
         description="Its employee was deleted: the line neither registers, calls nor rings "
@@ -191,6 +204,7 @@ async def create_line(
         max_incoming_calls=body.max_incoming_calls,
         username=body.username,
         digest_algorithms=body.digest_algorithms,
+        recording=body.recording,
         comment=body.comment,
     )
     line.set_password(body.password.get_secret_value(), settings.sip_realm)

@@ -34,6 +34,7 @@ from ..events import EventBus
 from ..logs import log_event
 from ..media.engine import Leg, MediaEngine, MediaSession
 from ..media.errors import MediaError
+from ..media.recorder import Recording
 from ..numbers import MAX_NUMBER_LENGTH, to_e164
 from ..sip import Headers, Request, Response, make_response, parse
 from ..sip.dialog import Dialog, DialogError
@@ -63,6 +64,7 @@ from .calls import CallRecorder, talk_seconds
 from .dialplan import Dialplan
 from .lines import Line, Lines
 from .normalize import Field
+from .recordings import Recordings
 from .registrar import Binding, Location
 from .staff import Employees
 from .trunks import Trunk
@@ -236,6 +238,12 @@ class Plan:
         return {line.employee_id for line in lines if line and line.employee_id is not None}
 
     @property
+    def recording_choices(self) -> tuple[bool | None, ...]:
+        """Whether each line the call involves wants it recorded (None: no choice)."""
+        lines = (self.caller_line, self.callee_line, self.trunk_in, self.trunk_out)
+        return tuple(line.recording for line in lines if line is not None)
+
+    @property
     def ring_timeout(self) -> int:
         return self.callee_line.ring_timeout if self.callee_line else DEFAULT_RING_TIMEOUT
 
@@ -331,8 +339,10 @@ class B2bua:
         identify: Identify | None = None,
         identify_deadline: float = IDENTIFY_DEADLINE,
         latch_on_signalling_host: bool = True,
+        recordings: Recordings | None = None,
     ) -> None:
         self.sip = sip
+        self.recordings = recordings
         self.authenticator = authenticator
         self.location = location
         self.media = media
@@ -937,6 +947,7 @@ class Call:
     # re-INVITE without SDP reached): that 2xx waits for our ACK until the
     # other side's ACK brings the answer our ACK must carry.
     awaiting_answer: Side | None = None
+    recording: Recording | None = None
     _timer: asyncio.TimerHandle | None = None
 
     def __post_init__(self) -> None:
@@ -1212,6 +1223,10 @@ class Call:
             self._sdp_sent(self.caller_leg, self.callee_leg)
         b2bua.by_invite.pop(self.transaction, None)
         b2bua.recorder.answered(self.record, self.answered_at)
+        if b2bua.recordings is not None:
+            self.recording = b2bua.recordings.start(
+                self.record, self.plan, caller=self.caller_leg, callee=self.callee_leg
+            )
         self._ring_event()
         b2bua.publish(self, "answered")
         log_event(logger, logging.DEBUG, "call.answered", record=self.record)
@@ -1557,6 +1572,8 @@ class Call:
         self.phase = Phase.ENDED
         b2bua = self.b2bua
         self._timer_cancel()
+        if self.recording is not None and b2bua.recordings is not None:
+            b2bua.recordings.stop(self.recording, self.caller_leg, self.callee_leg)
         at = b2bua.wallclock()
         b2bua.recorder.ended(
             self.record,

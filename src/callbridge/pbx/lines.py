@@ -35,6 +35,8 @@ class Line:
     disabled: bool = False
     # The digest algorithms its phones are offered, in order; None: the server's.
     digest_algorithms: tuple[str, ...] | None = None
+    # Whether its calls are recorded; None: as the global setting says.
+    recording: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,7 @@ def lines_of(rows: Iterable[InternalLine]) -> Lines:
             id=row.id,
             disabled=bool(row.telephony_disabled),
             digest_algorithms=_algorithms(row.digest_algorithms),
+            recording=row.recording,
         )
         for row in rows
     )

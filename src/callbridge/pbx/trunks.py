@@ -55,6 +55,8 @@ class Trunk:
     default_region: str = "US"
     # Challenge the provider's INVITEs and check them with login and password.
     incoming_auth: bool = False
+    # Whether its calls are recorded; None: as the global setting says.
+    recording: bool | None = None
     # The server's IP address, resolved when the lines were loaded.
     address: str | None = None
 
@@ -392,6 +394,7 @@ async def trunks_of(rows: Iterable[ExternalLine]) -> list[Trunk]:
                 alt_addresses=tuple(row.alt_addresses or ()),
                 default_region=row.default_region,
                 incoming_auth=bool(row.incoming_auth),  # absent from versions before it
+                recording=row.recording,
                 address=address,
             )
         )

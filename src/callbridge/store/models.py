@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -122,6 +123,8 @@ class InternalLine(Base):
     # Digest algorithms its phones are offered, in order ("MD5" or
     # "SHA-256,MD5"); NULL: the global CALLBRIDGE_SIP_DIGEST_ALGORITHMS.
     digest_algorithms: Mapped[str | None] = mapped_column(String(16), default=None)
+    # Whether its calls are recorded; NULL: as CALLBRIDGE_RECORDING says.
+    recording: Mapped[bool | None] = mapped_column(Boolean, default=None)
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
@@ -235,6 +238,13 @@ class CallRecord(Base):
     # Several cards matched the number: [{"type": "contact", "id": 7, "name": ...}],
     # for the employee to choose from; none of them is linked.
     matches: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # The call's recording: its file under the recordings directory
+    # ("2026/12/07/<id>.wav"), set when recording starts; its size and
+    # length once the file is complete (NULL while it is being written,
+    # or when a crash interrupted it: the next start completes it).
+    recording: Mapped[str | None] = mapped_column(String(64))
+    recording_size: Mapped[int | None] = mapped_column(BigInteger)
+    recording_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
 Transport = Literal["udp", "tcp"]
@@ -294,6 +304,8 @@ class ExternalLine(Base):
     # Challenge the provider's INVITEs (407) and check them with login and
     # password, for a provider that answers digest challenges.
     incoming_auth: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Whether its calls are recorded; NULL: as CALLBRIDGE_RECORDING says.
+    recording: Mapped[bool | None] = mapped_column(Boolean, default=None)
     total_lines: Mapped[int] = mapped_column(Integer, default=1)
     outgoing_lines: Mapped[int] = mapped_column(Integer, default=1)
     transport: Mapped[str] = mapped_column(String(8), default="udp")
