@@ -255,7 +255,7 @@ def test_frames_come_out_once_in_order_whatever_the_take_sizes() -> None:
     # 4 s of packets, more than the aligner's window, taken as they come.
     aligner = StereoAligner(started=0.0)
     parts = []
-    for n, until in enumerate((0.04, 0.04, 0.5, 1.38, 2.0, 2.5, 4.0)):
+    for until in (0.04, 0.04, 0.5, 1.38, 2.0, 2.5, 4.0):
         stream(aligner, 0, 1000, packets=round(until * 50))
         parts.append(aligner.take(until))
     left, _ = channels(b"".join(parts))
