@@ -199,3 +199,65 @@ async def test_a_recording_whose_file_is_gone_is_404(api: Api) -> None:
 async def test_a_call_id_path_is_bounded(api: Api) -> None:
     answer = await api.client.get(f"{URL}/{'a' * 33}/recording", headers=api.auth())
     assert answer.status_code == 422
+
+
+# --- the per line choice -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "another"),
+    [
+        (
+            "/api/v1/internal-lines",
+            {"number": "101", "username": "alice", "password": "a-long-sip-password"},
+            {"number": "102", "username": "bob"},
+        ),
+        ("/api/v1/external-lines", {"code": "trunk", "server": "192.0.2.10"}, {"code": "t2"}),
+    ],
+)
+async def test_a_line_chooses_whether_its_calls_are_recorded(
+    api: Api, url: str, body: dict[str, object], another: dict[str, object]
+) -> None:
+    created = await api.client.post(url, json={**body, "recording": False}, headers=api.auth())
+    assert created.status_code == 201, created.text
+    assert created.json()["recording"] is False
+    line_url = f"{url}/{created.json()['id']}"
+    for value in (True, None):
+        changed = await api.client.patch(line_url, json={"recording": value}, headers=api.auth())
+        assert changed.status_code == 200 and changed.json()["recording"] is value
+    wrong = await api.client.patch(line_url, json={"recording": "sometimes"}, headers=api.auth())
+    assert wrong.status_code == 422
+    assert wrong.json()["detail"][0]["loc"] == ["body", "recording"]
+    refused = await api.client.patch(
+        line_url, json={"recording": True}, headers=api.auth("supervisor")
+    )
+    assert refused.status_code == 403
+    default = await api.client.post(url, json={**body, **another}, headers=api.auth())
+    assert default.json()["recording"] is None
+
+
+async def test_the_choice_reaches_the_lines_a_version_runs(api: Api) -> None:
+    from callbridge.pbx.config import read_live_state, read_staged, running_config
+    from callbridge.store.models import ConfigVersion
+
+    await api.client.post(
+        "/api/v1/internal-lines",
+        json={
+            "number": "101",
+            "username": "alice",
+            "password": "a-long-sip-password",
+            "recording": False,
+        },
+        headers=api.auth(),
+    )
+    await api.client.post(
+        "/api/v1/external-lines",
+        json={"code": "trunk", "server": "192.0.2.10", "recording": True},
+        headers=api.auth(),
+    )
+    async with api.database.session() as session:
+        # What an apply stores and runs (the staged set, as a version).
+        version = ConfigVersion(id=1, source="test", snapshot=await read_staged(session))
+        config = await running_config(version, await read_live_state(session))
+    assert config.lines.by_number["101"].recording is False
+    assert config.trunks[0].recording is True
