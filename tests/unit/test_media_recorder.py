@@ -442,3 +442,37 @@ def test_header_fields_are_little_endian_riff() -> None:
     header = wav_header(400)
     assert header[:4] == b"RIFF" and struct.unpack("<I", header[4:8])[0] == 436
     assert header[36:40] == b"data" and struct.unpack("<I", header[40:44])[0] == 400
+
+
+def test_a_stalled_senders_burst_keeps_its_place() -> None:
+    # Nothing for 0.4 s, then the packets of those 0.4 s at once with the
+    # rest: each lands where it was captured, nothing is lost.
+    aligner = StereoAligner(started=0.0)
+    parts = []
+    for n in range(100):
+        samples = pcmu_encode(tone(1000, PACKET, n * PACKET))
+        arrival = max((n + 1) * 0.02, 0.8) if 20 <= n < 40 else (n + 1) * 0.02
+        aligner.add(0, arrival, rtp(n, 1000 + n * PACKET, samples), PCMU)
+        if n % 10 == 9:  # the writer, LAG behind
+            parts.append(aligner.take(arrival - LAG))
+    parts.append(aligner.take(2.0))
+    left, _ = channels(b"".join(parts))
+    np.testing.assert_array_equal(left, channels_of_tone(0, 100))
+    assert aligner.late == 0
+
+
+def test_a_phone_that_freezes_its_timestamps_while_silent_is_placed_by_arrival() -> None:
+    aligner = StereoAligner(started=0.0)
+    parts = []
+    for n in range(100):
+        # 1 s of talk, 1 s of silence (no packets, timestamps frozen), 1 s of talk.
+        arrival = (n + 1) * 0.02 + (1.0 if n >= 50 else 0.0)
+        aligner.add(0, arrival, rtp(n, n * PACKET, pcmu_encode(tone(1000, PACKET))), PCMU)
+        parts.append(aligner.take(arrival - LAG))
+    parts.append(aligner.take(3.0))
+    left, _ = channels(b"".join(parts))
+    assert rms(left[: RATE - PACKET]) > 4000
+    assert not left[RATE + PACKET : 2 * RATE].any()
+    # The second talkspurt is there, but for the packets it took to see it was late.
+    assert rms(left[int(2.2 * RATE) : 3 * RATE]) > 4000
+    assert 0 < aligner.late < 10

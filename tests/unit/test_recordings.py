@@ -238,3 +238,21 @@ async def test_the_end_of_a_short_call_and_its_recording_share_a_batch(
 
 def test_recorded_reports_seconds() -> None:
     assert Recorded(HEADER_SIZE + 4 * RATE, RATE).seconds == 1.0
+
+
+def test_a_plan_offers_the_choice_of_every_line_it_involves() -> None:
+    from dataclasses import replace
+
+    from callbridge.pbx.b2bua import Plan as CallPlan
+    from callbridge.pbx.lines import Line
+    from callbridge.pbx.trunks import Trunk
+
+    plan = CallPlan(
+        tag="t", started=T0, direction="incoming", caller_number="+1555", callee_number="101"
+    )
+    assert plan.recording_choices == ()
+    line = Line(number="101", username="alice", ha1={}, recording=False)
+    trunk = Trunk(id=1, code="trunk", host="192.0.2.1", recording=True)
+    both = replace(plan, callee_line=line, trunk_in=trunk)
+    assert both.recording_choices == (False, True)
+    assert not is_recorded(both.recording_choices, True)

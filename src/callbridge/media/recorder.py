@@ -8,13 +8,15 @@ left, the employee right).
 
 Timeline. Frame 0 is the moment `record()` is called (the answer). Each
 packet lands where its RTP timestamp says, counted from where the first
-packet of its stream (SSRC) arrived; a stream whose timestamps stray more
-than `REANCHOR` from the arrival clock (a new stream, a phone that stops the
-timestamp while silent, a forged jump) is placed by its arrival again. What
-no packet covered stays zero: loss, silence, hold and the other side's
-talk keep both channels on the wall clock. G.711 (PCMU, PCMA) is decoded;
-telephone-event, comfort noise and every codec we do not decode leave
-silence.
+packet of its stream (SSRC) arrived, so jitter and a stalled sender's burst
+keep their places. A stream is placed by its arrival again when its
+timestamps run more than `AHEAD` ahead of the clock (a new stream, a forged
+jump) or it comes too late `LATE_RUN` packets in a row (a phone that stops
+its timestamps while silent): no peer can move audio off the wall clock or
+make the writer hold more than its window. What no packet covered stays
+zero: loss, silence, hold and the other side's talk keep both channels on
+the wall clock. G.711 (PCMU, PCMA) is decoded; telephone-event, comfort
+noise and every codec we do not decode leave silence.
 
 Threads. The taps run on the event loop and do nothing but append
 `(channel, arrival, packet, payload types)` to the recording's queue (a
@@ -60,8 +62,11 @@ HEADER_SIZE = 44
 # packet up to LAG late is still placed where it belongs.
 PUMP_INTERVAL = 0.2
 LAG = 0.5
-# A stream whose timestamps and arrivals disagree by more is placed by arrival.
-REANCHOR = 0.3
+# A stream whose timestamps run further ahead of its arrivals is placed by
+# arrival again (a forged jump, a new talkspurt's fresh timestamps); so is
+# one that comes too late LATE_RUN packets in a row (frozen timestamps).
+AHEAD = 0.5
+LATE_RUN = 5
 # Bounds on what the wire can make us hold: packets queued per recording
 # (20 s of two 20 ms streams), one packet's samples, the aligner's window.
 MAX_QUEUED = 2_000
@@ -132,12 +137,13 @@ class Recorded:
 class _Stream:
     """Where one channel's current RTP stream sits on the timeline."""
 
-    __slots__ = ("anchor_frame", "anchor_timestamp", "ssrc")
+    __slots__ = ("anchor_frame", "anchor_timestamp", "late_run", "ssrc")
 
     def __init__(self) -> None:
         self.ssrc = b""
         self.anchor_timestamp = 0
         self.anchor_frame = 0
+        self.late_run = 0  # packets in a row that came after their frames were written
 
 
 class StereoAligner:
@@ -180,9 +186,12 @@ class StereoAligner:
             self.ignored += 1
             return
         samples = table[np.frombuffer(packet, dtype=np.uint8, count=end - offset, offset=offset)]
-        self._place(channel, self._frame_of(channel, arrival, packet, len(samples)), samples)
+        frame = self._frame_of(channel, arrival, packet, len(samples))
+        if frame is not None:
+            self._place(channel, frame, samples)
 
-    def _frame_of(self, channel: int, arrival: float, packet: bytes, count: int) -> int:
+    def _frame_of(self, channel: int, arrival: float, packet: bytes, count: int) -> int | None:
+        """Where the packet goes; None: too late (its frames were written)."""
         # The packet's last sample was captured about when it arrived.
         arrived = self.frame_at(arrival) - count
         stream = self.streams[channel]
@@ -190,9 +199,19 @@ class StereoAligner:
         if stream.ssrc == ssrc:
             delta = (timestamp - stream.anchor_timestamp + 0x80000000) % 0x100000000 - 0x80000000
             frame = stream.anchor_frame + delta
-            if abs(frame - arrived) <= REANCHOR * RATE:
-                return frame
+            if frame - arrived <= AHEAD * RATE:
+                if frame + count > self.flushed:
+                    stream.late_run = 0
+                    return frame
+                # Late: a stall's burst loses its oldest packets only; a
+                # stream late packet after packet (a phone that froze its
+                # timestamps while silent) is placed by arrival again.
+                stream.late_run += 1
+                if stream.late_run < LATE_RUN:
+                    self.late += 1
+                    return None
         stream.ssrc, stream.anchor_timestamp, stream.anchor_frame = ssrc, timestamp, arrived
+        stream.late_run = 0
         return arrived
 
     def _place(self, channel: int, frame: int, samples: npt.NDArray[np.int16]) -> None:
