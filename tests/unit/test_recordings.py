@@ -256,3 +256,30 @@ def test_a_plan_offers_the_choice_of_every_line_it_involves() -> None:
     both = replace(plan, callee_line=line, trunk_in=trunk)
     assert both.recording_choices == (False, True)
     assert not is_recorded(both.recording_choices, True)
+
+
+async def test_the_retention_task_sweeps_at_start_and_then_periodically(
+    database: Database, calls: CallRecorder, tmp_path: Path
+) -> None:
+    from callbridge.pbx.recordings import keep_for
+
+    old = begin(calls, T0 - timedelta(days=10))
+    calls.recording(old, relative_path(old, T0 - timedelta(days=10)), size=HEADER_SIZE, ms=0)
+    await calls.flush()
+    now = [T0]
+    task = asyncio.create_task(
+        keep_for(database, tmp_path, 30, wallclock=lambda: now[0], every=0.01)
+    )
+    try:
+        await asyncio.sleep(0.1)
+        assert (await record_of(database, old)).recording is not None  # 10 days: kept
+        now[0] = T0 + timedelta(days=25)
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if (await record_of(database, old)).recording is None:
+                break
+        assert (await record_of(database, old)).recording is None
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
