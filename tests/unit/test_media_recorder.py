@@ -476,3 +476,22 @@ def test_a_phone_that_freezes_its_timestamps_while_silent_is_placed_by_arrival()
     # The second talkspurt is there, but for the packets it took to see it was late.
     assert rms(left[int(2.2 * RATE) : 3 * RATE]) > 4000
     assert 0 < aligner.late < 10
+
+
+def test_a_writer_that_fell_behind_catches_up_without_losing_audio(tmp_path: Path) -> None:
+    # The writer thread did not run for 8 s (a starved machine): more than
+    # the aligner's window is queued, and all of it reaches the file.
+    clock = FakeClock()
+    recording = Recording("c5", tmp_path / "c5.wav", clock(), clock)
+    left, right = FakeLeg(PCMU), FakeLeg(PCMU)
+    left.add_tap(recording.taps[0])
+    right.add_tap(recording.taps[1])
+    talk(clock, left, right, 8.0)
+    recording.pump(clock())
+    recording.stopped_at = clock()
+    recording.finish()
+    assert recording.aligner.late == 0
+    with wave.open(str(recording.path)) as read:
+        left_channel, right_channel = channels(read.readframes(read.getnframes()))
+    np.testing.assert_array_equal(left_channel, channels_of_tone(0, 400))
+    assert rms(right_channel) > 4000

@@ -67,6 +67,9 @@ LAG = 0.5
 # one that comes too late LATE_RUN packets in a row (frozen timestamps).
 AHEAD = 0.5
 LATE_RUN = 5
+# A writer catching up on a backlog appends at least this often (seconds of
+# the packets' clock), so the window never has to hold the whole backlog.
+CATCH_UP = 1.0
 # Bounds on what the wire can make us hold: packets queued per recording
 # (20 s of two 20 ms streams), one packet's samples, the aligner's window.
 MAX_QUEUED = 2_000
@@ -165,6 +168,11 @@ class StereoAligner:
 
     def frame_at(self, when: float) -> int:
         return round((when - self.started) * RATE)
+
+    @property
+    def written_until(self) -> float:
+        """The clock reading the frames handed out so far reach."""
+        return self.started + self.flushed / RATE
 
     def add(
         self, channel: int, arrival: float, packet: bytes, payload_types: Mapping[int, str]
@@ -276,13 +284,18 @@ class Recording:
 
     def pump(self, now: float) -> None:
         """Place what is queued and append what is older than `LAG` (all of
-        it up to the stop, once stopped)."""
+        it up to the stop, once stopped). A writer that fell behind (a busy
+        machine) catches up on the packets' own clock: it appends as it goes
+        through them, so a backlog never overflows the aligner's window."""
         queue, aligner = self.queue, self.aligner
         while queue:
             channel, arrival, packet, payload_types = queue.popleft()
+            if arrival - LAG > aligner.written_until + CATCH_UP:
+                self._append(aligner.take(arrival - LAG))
             aligner.add(channel, arrival, packet, payload_types)
-        until = self.stopped_at if self.stopped_at is not None else now - LAG
-        frames = aligner.take(until)
+        self._append(aligner.take(self.stopped_at if self.stopped_at is not None else now - LAG))
+
+    def _append(self, frames: bytes) -> None:
         if self.failed or (not frames and self._fd is not None):
             return
         try:
@@ -421,13 +434,17 @@ class Recorder:
             with self._lock:
                 self._recordings.pop(recording.call_id, None)
             self.dropped += recording.dropped
-            if recording.dropped:
+            aligner = recording.aligner
+            if recording.dropped or aligner.late or aligner.ignored:
+                # Audio the file lacks though it reached us: worth a line.
                 log_event(
                     logger,
                     logging.WARNING,
-                    "recording.packets_dropped",
+                    "recording.incomplete",
                     call_id=recording.call_id,
-                    packets=recording.dropped,
+                    queue_full=recording.dropped,
+                    late=aligner.late,
+                    ignored=aligner.ignored,
                 )
             try:
                 self.on_finished(recording.call_id, recorded)
