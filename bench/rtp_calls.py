@@ -819,14 +819,17 @@ async def through_callbridge(
         result["setup_delay_p50_ms"] = stats.get("setup_delay_p50_ms")
         result["setup_delay_p99_ms"] = stats.get("setup_delay_p99_ms")
     if recording:
-        result.update(check_recordings(workdir, result.get("talk_seconds", seconds)))
+        # What each phone sent: the talk as the recordings should hold it.
+        sent = result.get("packets_sent", 0) / max(2 * result.get("established", 1), 1)
+        result.update(check_recordings(workdir, sent * PACKET_INTERVAL))
     return result
 
 
 def check_recordings(workdir: Path, talk_seconds: float) -> dict[str, Any]:
     """Every answered call's recording: complete (a WAV of the length its
     record says), as long as the call (answer to end, within 0.1 s), and
-    the tone on both channels for the whole talk (within 0.1 s)."""
+    the tone on both channels for the whole talk (`talk_seconds`: the
+    packets each phone sent, within 0.1 s)."""
     database = sqlite3.connect(workdir / "callbridge.db")
     rows = database.execute(
         "SELECT recording, recording_size, recording_ms, answered_at, ended_at FROM calls"
@@ -852,6 +855,7 @@ def check_recordings(workdir: Path, talk_seconds: float) -> dict[str, Any]:
         sounded.extend(loud.tolist())
         whole_talk += bool(all(abs(seconds - talk_seconds) <= 0.1 for seconds in loud))
     return {
+        "talk_seconds_sent": round(talk_seconds, 2),
         "answered_calls": len(rows),
         "recordings_complete": complete,
         "recordings_of_the_calls_length": right_length,
