@@ -31,6 +31,7 @@ from .tones import CALLEE_TONE, CALLER_TONE, write_tone
 pytestmark = pytest.mark.integration
 
 TALK = 3.0
+KILLED_AFTER = 5.0  # of talk: the writer is about 1.2 s behind the call
 ADMIN_PASSWORD = "admin-pass-for-recording-tests"
 ALICE = ("101", "alice", "alice-sip-password-for-tests")
 BOB = ("102", "bob", "bob-sip-password-for-tests")
@@ -243,9 +244,8 @@ def test_a_recording_survives_kill_9_and_plays_after_the_restart(tmp_path: Path)
             caller.dial(f"sip:{BOB[0]}@{server.host}:{server.port}")
             for side in (caller, callee):
                 side.wait_event("CALL_ESTABLISHED", timeout=5)
-            time.sleep(TALK)
+            time.sleep(KILLED_AFTER)
             os.kill(server.process.pid, signal.SIGKILL)
-            killed_at = time.monotonic()
             server.process.wait(timeout=10)
         shutil.copy(server.log_path, logs)
     finally:
@@ -271,12 +271,12 @@ def test_a_recording_survives_kill_9_and_plays_after_the_restart(tmp_path: Path)
     with wave.open(str(path)) as read:  # a WAV the standard library reads whole
         frames = read.getnframes()
         assert len(read.readframes(frames)) == frames * 4
-    # Up to the kill: all but the last half second or so (what the writer
-    # had not yet appended), and nothing after it.
+    # Up to the kill: all but the last second or so (what the writer had not
+    # yet appended), and nothing after it.
     duration = call["recording"]["duration"]
-    assert TALK - 1.0 <= duration <= TALK + 1.0 + (time.monotonic() - killed_at), context
+    assert KILLED_AFTER - 1.5 <= duration <= KILLED_AFTER + 1.0, context
     assert frames / 8000 == pytest.approx(duration, abs=0.001)
     left = channel_heard(path, 0, CALLER_TONE, tmp_path)
     right = channel_heard(path, 1, CALLEE_TONE, tmp_path)
-    assert_holds(left, CALLER_TONE, TALK - 1.5, context)
-    assert_holds(right, CALLEE_TONE, TALK - 1.5, context)
+    assert_holds(left, CALLER_TONE, KILLED_AFTER - 2.0, context)
+    assert_holds(right, CALLEE_TONE, KILLED_AFTER - 2.0, context)

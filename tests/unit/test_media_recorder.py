@@ -465,16 +465,16 @@ def test_a_phone_that_freezes_its_timestamps_while_silent_is_placed_by_arrival()
     aligner = StereoAligner(started=0.0)
     parts = []
     for n in range(100):
-        # 1 s of talk, 1 s of silence (no packets, timestamps frozen), 1 s of talk.
-        arrival = (n + 1) * 0.02 + (1.0 if n >= 50 else 0.0)
+        # 1 s of talk, 2 s of silence (no packets, timestamps frozen), 1 s of talk.
+        arrival = (n + 1) * 0.02 + (2.0 if n >= 50 else 0.0)
         aligner.add(0, arrival, rtp(n, n * PACKET, pcmu_encode(tone(1000, PACKET))), PCMU)
         parts.append(aligner.take(arrival - LAG))
-    parts.append(aligner.take(3.0))
+    parts.append(aligner.take(4.0))
     left, _ = channels(b"".join(parts))
     assert rms(left[: RATE - PACKET]) > 4000
-    assert not left[RATE + PACKET : 2 * RATE].any()
+    assert not left[RATE + PACKET : 3 * RATE].any()
     # The second talkspurt is there, but for the packets it took to see it was late.
-    assert rms(left[int(2.2 * RATE) : 3 * RATE]) > 4000
+    assert rms(left[int(3.2 * RATE) : 4 * RATE]) > 4000
     assert 0 < aligner.late < 10
 
 

@@ -59,9 +59,10 @@ CHANNELS = 2
 FRAME_BYTES = 2 * CHANNELS
 HEADER_SIZE = 44
 # How often the writer thread appends, and how far behind the clock: a
-# packet up to LAG late is still placed where it belongs.
+# packet up to LAG late is still placed where it belongs (a stalled sender,
+# a busy machine: the bench saw 0.7 s stalls under load).
 PUMP_INTERVAL = 0.2
-LAG = 0.5
+LAG = 1.0
 # A stream whose timestamps run further ahead of its arrivals is placed by
 # arrival again (a forged jump, a new talkspurt's fresh timestamps); so is
 # one that comes too late LATE_RUN packets in a row (frozen timestamps).
@@ -74,7 +75,7 @@ CATCH_UP = 1.0
 # (20 s of two 20 ms streams), one packet's samples, the aligner's window.
 MAX_QUEUED = 2_000
 MAX_PAYLOAD = 4_000
-WINDOW = int(3 * RATE)
+WINDOW = int(4 * RATE)
 _STATIC_TYPES: Mapping[int, str] = {0: "PCMU", 8: "PCMA"}
 _DECODERS: Mapping[str, npt.NDArray[np.int16]] = {"PCMU": ULAW_DECODE, "PCMA": ALAW_DECODE}
 _HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")
