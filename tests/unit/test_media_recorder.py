@@ -20,6 +20,7 @@ from callbridge.media.g711 import pcma_encode, pcmu_encode
 from callbridge.media.recorder import (
     FRAME_BYTES,
     HEADER_SIZE,
+    HISTORY,
     LAG,
     MAX_QUEUED,
     RATE,
@@ -242,13 +243,30 @@ def test_a_new_stream_is_placed_by_its_arrival() -> None:
     assert rms(left[RATE - PACKET :]) > 4000
 
 
-def test_a_packet_later_than_what_was_written_is_dropped_and_counted() -> None:
+def test_a_packet_later_than_what_was_written_revises_it() -> None:
+    aligner = StereoAligner(started=0.0)
+    stream(aligner, 0, 1000, packets=10, skip=(3,))
+    first = aligner.take(0.2)
+    assert aligner.revised() is None
+    late = pcmu_encode(tone(1000, PACKET, 3 * PACKET))
+    aligner.add(0, 0.25, rtp(3, 1000 + 3 * PACKET, late), PCMU)
+    assert aligner.late == 0
+    revised = aligner.revised()
+    assert revised is not None
+    frame, frames = revised
+    assert frame == 3 * PACKET and len(frames) == (10 - 3) * PACKET * FRAME_BYTES
+    left, _ = channels(first[: frame * FRAME_BYTES] + frames)
+    np.testing.assert_array_equal(left, channels_of_tone(0, 10))
+    assert aligner.revised() is None  # once
+
+
+def test_a_packet_later_than_the_history_is_dropped_and_counted() -> None:
     aligner = StereoAligner(started=0.0)
     stream(aligner, 0, 1000, packets=10)
-    first = aligner.take(0.2)
-    aligner.add(0, 0.25, rtp(3, 1000 + 3 * PACKET, pcmu_encode(tone(1000, PACKET))), PCMU)
-    assert aligner.late == 1
-    assert len(first) + len(aligner.take(0.3)) == int(0.3 * RATE) * FRAME_BYTES
+    written = aligner.take(0.2) + aligner.take(HISTORY + 1.0)
+    aligner.add(0, HISTORY + 1.0, rtp(3, 1000 + 3 * PACKET, pcmu_encode(tone(1000, 160))), PCMU)
+    assert aligner.late == 1 and aligner.revised() is None
+    assert len(written) == round((HISTORY + 1.0) * RATE) * FRAME_BYTES
 
 
 def test_frames_come_out_once_in_order_whatever_the_take_sizes() -> None:
@@ -260,15 +278,14 @@ def test_frames_come_out_once_in_order_whatever_the_take_sizes() -> None:
         parts.append(aligner.take(until))
     left, _ = channels(b"".join(parts))
     np.testing.assert_array_equal(left, channels_of_tone(0, 200))
-    assert aligner.late > 0  # the packets added again after they were written
 
 
 def test_a_packet_beyond_the_window_is_dropped_not_buffered() -> None:
     aligner = StereoAligner(started=0.0)
-    stream(aligner, 0, 1000, packets=250)  # 5 s without a take: the window holds 3
+    stream(aligner, 0, 1000, packets=400)  # 8 s without a take: the window holds 6
     assert aligner.late > 0
-    left, _ = channels(aligner.take(5.0))
-    assert len(left) == 5 * RATE and rms(left[: 2 * RATE]) > 4000
+    left, _ = channels(aligner.take(8.0))
+    assert len(left) == 8 * RATE and rms(left[: 5 * RATE]) > 4000
 
 
 def test_garbage_and_oversized_packets_are_ignored() -> None:
@@ -444,20 +461,26 @@ def test_header_fields_are_little_endian_riff() -> None:
     assert header[36:40] == b"data" and struct.unpack("<I", header[40:44])[0] == 400
 
 
-def test_a_stalled_senders_burst_keeps_its_place() -> None:
-    # Nothing for 0.4 s, then the packets of those 0.4 s at once with the
-    # rest: each lands where it was captured, nothing is lost.
+@pytest.mark.parametrize("stall", [0.4, 2.0])
+def test_a_stalled_senders_burst_keeps_its_place(stall: float) -> None:
+    # Nothing for a while (shorter than LAG, or longer), then the packets of
+    # that while at once with the rest: each lands where it was captured,
+    # written late where it was later than LAG, and nothing is lost.
     aligner = StereoAligner(started=0.0)
-    parts = []
-    for n in range(100):
+    written = bytearray()
+    for n in range(200):
         samples = pcmu_encode(tone(1000, PACKET, n * PACKET))
-        arrival = max((n + 1) * 0.02, 0.8) if 20 <= n < 40 else (n + 1) * 0.02
+        captured = (n + 1) * 0.02
+        arrival = max(captured, 0.4 + stall) if captured > 0.4 else captured
         aligner.add(0, arrival, rtp(n, 1000 + n * PACKET, samples), PCMU)
         if n % 10 == 9:  # the writer, LAG behind
-            parts.append(aligner.take(arrival - LAG))
-    parts.append(aligner.take(2.0))
-    left, _ = channels(b"".join(parts))
-    np.testing.assert_array_equal(left, channels_of_tone(0, 100))
+            if (revised := aligner.revised()) is not None:
+                frame, frames = revised
+                written[frame * FRAME_BYTES : frame * FRAME_BYTES + len(frames)] = frames
+            written += aligner.take(arrival - LAG)
+    written += aligner.take(5.0)
+    left, _ = channels(bytes(written))
+    np.testing.assert_array_equal(left[: 200 * PACKET], channels_of_tone(0, 200))
     assert aligner.late == 0
 
 
@@ -465,16 +488,16 @@ def test_a_phone_that_freezes_its_timestamps_while_silent_is_placed_by_arrival()
     aligner = StereoAligner(started=0.0)
     parts = []
     for n in range(100):
-        # 1 s of talk, 2 s of silence (no packets, timestamps frozen), 1 s of talk.
-        arrival = (n + 1) * 0.02 + (2.0 if n >= 50 else 0.0)
+        # 1 s of talk, 4 s of silence (no packets, timestamps frozen), 1 s of talk.
+        arrival = (n + 1) * 0.02 + (4.0 if n >= 50 else 0.0)
         aligner.add(0, arrival, rtp(n, n * PACKET, pcmu_encode(tone(1000, PACKET))), PCMU)
         parts.append(aligner.take(arrival - LAG))
-    parts.append(aligner.take(4.0))
+    parts.append(aligner.take(6.0))
     left, _ = channels(b"".join(parts))
     assert rms(left[: RATE - PACKET]) > 4000
-    assert not left[RATE + PACKET : 3 * RATE].any()
+    assert not left[RATE + PACKET : 5 * RATE].any()
     # The second talkspurt is there, but for the packets it took to see it was late.
-    assert rms(left[int(3.2 * RATE) : 4 * RATE]) > 4000
+    assert rms(left[int(5.2 * RATE) : 6 * RATE]) > 4000
     assert 0 < aligner.late < 10
 
 
@@ -495,3 +518,28 @@ def test_a_writer_that_fell_behind_catches_up_without_losing_audio(tmp_path: Pat
         left_channel, right_channel = channels(read.readframes(read.getnframes()))
     np.testing.assert_array_equal(left_channel, channels_of_tone(0, 400))
     assert rms(right_channel) > 4000
+
+
+def test_a_late_packet_is_written_into_the_file_where_it_belongs(tmp_path: Path) -> None:
+    clock = FakeClock()
+    recording = Recording("c6", tmp_path / "c6.wav", clock(), clock)
+    leg = FakeLeg(PCMU)
+    leg.add_tap(recording.taps[0])
+    late = None
+    for n in range(100):
+        clock.now += 0.02
+        packet = rtp(n, n * PACKET, pcmu_encode(tone(1000, PACKET, n * PACKET)))
+        if n == 10:
+            late = packet  # held up in the network for 1.5 s
+        else:
+            leg.receive(packet)
+        if n == 85:
+            assert late is not None
+            leg.receive(late)
+        if n % 10 == 0:
+            recording.pump(clock())
+    recording.stopped_at = clock()
+    recording.finish()
+    with wave.open(str(recording.path)) as read:
+        left, _ = channels(read.readframes(read.getnframes()))
+    np.testing.assert_array_equal(left, channels_of_tone(0, 100))

@@ -9,14 +9,16 @@ left, the employee right).
 Timeline. Frame 0 is the moment `record()` is called (the answer). Each
 packet lands where its RTP timestamp says, counted from where the first
 packet of its stream (SSRC) arrived, so jitter and a stalled sender's burst
-keep their places. A stream is placed by its arrival again when its
-timestamps run more than `AHEAD` ahead of the clock (a new stream, a forged
-jump) or it comes too late `LATE_RUN` packets in a row (a phone that stops
-its timestamps while silent): no peer can move audio off the wall clock or
-make the writer hold more than its window. What no packet covered stays
-zero: loss, silence, hold and the other side's talk keep both channels on
-the wall clock. G.711 (PCMU, PCMA) is decoded; telephone-event, comfort
-noise and every codec we do not decode leave silence.
+keep their places: frames are written `LAG` behind the clock, and a packet
+later than that but within `HISTORY` rewrites the frames it falls in. A
+stream is placed by its arrival again when its timestamps run more than
+`AHEAD` ahead of the clock (a new stream, a forged jump) or it comes too
+late `LATE_RUN` packets in a row (a phone that stops its timestamps while
+silent): no peer can move audio off the wall clock or make the writer hold
+more than its window. What no packet covered stays zero: loss, silence,
+hold and the other side's talk keep both channels on the wall clock. G.711
+(PCMU, PCMA) is decoded; telephone-event, comfort noise and every codec we
+do not decode leave silence.
 
 Threads. The taps run on the event loop and do nothing but append
 `(channel, arrival, packet, payload types)` to the recording's queue (a
@@ -58,11 +60,13 @@ RATE = 8000
 CHANNELS = 2
 FRAME_BYTES = 2 * CHANNELS
 HEADER_SIZE = 44
-# How often the writer thread appends, and how far behind the clock: a
-# packet up to LAG late is still placed where it belongs (a stalled sender,
-# a busy machine: the bench saw 0.7 s stalls under load).
+# How often the writer thread appends, and how far behind the clock; a
+# packet later than LAG still lands in its place if it is less than HISTORY
+# later: the frames it falls in are written again (a stalled sender or a
+# busy machine: the bench saw stalls over a second under load).
 PUMP_INTERVAL = 0.2
-LAG = 1.0
+LAG = 0.5
+HISTORY = 2.5
 # A stream whose timestamps run further ahead of its arrivals is placed by
 # arrival again (a forged jump, a new talkspurt's fresh timestamps); so is
 # one that comes too late LATE_RUN packets in a row (frozen timestamps).
@@ -75,7 +79,8 @@ CATCH_UP = 1.0
 # (20 s of two 20 ms streams), one packet's samples, the aligner's window.
 MAX_QUEUED = 2_000
 MAX_PAYLOAD = 4_000
-WINDOW = int(4 * RATE)
+WINDOW = int(6 * RATE)
+_HISTORY_FRAMES = int(HISTORY * RATE)
 _STATIC_TYPES: Mapping[int, str] = {0: "PCMU", 8: "PCMA"}
 _DECODERS: Mapping[str, npt.NDArray[np.int16]] = {"PCMU": ULAW_DECODE, "PCMA": ALAW_DECODE}
 _HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")
@@ -153,17 +158,21 @@ class _Stream:
 class StereoAligner:
     """Two channels of G.711 RTP placed on one timeline whose frame 0 is
     `started` (a clock reading); `take(until)` hands out the interleaved
-    frames up to a time, zeros where nothing arrived. Pure: the caller
-    passes every time."""
+    frames up to a time, zeros where nothing arrived, and `revised()` those
+    handed out already that a late packet has changed since. Pure: the
+    caller passes every time."""
 
     def __init__(self, started: float) -> None:
         self.started = started
         self.flushed = 0  # frames handed out so far
+        # Frames from `base` on: the last HISTORY handed out, then the pending.
         self.window = np.zeros((WINDOW, CHANNELS), dtype="<i2")
-        self.filled = 0  # frames of the window written to
+        self.base = 0
+        self.filled = 0  # window rows written to
+        self.dirty: int | None = None  # the first handed-out frame changed since
         self.streams = (_Stream(), _Stream())
-        # Packets (or parts) that came after their frames were handed out,
-        # or beyond the window; packets ignored as not RTP or too long.
+        # Packets (or parts) that came too late even for the history, or
+        # beyond the window; packets ignored as not RTP or too long.
         self.late = 0
         self.ignored = 0
 
@@ -200,7 +209,7 @@ class StereoAligner:
             self._place(channel, frame, samples)
 
     def _frame_of(self, channel: int, arrival: float, packet: bytes, count: int) -> int | None:
-        """Where the packet goes; None: too late (its frames were written)."""
+        """Where the packet goes; None: too late even for the history."""
         # The packet's last sample was captured about when it arrived.
         arrived = self.frame_at(arrival) - count
         stream = self.streams[channel]
@@ -209,12 +218,12 @@ class StereoAligner:
             delta = (timestamp - stream.anchor_timestamp + 0x80000000) % 0x100000000 - 0x80000000
             frame = stream.anchor_frame + delta
             if frame - arrived <= AHEAD * RATE:
-                if frame + count > self.flushed:
+                if frame + count > self.base:
                     stream.late_run = 0
                     return frame
-                # Late: a stall's burst loses its oldest packets only; a
-                # stream late packet after packet (a phone that froze its
-                # timestamps while silent) is placed by arrival again.
+                # Too late: a long stall's burst loses its oldest packets
+                # only; a stream late packet after packet (a phone that froze
+                # its timestamps while silent) is placed by arrival again.
                 stream.late_run += 1
                 if stream.late_run < LATE_RUN:
                     self.late += 1
@@ -224,7 +233,7 @@ class StereoAligner:
         return arrived
 
     def _place(self, channel: int, frame: int, samples: npt.NDArray[np.int16]) -> None:
-        start = frame - self.flushed
+        start = frame - self.base
         if start < 0:
             self.late += 1
             samples = samples[-start:]
@@ -236,24 +245,45 @@ class StereoAligner:
             return
         self.window[start:end, channel] = samples[: end - start]
         self.filled = max(self.filled, end)
+        first = self.base + start
+        if first < self.flushed and (self.dirty is None or first < self.dirty):
+            self.dirty = first
+
+    def revised(self) -> tuple[int, bytes] | None:
+        """(first frame, interleaved frames up to the last handed out) that
+        late packets changed since they were handed out; None if none."""
+        if self.dirty is None:
+            return None
+        start, self.dirty = self.dirty, None
+        return start, self.window[start - self.base : self.flushed - self.base].tobytes()
 
     def take(self, until: float) -> bytes:
         """The interleaved frames from the last `take` up to `until`."""
         count = self.frame_at(until) - self.flushed
         if count <= 0:
             return b""
-        window = self.window
-        kept = min(count, WINDOW)
-        out = window[:kept].tobytes()
+        window, head = self.window, self.flushed - self.base
+        kept = max(0, min(count, WINDOW - head))
+        out = window[head : head + kept].tobytes()
         if count > kept:
             out += bytes((count - kept) * FRAME_BYTES)
-        left = max(0, self.filled - kept)
-        if left:
-            window[:left] = window[kept : kept + left]
-        window[left : max(self.filled, left)] = 0
-        self.filled = left
         self.flushed += count
+        self._slide(max(0, self.flushed - _HISTORY_FRAMES))
         return out
+
+    def _slide(self, base: int) -> None:
+        """Move the window's start to frame `base`, keeping what follows it."""
+        shift = base - self.base
+        if shift <= 0:
+            return
+        window, filled = self.window, self.filled
+        live = max(0, filled - shift)
+        if live:
+            window[:live] = window[shift : shift + live]
+        window[live : max(filled, live)] = 0
+        self.filled, self.base = live, base
+        if self.dirty is not None and self.dirty < base:
+            self.dirty = base
 
 
 class Recording:
@@ -284,17 +314,33 @@ class Recording:
         return tap
 
     def pump(self, now: float) -> None:
-        """Place what is queued and append what is older than `LAG` (all of
+        """Place what is queued and write what is older than `LAG` (all of
         it up to the stop, once stopped). A writer that fell behind (a busy
-        machine) catches up on the packets' own clock: it appends as it goes
+        machine) catches up on the packets' own clock: it writes as it goes
         through them, so a backlog never overflows the aligner's window."""
         queue, aligner = self.queue, self.aligner
         while queue:
             channel, arrival, packet, payload_types = queue.popleft()
             if arrival - LAG > aligner.written_until + CATCH_UP:
-                self._append(aligner.take(arrival - LAG))
+                self._write_out(arrival - LAG)
             aligner.add(channel, arrival, packet, payload_types)
-        self._append(aligner.take(self.stopped_at if self.stopped_at is not None else now - LAG))
+        self._write_out(self.stopped_at if self.stopped_at is not None else now - LAG)
+
+    def _write_out(self, until: float) -> None:
+        revised = self.aligner.revised()
+        if revised is not None and self._fd is not None and not self.failed:
+            frame, frames = revised
+            try:
+                os.pwrite(self._fd, frames, HEADER_SIZE + frame * FRAME_BYTES)
+            except OSError as error:
+                self._failed(error)
+        self._append(self.aligner.take(until))
+
+    def _failed(self, error: OSError) -> None:
+        self.failed = True
+        log_event(
+            logger, logging.ERROR, "recording.write_failed", call_id=self.call_id, error=error
+        )
 
     def _append(self, frames: bytes) -> None:
         if self.failed or (not frames and self._fd is not None):
@@ -308,10 +354,7 @@ class Recording:
             self.data_bytes += len(frames)
             os.pwrite(self._fd, wav_header(self.data_bytes), 0)
         except OSError as error:
-            self.failed = True
-            log_event(
-                logger, logging.ERROR, "recording.write_failed", call_id=self.call_id, error=error
-            )
+            self._failed(error)
 
     def finish(self) -> Recorded | None:
         """Close the file; what it holds, or None when it could not be made."""
