@@ -201,6 +201,11 @@ class SipService:
     def time(self) -> float:
         return self._loop.time()
 
+    def call_later(
+        self, delay: float, callback: Callable[..., object], *args: object
+    ) -> asyncio.TimerHandle:
+        return self._loop.call_later(delay, callback, *args)
+
     def send_request(self, request: Request, peer: object, on_response: ResponseHandler) -> None:
         assert isinstance(peer, Peer)
         now = self._loop.time()

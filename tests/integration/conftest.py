@@ -62,7 +62,7 @@ def start_server(tmp_path: Path, **env: str) -> Server:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30  # generous: a loaded 2-core machine starts slowly
     while time.monotonic() < deadline:
         log = log_path.read_text(errors="replace")
         sip, http = _LISTENING_RE.search(log), _HTTP_LISTENING_RE.search(log)

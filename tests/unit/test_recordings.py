@@ -243,7 +243,7 @@ def test_recorded_reports_seconds() -> None:
 def test_a_plan_offers_the_choice_of_every_line_it_involves() -> None:
     from dataclasses import replace
 
-    from callbridge.pbx.b2bua import Plan as CallPlan
+    from callbridge.pbx.call import Plan as CallPlan
     from callbridge.pbx.lines import Line
     from callbridge.pbx.trunks import Trunk
 

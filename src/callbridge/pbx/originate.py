@@ -14,11 +14,10 @@ not pick up, nobody else is called.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from ..logs import log_event
 from ..media.engine import MediaSession
@@ -28,31 +27,13 @@ from ..sip.dialog import DialogError
 from ..sip.headers import reason_value
 from ..sip.offer_answer import AUXILIARY_ENCODINGS, make_offer
 from ..sip.sdp import SdpError, SessionDescription, parse_sdp
-from ..sip.transaction import (
-    ClientTransaction,
-    ServerInviteTransaction,
-    ServerTransaction,
-    new_call_id,
-    new_tag,
-)
+from ..sip.transaction import ServerInviteTransaction, new_call_id, new_tag
 from ..sip.uri import format_hostport, name_addr, sip_uri
-from .b2bua import (
-    _COMPLETED_ELSEWHERE,
-    _SDP_TYPE,
-    ALLOW,
-    B2bua,
-    Call,
-    Fork,
-    Phase,
-    Plan,
-    Side,
-    Target,
-    _audio_of,
-    _checked_audio,
-    _ignore,
-    _sdp_of,
-    _user_of,
-)
+from .anchor import SDP_TYPE, audio_of, checked_audio, sdp_of
+from .b2bua import B2bua, user_of
+from .call import Call, Phase, Plan
+from .dialing import ALLOW, Dialing, Fork, Target
+from .legs import Leg
 from .lines import Line
 from .registrar import Binding
 
@@ -61,7 +42,6 @@ logger = logging.getLogger("callbridge.calls")
 # What a caller may type: digits, a leading +, and the usual separators.
 _SEPARATORS = re.compile(r"[ ()\-]")
 _DIALLABLE = re.compile(r"\+?[0-9]+")
-_NOT_ANSWERED = reason_value(480, "Originator did not answer")
 # The employee's devices that refuse their own call.
 _DECLINED = frozenset({403, 486, 600, 603, 607})
 # Why a number could not be dialled, by the status a phone would have got.
@@ -108,7 +88,7 @@ class Originator:
         line, bindings = self._devices_of(employee_id)
         dialled = dialled_number(to)
         invite = self._dialled_invite(line, dialled)
-        call: ClickToCall | None = None
+        call: Call | None = None
 
         def timed_out(_: MediaSession) -> None:
             if call is not None:
@@ -134,7 +114,8 @@ class Originator:
             port=employee_leg.local_address[1],
             session_id=str(random.getrandbits(32)),
         )
-        call = ClickToCall(
+        origin = EmployeeOrigin(line, offer)
+        call = Call(
             b2bua,
             plan=plan,
             invite=invite,
@@ -142,17 +123,17 @@ class Originator:
             # answered, but it keeps the call in `by_invite`, which
             # `B2bua.close()` ends and the stats count.
             transaction=ServerInviteTransaction(invite, None, reliable=True),
-            peer=None,
+            origin=origin,
             offer=offer,
-            audio=_audio_of(offer),
+            audio=audio_of(offer),
             received_at=b2bua.sip.time(),
             session=session,
-            caller_leg=employee_leg,
-            callee_leg=customer_leg,
+            caller_media=employee_leg,
+            callee_media=customer_leg,
         )
         b2bua.by_invite[call.transaction] = call
-        b2bua._reserve(plan)
-        call.ring(bindings)
+        b2bua.reserve(plan)
+        origin.ring(call, bindings)
         return call.record
 
     def _devices_of(self, employee_id: int) -> tuple[Line, list[Binding]]:
@@ -194,7 +175,7 @@ class Originator:
         callee line's limits as admission does; a refusal leaves the record
         a dialled call would."""
         b2bua = self.b2bua
-        plan = b2bua._from_line(invite, line, b2bua.dialplan, new_tag())
+        plan = b2bua.plan_from_line(invite, line, b2bua.dialplan, new_tag())
         if isinstance(plan, Response):
             raise Refused("to", plan.status, _PROBLEMS.get(plan.status, plan.reason))
         callee = plan.callee_line
@@ -206,254 +187,211 @@ class Originator:
         if callee.number == line.number:
             raise Refused("to", 482, "this is your own line")
         if b2bua.ringing_or_talking[callee.number] >= callee.max_incoming_calls:
-            refusal = b2bua._refuse(invite, plan, 486, "Busy Here", "busy", "incoming call limit")
+            refusal = b2bua.refuse(invite, plan, 486, "Busy Here", "busy", "incoming call limit")
             raise Refused("to", refusal.status, _PROBLEMS[486])
         if not b2bua.location.bindings(callee.number, b2bua.sip.time()):
-            refusal = b2bua._refuse(
+            refusal = b2bua.refuse(
                 invite, plan, 480, "Temporarily Unavailable", "failed", "no registered device"
             )
             raise Refused("to", refusal.status, _PROBLEMS[480])
         return plan
 
 
-@dataclass(eq=False)
-class ClickToCall(Call):
-    """A `Call` whose caller side is a dialog we start: while the employee's
-    devices ring (phase SETUP) `forks` are theirs; once one answers they move
-    to `employee_forks`, the answering device is the caller side, and `forks`
-    are the customer's, handled by `Call` as for any call."""
+class EmployeeOrigin:
+    """Click-to-call's origin: the employee's devices ring first, with our
+    offer; the one that answers is the call's caller leg, and its answer is
+    the offer the customer's side gets. Of the customer's side the employee
+    hears only the answer (early media reaches them through the relay) or
+    the end (a BYE with the reason)."""
 
-    employee_forks: list[Fork] = field(default_factory=list)
-    # Set once the employee's side has been told the call is over (or hung up).
-    employee_released: bool = False
-    # While False, every fork is one of the employee's devices.
-    dialling: bool = False
-    # Our offer to the employee's devices (`offer` becomes their answer).
-    first_offer: SessionDescription | None = None
+    peer: object = None  # we called the caller: no flow of theirs to answer on
 
-    def ring(self, bindings: list[Binding]) -> None:
-        """Phase one: our offer to every registered device of the employee's
-        line, ringing for the line's ring_timeout."""
-        plan = self.plan
-        line = plan.caller_line
-        assert line is not None
-        host = self.b2bua.media_address
-        assert self.offer is not None  # a click-to-call always makes its own offer
-        self.first_offer = self.offer
-        offer = self.offer.to_bytes()
-        dialled = _user_of(self.invite.uri)
-        for binding in bindings:
-            # From names the number to be called: what the phone shows.
-            target = Target(
-                peer=self.b2bua.sip.peer_for(binding),
+    def __init__(self, line: Line, first_offer: SessionDescription) -> None:
+        self.line = line
+        self.first_offer = first_offer
+        self.dialing: Dialing | None = None
+        # The employee's side has been told the call is over (or hung up).
+        self.released = False
+
+    def ring(self, call: Call, bindings: list[Binding]) -> None:
+        """Our offer to every registered device of the employee's line,
+        ringing for the line's ring_timeout."""
+        sip = call.b2bua.sip
+        host = call.b2bua.media_address
+        dialled = user_of(call.invite.uri)
+        # From names the number to be called: what the phone shows.
+        targets = [
+            Target(
+                peer=sip.peer_for(binding),
                 uri=binding.uri.copy(),
                 from_user=dialled,
                 from_host=host,
-                to_user=line.number,
+                to_user=self.line.number,
                 routes=binding.path,
             )
-            self._fork(target, offer)
+            for binding in bindings
+        ]
         log_event(
             logger,
             logging.DEBUG,
             "call.originating",
-            record=self.record,
-            line=line.number,
-            callee=plan.callee_number,
+            record=call.record,
+            line=self.line.number,
+            callee=call.plan.callee_number,
             devices=len(bindings),
         )
-        if all(fork.final for fork in self.forks):
-            self._employee_failed()
-            return
-        self._timer = asyncio.get_running_loop().call_later(
-            line.ring_timeout, self._employee_timeout
-        )
+        self.dialing = call.new_dialing(_EmployeeDevices(self, call))
+        call.arm(self.line.ring_timeout, lambda: self._timed_out(call))
+        self.dialing.start(targets, self.first_offer.to_bytes())
 
-    # --- phase one: the employee's devices ------------------------------------
-
-    def _fork_response(
-        self, fork: Fork, transaction: ClientTransaction, response: Response
-    ) -> None:
-        if self.dialling and fork not in self.employee_forks:
-            super()._fork_response(fork, transaction, response)
+    def device_answered(self, call: Call, fork: Fork, response: Response) -> None:
+        assert self.dialing is not None
+        if call.phase is not Phase.SETUP:
+            self.dialing.refuse(fork, response)
             return
-        fork.transaction = transaction
-        status = response.status
-        if status < 200:
-            fork.provisional = True
-            if fork.cancel_reason is not None and not fork.cancelled:
-                self._send_cancel(fork)
-            return
-        fork.final = status
-        side = self.caller_side
-        if status >= 300:
-            if self.phase is Phase.SETUP and all(f.final for f in self.forks):
-                self._employee_failed()
-        elif side is None and self.phase is Phase.SETUP:
-            self._employee_answered(fork, response)
-        else:
-            self._refuse_late_answer(fork, response)
-
-    def _employee_answered(self, fork: Fork, response: Response) -> None:
-        read = self._read_answer(fork, response, self._employee_failed)
+        read = call.read_answer(fork, response)
         if read is None:
             return
         dialog, answer, audio = read
-        assert self.caller_leg is not None
-        side = self.caller_side = Side(
+        assert call.caller_media is not None
+        call.caller = Leg.of(
+            call.b2bua.sip,
             "caller",
             dialog,
-            self.b2bua.next_hop(dialog, fork.peer),
-            self.caller_leg,
-            fork.request.top_via.transport != "UDP",
+            fork.peer,
+            call.caller_media,
+            reliable=fork.request.top_via.transport != "UDP",
+            on_lost=call.leg_lost,
             sdp_sent=fork.request.body,
         )
-        self._acknowledge(side)
-        self._timer_cancel()
-        for other in self.forks:
-            if other is not fork:
-                self._cancel_fork(other, _COMPLETED_ELSEWHERE)
-        self.employee_forks, self.forks = self.forks, []
-        self._set_remote(self.caller_leg, audio, fork.peer)
-        self._sdp_sent(self.caller_leg)  # our offer went in the INVITE
+        call.caller.acknowledge()
+        call.disarm()
+        self.dialing.connected(fork)
+        call.set_remote(call.caller_media, audio, fork.peer)
+        call.sdp_sent(call.caller_media)  # our offer went in the INVITE
         # The device's answer is what the customer's side is offered: the
         # codecs it took are the ones both ends can share without transcoding.
-        self.offer, self.audio = answer, audio
-        log_event(logger, logging.DEBUG, "call.originator_answered", record=self.record)
-        self._dial()
+        call.offer, call.audio = answer, audio
+        log_event(logger, logging.DEBUG, "call.originator_answered", record=call.record)
+        self._dial(call)
 
-    def _dial(self) -> None:
-        """Phase two: the number, as the answering device would have dialled it."""
-        b2bua = self.b2bua
-        plan = self.plan
+    def devices_failed(self, call: Call) -> None:
+        """Every device of the employee refused or failed: nobody is called."""
+        assert self.dialing is not None
+        statuses = self.dialing.statuses()
+        self.released = True
+        if any(status in _DECLINED for status in statuses):
+            call.end("cancelled", "caller", "originator declined")
+        else:
+            call.end("failed", "caller", f"originator's devices answered {max(statuses)}")
+
+    def _timed_out(self, call: Call) -> None:
+        if call.phase is Phase.SETUP and call.caller is None:
+            self.refuse(call, 480, "Originator did not answer")
+            call.end("cancelled", "caller", "originator did not answer")
+
+    def _dial(self, call: Call) -> None:
+        """The number, as the answering device would have dialled it."""
+        b2bua = call.b2bua
+        plan = call.plan
         callee = plan.callee_line
         if callee is not None:
             bindings = b2bua.location.bindings(callee.number, b2bua.sip.time())
             if not bindings:
-                self._fail(480, "Temporarily Unavailable", "failed", "no registered device")
+                call.fail(480, "Temporarily Unavailable", "failed", "no registered device")
                 return
-            targets = tuple(b2bua._device(binding, plan) for binding in bindings)
-            plan = self.plan = replace(plan, targets=targets)
-        assert self.callee_leg is not None and self.offer is not None and self.audio is not None
-        offer = self._anchored(self.offer, self.audio, self.callee_leg)
-        self.dialling = True
-        for target in plan.targets:
-            self._fork(target, offer)
-        self.phase = Phase.RINGING
-        if all(fork.final for fork in self.forks):
-            self._all_forks_failed()
-            return
-        self._timer = asyncio.get_running_loop().call_later(plan.ring_timeout, self._ring_timeout)
+            targets = tuple(b2bua.device(binding, plan) for binding in bindings)
+            plan = call.plan = replace(plan, targets=targets)
+        call.dial(plan.targets)
 
-    def _employee_timeout(self) -> None:
-        self._timer = None
-        if self.phase is Phase.SETUP and self.caller_side is None:
-            self._release_employee(_NOT_ANSWERED)
-            self._end("cancelled", "caller", "originator did not answer")
+    # --- how the employee hears of the customer's side (Origin) ---------------
 
-    def _employee_failed(self) -> None:
-        """Every device of the employee refused or failed: nobody is called."""
-        statuses = [fork.final or 500 for fork in self.forks]
-        self.employee_released = True
-        if any(status in _DECLINED for status in statuses):
-            self._end("cancelled", "caller", "originator declined")
-        else:
-            self._end("failed", "caller", f"originator's devices answered {max(statuses)}")
+    def ringing(
+        self, call: Call, status: int, reason: str, headers: list[tuple[str, str]], body: bytes
+    ) -> None:
+        pass  # they answered already: early media reaches them through the relay
 
-    # --- how the employee hears of the customer's side --------------------------
-
-    def _respond_caller(
-        self,
-        status: int,
-        reason: str,
-        *,
-        headers: list[tuple[str, str]] | None = None,
-        body: bytes = b"",
-    ) -> Response | None:
-        """The employee answered already: ringing changes nothing on their
-        side (early media from a 183 reaches them through the anchor), the
-        answer connects the media, and a failure ends their side."""
-        if status >= 300:
-            self._release_employee(reason_value(status, reason))
-        return None
-
-    def _release_employee(self, reason: str) -> None:
-        if self.employee_released:
-            return
-        self.employee_released = True
-        side = self.caller_side
-        if side is None:  # still ringing: every fork is the employee's
-            for fork in self.forks:
-                self._cancel_fork(fork, reason)
-            return
-        bye = side.dialog.create_request("BYE", headers=[("Reason", reason)])
-        self.b2bua.sip.send_request(bye, side.peer, _ignore)
-
-    def _answered(self, fork: Fork, response: Response) -> None:
-        super()._answered(fork, response)
-        side = self.caller_side
-        if self.phase is not Phase.ANSWERED or side is None:
-            return
-        # RFC 3264 §6.1: the employee's phone sends the first codec of its
-        # answer. When the customer's answer left that codec out, the relay
-        # (which never transcodes) would carry a codec the customer did not
-        # take: offer the employee's side the customer's codecs instead.
+    def accept(self, call: Call, body: bytes, answer: Response) -> Leg | None:
+        """The customer answered: the media is connected already. RFC 3264
+        §6.1: the employee's phone sends the first codec of its answer; when
+        the customer's answer left that codec out, the relay (which never
+        transcodes) would carry a codec the customer did not take: the
+        employee's side is offered the customer's codecs instead."""
+        leg = call.caller
+        assert leg is not None and call.offer is not None
+        leg.sdp_sent = body
         try:
-            customer = _sdp_of(response)
+            customer = sdp_of(answer)
         except SdpError:
-            return
-        assert self.offer is not None
-        sends = _voice_formats(self.offer)
+            return leg
+        sends = _voice_formats(call.offer)
         if customer is None or not sends or sends[0] in _voice_formats(customer):
-            return
+            return leg
         # Our session goes on (RFC 3264 §8): our first offer's origin, one
         # version up, with the customer's codecs on the employee's leg.
-        ours = self.first_offer or self.offer
+        ours = self.first_offer
         origin = replace(ours.origin, sess_version=ours.origin.sess_version + 1)
-        body = side.sdp_sent = replace(parse_sdp(side.sdp_sent), origin=origin).to_bytes()
-        reoffer = side.dialog.create_request(
-            "INVITE", headers=[("Allow", ALLOW), _SDP_TYPE], body=body
+        body = leg.sdp_sent = replace(parse_sdp(body), origin=origin).to_bytes()
+        log_event(logger, logging.DEBUG, "call.codec_reoffer", record=call.record)
+        leg.send(
+            "INVITE",
+            headers=[("Allow", ALLOW), SDP_TYPE],
+            body=body,
+            on_response=lambda _, response: self._reoffer_answered(call, leg, response),
         )
-        log_event(logger, logging.DEBUG, "call.codec_reoffer", record=self.record)
-        self.b2bua.sip.send_request(
-            reoffer, side.peer, lambda _, answer: self._reoffer_answered(side, answer)
-        )
+        return leg
 
-    def _reoffer_answered(self, side: Side, response: Response) -> None:
-        if response.status < 200 or self.phase is not Phase.ANSWERED:
+    def _reoffer_answered(self, call: Call, leg: Leg, response: Response) -> None:
+        if response.status < 200 or call.phase is not Phase.ANSWERED:
             return
         if response.status in (408, 481):  # §12.2.1.2: the dialog is gone
-            self._hang_up(side, "answered", "system", f"re-INVITE answered {response.status}")
+            call.hang_up(leg, "answered", "system", f"re-INVITE answered {response.status}")
             return
         if response.status >= 300:
             return  # the phone keeps its first answer: nothing better to do
         try:
-            side.dialog.receive_response(response)
-            answer = _sdp_of(response)
-            audio = None if answer is None else _checked_audio(answer, self.b2bua.media)
+            leg.dialog.receive_response(response)
+            answer = sdp_of(response)
+            audio = None if answer is None else checked_audio(answer, call.b2bua.media)
         except (DialogError, SdpError):
             audio = None
-        self._acknowledge(side)
+        leg.acknowledge()
         if audio is not None:
-            self._set_remote(side.media, audio, side.peer)
-            self._sdp_sent(side.media)
+            call.set_remote(leg.media, audio, leg.peer)
+            call.sdp_sent(leg.media)
 
-    def _caller_side(self) -> Side:
-        assert self.caller_side is not None
-        return self.caller_side
+    def refuse(self, call: Call, status: int, reason: str) -> None:
+        """The customer's side failed (or the call was shut down): the
+        employee's side ends, with the reason: their devices cancelled while
+        they ring, a BYE once one answered."""
+        if self.released:
+            return
+        self.released = True
+        reason_header = reason_value(status, reason)
+        if call.caller is not None:
+            call.caller.hang_up(reason_header)
+        elif self.dialing is not None:
+            self.dialing.cancel(reason_header)
 
-    def request(
-        self, side: Side, request: Request, transaction: ServerTransaction
-    ) -> Response | None:
-        if request.method == "BYE" and side is self.caller_side and self.phase is Phase.RINGING:
-            # The employee hung up while the customer's side rang.
-            self.employee_released = True
-            self.caller_cancelled()
-            return self.b2bua._reply(request, 200)
-        return super().request(side, request, transaction)
+    def hung_up(self, call: Call) -> None:
+        self.released = True
 
-    def _every_fork(self) -> list[Fork]:
-        return [*self.employee_forks, *self.forks]
+
+class _EmployeeDevices:
+    """The dialing of the employee's devices reports to their origin."""
+
+    def __init__(self, origin: EmployeeOrigin, call: Call) -> None:
+        self.origin = origin
+        self.call = call
+
+    def progress(self, fork: Fork, response: Response) -> None:
+        pass  # the employee's own phone rings: nothing to tell anyone
+
+    def answered(self, fork: Fork, response: Response) -> None:
+        self.origin.device_answered(self.call, fork, response)
+
+    def failed(self) -> None:
+        self.origin.devices_failed(self.call)
 
 
 def _voice_formats(sdp: SessionDescription) -> list[str]:

@@ -1,0 +1,91 @@
+"""A call's audio as the SDP of each party describes it, and SDP anchored at
+the relay: every offer and answer that crosses from one leg to another is
+rewritten to point at callbridge's own media endpoint for that leg, so RTP
+flows through the media engine (`media/`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..media.engine import MediaEngine
+from ..media.errors import MediaError
+from ..sip import Request, Response
+from ..sip.offer_answer import with_connection
+from ..sip.sdp import SdpError, SessionDescription, parse_sdp
+
+SDP_TYPE = ("Content-Type", "application/sdp")
+NULL_ADDRESSES = frozenset({"0.0.0.0", "::"})
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """The first audio stream of an SDP, as the media engine needs it."""
+
+    index: int
+    host: str
+    port: int
+    rtcp_port: int | None
+    payload_types: Mapping[int, str]
+    sends: bool
+    # The side offering this stream will not hear the other (sendonly,
+    # inactive, or the RFC 2543 null address): it put the call on hold.
+    holds: bool = False
+
+
+def audio_of(sdp: SessionDescription) -> Audio:
+    for index, media in enumerate(sdp.media):
+        if media.media_type != "audio" or media.is_rejected:
+            continue
+        connection = sdp.connection_for(media)
+        if connection is None:
+            raise SdpError("the audio stream has no connection address", status=488)
+        rtcp = media.attribute("rtcp")
+        payload_types = {
+            int(pt): rtpmap.encoding for pt, rtpmap in media.rtpmaps.items() if pt.isdigit()
+        }
+        direction = sdp.effective_direction(media)
+        null = connection.address in NULL_ADDRESSES
+        return Audio(
+            index=index,
+            host=connection.address,
+            port=media.port,
+            rtcp_port=int(rtcp.split()[0]) if rtcp and rtcp.split()[0].isdigit() else None,
+            payload_types=payload_types,
+            sends=direction.sends and not null,
+            holds=null or not direction.receives,
+        )
+    raise SdpError("no audio stream to relay", status=488)
+
+
+def checked_audio(sdp: SessionDescription, media: MediaEngine) -> Audio:
+    """`audio_of`, refused (488) when it names a place the relay must never
+    send to: one of this PBX's own sockets (issue 11)."""
+    audio = audio_of(sdp)
+    if audio.host in NULL_ADDRESSES:
+        return audio
+    rtcp = audio.port + 1 if audio.rtcp_port is None else audio.rtcp_port
+    try:
+        for port in (audio.port, rtcp):
+            media.check_remote(audio.host, port)
+    except MediaError as error:
+        raise SdpError(str(error), status=488) from None
+    return audio
+
+
+def sdp_of(message: Request | Response) -> SessionDescription | None:
+    """The message's SDP body; None when it has none; SdpError when bad."""
+    if not message.body:
+        return None
+    content_type = (message.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if content_type != "application/sdp":
+        raise SdpError(f"body of type {content_type or 'unknown'} is not SDP", status=415)
+    return parse_sdp(message.body)
+
+
+def anchored(sdp: SessionDescription, audio: Audio, address: str, port: int) -> bytes:
+    """`sdp` pointed at our `address` and `port`: its audio stream there,
+    every other stream refused (we relay audio only)."""
+    ports = [0] * len(sdp.media)
+    ports[audio.index] = port
+    return with_connection(sdp, address, ports).to_bytes()
