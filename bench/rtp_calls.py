@@ -3,8 +3,16 @@ reference run in the same command: the same phones and the same media load
 through the bare uvloop relay of bench/rtp_relay_bench.py.
 
     .venv/bin/python bench/rtp_calls.py [--calls 300] [--seconds 10] [--rate 100]
+    .venv/bin/python bench/rtp_calls.py --recording --calls 200 --seconds 60
 
 (`make bench` runs the defaults; the full run is `--seconds 30`.)
+
+`--recording` runs callbridge twice in one command instead of against the
+reference: the same calls with recording off, then on, and checks every
+recording of the second run: its file is a WAV of the length its record
+says, as long as the call was answered (within 0.1 s), and each channel
+holds the tone its phone sent for the whole talk (a lost or misplaced packet
+would be a hole). Goal (issue 13): 200 recorded calls, < 0.1% loss.
 
 Goal: 300 concurrent calls, G.711 PCMU at 20 ms (50 packets/s each way per
 call: 30,000 packets/s into the relay and as many out), with < 0.1% of the
@@ -57,17 +65,23 @@ import json
 import math
 import re
 import secrets
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+import wave
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import uvloop
 
 from call_load import ADMIN_PASSWORD, LINE_PASSWORD, b2bua_stats, bench_lines, stop_server
+from callbridge.media import RtpPacket
+from callbridge.media.g711 import pcmu_encode
 from options_load import (
     _cpu_seconds,
     _rss_kib,
@@ -125,9 +139,20 @@ def port_of(endpoint: asyncio.DatagramProtocol) -> int:
     return int(transport.get_extra_info("sockname")[1])
 
 
-async def talk(phones: list[TalkPhone], seconds: float, relay_pid: int) -> dict[str, Any]:
-    """Every talking phone sends 50 packets/s for `seconds`; the relay's CPU
-    and the loss."""
+# A 1 kHz tone at half scale, 20 ms: what the phones of a recorded run send,
+# so that every recorded frame of the talk is audibly there or missing.
+TONE = pcmu_encode((16383 * np.sin(2 * np.pi * 1000 * np.arange(160) / 8000)).astype(np.int16))
+
+
+def tone_packet(seq: int, ssrc: int) -> bytes:
+    return RtpPacket(0, seq & 0xFFFF, seq * 160, ssrc, payload=TONE).to_bytes()
+
+
+async def talk(
+    phones: list[TalkPhone], seconds: float, relay_pid: int, make: Any = packet
+) -> dict[str, Any]:
+    """Every talking phone sends 50 packets/s (`make(seq, ssrc)`) for
+    `seconds`; the relay's CPU and the loss."""
     talking = [phone for phone in phones if phone.talking]
     for phone in phones:
         phone.sent = phone.received = 0
@@ -136,7 +161,7 @@ async def talk(phones: list[TalkPhone], seconds: float, relay_pid: int) -> dict[
     tick = 0
     while (now := time.monotonic()) < started + seconds:
         for phone in talking:
-            phone.send(packet(tick, phone.ssrc))
+            phone.send(make(tick, phone.ssrc))
         tick += 1
         await asyncio.sleep(max(0.0, started + tick * PACKET_INTERVAL - now - 0.0005))
     elapsed = time.monotonic() - started
@@ -693,14 +718,16 @@ async def paced(rate: float, jobs: list[Any]) -> list[Any]:
 
 
 async def through_callbridge(
-    calls: int, seconds: float, rate: float, workdir: Path
+    calls: int, seconds: float, rate: float, workdir: Path, *, recording: bool = False
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    server, sip_port, http_port = start_callbridge(workdir, **SETTINGS)
+    settings = {**SETTINGS, "CALLBRIDGE_RECORDING": "true" if recording else "false"}
+    server, sip_port, http_port = start_callbridge(workdir, **settings)
     callees = [str(201 + n) for n in range(math.ceil(calls / CALLS_PER_LINE))]
     agents: list[SipAgent] = []
     phones: list[TalkPhone] = []
-    result: dict[str, Any] = {"target": "callbridge", "calls": calls}
+    target = "callbridge, recording" if recording else "callbridge"
+    result: dict[str, Any] = {"target": target, "calls": calls}
     try:
         lines = bench_lines(callees)
         await loop.run_in_executor(None, create_lines, http_port, ADMIN_PASSWORD, lines)
@@ -758,7 +785,7 @@ async def through_callbridge(
             }
         )
 
-        result.update(await talk(phones, seconds, server.pid))
+        result.update(await talk(phones, seconds, server.pid, tone_packet if recording else packet))
         rss_up = _rss_kib(server.pid)
 
         cpu_before = _cpu_seconds(server.pid)
@@ -791,7 +818,57 @@ async def through_callbridge(
     else:
         result["setup_delay_p50_ms"] = stats.get("setup_delay_p50_ms")
         result["setup_delay_p99_ms"] = stats.get("setup_delay_p99_ms")
+    if recording:
+        # What each phone sent: the talk as the recordings should hold it.
+        sent = result.get("packets_sent", 0) / max(2 * result.get("established", 1), 1)
+        result.update(check_recordings(workdir, sent * PACKET_INTERVAL))
     return result
+
+
+def check_recordings(workdir: Path, talk_seconds: float) -> dict[str, Any]:
+    """Every answered call's recording: complete (a WAV of the length its
+    record says), as long as the call (answer to end, within 0.1 s), and
+    the tone on both channels for the whole talk (`talk_seconds`: the
+    packets each phone sent, within 0.1 s)."""
+    database = sqlite3.connect(workdir / "callbridge.db")
+    rows = database.execute(
+        "SELECT recording, recording_size, recording_ms, answered_at, ended_at FROM calls"
+        " WHERE answered_at IS NOT NULL"
+    ).fetchall()
+    database.close()
+    complete = right_length = whole_talk = 0
+    lengths, sounded = [], []
+    for relative, size, ms, answered, ended in rows:
+        if relative is None or size is None:
+            continue
+        path = workdir / "recordings" / relative
+        with wave.open(str(path)) as read:
+            frames = read.getnframes()
+            audio = np.frombuffer(read.readframes(frames), "<i2").reshape(-1, 2)
+        complete += path.stat().st_size == size == 44 + 4 * frames and frames * 1000 // 8000 == ms
+        call = datetime.fromisoformat(ended) - datetime.fromisoformat(answered)
+        lengths.append(ms / 1000 - call.total_seconds())
+        right_length += abs(lengths[-1]) <= 0.1
+        # 20 ms blocks with the tone in them, per channel.
+        blocks = audio[: len(audio) // 160 * 160].reshape(-1, 160, 2)
+        loud = (np.abs(blocks.astype(np.int32)).max(axis=1) > 8000).sum(axis=0) * 0.02
+        sounded.extend(loud.tolist())
+        whole_talk += bool(all(abs(seconds - talk_seconds) <= 0.1 for seconds in loud))
+    return {
+        "talk_seconds_sent": round(talk_seconds, 2),
+        "answered_calls": len(rows),
+        "recordings_complete": complete,
+        "recordings_of_the_calls_length": right_length,
+        "recordings_with_the_whole_talk": whole_talk,
+        "recording_minus_call_seconds_min_max": [
+            round(min(lengths, default=0), 3),
+            round(max(lengths, default=0), 3),
+        ],
+        "recorded_tone_seconds_min_max": [
+            round(min(sounded, default=0), 2),
+            round(max(sounded, default=0), 2),
+        ],
+    }
 
 
 async def bench(calls: int, seconds: float, rate: float) -> None:
@@ -816,13 +893,46 @@ async def bench(calls: int, seconds: float, rate: float) -> None:
     )
 
 
+async def bench_recording(calls: int, seconds: float, rate: float) -> None:
+    """The same calls unrecorded, then recorded: the recorder's cost."""
+    runs = []
+    for recording in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            runs.append(
+                await through_callbridge(calls, seconds, rate, Path(tmp), recording=recording)
+            )
+        print(json.dumps(runs[-1]), flush=True)
+    plain, recorded = runs
+    per_call = "relay_cpu_percent_per_call"
+    print(
+        json.dumps(
+            {
+                "recorded_vs_unrecorded_relay_cpu": round(
+                    recorded["relay_cpu_percent"] / max(plain["relay_cpu_percent"], 0.1), 2
+                ),
+                "cpu_percent_per_call_unrecorded": plain[per_call],
+                "cpu_percent_per_call_recorded": recorded[per_call],
+                "recording_cpu_ms_per_call_second": round(
+                    10 * (recorded[per_call] - plain[per_call]), 3
+                ),
+            }
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rate", type=float, default=100, help="call setups per second")
+    parser.add_argument(
+        "--recording", action="store_true", help="callbridge unrecorded vs recorded"
+    )
     args = parser.parse_args()
-    uvloop.run(bench(args.calls, args.seconds, args.rate))
+    if args.recording:
+        uvloop.run(bench_recording(args.calls, args.seconds, args.rate))
+    else:
+        uvloop.run(bench(args.calls, args.seconds, args.rate))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ every transaction's timers, and serves the HTTP API in the same loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import ipaddress
 import logging
@@ -35,6 +36,7 @@ from .pbx.lines import Lines, disabled_line_ids
 from .pbx.location import StoredLocation
 from .pbx.originate import Originator
 from .pbx.proxies import TrustedProxies
+from .pbx.recordings import Recordings, keep_for, recover
 from .pbx.registrar import Binding, Location, MemoryLocation, Registrar, RegistrarPolicy
 from .pbx.staff import load_employees
 from .pbx.trunks import Trunks
@@ -700,6 +702,9 @@ async def run(settings: Settings) -> int:
     database = await open_database(settings)
     interrupted = await CallRecorder(database).close_interrupted(datetime.now(UTC))
     log_event(logger, logging.INFO, "pbx.calls_interrupted", count=interrupted)
+    recordings_dir = settings.effective_recordings_dir()
+    recovered = await recover(database, recordings_dir)
+    log_event(logger, logging.INFO, "pbx.recordings_recovered", count=recovered)
     service = SipService(settings)
     location = StoredLocation(
         database, flow_of=service.flow_of, source_of=service.peer_at, clock=loop.time
@@ -715,6 +720,7 @@ async def run(settings: Settings) -> int:
         ports, rtp_timeout=settings.rtp_timeout or None, clock=loop.time, policy=media_policy
     )
     recorder = CallRecorder(database)
+    recordings = Recordings(recordings_dir, recorder, enabled=settings.recording)
     event_bus = EventBus()
     # What held parties hear: the admin's upload, or the bundled melody.
     music = await asyncio.to_thread(MusicOnHold.load, settings.data_dir, clock=loop.time)
@@ -743,6 +749,7 @@ async def run(settings: Settings) -> int:
         identify=identify_number,
         latch_on_signalling_host=settings.media_latch_signalling_host,
         player=music.player if settings.music_on_hold else None,
+        recordings=recordings,
     )
     service.use_b2bua(b2bua)
 
@@ -804,6 +811,7 @@ async def run(settings: Settings) -> int:
         music=music,
     )
     reloads: set[asyncio.Task[None]] = set()
+    retention: asyncio.Task[None] | None = None
 
     def reload_on_hangup() -> None:
         # SIGHUP: the employees were changed behind the API's back (a script,
@@ -827,6 +835,16 @@ async def run(settings: Settings) -> int:
         log_event(logger, logging.INFO, "pbx.bindings_restored", count=restored)
         location.start()
         recorder.start()
+        if settings.recording_retention_days:
+            retention = asyncio.create_task(
+                keep_for(
+                    database,
+                    recordings_dir,
+                    settings.recording_retention_days,
+                    wallclock=lambda: datetime.now(UTC),
+                ),
+                name="recording-retention",
+            )
         port = await http.start()
         log_event(http_logger, logging.INFO, "http.listening", host=settings.http_host, port=port)
         tune_garbage_collector()
@@ -837,6 +855,12 @@ async def run(settings: Settings) -> int:
         trunks.close()
         await b2bua.close()
         music.player.stop()
+        if retention is not None:
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention
+        # The calls have ended: their files are completed and their records told.
+        await recordings.close()
         log_event(logger, logging.INFO, "b2bua.stats", **b2bua.stats())
         log_event(logger, logging.INFO, "guard.stats", **service.guard.stats())
         await recorder.stop()

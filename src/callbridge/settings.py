@@ -175,6 +175,22 @@ class Settings(BaseSettings):
         "the music on hold; off, the hold re-INVITE goes on to the other phone (which may "
         "play its own).",
     )
+    recording: bool = Field(
+        True,
+        description="Record every answered call (one stereo WAV per call: the customer "
+        "left, the employee right); an internal or external line's `recording` overrides "
+        "it for its calls.",
+    )
+    recordings_dir: Path | None = Field(
+        None, description="Where recordings are written; default: data_dir/recordings."
+    )
+    recording_retention_days: int = Field(
+        0,
+        ge=0,
+        le=36_500,
+        description="Recordings of calls that started longer ago are removed (checked "
+        "hourly); 0 = kept until deleted.",
+    )
     auth_token_ttl: float = Field(12 * 3600, gt=0, description="Seconds an API token lives.")
     default_region: str = Field(
         "US",
@@ -236,6 +252,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'callbridge.db').resolve()}"
+
+    def effective_recordings_dir(self) -> Path:
+        """Where recordings live: the setting, or `recordings` in `data_dir`."""
+        return (self.recordings_dir or self.data_dir / "recordings").resolve()
 
     def effective_public_address(self) -> str:
         """The address others reach us at: the public address, the SIP host, or

@@ -65,8 +65,8 @@ class Api:
         """A call record written straight to the store (an incoming call
         answered now, unless `fields` say otherwise); its id."""
         record = CallRecord(
-            id=uuid.uuid4().hex,
             **{
+                "id": uuid.uuid4().hex,
                 "direction": "incoming",
                 "caller_number": "+79161234567",
                 "callee_number": "101",

@@ -73,6 +73,7 @@ async def test_a_line_is_created_read_updated_and_deleted(api: Api) -> None:
         "inband_dtmf": False,
         "alt_addresses": ["203.0.113.7", "198.51.100.0/24"],
         "default_region": "US",
+        "recording": None,
         "comment": "",
         "registration_state": "unregistered",
         "registration_reason": None,

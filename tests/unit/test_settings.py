@@ -138,3 +138,22 @@ def test_unknown_digest_algorithms_are_refused_saying_what_is_allowed(
     with pytest.raises(ValidationError, match="sip_digest_algorithms") as refused:
         Settings()
     assert "SHA-256, MD5" in str(refused.value) or "listed twice" in str(refused.value)
+
+
+def test_recording_is_on_and_its_files_live_in_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("CALLBRIDGE_RECORDING", "CALLBRIDGE_RECORDINGS_DIR", "CALLBRIDGE_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(data_dir=tmp_path)
+    assert settings.recording is True and settings.recording_retention_days == 0
+    assert settings.effective_recordings_dir() == (tmp_path / "recordings").resolve()
+    monkeypatch.setenv("CALLBRIDGE_RECORDINGS_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("CALLBRIDGE_RECORDING", "false")
+    monkeypatch.setenv("CALLBRIDGE_RECORDING_RETENTION_DAYS", "90")
+    settings = Settings(data_dir=tmp_path)
+    assert settings.effective_recordings_dir() == (tmp_path / "elsewhere").resolve()
+    assert settings.recording is False and settings.recording_retention_days == 90
+    monkeypatch.setenv("CALLBRIDGE_RECORDING_RETENTION_DAYS", "-1")
+    with pytest.raises(ValidationError):
+        Settings()

@@ -32,6 +32,7 @@ from . import (
     music_on_hold,
     normalization_rules,
     notes,
+    recordings,
     routing_rules,
     security,
 )
@@ -83,6 +84,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.database = database
+    app.state.recordings_dir = settings.effective_recordings_dir()
     if on_apply is not None:
         app.state.apply_config = on_apply
     app.state.guard = guard
@@ -113,6 +115,7 @@ def create_app(
     v1.include_router(normalization_rules.router)
     v1.include_router(config.router)
     v1.include_router(calls.router)
+    v1.include_router(recordings.router)
     v1.include_router(click_to_call.router)
     v1.include_router(hold.router)
     v1.include_router(dtmf.router)

@@ -44,6 +44,24 @@ def _hidden(type_: CardType) -> CardRef:
     return CardRef(type=type_, id=None, name=None)
 
 
+class RecordingOut(BaseModel):
+    url: str = Field(description="Where to fetch it: a WAV, 8 kHz 16-bit stereo, Range-capable.")
+    duration: float = Field(description="Seconds of audio.")
+    size: int = Field(description="Bytes.")
+
+
+def recording_of(record: CallRecord) -> RecordingOut | None:
+    """The record's recording once its file is complete (null while it is
+    being written, and for a call not recorded)."""
+    if record.recording is None or record.recording_size is None:
+        return None
+    return RecordingOut(
+        url=f"/api/v1/calls/{record.id}/recording",
+        duration=(record.recording_ms or 0) / 1000,
+        size=record.recording_size,
+    )
+
+
 class CallOut(BaseModel):
     id: str
     direction: str
@@ -70,8 +88,8 @@ class CallOut(BaseModel):
     card: CardRef | None
     # Several cards matched the number and none is linked yet: the employee picks.
     matches: list[CardRef] | None
-    # Recordings come with a later release; always null for now.
-    recording: None = None
+    # The customer left, the employee right (an internal call: the caller left).
+    recording: RecordingOut | None = None
     notes_count: int
 
 
@@ -167,6 +185,7 @@ async def call_views(
                         for m in record.matches
                     ]
                 ),
+                recording=recording_of(record),
                 notes_count=notes.get(record.id, 0),
             )
         )

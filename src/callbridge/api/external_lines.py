@@ -190,6 +190,14 @@ Region = Annotated[
     AfterValidator(_region),
 ]
 Comment = Annotated[str, Field(max_length=2000)]
+RecordingChoice = Annotated[
+    bool | None,
+    Field(
+        description="Whether this line's calls are recorded: true, false, or null to "
+        "follow CALLBRIDGE_RECORDING. A call any of its lines says false for is not "
+        "recorded. Takes effect at the next apply."
+    ),
+]
 
 
 class ExternalLineCreate(Input):
@@ -213,6 +221,7 @@ class ExternalLineCreate(Input):
     inband_dtmf: InbandDtmf = False
     alt_addresses: AltAddresses = Field(default_factory=list)
     default_region: Region = DEFAULT_REGION
+    recording: RecordingChoice = None
     comment: Comment = ""
 
 
@@ -235,6 +244,7 @@ class ExternalLineUpdate(Input):
     inband_dtmf: InbandDtmf | None = None
     alt_addresses: AltAddresses | None = None
     default_region: Region | None = None
+    recording: RecordingChoice = None
     comment: Comment | None = None
 
     _not_null = field_validator(
@@ -272,6 +282,7 @@ class ExternalLineOut(BaseModel):
     inband_dtmf: bool
     alt_addresses: list[str]
     default_region: str
+    recording: bool | None
     comment: str
     registration_state: RegistrationStateName = Field(
         description="registered, registering (waiting for the provider), "
@@ -307,6 +318,7 @@ def _out(line: ExternalLine, registration: RegistrationStateHook) -> ExternalLin
         inband_dtmf=line.inband_dtmf,
         alt_addresses=list(line.alt_addresses),
         default_region=line.default_region,
+        recording=line.recording,
         comment=line.comment,
         registration_state=state.get("state") or "unregistered",
         registration_reason=state.get("reason"),
@@ -376,6 +388,7 @@ async def create_line(
         inband_dtmf=body.inband_dtmf,
         alt_addresses=body.alt_addresses,
         default_region=body.default_region,
+        recording=body.recording,
         comment=body.comment,
     )
     session.add(line)

@@ -53,6 +53,14 @@ Password = Annotated[
     Field(description="SIP password, 8 to 128 characters; write-only, never returned."),
 ]
 Comment = Annotated[str, Field(max_length=2000)]
+RecordingChoice = Annotated[
+    bool | None,
+    Field(
+        description="Whether this line's calls are recorded: true, false, or null to "
+        "follow CALLBRIDGE_RECORDING. A call any of its lines says false for is not "
+        "recorded. Takes effect at the next apply."
+    ),
+]
 
 
 DigestAlgorithms = Annotated[
@@ -91,6 +99,7 @@ class InternalLineCreate(Input):
     password: Password
     digest_algorithms: DigestAlgorithms | None = None
     inband_dtmf: InbandDtmf = False
+    recording: RecordingChoice = None
     comment: Comment = ""
 
 
@@ -111,6 +120,7 @@ class InternalLineUpdate(Input):
     # null puts the line back on the global setting.
     digest_algorithms: DigestAlgorithms | None = None
     inband_dtmf: InbandDtmf | None = None
+    recording: RecordingChoice = None
     comment: Comment | None = None
 
     @field_validator(
@@ -148,6 +158,9 @@ class InternalLineOut(BaseModel):
         "global CALLBRIDGE_SIP_DIGEST_ALGORITHMS."
     )
     inband_dtmf: bool = Field(description="Whether DTMF tones in its phones' audio are digits.")
+    recording: bool | None = Field(
+        description="Whether its calls are recorded; null: CALLBRIDGE_RECORDING."
+    )
     telephony_disabled: bool = Field(
         description="Its employee was deleted: the line neither registers, calls nor rings "
         "until a PATCH gives it another employee and a new password (then apply)."
@@ -205,6 +218,7 @@ async def create_line(
         username=body.username,
         digest_algorithms=body.digest_algorithms,
         inband_dtmf=body.inband_dtmf,
+        recording=body.recording,
         comment=body.comment,
     )
     line.set_password(body.password.get_secret_value(), settings.sip_realm)

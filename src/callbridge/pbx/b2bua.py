@@ -48,6 +48,7 @@ from .dialplan import Dialplan
 from .dtmf import DigitsRefused
 from .lines import Line, Lines
 from .normalize import Field
+from .recordings import Recordings
 from .registrar import Binding, Location
 from .sip_port import ResponseHandler, SipPort
 from .staff import Employees
@@ -109,8 +110,10 @@ class B2bua:
         identify_deadline: float = IDENTIFY_DEADLINE,
         latch_on_signalling_host: bool = True,
         player: MusicPlayer | None = None,
+        recordings: Recordings | None = None,
     ) -> None:
         self.sip = sip
+        self.recordings = recordings
         self.authenticator = authenticator
         self.location = location
         self.media = media

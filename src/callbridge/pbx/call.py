@@ -40,6 +40,7 @@ from ..media.engine import Leg as MediaLeg
 from ..media.engine import MediaSession
 from ..media.errors import MediaError
 from ..media.player import playable_codec
+from ..media.recorder import Recording
 from ..sip import Request, Response
 from ..sip.dialog import Dialog, DialogError
 from ..sip.headers import reason_value
@@ -109,6 +110,12 @@ class Plan:
         """The employees whose lines take part: the audience of the call's events."""
         lines = (self.caller_line, self.callee_line)
         return {line.employee_id for line in lines if line and line.employee_id is not None}
+
+    @property
+    def recording_choices(self) -> tuple[bool | None, ...]:
+        """Whether each line the call involves wants it recorded (None: no choice)."""
+        lines = (self.caller_line, self.callee_line, self.trunk_in, self.trunk_out)
+        return tuple(line.recording for line in lines if line is not None)
 
     @property
     def ring_timeout(self) -> int:
@@ -288,6 +295,8 @@ class Call:
     awaiting_answer: Leg | None = None
     # Digits in and out (pbx/dtmf.py), from the first SDP on.
     dtmf: CallDtmf | None = None
+    # One recording per call, whatever happens to its legs (pbx/recordings.py).
+    recording: Recording | None = None
     _timer: Timer | None = None
 
     def __post_init__(self) -> None:
@@ -473,6 +482,10 @@ class Call:
             self.sdp_sent(self.caller_media, self.callee_media)
         b2bua.by_invite.pop(self.transaction, None)
         b2bua.recorder.answered(self.record, self.answered_at)
+        if b2bua.recordings is not None:
+            self.recording = b2bua.recordings.start(
+                self.record, self.plan, caller=self.caller_media, callee=self.callee_media
+            )
         self._ring_event()
         b2bua.publish(self, "answered")
         log_event(logger, logging.DEBUG, "call.answered", record=self.record)
@@ -863,6 +876,8 @@ class Call:
             self.held_since = None
         if self.dtmf is not None:
             self.dtmf.close()
+        if self.recording is not None and b2bua.recordings is not None:
+            b2bua.recordings.stop(self.recording, self.caller_media, self.callee_media)
         at = b2bua.wallclock()
         b2bua.recorder.ended(
             self.record,

@@ -31,7 +31,7 @@ _END_COLUMNS = (
 )
 _CARD_COLUMNS = ("contact_id", "account_id", "lead_id", "matches")
 # What the recorder queues: a new record, or (kind, record id, column values)
-# with kind "answer", "end" or "identify".
+# with kind "answer", "end", "identify" or "recording".
 _Change = CallRecord | tuple[str, str, dict[str, object]]
 
 INTERRUPTED = "interrupted by restart"
@@ -161,6 +161,20 @@ class CallRecorder:
         elif matches:
             values["matches"] = matches
         self._queue(("identify", call_id, values))
+
+    def recording(
+        self, call_id: str, path: str | None, *, size: int | None = None, ms: int | None = None
+    ) -> None:
+        """The call's recording: `path` (under the recordings directory) when
+        it starts, with its `size` and length in `ms` once complete; a None
+        `path` says there is none (it could not be written, or was removed).
+        Written whatever the call's state: a file completes after its call."""
+        values: dict[str, object] = {
+            "recording": path,
+            "recording_size": size,
+            "recording_ms": ms,
+        }
+        self._queue(("recording", call_id, values))
 
     def ended(
         self,
@@ -321,8 +335,9 @@ class CallRecorder:
             await self._write([fitted(change)])
 
     async def _write(self, batch: list[_Change]) -> None:
-        """One transaction, at most four executemany statements: the inserts,
-        then the answers, then the ends, then the identifications. Grouped by
+        """One transaction, at most five executemany statements: the inserts,
+        then the answers, then the ends, then the identifications, then the
+        recordings. Grouped by
         kind the changes keep their meaning, since a record is begun,
         answered and ended in that order, an identification changes only
         the card columns whenever it comes, and within a kind the first
@@ -336,6 +351,7 @@ class CallRecorder:
         answers: list[dict[str, object]] = []
         ends: list[dict[str, object]] = []
         identities: list[dict[str, object]] = []
+        recordings: list[dict[str, object]] = []
         ended: set[str] = set()
         for change in batch:
             if isinstance(change, tuple):
@@ -345,6 +361,8 @@ class CallRecorder:
                     ended.add(call_id)
                 elif kind == "identify":
                     identities.append({"_id": call_id, **values})
+                elif kind == "recording":
+                    recordings.append({"_id": call_id, **values})
                 elif call_id not in ended:  # an answer after the end is too late
                     answers.append({"_id": call_id, **values})
         async with self.database.session() as session:
@@ -356,6 +374,8 @@ class CallRecorder:
                 await session.execute(_END, ends)
             if identities:
                 await session.execute(_IDENTIFY, identities)
+            if recordings:  # in order: a short call's start and end may share a batch
+                await session.execute(_RECORDING, recordings)
             await session.commit()
 
 
@@ -369,6 +389,11 @@ _ANSWER = (
     .values(answered_at=bindparam("answered_at"))
 )
 _END = update(_CALLS).where(*_OPEN).values({key: bindparam(key) for key in _END_COLUMNS})
+_RECORDING = (
+    update(_CALLS)
+    .where(_CALLS.c.id == bindparam("_id"))
+    .values({key: bindparam(key) for key in ("recording", "recording_size", "recording_ms")})
+)
 _IDENTIFY = (
     update(_CALLS)
     .where(

@@ -38,6 +38,8 @@ class Line:
     # Listen for DTMF tones in its phones' audio (for devices that send no
     # RFC 4733 events or INFO).
     inband_dtmf: bool = False
+    # Whether its calls are recorded; None: as the global setting says.
+    recording: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ def lines_of(rows: Iterable[InternalLine]) -> Lines:
             disabled=bool(row.telephony_disabled),
             digest_algorithms=_algorithms(row.digest_algorithms),
             inband_dtmf=bool(row.inband_dtmf),  # absent from versions before it
+            recording=row.recording,
         )
         for row in rows
     )

@@ -57,6 +57,8 @@ class Trunk:
     incoming_auth: bool = False
     # Listen for DTMF tones in the provider's audio (old gateways).
     inband_dtmf: bool = False
+    # Whether its calls are recorded; None: as the global setting says.
+    recording: bool | None = None
     # The server's IP address, resolved when the lines were loaded.
     address: str | None = None
 
@@ -395,6 +397,7 @@ async def trunks_of(rows: Iterable[ExternalLine]) -> list[Trunk]:
                 default_region=row.default_region,
                 incoming_auth=bool(row.incoming_auth),  # absent from versions before it
                 inband_dtmf=bool(row.inband_dtmf),
+                recording=row.recording,
                 address=address,
             )
         )

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -124,6 +125,8 @@ class InternalLine(Base):
     digest_algorithms: Mapped[str | None] = mapped_column(String(16), default=None)
     # Listen for DTMF tones in its phones' audio (devices without RFC 4733 or INFO).
     inband_dtmf: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Whether its calls are recorded; NULL: as CALLBRIDGE_RECORDING says.
+    recording: Mapped[bool | None] = mapped_column(Boolean, default=None)
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
@@ -239,6 +242,13 @@ class CallRecord(Base):
     # Several cards matched the number: [{"type": "contact", "id": 7, "name": ...}],
     # for the employee to choose from; none of them is linked.
     matches: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # The call's recording: its file under the recordings directory
+    # ("2026/12/07/<id>.wav"), set when recording starts; its size and
+    # length once the file is complete (NULL while it is being written,
+    # or when a crash interrupted it: the next start completes it).
+    recording: Mapped[str | None] = mapped_column(String(64))
+    recording_size: Mapped[int | None] = mapped_column(BigInteger)
+    recording_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
 Transport = Literal["udp", "tcp"]
@@ -300,6 +310,8 @@ class ExternalLine(Base):
     incoming_auth: Mapped[bool] = mapped_column(Boolean, default=False)
     # Listen for DTMF tones in the provider's audio (old gateways).
     inband_dtmf: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Whether its calls are recorded; NULL: as CALLBRIDGE_RECORDING says.
+    recording: Mapped[bool | None] = mapped_column(Boolean, default=None)
     total_lines: Mapped[int] = mapped_column(Integer, default=1)
     outgoing_lines: Mapped[int] = mapped_column(Integer, default=1)
     transport: Mapped[str] = mapped_column(String(8), default="udp")
