@@ -161,6 +161,15 @@ def test_lag_and_waits_are_judged_apart() -> None:
     assert shedder.share < 0.5
 
 
+def test_a_message_that_waited_alone_on_a_quiet_server_is_no_queue() -> None:
+    shedder = LoadShedder(POLICY)
+    for n in range(20):  # one message a window, each through a slow moment
+        shedder.waited(0.2, n * 0.1 + 0.05)
+        shedder.lag(0.001, n * 0.1 + 0.06)
+    assert shedder.share == 1.0
+    assert shedder.admits_call(call(1), 2.0)
+
+
 def test_a_late_timer_alone_shows_overload() -> None:
     # Over TCP no datagram says how long it waited: the loop's lag does.
     shedder = LoadShedder(POLICY)

@@ -6,7 +6,8 @@ was taken: how long a datagram waited in the kernel before it was read
 (`waited`), and how late a periodic timer fired (`lag`). Every `window` it
 takes the window's *standing* delay, the smallest sample of each kind (a
 burst that the next reads clear is no backlog; a queue that never empties
-is), the larger of the two, and moves the share of new
+is; a kind with fewer than three samples in the window says nothing), the
+larger of the two, and moves the share of new
 INVITEs it admits: cut in proportion when the standing delay is over the
 target, raised a step when it is under half of it. A refused INVITE costs
 a 503 with Retry-After, a fraction of what a call costs, so a server
@@ -25,6 +26,10 @@ from dataclasses import dataclass
 T1 = 0.5
 # Share of new calls taken back per calm window: all of them within a second.
 RECOVERY_STEP = 0.1
+# A window judges a kind of sample only with this many of it: one message
+# that waited alone (on a quiet server, through a collector pass) is no
+# queue; under a real overload every window holds hundreds.
+MIN_SAMPLES = 3
 # A cut never takes more than this share away at once: one slow window (a
 # collector pass, say) must not refuse every call.
 DEEPEST_CUT = 0.5
@@ -74,6 +79,7 @@ class LoadShedder:
         self._credit = 0.0
         self._window_start = now
         self._window_min: dict[str, float] = {}
+        self._window_count: dict[str, int] = {}
         self._latest = 0.0
         self._overloaded_since: float | None = None
         self._full_since: float | None = None
@@ -107,6 +113,7 @@ class LoadShedder:
         smallest = self._window_min.get(kind)
         if smallest is None or delay < smallest:
             self._window_min[kind] = delay
+        self._window_count[kind] = self._window_count.get(kind, 0) + 1
         return change
 
     def admits_call(self, call: tuple[str, str | None], now: float) -> bool:
@@ -163,8 +170,13 @@ class LoadShedder:
         if elapsed < policy.window:
             return None
         windows = int(elapsed / policy.window)
-        standing = max(self._window_min.values(), default=0.0)
+        counts = self._window_count
+        standing = max(
+            (low for kind, low in self._window_min.items() if counts[kind] >= MIN_SAMPLES),
+            default=0.0,
+        )
         self._window_min = {}
+        self._window_count = {}
         self._window_start += windows * policy.window
         target = policy.target_delay
         if standing > target:
