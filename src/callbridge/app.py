@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import uvicorn
 
 from .api import create_app
+from .collector import CollectorPauses
 from .crm.identify import Identity, identify
 from .events import EventBus
 from .logs import log_event
@@ -145,6 +146,7 @@ class SipService:
             now=self._loop.time(),
         )
         self.given_up = 0  # messages read after their sender's transaction gave up
+        self.collector = CollectorPauses()
         self._probe: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -166,10 +168,12 @@ class SipService:
         """Start overload control afresh and probe the loop's lag: called once
         start-up's own work is done (its stalls are no overload)."""
         self.overload = LoadShedder(self.overload.policy, now=self._loop.time())
+        self.collector.start()
         if self.overload.policy.enabled and self._probe is None:
             self._arm_probe()
 
     async def stop(self) -> None:
+        self.collector.stop()
         if self._probe is not None:
             self._probe.cancel()
             self._probe = None
@@ -385,7 +389,7 @@ class SipService:
 
     def stats(self) -> dict[str, float | int]:
         """Counters for the log at shutdown and for benchmarks."""
-        return {**self.overload.stats(), "given_up": self.given_up}
+        return {**self.overload.stats(), "given_up": self.given_up, **self.collector.stats()}
 
     def _admits(self, host: str) -> bool:
         """Whether `host` may open a TCP connection: not while it is blocked."""

@@ -185,3 +185,39 @@ def test_a_target_of_zero_turns_shedding_off() -> None:
     feed(shedder, 5.0, 0.0, 1.0)
     assert admitted_of(shedder, range(100), 1.0) == 100
     assert not shedder.overloaded
+
+
+def test_a_queue_that_piled_up_while_the_loop_stood_still_and_drains_cuts_nothing() -> None:
+    # A collector pass of 150 ms: the probe fires 150 ms late, the datagrams
+    # read after it waited up to as long, then less and less as they drain.
+    shedder = LoadShedder(POLICY)
+    feed(shedder, 0.002, 0.0, 1.0)
+    shedder.lag(0.15, 1.0)
+    t, wait = 1.0, 0.15
+    while t < 1.6:
+        shedder.waited(max(wait, 0.001), t)
+        shedder.lag(0.001, t)
+        t, wait = round(t + 0.005, 6), wait - 0.0015
+    feed(shedder, 0.002, 1.6, 2.0)
+    assert shedder.share == 1.0
+    assert not shedder.overloaded
+
+
+def test_a_queue_that_grows_after_a_stall_is_overload_all_the_same() -> None:
+    shedder = LoadShedder(POLICY)
+    shedder.lag(0.15, 0.0)
+    t, wait = 0.0, 0.15
+    while t < 0.5:
+        shedder.waited(wait, t)
+        shedder.lag(0.001, t)
+        t, wait = round(t + 0.005, 6), wait + 0.002
+    assert shedder.share < 0.5
+
+
+def test_a_draining_queue_is_not_cut_again() -> None:
+    shedder = LoadShedder(POLICY)
+    feed(shedder, 0.12, 0.0, 0.11)  # one cut
+    share = shedder.share
+    feed(shedder, 0.08, 0.11, 0.21)
+    feed(shedder, 0.05, 0.21, 0.31)
+    assert shedder.share == share

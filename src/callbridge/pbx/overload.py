@@ -7,9 +7,11 @@ was taken: how long a datagram waited in the kernel before it was read
 takes the window's *standing* delay, the smallest sample of each kind (a
 burst that the next reads clear is no backlog; a queue that never empties
 is; a kind with fewer than three samples in the window says nothing), the
-larger of the two, and moves the share of new
-INVITEs it admits: cut in proportion when the standing delay is over the
-target, raised a step when it is under half of it. A refused INVITE costs
+larger of the two, and moves the share of new INVITEs it admits: cut in
+proportion when the standing delay is over the target and growing, raised
+a step when it is under half of it. A queue that piled up while the loop
+stood still (a collector pass: the timer fired as late as the messages
+waited) and drains since is no overload, and cuts nothing. A refused INVITE costs
 a 503 with Retry-After, a fraction of what a call costs, so a server
 offered more calls than it can set up keeps its queue short and serves at
 capacity instead of falling into a retransmission storm. What is already
@@ -30,6 +32,9 @@ RECOVERY_STEP = 0.1
 # that waited alone (on a quiet server, through a collector pass) is no
 # queue; under a real overload every window holds hundreds.
 MIN_SAMPLES = 3
+# A queue whose standing delay fell below this share of the last window's
+# is draining: no cut for it.
+DRAINING = 0.8
 # A cut never takes more than this share away at once: one slow window (a
 # collector pass, say) must not refuse every call.
 DEEPEST_CUT = 0.5
@@ -80,6 +85,9 @@ class LoadShedder:
         self._window_start = now
         self._window_min: dict[str, float] = {}
         self._window_count: dict[str, int] = {}
+        self._window_stall = 0.0  # the longest lag of the window: the loop stood still
+        self._previous_stall = 0.0
+        self._previous_standing = 0.0
         self._latest = 0.0
         self._overloaded_since: float | None = None
         self._full_since: float | None = None
@@ -114,6 +122,8 @@ class LoadShedder:
         if smallest is None or delay < smallest:
             self._window_min[kind] = delay
         self._window_count[kind] = self._window_count.get(kind, 0) + 1
+        if kind == "lag" and delay > self._window_stall:
+            self._window_stall = delay
         return change
 
     def admits_call(self, call: tuple[str, str | None], now: float) -> bool:
@@ -170,22 +180,32 @@ class LoadShedder:
         if elapsed < policy.window:
             return None
         windows = int(elapsed / policy.window)
-        counts = self._window_count
-        standing = max(
-            (low for kind, low in self._window_min.items() if counts[kind] >= MIN_SAMPLES),
-            default=0.0,
-        )
+        waited, lag = self._standing("waited"), self._standing("lag")
+        standing = max(waited, lag)
+        stall = max(self._window_stall, self._previous_stall)
+        self._previous_stall = self._window_stall if windows == 1 else 0.0
         self._window_min = {}
         self._window_count = {}
+        self._window_stall = 0.0
         self._window_start += windows * policy.window
         target = policy.target_delay
-        if standing > target:
+        # A loop late all through the window is behind; messages that waited
+        # no longer than the loop once stood still are what piled up meanwhile.
+        behind = lag > target or waited > max(target, stall)
+        if behind and standing > DRAINING * self._previous_standing:
             self.share *= max(DEEPEST_CUT, target / standing)
         elif standing < target / 2:
             self._recover()
+        self._previous_standing = standing if windows == 1 else 0.0
         # The windows after it had nothing read in them: nothing waited.
         self._recover(windows - 1)
         return self._state(standing, now)
+
+    def _standing(self, kind: str) -> float:
+        """The window's smallest sample of `kind`, if it had enough of them."""
+        if self._window_count.get(kind, 0) < MIN_SAMPLES:
+            return 0.0
+        return self._window_min[kind]
 
     def _recover(self, steps: int = 1) -> None:
         self.share = min(1.0, self.share + steps * RECOVERY_STEP)
