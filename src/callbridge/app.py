@@ -746,7 +746,7 @@ def tune_garbage_collector() -> None:
     start-up built (modules, settings) out of the collector's sight."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    gc.set_threshold(10_000, 50, 100)
 
 
 def drop_bindings_of_disabled(lines: Lines, location: Location, now: float) -> None:

@@ -119,7 +119,7 @@ class Settings(BaseSettings):
         description="Blocks kept at most; past it the oldest is dropped, and logged.",
     )
     overload_delay: float = Field(
-        0.03,
+        0.015,
         ge=0,
         le=10,
         description="Seconds of standing delay (SIP messages waiting in the socket's queue, "

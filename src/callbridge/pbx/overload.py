@@ -52,7 +52,7 @@ class OverloadPolicy:
     delay is judged. `calm`: seconds at the full share before an overload
     is said to be over (so an episode is logged once, not per dip)."""
 
-    target_delay: float = 0.03
+    target_delay: float = 0.015
     retry_after: int = 5
     window: float = 0.1
     calm: float = 5.0
