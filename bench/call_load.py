@@ -3,6 +3,7 @@ load, against a reference run in the same command: the same SIPp callers
 calling the same SIPp callee directly.
 
     .venv/bin/python bench/call_load.py [--rate 200] [--seconds 20]
+    .venv/bin/python bench/call_load.py --overload --rate CLEAN [--seconds 60]
 
 Goal: 200 calls/s sustained for 60 s with < 0.1% failed: the full run is
 `--seconds 60` (`make bench` runs the 20 s default; 60 s matters, as ended
@@ -45,6 +46,23 @@ to INVITE out as it reports at shutdown (a `b2bua.stats` log line: calls,
 setup_delay_p50_ms, setup_delay_p99_ms, and calls_in_memory, the Call
 objects still alive, which should be 0 once every call ended; "missing" when
 there is none).
+
+Overload mode (`--overload`, issue 13). `--rate` is the clean rate, the
+one the plain mode completes without loss on this machine (find it first);
+the callers offer twice that, over the lines the clean rate needs, with
+bench/scenarios/call_uac_shed.xml, where a 503 to either INVITE is an
+expected answer: ACKed, never retried, and counted as refused, with the
+time from that INVITE to its 503 (SIPp's `-trace_rtt`, rtd 1). Reported:
+completed calls (the callee's count of calls it answered and got a BYE
+for) and goodput (completed per second of offered load) against the clean
+rate, the share refused, the refusals' latency (p50, p99, max, and how many
+took more than 50 ms), accepted calls that failed (SIPp's failed calls:
+with 503 expected, a failure is an accepted call that went wrong),
+retransmissions, callbridge's CPU per completed and per offered call, and
+the `sip.stats` line it logs at shutdown (the shedder's counters and the
+collector's passes). The reference is the same callers at the same rate
+straight to the SIPp callee. Goal: goodput at least 90% of the clean
+rate, every refusal within 50 ms, no accepted call failing.
 """
 
 from __future__ import annotations
