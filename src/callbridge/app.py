@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import uvicorn
 
 from .api import create_app
-from .collector import CollectorPauses
+from .collector import CollectorPauses, PacedPasses
 from .crm.identify import Identity, identify
 from .events import EventBus
 from .logs import log_event
@@ -147,6 +147,7 @@ class SipService:
         )
         self.given_up = 0  # messages read after their sender's transaction gave up
         self.collector = CollectorPauses()
+        self.paced_passes = PacedPasses(self._loop)
         self._probe: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -169,11 +170,13 @@ class SipService:
         start-up's own work is done (its stalls are no overload)."""
         self.overload = LoadShedder(self.overload.policy, now=self._loop.time())
         self.collector.start()
+        self.paced_passes.start()
         if self.overload.policy.enabled and self._probe is None:
             self._arm_probe()
 
     async def stop(self) -> None:
         self.collector.stop()
+        self.paced_passes.stop()
         if self._probe is not None:
             self._probe.cancel()
             self._probe = None
@@ -743,7 +746,9 @@ def tune_garbage_collector() -> None:
     """Every SIP message is a few dozen small objects that die young; the
     default thresholds would run the collector every few hundred messages and
     scan every live transaction each time. Collect less often, and move what
-    start-up built (modules, settings) out of the collector's sight."""
+    start-up built (modules, settings) out of the collector's sight. Under
+    load the passes run on a clock instead (`collector.PacedPasses`, started
+    by `SipService.watch_load`); the threshold is for a burst between them."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 50, 100)
