@@ -221,3 +221,15 @@ def test_a_draining_queue_is_not_cut_again() -> None:
     feed(shedder, 0.08, 0.11, 0.21)
     feed(shedder, 0.05, 0.21, 0.31)
     assert shedder.share == share
+
+
+def test_a_stall_explains_the_waits_of_the_half_second_after_it_even_draining_slowly() -> None:
+    shedder = LoadShedder(POLICY)
+    feed(shedder, 0.002, 0.0, 1.0)
+    shedder.lag(0.15, 1.0)
+    t, wait = 1.0, 0.15
+    while t < 1.5:  # a busy server drains it slowly: 10 ms less per window
+        shedder.waited(wait, t)
+        shedder.lag(0.001, t)
+        t, wait = round(t + 0.005, 6), wait - 0.0005
+    assert shedder.share == 1.0

@@ -11,7 +11,7 @@ larger of the two, and moves the share of new INVITEs it admits: cut in
 proportion when the standing delay is over the target and growing, raised
 a step when it is under half of it. A queue that piled up while the loop
 stood still (a collector pass: the timer fired as late as the messages
-waited) and drains since is no overload, and cuts nothing. A refused INVITE costs
+waited, within the last half second) is no overload, and cuts nothing. A refused INVITE costs
 a 503 with Retry-After, a fraction of what a call costs, so a server
 offered more calls than it can set up keeps its queue short and serves at
 capacity instead of falling into a retransmission storm. What is already
@@ -21,6 +21,7 @@ served. Sans-IO: time is passed in, so a fake clock tests it."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 # RFC 3261's T1: a new INVITE that waited longer has been sent again by its
@@ -32,6 +33,9 @@ RECOVERY_STEP = 0.1
 # that waited alone (on a quiet server, through a collector pass) is no
 # queue; under a real overload every window holds hundreds.
 MIN_SAMPLES = 3
+# How many windows (of 100 ms) a stall of the loop explains the waits that
+# follow it: what piled up during a stall drains over several windows.
+STALL_WINDOWS = 5
 # A queue whose standing delay fell below this share of the last window's
 # is draining: no cut for it.
 DRAINING = 0.8
@@ -86,7 +90,7 @@ class LoadShedder:
         self._window_min: dict[str, float] = {}
         self._window_count: dict[str, int] = {}
         self._window_stall = 0.0  # the longest lag of the window: the loop stood still
-        self._previous_stall = 0.0
+        self._stalls: deque[float] = deque(maxlen=STALL_WINDOWS)  # of the last windows
         self._previous_standing = 0.0
         self._latest = 0.0
         self._overloaded_since: float | None = None
@@ -182,8 +186,9 @@ class LoadShedder:
         windows = int(elapsed / policy.window)
         waited, lag = self._standing("waited"), self._standing("lag")
         standing = max(waited, lag)
-        stall = max(self._window_stall, self._previous_stall)
-        self._previous_stall = self._window_stall if windows == 1 else 0.0
+        stalls = self._stalls
+        stalls.append(self._window_stall if windows == 1 else 0.0)
+        stall = max(stalls)
         self._window_min = {}
         self._window_count = {}
         self._window_stall = 0.0
