@@ -54,7 +54,7 @@ class CollectorPauses:
 class PacedPasses:
     """Runs the collector on a clock: the young pass every `interval`
     seconds (100 ms), the middle generation's every `middle_every` passes
-    (a second), a full pass every `full_every` (ten minutes).
+    (300 ms), a full pass every `full_every` (ten minutes).
 
     The collector starts a pass when allocations minus deallocations pass
     its threshold. Under load, old objects dying (calls ended 32 s ago, say)
@@ -72,7 +72,7 @@ class PacedPasses:
         self,
         loop: asyncio.AbstractEventLoop,
         interval: float = 0.1,
-        middle_every: int = 10,
+        middle_every: int = 3,
         full_every: int = 6000,
     ) -> None:
         self._loop = loop
