@@ -8,8 +8,9 @@ takes the window's *standing* delay, the smallest sample of each kind (a
 burst that the next reads clear is no backlog; a queue that never empties
 is; a kind with fewer than three samples in the window says nothing), the
 larger of the two, and moves the share of new INVITEs it admits: cut in
-proportion when the standing delay is over the target and growing, raised
-a step when it is under half of it. A queue that piled up while the loop
+proportion when the standing delay is over the target and growing (out of
+an overload, three windows in a row), raised a step when it is under half
+of it. A queue that piled up while the loop
 stood still (a collector pass: the timer fired as late as the messages
 waited, within the last half second) is no overload, and cuts nothing. A refused INVITE costs
 a 503 with Retry-After, a fraction of what a call costs, so a server
@@ -36,6 +37,10 @@ MIN_SAMPLES = 3
 # How many windows (of 100 ms) a stall of the loop explains the waits that
 # follow it: what piled up during a stall drains over several windows.
 STALL_WINDOWS = 5
+# Windows in a row behind before the first cut: a queue that a short dip
+# of the machine (another process's burst, a slow pass) builds and then
+# drains costs some latency, not calls. Once shedding, every window counts.
+ONSET_WINDOWS = 3
 # A queue whose standing delay fell below this share of the last window's
 # is draining: no cut for it.
 DRAINING = 0.8
@@ -91,6 +96,7 @@ class LoadShedder:
         self._window_count: dict[str, int] = {}
         self._window_stall = 0.0  # the longest lag of the window: the loop stood still
         self._stalls: deque[float] = deque(maxlen=STALL_WINDOWS)  # of the last windows
+        self._behind = 0  # windows behind in a row
         self._previous_standing = 0.0
         self._latest = 0.0
         self._overloaded_since: float | None = None
@@ -197,7 +203,11 @@ class LoadShedder:
         # A loop late all through the window is behind; messages that waited
         # no longer than the loop once stood still are what piled up meanwhile.
         behind = lag > target or waited > max(target, stall)
-        if behind and standing > DRAINING * self._previous_standing:
+        self._behind = self._behind + 1 if behind and windows == 1 else int(behind)
+        # Out of an overload, a dip of the machine's capacity that a queue
+        # absorbs is no reason to refuse calls: it takes a few windows.
+        started = self._overloaded_since is not None or self._behind >= ONSET_WINDOWS
+        if behind and started and standing > DRAINING * self._previous_standing:
             self.share *= max(DEEPEST_CUT, target / standing)
         elif standing < target / 2:
             self._recover()
