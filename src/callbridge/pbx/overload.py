@@ -10,12 +10,12 @@ is; a kind with fewer than three samples in the window says nothing), the
 larger of the two, and moves the share of new INVITEs it admits: cut in
 proportion when the standing delay is over the target and growing (out of
 an overload, three windows in a row), raised a step when it is under half
-of it. A queue that piled up while the loop
-stood still (a collector pass: the timer fired as late as the messages
-waited, within the last half second) is no overload, and cuts nothing. A refused INVITE costs
-a 503 with Retry-After, a fraction of what a call costs, so a server
-offered more calls than it can set up keeps its queue short and serves at
-capacity instead of falling into a retransmission storm. What is already
+of it. A queue that piled up while the loop stood still (a collector pass:
+the timer fired as late as the messages waited, within the last half
+second) is no overload, and cuts nothing. A refused INVITE costs a 503
+with Retry-After, a fraction of what a call costs, so a server offered
+more calls than it can set up keeps its queue short and serves at capacity
+instead of falling into a retransmission storm. What is already
 admitted (in-dialog requests, ACK, BYE, CANCEL, the INVITE a call sends
 again with credentials) and what is no call (REGISTER, OPTIONS) is always
 served. Sans-IO: time is passed in, so a fake clock tests it."""
