@@ -3,6 +3,7 @@ load, against a reference run in the same command: the same SIPp callers
 calling the same SIPp callee directly.
 
     .venv/bin/python bench/call_load.py [--rate 200] [--seconds 20]
+    .venv/bin/python bench/call_load.py --overload --rate CLEAN [--seconds 60]
 
 Goal: 200 calls/s sustained for 60 s with < 0.1% failed: the full run is
 `--seconds 60` (`make bench` runs the 20 s default; 60 s matters, as ended
@@ -45,15 +46,37 @@ to INVITE out as it reports at shutdown (a `b2bua.stats` log line: calls,
 setup_delay_p50_ms, setup_delay_p99_ms, and calls_in_memory, the Call
 objects still alive, which should be 0 once every call ended; "missing" when
 there is none).
+
+Overload mode (`--overload`, issue 13). `--rate` is the clean rate, the
+one the plain mode completes without loss on this machine (find it first);
+the callers offer twice that, over the lines the clean rate needs, with
+bench/scenarios/call_uac_shed.xml, where a 503 to either INVITE is an
+expected answer: ACKed, never retried, and counted as refused, with the
+time from that INVITE to its 503 (SIPp's `-trace_rtt`, rtd 1). Reported:
+completed calls (the callee's count of calls it answered and got a BYE
+for) and goodput (completed per second of offered load) against the clean
+rate, the share refused, the refusals' latency (p50, p99, max, and how many
+took more than 50 ms), accepted calls that failed (SIPp's failed calls:
+with 503 expected, a failure is an accepted call that went wrong),
+retransmissions, callbridge's CPU per completed and per offered call, and
+the `sip.stats` line it logs at shutdown (the shedder's counters and the
+collector's passes). The reference is the same callers at the same rate
+straight to the SIPp callee. Goal: goodput at least 90% of the clean
+rate, every refusal within 50 ms, no accepted call failing.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -71,6 +94,7 @@ from options_load import (
 
 HERE = Path(__file__).resolve().parent
 CALLER = str(HERE / "scenarios" / "call_uac.xml")
+SHED_CALLER = str(HERE / "scenarios" / "call_uac_shed.xml")
 CALLEE = str(HERE / "scenarios" / "call_uas.xml")
 REGISTER = str(HERE / "scenarios" / "register_callee.xml")
 
@@ -173,7 +197,14 @@ def stop_callee(callee: subprocess.Popen[bytes], port: int, workdir: Path) -> di
 
 
 def run_callers(
-    sip_port: int, rates: list[int], seconds: int, workdir: Path, callees: list[str]
+    sip_port: int,
+    rates: list[int],
+    seconds: int,
+    workdir: Path,
+    callees: list[str],
+    *,
+    scenario: str = CALLER,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The caller processes at once, one per rate and callee; summed results."""
     mps = media_ports(len(rates))
@@ -185,8 +216,9 @@ def run_callers(
             rates[n],
             seconds,
             workdir,
-            scenario=CALLER,
+            scenario=scenario,
             extra=(
+                *extra,
                 "-s",
                 CALLER_NUMBER,
                 "-au",
@@ -293,16 +325,14 @@ def stop_server(server: subprocess.Popen[bytes], result: dict[str, Any]) -> None
     result["server_shutdown_seconds"] = round(time.monotonic() - started, 1)
 
 
-def b2bua_stats(log: Path) -> dict[str, float] | None:
-    """The fields of callbridge's `b2bua.stats` line (logged at shutdown), or None."""
+def logged_stats(log: Path, event: str = "b2bua.stats") -> dict[str, float] | None:
+    """The numeric fields of the last `event` line in callbridge's log (the
+    counters it logs at shutdown: `b2bua.stats`, `sip.stats`), or None."""
     for line in reversed(log.read_text().splitlines()):
-        if "b2bua.stats" in line:
+        if f" {event} " in f" {line} " or f'"{event}"' in line:
             fields = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', line))
-            return {
-                key: float(fields[key].strip('"'))
-                for key in ("calls", "calls_in_memory", "setup_delay_p50_ms", "setup_delay_p99_ms")
-                if key in fields
-            }
+            values = {key: value.strip('"') for key, value in fields.items()}
+            return {key: float(value) for key, value in values.items() if _is_number(value)}
     return None
 
 
@@ -343,7 +373,7 @@ def callbridge(rate: int, seconds: int, workdir: Path) -> dict[str, Any]:
         if callee is not None:
             result.update(stop_callee(callee, callee_port, workdir))
         stop_server(server, result)
-    stats = b2bua_stats(workdir / "callbridge.log")
+    stats = logged_stats(workdir / "callbridge.log")
     if stats is None:
         result["b2bua_stats"] = "missing: no b2bua.stats line in callbridge's log"
     else:
@@ -355,7 +385,146 @@ def callbridge(rate: int, seconds: int, workdir: Path) -> dict[str, Any]:
     return result
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def refusal_latencies(workdir: Path) -> list[float]:
+    """INVITE-to-503 times (ms) every shed caller wrote (`-trace_rtt`, rtd 1)."""
+    times: list[float] = []
+    for path in workdir.glob("call_uac_shed_*_rtt.csv"):
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.rstrip(";").split(";")
+            if len(fields) >= 3 and fields[2].strip() == "1":
+                times.append(float(fields[1]))
+    return sorted(times)
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    if not values:
+        return None
+    return round(values[min(len(values) - 1, int(share * len(values)))], 1)
+
+
+def shed_callers(
+    sip_port: int, rates: list[int], seconds: int, workdir: Path, callees: list[str]
+) -> dict[str, Any]:
+    """The callers of the overload run: 503 is an answer, each one timed."""
+    for old in workdir.glob("call_uac_shed_*_rtt.csv"):
+        old.unlink()
+    result = run_callers(
+        sip_port,
+        rates,
+        seconds,
+        workdir,
+        callees,
+        scenario=SHED_CALLER,
+        extra=("-trace_rtt", "-rtt_freq", "1"),
+    )
+    latencies = refusal_latencies(workdir)
+    result["refused"] = len(latencies)
+    result["refused_percent"] = round(100 * len(latencies) / max(result["attempted"], 1), 2)
+    result["refusal_ms_p50"] = percentile(latencies, 0.5)
+    result["refusal_ms_p99"] = percentile(latencies, 0.99)
+    result["refusal_ms_max"] = latencies[-1] if latencies else None
+    result["refusals_over_50_ms"] = sum(1 for ms in latencies if ms > 50)
+    return result
+
+
+def overload_reference(clean_rate: int, seconds: int, workdir: Path) -> dict[str, Any]:
+    """The shed callers at twice the clean rate straight to the SIPp callee."""
+    rates = [2 * rate for rate in split_rate(clean_rate)]
+    port = free_port()
+    callee = start_callee(port, workdir)
+    try:
+        numbers = [callee_number(n) for n in range(len(rates))]
+        result = shed_callers(port, rates, seconds, workdir, numbers)
+    finally:
+        result.update(stop_callee(callee, port, workdir))
+    return result
+
+
+def overload_callbridge(clean_rate: int, seconds: int, workdir: Path) -> dict[str, Any]:
+    """Twice the clean rate offered to callbridge, as many lines as the clean
+    rate needs: what it completes, what it sheds and how fast."""
+    rates = [2 * rate for rate in split_rate(clean_rate)]
+    numbers = [callee_number(n) for n in range(len(rates))]
+    server, sip_port, http_port = start_callbridge(workdir, **SETTINGS)
+    callee: subprocess.Popen[bytes] | None = None
+    callee_port = free_port()
+    result: dict[str, Any] = {}
+    try:
+        create_lines(http_port, ADMIN_PASSWORD, bench_lines(numbers))
+        for number in numbers:
+            register_callee(sip_port, callee_port, number, workdir)
+        callee = start_callee(callee_port, workdir)
+        result = measure(server, lambda: shed_callers(sip_port, rates, seconds, workdir, numbers))
+    finally:
+        if callee is not None:
+            result.update(stop_callee(callee, callee_port, workdir))
+        stop_server(server, result)
+    return result
+
+
+def completed(result: dict[str, Any]) -> int:
+    """Calls that went through end to end: the callee answered and got a BYE."""
+    return int(result.get("callee_successful", 0))
+
+
+def overload_main(clean_rate: int, seconds: int) -> None:
+    """`--overload`: offered twice `clean_rate` (the rate the plain run
+    completes without loss on this machine) for `seconds`."""
+    if shutil.which("sipp") is None:
+        sys.exit("sipp is missing: `make test-deps` installs Debian's sip-tester")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        ref = overload_reference(clean_rate, seconds, workdir)
+        ours = overload_callbridge(clean_rate, seconds, workdir)
+        stats = logged_stats(workdir / "callbridge.log", "sip.stats") or {}
+    for result in (ref, ours):
+        done = completed(result)
+        result["clean_rate"] = clean_rate
+        result["completed"] = done
+        result["goodput_per_s"] = round(done / max(seconds, 1e-3), 1)
+    ours["accepted_failed"] = ours["failed"] + ours["unfinished"]
+    ours["server_cpu_ms_per_completed_call"] = round(
+        1000 * ours["server_cpu_seconds"] / max(ours["completed"], 1), 3
+    )
+    ours["server_cpu_ms_per_offered_call"] = round(
+        1000 * ours["server_cpu_seconds"] / max(ours["attempted"], 1), 3
+    )
+    ours.update(stats)  # the shedder's counters and the collector's passes
+    print(json.dumps({"target": "sipp caller -> sipp callee, twice the rate (reference)", **ref}))
+    print(json.dumps({"target": "callbridge, twice its clean rate", **ours}))
+    print(
+        json.dumps(
+            {
+                "goodput_vs_clean_rate": round(ours["goodput_per_s"] / clean_rate, 3),
+                "goodput_vs_reference": round(
+                    ours["goodput_per_s"] / max(ref["goodput_per_s"], 1e-3), 3
+                ),
+            }
+        )
+    )
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument(
+        "--overload",
+        action="store_true",
+        help="offer twice --rate (the clean rate) and report goodput and refusals",
+    )
+    args = parser.parse_args()
+    if args.overload:
+        overload_main(args.rate, args.seconds)
+        return
     compare(
         __doc__,
         rate=200,

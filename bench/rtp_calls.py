@@ -79,7 +79,7 @@ from typing import Any, cast
 import numpy as np
 import uvloop
 
-from call_load import ADMIN_PASSWORD, LINE_PASSWORD, b2bua_stats, bench_lines, stop_server
+from call_load import ADMIN_PASSWORD, LINE_PASSWORD, bench_lines, logged_stats, stop_server
 from callbridge.media import RtpPacket
 from callbridge.media.g711 import pcmu_encode
 from options_load import (
@@ -812,7 +812,7 @@ async def through_callbridge(
             if endpoint.transport is not None:
                 endpoint.transport.close()
         stop_server(server, result)
-    stats = b2bua_stats(workdir / "callbridge.log")
+    stats = logged_stats(workdir / "callbridge.log")
     if stats is None:
         result["b2bua_stats"] = "missing: no b2bua.stats line in callbridge's log"
     else:

@@ -19,6 +19,7 @@ import uvicorn
 
 from .api import create_app
 from .api.hold import HoldCall
+from .collector import CollectorPauses, PacedPasses
 from .crm.identify import Identity, identify
 from .events import EventBus
 from .logs import log_event
@@ -35,6 +36,7 @@ from .pbx.guard import FloodGuard, GuardPolicy
 from .pbx.lines import Lines, disabled_line_ids
 from .pbx.location import StoredLocation
 from .pbx.originate import Originator
+from .pbx.overload import LoadShedder, OverloadChange, OverloadPolicy
 from .pbx.proxies import TrustedProxies
 from .pbx.recordings import Recordings, keep_for, recover
 from .pbx.registrar import Binding, Location, MemoryLocation, Registrar, RegistrarPolicy
@@ -59,6 +61,7 @@ from .sip.transaction import (
     TransactionLayer,
     TransportFailed,
     new_branch,
+    new_tag,
 )
 from .sip.uri import URI, SipURI, format_hostport, name_addr
 from .store import Database, create_database
@@ -75,6 +78,11 @@ _TOKEN_IN_QUERY = re.compile(r"((?:^|[?&])token=)[^&\s\"']*", re.IGNORECASE)
 _MAX_PEERS = 4096
 # Requests with a To tag that still are not a call's business.
 _OUT_OF_DIALOG = frozenset({"ACK", "OPTIONS", "REGISTER"})
+# How often the loop's lag is probed (a timer that should fire on time).
+_LAG_PROBE_INTERVAL = 0.02
+# 64*T1: a message that waited longer to be read is one its sender's
+# transaction has given up on (Timers B, F, H): no work is done for it.
+_GIVEN_UP_AFTER = 32.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +143,17 @@ class SipService:
         self.host = settings.effective_public_address()
         self.port = settings.sip_port
         self._loop = asyncio.get_running_loop()
+        # Overload control: new calls are shed while the SIP side runs behind.
+        self.overload = LoadShedder(
+            OverloadPolicy(
+                target_delay=settings.overload_delay, retry_after=settings.overload_retry_after
+            ),
+            now=self._loop.time(),
+        )
+        self.given_up = 0  # messages read after their sender's transaction gave up
+        self.collector = CollectorPauses()
+        self.paced_passes = PacedPasses(self._loop)
+        self._probe: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._peers: dict[tuple[Address, int], Peer] = {}
@@ -151,7 +170,21 @@ class SipService:
         self.port = await self.transport.listen(self.settings.sip_host, self.settings.sip_port)
         return self.port
 
+    def watch_load(self) -> None:
+        """Start overload control afresh and probe the loop's lag: called once
+        start-up's own work is done (its stalls are no overload)."""
+        self.overload = LoadShedder(self.overload.policy, now=self._loop.time())
+        self.collector.start()
+        self.paced_passes.start()
+        if self.overload.policy.enabled and self._probe is None:
+            self._arm_probe()
+
     async def stop(self) -> None:
+        self.collector.stop()
+        self.paced_passes.stop()
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
         if self._timer is not None:
             self._timer.cancel()
         await self.transport.close()
@@ -314,8 +347,15 @@ class SipService:
         self.ua.lines = lines
         log_event(logger, logging.INFO, "pbx.lines_loaded", count=len(lines))
 
-    def _on_message(self, message: Message, source: Address, transport: Transport) -> None:
+    def _on_message(
+        self, message: Message, source: Address, transport: Transport, waited: float
+    ) -> None:
         now = self._loop.time()
+        if not transport.reliable:  # a stream cannot tell how long its bytes waited
+            if waited > _GIVEN_UP_AFTER:
+                self.given_up += 1
+                return
+            self._overload_changed(self.overload.waited(waited, now))
         sender = source.host
         if isinstance(message, Request):
             sender = self.proxies.sender_of(message, sender)
@@ -323,6 +363,46 @@ class SipService:
             return
         self._apply(self.transactions.receive(message, self._peer(source, transport), now), now)
         self._rearm()
+
+    # --- overload: the loop's lag, and new calls shed ---------------------------
+
+    def _arm_probe(self) -> None:
+        due = self._loop.time() + _LAG_PROBE_INTERVAL
+        self._probe = self._loop.call_at(due, self._on_probe, due)
+
+    def _on_probe(self, due: float) -> None:
+        now = self._loop.time()
+        self._overload_changed(self.overload.lag(max(0.0, now - due), now))
+        self._arm_probe()
+
+    def _overload_changed(self, change: OverloadChange | None) -> None:
+        if change is None:
+            return
+        if change.overloaded:
+            log_event(
+                logger,
+                logging.WARNING,
+                "sip.overload_started",
+                delay_ms=round(change.delay * 1000, 1),
+                share=round(self.overload.share, 3),
+            )
+        else:
+            log_event(
+                logger,
+                logging.WARNING,
+                "sip.overload_ended",
+                seconds=round(change.seconds, 1),
+                refused=change.refused,
+            )
+
+    def _shed(self, request: Request) -> Response:
+        """503 with Retry-After: the answer to a new INVITE refused for overload."""
+        retry = str(self.overload.policy.retry_after)
+        return make_response(request, 503, to_tag=new_tag(), headers=[("Retry-After", retry)])
+
+    def stats(self) -> dict[str, float | int]:
+        """Counters for the log at shutdown and for benchmarks."""
+        return {**self.overload.stats(), "given_up": self.given_up, **self.collector.stats()}
 
     def _admits(self, host: str) -> bool:
         """Whether `host` may open a TCP connection: not while it is blocked."""
@@ -437,9 +517,14 @@ class SipService:
         source = self.proxies.sender_of(request, peer.address.host)
         if method == "CANCEL":
             return self._cancel(request, peer, source, now)
+        new_call = b2bua is not None and method == "INVITE" and request.to.tag is None
+        # Shed before any digest, routing, store or media work.
+        if new_call and not self.overload.admits_call((request.call_id, request.from_.tag), now):
+            return self._shed(request)
         if b2bua and method not in _OUT_OF_DIALOG and (refusal := self.ua.refusal(request)):
             return refusal
-        if b2bua is not None and method == "INVITE" and request.to.tag is None:
+        if new_call:
+            assert b2bua is not None
             transport = peer.address.transport
             return b2bua.invite(request, transaction, source=source, peer=peer, transport=transport)
         if b2bua is not None and request.to.tag is not None and method not in _OUT_OF_DIALOG:
@@ -677,10 +762,12 @@ def tune_garbage_collector() -> None:
     """Every SIP message is a few dozen small objects that die young; the
     default thresholds would run the collector every few hundred messages and
     scan every live transaction each time. Collect less often, and move what
-    start-up built (modules, settings) out of the collector's sight."""
+    start-up built (modules, settings) out of the collector's sight. Under
+    load the passes run on a clock instead (`collector.PacedPasses`, started
+    by `SipService.watch_load`); the threshold is for a burst between them."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    gc.set_threshold(10_000, 50, 100)
 
 
 def drop_bindings_of_disabled(lines: Lines, location: Location, now: float) -> None:
@@ -846,8 +933,9 @@ async def run(settings: Settings) -> int:
                 name="recording-retention",
             )
         port = await http.start()
-        log_event(http_logger, logging.INFO, "http.listening", host=settings.http_host, port=port)
         tune_garbage_collector()
+        service.watch_load()
+        log_event(http_logger, logging.INFO, "http.listening", host=settings.http_host, port=port)
         await stopping.wait()
         log_event(logger, logging.INFO, "callbridge.stopping")
     finally:
@@ -863,6 +951,7 @@ async def run(settings: Settings) -> int:
         await recordings.close()
         log_event(logger, logging.INFO, "b2bua.stats", **b2bua.stats())
         log_event(logger, logging.INFO, "guard.stats", **service.guard.stats())
+        log_event(logger, logging.INFO, "sip.stats", **service.stats())
         await recorder.stop()
         await media.close()
         await service.stop()

@@ -118,6 +118,22 @@ class Settings(BaseSettings):
         ge=1,
         description="Blocks kept at most; past it the oldest is dropped, and logged.",
     )
+    overload_delay: float = Field(
+        0.015,
+        ge=0,
+        le=10,
+        description="Seconds of standing delay (SIP messages waiting in the socket's queue, "
+        "or the event loop running late) above which new calls are shed: a share of new "
+        "INVITEs gets 503 with Retry-After, cut while the delay stays above this and given "
+        "back while it is under half of it. Calls in progress, registrations and OPTIONS "
+        "are always served. 0 turns shedding off.",
+    )
+    overload_retry_after: int = Field(
+        5,
+        ge=1,
+        le=3600,
+        description="Seconds a caller refused for overload is asked to wait (Retry-After).",
+    )
     data_dir: Path = Field(Path("."), description="Where the SQLite database and files live.")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default: SQLite file callbridge.db in data_dir."

@@ -77,3 +77,18 @@ def test_a_wildcard_socket_is_ours_on_every_interface_address_of_the_host() -> N
             policy.check(host, 30000)
     policy.check("10.1.2.4", 30000)  # another machine of the LAN
     assert policy.allows(("10.1.2.4", 30000))
+
+
+def test_an_address_read_again_is_parsed_once_and_what_is_remembered_is_bounded() -> None:
+    from callbridge.media.policy import _ip_of, ip_of
+
+    _ip_of.cache_clear()
+    assert str(ip_of("192.0.2.7")) == "192.0.2.7"
+    assert ip_of("192.0.2.7") is ip_of("192.0.2.7")
+    assert ip_of("not-an-address") is None
+    assert ip_of("1" * 10_000) is None  # no address is that long: not remembered
+    info = _ip_of.cache_info()
+    assert (info.hits, info.misses, info.currsize) == (2, 2, 2)
+    for n in range(5_000):
+        ip_of(f"10.0.{n // 256}.{n % 256}")
+    assert _ip_of.cache_info().currsize == 4096

@@ -10,6 +10,7 @@ import logging
 import random
 import re
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -66,6 +67,7 @@ class Endpoint:
     layer: TransportLayer
     port: int
     seen: list[tuple[Message, Address, Transport]] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
 
     @property
     def addr(self) -> tuple[str, int]:
@@ -138,7 +140,8 @@ async def make_endpoint() -> AsyncIterator[Callable[..., Awaitable[Endpoint]]]:
     async def make(**options: Any) -> Endpoint:
         endpoint: Endpoint
 
-        def handler(message: Message, source: Address, transport: Transport) -> None:
+        def handler(message: Message, source: Address, transport: Transport, waited: float) -> None:
+            endpoint.waits.append(waited)
             endpoint.seen.append((message, source, transport))
             if not isinstance(message, Request) or message.method != "OPTIONS":
                 return
@@ -218,6 +221,22 @@ async def test_udp_options_round_trip(endpoint: Endpoint, udp_peer: Any) -> None
     assert (response.status, response.call_id) == (200, "a84b4c76e66710@pc33")
     assert endpoint.layer.stats.received == 1
     assert endpoint.layer.stats.sent == 1
+
+
+async def test_udp_says_how_long_a_datagram_waited_in_the_socket_before_it_was_read(
+    endpoint: Endpoint, udp_peer: Any
+) -> None:
+    peer = await udp_peer()
+    via = f"SIP/2.0/UDP {HOST}:{peer.port};branch=z9hG4bK"
+    peer.send(sip_request(via=via + "w1"), endpoint.addr)
+    await peer.receive()  # the kernel stamps arrivals from here on
+    peer.send(sip_request(via=via + "w2"), endpoint.addr)
+    time.sleep(0.15)  # the loop is busy: the datagram waits in the socket
+    await peer.receive()
+    assert endpoint.waits[1] >= 0.15
+    peer.send(sip_request(via=via + "w3"), endpoint.addr)
+    await peer.receive()
+    assert endpoint.waits[2] < 0.15
 
 
 async def test_udp_request_gets_received_and_rport_and_the_answer_goes_to_rport(

@@ -90,7 +90,6 @@ clock is injected, so tests drive it by hand.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import math
 import time
@@ -100,7 +99,7 @@ from typing import Any, Protocol, cast
 
 from ..logs import log_event
 from .errors import MediaError
-from .policy import AllowedNetworks, MediaPolicy
+from .policy import AllowedNetworks, MediaPolicy, ip_of
 from .ports import PortPair, RtpPortAllocator
 from .rtp import RTCP_HEADER_SIZE, RTP_HEADER_SIZE
 
@@ -768,10 +767,10 @@ class LocalMediaEngine:
 
 
 def _ip_literal(host: str) -> str:
-    try:
-        return ipaddress.ip_address(host).compressed
-    except ValueError:
-        raise MediaError(f"media address {host!r} is not an IP address") from None
+    address = ip_of(host)
+    if address is None:
+        raise MediaError(f"media address {host!r} is not an IP address")
+    return address.compressed
 
 
 def _unlink(leg: LocalLeg) -> None:

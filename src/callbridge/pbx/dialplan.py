@@ -4,7 +4,6 @@ together and swapped whole (calls in progress keep the one they began with)."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..logs import log_event
+from ..media.policy import ip_of
 from ..store.models import DEFAULT_REGION
 from .normalize import NormalizationError, NormalizationRule, Normalizer
 from .routing import Action, MaskError, RewriteError, Router, RoutingRule, parse_mask, parse_rewrite
@@ -47,9 +47,8 @@ class Dialplan:
         return next(self._trunks_at(host), None) is not None
 
     def _trunks_at(self, host: str) -> Iterator[Trunk]:
-        try:
-            source = ipaddress.ip_address(host)
-        except ValueError:
+        source = ip_of(host)
+        if source is None:
             return
         for network, trunk in self.sources:
             if source in network:

@@ -66,8 +66,11 @@ class Flow(Protocol):
 class Receiver(Protocol):
     """Who a transport hands its input to; both calls must not block."""
 
-    def on_message(self, message: Message, source: Address, transport: Transport) -> None:
-        """A message parsed off the wire from `source`."""
+    def on_message(
+        self, message: Message, source: Address, transport: Transport, waited: float = 0.0
+    ) -> None:
+        """A message parsed off the wire from `source`, after it `waited` that
+        many seconds in the socket's queue (0 when the transport cannot tell)."""
 
     def on_error(
         self, error: Exception, data: bytes, address: Address, transport: Transport

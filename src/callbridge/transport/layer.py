@@ -25,7 +25,7 @@ from .via import response_destination, stamp_received
 
 logger = logging.getLogger("callbridge.transport")
 
-MessageHandler = Callable[[Message, Address, Transport], None]
+MessageHandler = Callable[[Message, Address, Transport, float], None]
 TransportErrorHandler = Callable[[TransportError], None]
 FlowClosedHandler = Callable[[Address], None]
 
@@ -54,9 +54,11 @@ class TransportStats:
 class TransportLayer:
     """Owns the endpoints and hands every parsed message to `handler`.
 
-    `handler(message, source, transport)` gets requests already stamped with
-    `received`/`rport`; it answers with `send_response(response, source,
-    transport)`. It must not block; what it raises is logged, not propagated.
+    `handler(message, source, transport, waited)` gets requests already
+    stamped with `received`/`rport`, and how many seconds the message waited
+    in the socket's queue before it was read (UDP; 0 when unknown); it
+    answers with `send_response(response, source, transport)`. It must not
+    block; what it raises is logged, not propagated.
     `on_flow_closed(remote)` hears of every connection that closed;
     `keep_idle(remote)` says whether an idle one is still needed (not closed).
     """
@@ -206,14 +208,16 @@ class TransportLayer:
 
     # The Receiver interface the endpoints call.
 
-    def on_message(self, message: Message, source: Address, transport: Transport) -> None:
+    def on_message(
+        self, message: Message, source: Address, transport: Transport, waited: float = 0.0
+    ) -> None:
         self.stats.received += 1
         if isinstance(message, Request):
             stamp_received(message, source)
         if logger.isEnabledFor(logging.DEBUG):
             self._log_message("sip.recv", message, None, src=source)
         try:
-            self.handler(message, source, transport)
+            self.handler(message, source, transport, waited)
         except Exception:
             logger.exception("sip.handler_failed")
 
