@@ -43,8 +43,23 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
+# Two groups at once, one a core: the unit, API and fuzz tests (no fixed
+# ports) beside the integration tests (real peers, one file after another;
+# their fixed RTP ranges sit below the kernel's ephemeral ports).
 test: test-deps lint typecheck
-	$(VENV)/bin/pytest -q --durations=15
+	@$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit tests/api tests/fuzz \
+	  > .pytest-unit.log 2>&1 & unit=$$!; \
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 tests/integration; integration=$$?; \
+	wait $$unit; unit_status=$$?; \
+	echo "--- unit, API and fuzz tests ---"; cat .pytest-unit.log; \
+	exit $$(( integration || unit_status ))
+
+# The fast loop: everything but the real peers.
+unit: venv
+	$(VENV)/bin/pytest -q tests/unit tests/api
+
+integration: test-deps
+	$(VENV)/bin/pytest -q tests/integration
 
 bench: test-deps
 	$(PY) bench/run.py

@@ -31,9 +31,9 @@ TALK = 3.0  # seconds between answer and hang-up
 ADMIN_PASSWORD = "admin-pass-for-audio-tests"
 ALICE = ("101", "alice", "alice-sip-password-for-tests")
 BOB = ("102", "bob", "bob-sip-password-for-tests")
-CALLBRIDGE_RTP_PORTS = (31000, 31999)
-CALLER_RTP_PORTS = (32000, 32199)
-CALLEE_RTP_PORTS = (32200, 32399)
+CALLBRIDGE_RTP_PORTS = (21000, 21999)
+CALLER_RTP_PORTS = (22000, 22199)
+CALLEE_RTP_PORTS = (22200, 22399)
 
 
 def assert_hears(phone: Baresip, tone: float, diagnostics: str = "") -> None:

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.integration
 
 ADMIN_PASSWORD = "admin-pass-for-call-tests"
 # Below Linux's ephemeral ports, where free_port() picks the phones' ports.
-RTP_PORTS = (30000, 30999)
+RTP_PORTS = (20000, 20999)
 ENV = {
     "CALLBRIDGE_ADMIN_PASSWORD": ADMIN_PASSWORD,
     # SIPp 3.6 answers only the first challenge and knows only MD5 (see README).
@@ -732,7 +732,7 @@ def test_rtp_is_relayed_both_ways_between_the_legs(pbx: Pbx) -> None:
 
 
 # Issue 11, "RTP bleed": 32 pairs, so the sprayer covers the whole range.
-SPRAYED_PORTS = (30900, 30963)
+SPRAYED_PORTS = (20900, 20963)
 
 
 def test_a_stranger_spraying_the_relay_ports_gets_none_of_a_nat_callers_call(

@@ -46,9 +46,9 @@ class LineSpec:
 ALICE = LineSpec("101", "alice", "alice-sip-password-for-dtmf")
 BOB = LineSpec("102", "bob", "bob-sip-password-for-dtmf")
 CAROL = LineSpec("103", "carol", "carol-sip-password-for-dtmf")
-CALLBRIDGE_RTP_PORTS = (37000, 37999)
-ALICE_RTP_PORTS = (38000, 38199)
-BOB_RTP_PORTS = (38200, 38399)
+CALLBRIDGE_RTP_PORTS = (29000, 29999)
+ALICE_RTP_PORTS = (30000, 30199)
+BOB_RTP_PORTS = (30200, 30399)
 
 
 class Pbx:

@@ -218,7 +218,7 @@ def test_the_connection_a_phone_registered_over_outlasts_the_idle_timeout(
                 f";auth_pass={password};regint=600"
             ),
             source=silence(tmp_path / "silence.wav"),
-            rtp_ports=(33400, 33499),
+            rtp_ports=(24600, 24699),
         )
         phone.start()
         phone.wait_registered()

@@ -26,9 +26,9 @@ pytestmark = pytest.mark.integration
 ADMIN_PASSWORD = "admin-pass-for-hold-tests"
 ALICE = ("101", "alice", "alice-sip-password-for-hold")
 BOB = ("102", "bob", "bob-sip-password-for-hold")
-CALLBRIDGE_RTP_PORTS = (35000, 35999)
-ALICE_RTP_PORTS = (36000, 36199)
-BOB_RTP_PORTS = (36200, 36399)
+CALLBRIDGE_RTP_PORTS = (25000, 25999)
+ALICE_RTP_PORTS = (26000, 26199)
+BOB_RTP_PORTS = (26200, 26399)
 # baresip sends an RTCP report every 5 s or so (RFC 3550's minimum, randomised
 # 0.5 to 1.5 times): the timeout must outlast the longest gap between two of them.
 RTP_TIMEOUT = 9

@@ -35,9 +35,9 @@ KILLED_AFTER = 5.0  # of talk: the writer is about 1.2 s behind the call
 ADMIN_PASSWORD = "admin-pass-for-recording-tests"
 ALICE = ("101", "alice", "alice-sip-password-for-tests")
 BOB = ("102", "bob", "bob-sip-password-for-tests")
-CALLBRIDGE_RTP_PORTS = (36000, 36999)
-CALLER_RTP_PORTS = (37000, 37199)
-CALLEE_RTP_PORTS = (37200, 37399)
+CALLBRIDGE_RTP_PORTS = (27000, 27999)
+CALLER_RTP_PORTS = (28000, 28199)
+CALLEE_RTP_PORTS = (28200, 28399)
 
 
 def serve(tmp_path: Path) -> Server:
