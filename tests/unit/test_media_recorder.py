@@ -6,9 +6,11 @@ clock's."""
 
 from __future__ import annotations
 
+import gc
 import struct
 import threading
 import wave
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -543,3 +545,17 @@ def test_a_late_packet_is_written_into_the_file_where_it_belongs(tmp_path: Path)
     with wave.open(str(recording.path)) as read:
         left, _ = channels(read.readframes(read.getnframes()))
     np.testing.assert_array_equal(left, channels_of_tone(0, 100))
+
+
+def test_a_finished_recording_is_freed_at_once_not_by_the_collector(tmp_path: Path) -> None:
+    """No reference cycle: a recording (and its window) goes with its last
+    reference, not at the collector's full pass minutes later (the
+    bench saw 150 KB a call pile up at 200 calls/s)."""
+    recording = Recording("c1", tmp_path / "c1.wav", 0.0, lambda: 0.0)
+    gone = weakref.ref(recording)
+    gc.disable()
+    try:
+        del recording
+        assert gone() is None
+    finally:
+        gc.enable()

@@ -296,20 +296,29 @@ class Recording:
         self.aligner = StereoAligner(started)
         self.queue: deque[tuple[int, float, bytes, Mapping[int, str]]] = deque()
         self.stopped_at: float | None = None
-        self.dropped = 0  # packets the full queue turned away
+        # Packets the full queue turned away, counted by the taps in a cell
+        # of their own: a tap that held the recording would be a reference
+        # cycle, and every recording (with its 192 KB window) would wait for
+        # the collector's full pass, minutes away, to be freed.
+        self._dropped = [0]
         self.data_bytes = 0
         self.failed = False
         self._fd: int | None = None
         self.taps = (self._tap(0, clock), self._tap(1, clock))
 
+    @property
+    def dropped(self) -> int:
+        """Packets the full queue turned away."""
+        return self._dropped[0]
+
     def _tap(self, channel: int, clock: Clock) -> Tap:
-        queue = self.queue
+        queue, dropped = self.queue, self._dropped
 
         def tap(leg: Leg, packet: bytes) -> None:
             if len(queue) < MAX_QUEUED:
                 queue.append((channel, clock(), packet, leg.payload_types))
             else:
-                self.dropped += 1
+                dropped[0] += 1
 
         return tap
 
