@@ -6,20 +6,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi import status as http_status
 from pydantic import ConfigDict, Field
 
-from ..crm import cards
-from ..pbx.dtmf import DigitsRefused, SendDigits
-from ..store.models import CallRecord
+from .call_actions import act_on_call
 from .deps import SessionDep, Staff
 from .fields import CallIdPath, Input
 
 router = APIRouter(prefix="/calls", tags=["calls"])
 
 MAX_DIGITS = 32
-_NOT_YOURS = "your line takes no part in this call"
 
 
 class DigitsIn(Input):
@@ -58,20 +55,12 @@ async def send_dtmf(
 ) -> Response:
     """Your side of your answered call sends `digits` to the other party
     (an IVR's menu, say); 202 once they are queued."""
-    if await session.get(CallRecord, call_id) is None:
-        raise HTTPException(http_status.HTTP_404_NOT_FOUND, "no such call")
-    send: SendDigits | None = getattr(request.app.state, "send_digits", None)
-    if send is None:
-        raise HTTPException(http_status.HTTP_503_SERVICE_UNAVAILABLE, "this process has no calls")
-    if user.employee_id is None:
-        raise HTTPException(http_status.HTTP_403_FORBIDDEN, "your user is not an employee")
-    try:
-        # The PBX knows who takes part in a call in progress: the caller of
-        # an internal call is a party, though the record is the callee's.
-        send(call_id, user.employee_id, body.digits)
-    except DigitsRefused as refused:
-        if refused.status == 409 and not await cards.can_see_call(session, call_id, user):
-            # Over, or never answered, and not theirs: no more than a 403 says.
-            raise HTTPException(http_status.HTTP_403_FORBIDDEN, _NOT_YOURS) from None
-        raise HTTPException(refused.status, refused.problem) from None
+    await act_on_call(
+        call_id,
+        session,
+        user,
+        request,
+        "send_digits",
+        lambda send, who: send(call_id, who, body.digits),
+    )
     return Response(status_code=http_status.HTTP_202_ACCEPTED)

@@ -7,12 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi import status as http_status
 
-from ..crm import cards
-from ..pbx.call import CallRefused
-from ..store.models import CallRecord
+from .call_actions import act_on_call
 from .deps import SessionDep, Staff
 from .fields import CallIdPath
 
@@ -32,22 +30,9 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 async def _hold(
     call_id: str, on: bool, session: SessionDep, user: Staff, request: Request
 ) -> Response:
-    if await session.get(CallRecord, call_id) is None:
-        raise HTTPException(http_status.HTTP_404_NOT_FOUND, "no such call")
-    hold: HoldCall | None = getattr(request.app.state, "hold_call", None)
-    if hold is None:
-        raise HTTPException(http_status.HTTP_503_SERVICE_UNAVAILABLE, "this process has no calls")
-    if user.employee_id is None:
-        raise HTTPException(http_status.HTTP_403_FORBIDDEN, "your user is not an employee")
-    try:
-        hold(call_id, user.employee_id, on)
-    except CallRefused as refused:
-        if refused.status == 409 and not await cards.can_see_call(session, call_id, user):
-            # Over, or never answered, and not theirs: no more than a 403 says.
-            raise HTTPException(
-                http_status.HTTP_403_FORBIDDEN, "your line takes no part in this call"
-            ) from None
-        raise HTTPException(refused.status, refused.problem) from None
+    await act_on_call(
+        call_id, session, user, request, "hold_call", lambda hold, who: hold(call_id, who, on)
+    )
     return Response(status_code=http_status.HTTP_204_NO_CONTENT)
 
 
