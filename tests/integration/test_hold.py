@@ -10,8 +10,9 @@ send, and the holding side proves itself alive by its RTCP (issue 12)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -82,38 +83,66 @@ def phone(
     )
 
 
-def test_a_relayed_hold_longer_than_the_rtp_timeout_resumes_with_audio_both_ways(
-    server: Server, tmp_path: Path
-) -> None:
+@dataclass
+class HeldCall:
+    """What `hold_and_resume` did: the phones, when (seconds from the
+    answer) alice held and resumed, and everything's logs for a failure."""
+
+    alice: Baresip
+    bob: Baresip
+    held_at: float
+    resumed_at: float
+    diagnostics: Callable[[], str]
+
+
+def hold_and_resume(
+    server: Server, tmp_path: Path, hold_for: float, during: Callable[[], None] = lambda: None
+) -> HeldCall:
+    """alice calls bob, they talk, alice holds for `hold_for` seconds
+    (`during()` runs at its end), resumes, they talk again, and she hangs up."""
     alice = phone(server, tmp_path / "alice", ALICE, CALLER_TONE, ALICE_RTP_PORTS)
     bob = phone(server, tmp_path / "bob", BOB, CALLEE_TONE, BOB_RTP_PORTS)
+
+    def diagnostics() -> str:
+        return (
+            f"--- callbridge ---\n{server.log()}\n--- alice ---\n{alice.log()}\n"
+            f"--- bob ---\n{bob.log()}"
+        )
+
     with ExitStack() as running:
         running.enter_context(bob)
         running.enter_context(alice)
-
-        def diagnostics() -> str:
-            return (
-                f"--- callbridge ---\n{server.log()}\n--- alice ---\n{alice.log()}\n"
-                f"--- bob ---\n{bob.log()}"
-            )
-
         try:
             bob.wait_registered()
             alice.wait_registered()
             alice.dial(f"sip:{BOB[0]}@{server.host}:{server.port}")
             for side in (alice, bob):
                 side.wait_event("CALL_ESTABLISHED", timeout=10)
+            established = time.monotonic()
             time.sleep(TALK)
             alice.command("hold")
-            time.sleep(HOLD)
-            assert "media.timeout" not in server.log(), "the held call was ended"
+            held_at = time.monotonic() - established
+            time.sleep(hold_for)
+            during()
             alice.command("resume")
+            resumed_at = time.monotonic() - established
             time.sleep(TALK + 1)
             alice.hangup()
             for side in (alice, bob):
                 side.wait_event("CALL_CLOSED", timeout=10)
         except Exception as error:
             raise AssertionError(f"{error}\n{diagnostics()}") from error
+    return HeldCall(alice, bob, held_at, resumed_at, diagnostics)
+
+
+def test_a_relayed_hold_longer_than_the_rtp_timeout_resumes_with_audio_both_ways(
+    server: Server, tmp_path: Path
+) -> None:
+    def still_up() -> None:
+        assert "media.timeout" not in server.log(), "the held call was ended"
+
+    call = hold_and_resume(server, tmp_path, HOLD, during=still_up)
+    alice, bob, diagnostics = call.alice, call.bob, call.diagnostics
     assert "media.timeout" not in server.log(), diagnostics()
     assert "sendonly" in alice.log(), "alice did not hold with sendonly\n" + diagnostics()
     # After the resume, each hears the other again: the recordings' last
@@ -129,37 +158,9 @@ MUSIC_HOLD = 5.0
 def test_the_held_phone_hears_the_music_then_the_other_party_again(
     server: Server, tmp_path: Path
 ) -> None:
-    alice = phone(server, tmp_path / "alice", ALICE, CALLER_TONE, ALICE_RTP_PORTS)
-    bob = phone(server, tmp_path / "bob", BOB, CALLEE_TONE, BOB_RTP_PORTS)
-    with ExitStack() as running:
-        running.enter_context(bob)
-        running.enter_context(alice)
-
-        def diagnostics() -> str:
-            return (
-                f"--- callbridge ---\n{server.log()}\n--- alice ---\n{alice.log()}\n"
-                f"--- bob ---\n{bob.log()}"
-            )
-
-        try:
-            bob.wait_registered()
-            alice.wait_registered()
-            alice.dial(f"sip:{BOB[0]}@{server.host}:{server.port}")
-            for side in (alice, bob):
-                side.wait_event("CALL_ESTABLISHED", timeout=10)
-            established = time.monotonic()
-            time.sleep(TALK)
-            alice.command("hold")
-            held_at = time.monotonic() - established
-            time.sleep(MUSIC_HOLD)
-            alice.command("resume")
-            resumed_at = time.monotonic() - established
-            time.sleep(TALK + 1)
-            alice.hangup()
-            for side in (alice, bob):
-                side.wait_event("CALL_CLOSED", timeout=10)
-        except Exception as error:
-            raise AssertionError(f"{error}\n{diagnostics()}") from error
+    call = hold_and_resume(server, tmp_path, MUSIC_HOLD)
+    alice, bob, diagnostics = call.alice, call.bob, call.diagnostics
+    held_at, resumed_at = call.held_at, call.resumed_at
     why = diagnostics()
     # callbridge answered alice's hold and resume itself: bob never saw them.
     assert "sendonly" in alice.log() and "sendonly" not in bob.log(), why
