@@ -25,10 +25,12 @@ Threads. The taps run on the event loop and do nothing but append
 deque, bounded). One writer thread for all recordings wakes every
 `PUMP_INTERVAL`, decodes and aligns what is queued, and appends the frames
 older than `LAG` (later packets are placed into them until then) to the
-file, rewriting the RIFF sizes after each append: a file killed mid-call is
-a WAV of what was written, and `finalize_wav` fixes what a kill between the
-two writes leaves. No disk operation (mkdir, open, write, close) runs on
-the loop.
+file, one write per recording per pump. A call that ends wakes the thread
+to finish its file (the rest of its frames, then the RIFF sizes in the
+header), not to pump the others: those wait for their interval. The header
+of a file being written says it holds nothing; a file killed mid-call is
+made a WAV of what was written by `finalize_wav` at the next start. No disk
+operation (mkdir, open, write, close) runs on the loop.
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ HEADER_SIZE = 44
 # How often the writer thread appends, and how far behind the clock; a
 # packet later than LAG still lands in its place if it is less than HISTORY
 # later: the frames it falls in are written again (a stalled sender or a
-# busy machine: the bench saw stalls over a second under load).
-PUMP_INTERVAL = 0.2
+# busy machine: the bench saw stalls over a second under load). A kill
+# loses at most the last LAG + PUMP_INTERVAL of a call.
+PUMP_INTERVAL = 0.5
 LAG = 0.5
 HISTORY = 2.5
 # A stream whose timestamps run further ahead of its arrivals is placed by
@@ -356,19 +359,32 @@ class Recording:
             return
         try:
             if self._fd is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-                _write_all(self._fd, wav_header(0))
-            _write_all(self._fd, frames)
+                self._fd = self._open()
+                _write_all(self._fd, wav_header(0) + frames)  # one write for both
+            else:
+                _write_all(self._fd, frames)
             self.data_bytes += len(frames)
-            os.pwrite(self._fd, wav_header(self.data_bytes), 0)
         except OSError as error:
             self._failed(error)
 
+    def _open(self) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            return os.open(self.path, flags, 0o640)
+        except FileNotFoundError:  # the day's directory, made on its first call
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, flags, 0o640)
+
     def finish(self) -> Recorded | None:
-        """Close the file; what it holds, or None when it could not be made."""
+        """Write the rest, the header's sizes, and close the file; what it
+        holds, or None when it could not be made."""
         self.pump(self.stopped_at or 0.0)
         if self._fd is not None:
+            if not self.failed:
+                try:
+                    os.pwrite(self._fd, wav_header(self.data_bytes), 0)
+                except OSError as error:
+                    self._failed(error)
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
@@ -465,20 +481,29 @@ class Recorder:
             self._pump_all()
 
     def _run(self) -> None:
+        due = self.clock() + self.pump_interval
         while not self._closing:
-            self._wake.wait(self.pump_interval)
+            self._wake.wait(max(0.0, due - self.clock()))
             self._wake.clear()
-            self._pump_all()
+            # A call's end wakes us to finish its file; the others are
+            # pumped on their interval only (200 calls ending a second
+            # would otherwise write every file 200 times a second).
+            now = self.clock()
+            pump = now >= due
+            if pump:
+                due = now + self.pump_interval
+            self._pump_all(live=pump)
         self._pump_all()
 
-    def _pump_all(self) -> None:
+    def _pump_all(self, live: bool = True) -> None:
         with self._lock:
             recordings = list(self._recordings.values())
         now = self.clock()
         for recording in recordings:
             try:
                 if recording.stopped_at is None:
-                    recording.pump(now)
+                    if live:
+                        recording.pump(now)
                     continue
                 recorded = recording.finish()
             except Exception:  # one broken recording must not stop the others
