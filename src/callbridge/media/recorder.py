@@ -165,11 +165,12 @@ class StereoAligner:
     handed out already that a late packet has changed since. Pure: the
     caller passes every time."""
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, window: Window | None = None) -> None:
         self.started = started
         self.flushed = 0  # frames handed out so far
         # Frames from `base` on: the last HISTORY handed out, then the pending.
-        self.window = np.zeros((WINDOW, CHANNELS), dtype="<i2")
+        # A window handed in must be zeros (`Windows` keeps them so).
+        self.window = window if window is not None else new_window()
         self.base = 0
         self.filled = 0  # window rows written to
         self.dirty: int | None = None  # the first handed-out frame changed since
@@ -288,15 +289,59 @@ class StereoAligner:
         if self.dirty is not None and self.dirty < base:
             self.dirty = base
 
+    def release(self) -> Window:
+        """Give up the window (for another aligner); this one is done."""
+        window, self.window = self.window, _NO_WINDOW
+        self.base = self.filled = self.flushed = 0
+        self.dirty = None
+        return window
+
+
+Window = npt.NDArray[np.int16]
+_NO_WINDOW: Window = np.zeros((0, CHANNELS), dtype="<i2")
+
+
+def new_window() -> Window:
+    return np.zeros((WINDOW, CHANNELS), dtype="<i2")
+
+
+class Windows:
+    """Aligner windows kept for the next recordings, in the writer thread
+    only. A window is 192 KB: allocated per call on the loop it cost about
+    50 µs there (the allocation, and the pages faulted in as it was first
+    written), and its release as much again."""
+
+    def __init__(self, keep: int = 64) -> None:
+        self.keep = keep
+        self._free: list[Window] = []
+
+    def take(self) -> Window:
+        return self._free.pop() if self._free else new_window()
+
+    def give(self, window: Window) -> None:
+        if len(window) == WINDOW and len(self._free) < self.keep:
+            window.fill(0)
+            self._free.append(window)
+
 
 class Recording:
     """One call's recording: its two taps' queue, its aligner and its file.
-    `taps` run on the loop; `pump` and `finish` in the writer thread."""
+    `taps` run on the loop; `pump` and `finish` in the writer thread, which
+    also makes the aligner (its window from `windows`) on the first pump."""
 
-    def __init__(self, call_id: str, path: Path, started: float, clock: Clock) -> None:
+    def __init__(
+        self,
+        call_id: str,
+        path: Path,
+        started: float,
+        clock: Clock,
+        windows: Windows | None = None,
+    ) -> None:
         self.call_id = call_id
         self.path = path
-        self.aligner = StereoAligner(started)
+        self.started = started
+        self._windows = windows if windows is not None else Windows(keep=0)
+        self._aligner: StereoAligner | None = None
         self.queue: deque[tuple[int, float, bytes, Mapping[int, str]]] = deque()
         self.stopped_at: float | None = None
         # Packets the full queue turned away, counted by the taps in a cell
@@ -313,6 +358,13 @@ class Recording:
     def dropped(self) -> int:
         """Packets the full queue turned away."""
         return self._dropped[0]
+
+    @property
+    def aligner(self) -> StereoAligner:
+        """The timeline (writer thread only: made on first use)."""
+        if self._aligner is None:
+            self._aligner = StereoAligner(self.started, self._windows.take())
+        return self._aligner
 
     def _tap(self, channel: int, clock: Clock) -> Tap:
         queue, dropped = self.queue, self._dropped
@@ -388,6 +440,8 @@ class Recording:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+        if self._aligner is not None:
+            self._windows.give(self._aligner.release())
         if self.failed:
             try:
                 size, frames = finalize_wav(self.path)
@@ -427,6 +481,7 @@ class Recorder:
         self.clock = clock
         self.pump_interval = pump_interval
         self._recordings: dict[str, Recording] = {}
+        self._windows = Windows()  # the writer thread's
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = False
@@ -438,7 +493,9 @@ class Recorder:
     def record(self, call_id: str, relative: str, left: Leg, right: Leg) -> Recording:
         """Start recording `left` and `right` into `relative` (under the
         directory); frame 0 is now."""
-        recording = Recording(call_id, self.directory / relative, self.clock(), self.clock)
+        recording = Recording(
+            call_id, self.directory / relative, self.clock(), self.clock, self._windows
+        )
         with self._lock:
             self._recordings[call_id] = recording
         left.add_tap(recording.taps[0])
