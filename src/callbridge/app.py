@@ -361,7 +361,14 @@ class SipService:
             sender = self.proxies.sender_of(message, sender)
         if self.guard.drops(sender, now):
             return
-        self._apply(self.transactions.receive(message, self._peer(source, transport), now), now)
+        peer = self._peer(source, transport)
+        if isinstance(message, Request) and self._sheds(message, now):
+            # Stateless (RFC 3261 §8.2.7): no transaction, no timers, nothing
+            # kept; its ACK is a stray that matches nothing, and a 503 lost
+            # brings the INVITE back, to be judged again.
+            self._send(self._shed(message), peer)
+            return
+        self._apply(self.transactions.receive(message, peer, now), now)
         self._rearm()
 
     # --- overload: the loop's lag, and new calls shed ---------------------------
@@ -394,6 +401,18 @@ class SipService:
                 seconds=round(change.seconds, 1),
                 refused=change.refused,
             )
+
+    def _sheds(self, request: Request, now: float) -> bool:
+        """Whether `request` is a new call the shedder refuses: decided before
+        any transaction, digest, routing, store or media work, so a refusal
+        costs a parse and a 503."""
+        return (
+            request.method == "INVITE"
+            and request.to.tag is None
+            and self.b2bua is not None
+            and not self.transactions.knows(request)
+            and not self.overload.admits_call((request.call_id, request.from_.tag), now)
+        )
 
     def _shed(self, request: Request) -> Response:
         """503 with Retry-After: the answer to a new INVITE refused for overload."""
@@ -518,9 +537,6 @@ class SipService:
         if method == "CANCEL":
             return self._cancel(request, peer, source, now)
         new_call = b2bua is not None and method == "INVITE" and request.to.tag is None
-        # Shed before any digest, routing, store or media work.
-        if new_call and not self.overload.admits_call((request.call_id, request.from_.tag), now):
-            return self._shed(request)
         if b2bua and method not in _OUT_OF_DIALOG and (refusal := self.ua.refusal(request)):
             return refusal
         if new_call:
