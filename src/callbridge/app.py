@@ -19,6 +19,7 @@ import uvicorn
 
 from .api import create_app
 from .api.hold import HoldCall
+from .backlog import Backlog, Queued
 from .collector import CollectorPauses, PacedPasses
 from .crm.identify import Identity, identify
 from .events import EventBus
@@ -151,6 +152,9 @@ class SipService:
             now=self._loop.time(),
         )
         self.given_up = 0  # messages read after their sender's transaction gave up
+        # While behind, what is read waits here, and new calls the shedder
+        # refuses are refused as they are read (backlog.py).
+        self.backlog = Backlog(self._loop, self._handle)
         self.collector = CollectorPauses()
         self.paced_passes = PacedPasses(self._loop)
         self._probe: asyncio.TimerHandle | None = None
@@ -180,6 +184,7 @@ class SipService:
             self._arm_probe()
 
     async def stop(self) -> None:
+        self.backlog.close()
         self.collector.stop()
         self.paced_passes.stop()
         if self._probe is not None:
@@ -351,16 +356,47 @@ class SipService:
         self, message: Message, source: Address, transport: Transport, waited: float
     ) -> None:
         now = self._loop.time()
+        item = Queued(message, source, transport, arrived=now - waited)
+        policy = self.overload.policy
+        if not self.backlog and not (policy.enabled and waited > policy.target_delay):
+            self._handle(item)  # not behind: at once
+            return
+        # Behind: a new call is judged at the door, the rest waits its turn.
+        if isinstance(message, Request) and self._at_door(item, message, now):
+            return
+        self.backlog.add(item)
+
+    def _at_door(self, item: Queued, request: Request, now: float) -> bool:
+        """Refuse (or drop, for its sender's flood) a new INVITE as it is
+        read; True when done with it. One whose first copy still waits in
+        the backlog is that call's, and waits behind it."""
+        if request.method != "INVITE" or request.to.tag is not None:
+            return False
+        if self.backlog.waiting(request):
+            return False
+        item.guarded = True
+        if self.guard.drops(self.proxies.sender_of(request, item.source.host), now):
+            return True
+        if self._sheds(request, now):
+            self._send(self._shed(request), self._peer(item.source, item.transport))
+            return True
+        return False
+
+    def _handle(self, item: Queued) -> None:
+        message, source, transport = item.message, item.source, item.transport
+        now = self._loop.time()
         if not transport.reliable:  # a stream cannot tell how long its bytes waited
+            waited = max(0.0, now - item.arrived)
             if waited > _GIVEN_UP_AFTER:
                 self.given_up += 1
                 return
             self._overload_changed(self.overload.waited(waited, now))
-        sender = source.host
-        if isinstance(message, Request):
-            sender = self.proxies.sender_of(message, sender)
-        if self.guard.drops(sender, now):
-            return
+        if not item.guarded:
+            sender = source.host
+            if isinstance(message, Request):
+                sender = self.proxies.sender_of(message, sender)
+            if self.guard.drops(sender, now):
+                return
         peer = self._peer(source, transport)
         if isinstance(message, Request) and self._sheds(message, now):
             # Stateless (RFC 3261 §8.2.7): no transaction, no timers, nothing
@@ -421,7 +457,12 @@ class SipService:
 
     def stats(self) -> dict[str, float | int]:
         """Counters for the log at shutdown and for benchmarks."""
-        return {**self.overload.stats(), "given_up": self.given_up, **self.collector.stats()}
+        return {
+            **self.overload.stats(),
+            "given_up": self.given_up,
+            "backlog_most": self.backlog.most,
+            **self.collector.stats(),
+        }
 
     def _admits(self, host: str) -> bool:
         """Whether `host` may open a TCP connection: not while it is blocked."""

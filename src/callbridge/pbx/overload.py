@@ -102,6 +102,8 @@ class LoadShedder:
         self._overloaded_since: float | None = None
         self._full_since: float | None = None
         self._episode_refused = 0
+        # A change found while judging a call, reported by the next sample.
+        self._unreported: OverloadChange | None = None
         self._admitted: dict[int, float] = {}
         self.refused = 0
         self.refused_stale = 0
@@ -127,7 +129,8 @@ class LoadShedder:
         self._latest = delay
         if delay > self.worst_delay:
             self.worst_delay = delay
-        change = self._close_windows(now)
+        change = self._close_windows(now) or self._unreported
+        self._unreported = None
         smallest = self._window_min.get(kind)
         if smallest is None or delay < smallest:
             self._window_min[kind] = delay
@@ -144,7 +147,7 @@ class LoadShedder:
         key = hash(call)
         if key in self._admitted:
             return True  # its first INVITE was taken on: this one brings credentials
-        self._close_windows(now)
+        self._unreported = self._close_windows(now) or self._unreported
         if self._latest > self.policy.stale_after:
             self.refused_stale += 1
             return self._refuse()
