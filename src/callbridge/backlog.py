@@ -74,6 +74,10 @@ class Backlog:
     def __len__(self) -> int:
         return len(self._queue)
 
+    def behind(self, now: float) -> float:
+        """How long the oldest message waiting has waited (0 when none)."""
+        return max(0.0, now - self._queue[0].arrived) if self._queue else 0.0
+
     def waiting(self, request: Request) -> bool:
         """Whether a copy of the INVITE `request` waits here."""
         return _invite_key(request) in self._invites

@@ -139,16 +139,18 @@ class LoadShedder:
             self._window_stall = delay
         return change
 
-    def admits_call(self, call: tuple[str, str | None], now: float) -> bool:
-        """Whether the new INVITE of `call` (Call-ID, From tag) is taken on.
-        Refused: a 503 with Retry-After (`policy.retry_after`) is its answer."""
+    def admits_call(self, call: tuple[str, str | None], now: float, *, queued: float = 0.0) -> bool:
+        """Whether the new INVITE of `call` (Call-ID, From tag) is taken on;
+        `queued`: how long what would be handled before it has waited
+        already (the SIP side's backlog). Refused: a 503 with Retry-After
+        (`policy.retry_after`) is its answer."""
         if not self.policy.enabled:
             return True
         key = hash(call)
         if key in self._admitted:
             return True  # its first INVITE was taken on: this one brings credentials
         self._unreported = self._close_windows(now) or self._unreported
-        if self._latest > self.policy.stale_after:
+        if max(self._latest, queued) > self.policy.stale_after:
             self.refused_stale += 1
             return self._refuse()
         if self.share < 1.0:
