@@ -268,11 +268,12 @@ def test_an_overload_found_while_judging_a_call_is_told_by_the_next_sample() -> 
     assert shedder.waited(0.06, 0.312) is None  # told once
 
 
-def test_a_call_that_would_wait_behind_a_backlog_older_than_t1_is_refused() -> None:
-    # Judged as it is read: the messages ahead of it have waited 0.6 s, so
-    # its caller would have sent it again before we could answer.
+def test_a_call_that_would_wait_behind_a_backlog_older_than_half_t1_is_refused() -> None:
+    # Judged as it is read: the messages ahead of it have waited 0.3 s, and
+    # it would wait as long and more while the backlog grows: its caller
+    # would have sent it again before we could answer.
     shedder = LoadShedder(POLICY)
     feed(shedder, 0.002, 0.0, 1.0)
-    assert not shedder.admits_call(call(1), 1.0, queued=0.6)
+    assert not shedder.admits_call(call(1), 1.0, queued=0.3)
     assert shedder.refused_stale == 1
-    assert shedder.admits_call(call(2), 1.0, queued=0.1)
+    assert shedder.admits_call(call(2), 1.0, queued=0.2)

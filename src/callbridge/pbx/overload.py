@@ -150,7 +150,9 @@ class LoadShedder:
         if key in self._admitted:
             return True  # its first INVITE was taken on: this one brings credentials
         self._unreported = self._close_windows(now) or self._unreported
-        if max(self._latest, queued) > self.policy.stale_after:
+        # Taken on behind a backlog, a call waits as long as the backlog's
+        # oldest has, and longer while it grows: half of T1 is the bound.
+        if self._latest > self.policy.stale_after or 2 * queued > self.policy.stale_after:
             self.refused_stale += 1
             return self._refuse()
         if self.share < 1.0:
