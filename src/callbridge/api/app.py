@@ -39,6 +39,7 @@ from . import (
 from .errors import FieldError, field_error_handler, validation_error_handler
 from .hold import HoldCall
 from .limits import MAX_BODY_SIZE, BodySizeLimit
+from .recording_links import RecordingLinks
 
 
 def create_app(
@@ -85,6 +86,7 @@ def create_app(
     app.state.settings = settings
     app.state.database = database
     app.state.recordings_dir = settings.effective_recordings_dir()
+    app.state.recording_links = RecordingLinks()
     if on_apply is not None:
         app.state.apply_config = on_apply
     app.state.guard = guard
