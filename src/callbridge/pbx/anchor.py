@@ -46,7 +46,10 @@ def audio_of(sdp: SessionDescription) -> Audio:
         rtpmaps = {int(pt): rtpmap for pt, rtpmap in media.rtpmaps.items() if pt.isdigit()}
         payload_types = {pt: rtpmap.encoding for pt, rtpmap in rtpmaps.items()}
         direction = sdp.effective_direction(media)
-        null = connection.address in NULL_ADDRESSES
+        # A WebRTC stream's c= is only its default candidate (0.0.0.0 before
+        # gathering): ICE, not the address, says where it is; never a hold.
+        ice = media.has_attribute("ice-ufrag") or sdp.has_attribute("ice-ufrag")
+        null = connection.address in NULL_ADDRESSES and not ice
         return Audio(
             index=index,
             host=connection.address,
