@@ -13,7 +13,7 @@ import re
 from dataclasses import replace
 from typing import Final
 
-from ..media.dtls_srtp import FINGERPRINT_HASHES, Fingerprint
+from ..media.dtls_srtp import FINGERPRINT_HASHES, Fingerprint, Role
 from ..media.ice_lite import ICE_CHARS
 from ..media.webrtc import WebRtcLocal, WebRtcRemote
 from ..sip.offer_answer import bump_version
@@ -80,7 +80,7 @@ def webrtc_remote_of(sdp: SessionDescription, audio: Audio) -> WebRtcRemote:
     if not media.has_attribute("rtcp-mux"):
         raise SdpError("a=rtcp-mux is required on a WebRTC stream", status=488)
     # Its passive makes us the DTLS client; active or actpass leaves us the server.
-    role = "client" if setup == "passive" else "server"
+    role: Role = "client" if setup == "passive" else "server"
     return WebRtcRemote(ufrag, pwd, tuple(fingerprints), role)
 
 
