@@ -117,6 +117,11 @@ class Browser:
     async def accept(self, answer: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
 
+    def mute(self) -> None:
+        """Stop sending (the RTP sender idles without a track)."""
+        for transceiver in self.pc.getTransceivers():
+            transceiver.sender.replaceTrack(None)
+
     def samples(self, last: float | None = None) -> np.ndarray:
         heard = np.concatenate(self.heard) if self.heard else np.zeros(0, np.int16)
         return heard[-int(last * RATE) :] if last else heard
