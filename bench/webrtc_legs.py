@@ -95,7 +95,7 @@ class Relay:
         plain = await session.add_leg("phone")
         browser = parse_sdp(offer)
         audio = audio_of(browser)
-        remote = webrtc_remote_of(browser, audio)
+        remote = webrtc_remote_of(browser, audio.index)
         session.set_webrtc_remote(web, remote)
         session.set_remote(web, "127.0.0.1", 9, audio.payload_types)
         plain_offer = parse_sdp(plain_of(browser, audio, "127.0.0.1", plain.local_address[1]))
@@ -103,7 +103,7 @@ class Relay:
         session.set_remote(plain, "127.0.0.1", phone, {0: "PCMU"})
         session.sdp_sent(plain)
         session.connect(web, plain)
-        mid, bundle = offered_mid(browser, audio)
+        mid, bundle = offered_mid(browser, audio.index)
         assert web.webrtc is not None
         answer = webrtc_of(
             plain_offer,

@@ -173,7 +173,7 @@ async def browser_calls(
         offer_text = offer_text.replace("a=setup:actpass", "a=setup:passive")
     offer = parse_sdp(offer_text)
     audio = audio_of(offer)
-    remote = webrtc_remote_of(offer, audio)
+    remote = webrtc_remote_of(offer, audio.index)
     session.set_webrtc_remote(web, remote)
     session.set_remote(web, "127.0.0.1", 9, audio.payload_types)
     plain_offer = plain_of(offer, audio, "127.0.0.1", plain.local_address[1])
@@ -182,7 +182,7 @@ async def browser_calls(
     session.set_remote(plain, "127.0.0.1", phone.port, answer_audio.payload_types)
     session.sdp_sent(plain)
     session.connect(web, plain)
-    mid, bundle = offered_mid(offer, audio)
+    mid, bundle = offered_mid(offer, audio.index)
     assert web.webrtc is not None
     ours = webrtc_of(
         answer,
@@ -211,7 +211,7 @@ async def browser_called(
     answer_text = await browser.answer(ours.decode())
     answer = parse_sdp(answer_text)
     answer_audio = audio_of(answer)
-    session.set_webrtc_remote(web, webrtc_remote_of(answer, answer_audio))
+    session.set_webrtc_remote(web, webrtc_remote_of(answer, answer_audio.index))
     session.set_remote(web, "127.0.0.1", 9, answer_audio.payload_types)
     session.sdp_sent(plain)
     session.connect(web, plain)
@@ -274,7 +274,7 @@ async def test_a_certificate_not_in_the_sdp_ends_the_leg(
     offer_text = await browser.offer()
     offer = parse_sdp(offer_text)
     audio = audio_of(offer)
-    remote = webrtc_remote_of(offer, audio)
+    remote = webrtc_remote_of(offer, audio.index)
     # The offer as a man in the middle would rewrite it: another certificate's hash.
     other = ":".join(f"{b:02X}" for b in secrets.token_bytes(32))
     session.set_webrtc_remote(web, replace(remote, fingerprints=(Fingerprint("sha-256", other),)))
@@ -282,7 +282,7 @@ async def test_a_certificate_not_in_the_sdp_ends_the_leg(
     answer = parse_sdp(phone_answer(plain_offer, phone.port))
     session.set_remote(plain, "127.0.0.1", phone.port, audio_of(answer).payload_types)
     session.connect(web, plain)
-    mid, bundle = offered_mid(offer, audio)
+    mid, bundle = offered_mid(offer, audio.index)
     assert web.webrtc is not None
     ours = webrtc_of(
         answer,

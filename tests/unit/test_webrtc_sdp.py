@@ -87,19 +87,20 @@ LOCAL = WebRtcLocal(
 def test_a_browser_offer_is_webrtc_and_not_a_hold() -> None:
     offer = parse_sdp(CHROME_OFFER)
     audio = audio_of(offer)
-    assert is_webrtc(offer, audio)
+    assert audio.webrtc == webrtc_remote_of(offer, 0) and (audio.mid, audio.bundle) == ("0", True)
+    assert is_webrtc(offer, audio.index)
     assert not audio.holds and audio.sends  # c=0.0.0.0 with ICE is no RFC 2543 hold
-    assert not is_webrtc(parse_sdp(PHONE_OFFER), audio_of(parse_sdp(PHONE_OFFER)))
+    assert not is_webrtc(parse_sdp(PHONE_OFFER), 0)
 
 
 def test_the_browser_offer_gives_its_ice_credentials_fingerprint_and_role() -> None:
     offer = parse_sdp(CHROME_OFFER)
-    remote = webrtc_remote_of(offer, audio_of(offer))
+    remote = webrtc_remote_of(offer, audio_of(offer).index)
     assert (remote.ufrag, remote.pwd) == ("Fq2b", "eRWcM3IyvKfwfRw2d5SD8KJZ")
     assert remote.fingerprints == (Fingerprint("sha-256", FINGERPRINT),)
     assert remote.role == "server" and answer_setup(remote) == "passive"
     passive = parse_sdp(CHROME_OFFER.replace(b"setup:actpass", b"setup:passive"))
-    remote = webrtc_remote_of(passive, audio_of(passive))
+    remote = webrtc_remote_of(passive, audio_of(passive).index)
     assert remote.role == "client" and answer_setup(remote) == "active"
 
 
@@ -118,12 +119,12 @@ def test_the_phone_is_offered_plain_g711_and_events_at_our_address() -> None:
 def test_the_browser_is_answered_with_ours_in_its_mid() -> None:
     offer = parse_sdp(CHROME_OFFER)
     audio = audio_of(offer)
-    remote = webrtc_remote_of(offer, audio)
+    remote = webrtc_remote_of(offer, audio.index)
     phone_answer = parse_sdp(
         b"v=0\r\no=phone 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n"
         b"m=audio 4000 RTP/AVP 0 126\r\na=rtpmap:126 telephone-event/8000\r\n"
     )
-    mid, bundle = offered_mid(offer, audio)
+    mid, bundle = offered_mid(offer, audio.index)
     answer = parse_sdp(
         webrtc_of(
             phone_answer,
@@ -191,11 +192,12 @@ def test_bad_webrtc_attributes_get_488_naming_them(find: bytes, replace: bytes, 
     except SdpError as error:  # the SDP parser refused it first: also a 4xx
         assert error.status in (400, 488)
         return
-    audio = audio_of(offer)
     with pytest.raises(SdpError) as refused:
-        webrtc_remote_of(offer, audio)
-        offered_mid(offer, audio)
+        audio_of(offer)  # reads the WebRTC attributes of a UDP/TLS/RTP/SAVPF stream
     assert refused.value.status == 488 and named in refused.value.reason
+    with pytest.raises(SdpError):
+        webrtc_remote_of(offer, 0)
+        offered_mid(offer, 0)
 
 
 def binding(username: str, key: bytes, *, use_candidate: bool = False) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ..media.dtls_srtp import FINGERPRINT_HASHES, Fingerprint, Role
 from ..media.ice_lite import ICE_CHARS
@@ -24,7 +24,9 @@ from ..sip.sdp import (
     SdpError,
     SessionDescription,
 )
-from .anchor import Audio
+
+if TYPE_CHECKING:
+    from .anchor import Audio
 
 WEBRTC_PROTO: Final = "UDP/TLS/RTP/SAVPF"
 PLAIN_PROTO: Final = "RTP/AVP"
@@ -45,16 +47,16 @@ MAX_FINGERPRINTS: Final = 8
 HOST_PRIORITY: Final = (126 << 24) | (65535 << 8) | 255
 
 
-def is_webrtc(sdp: SessionDescription, audio: Audio) -> bool:
-    """Whether the audio stream is DTLS-SRTP (a browser's), not plain RTP."""
-    proto = sdp.media[audio.index].proto.upper()
+def is_webrtc(sdp: SessionDescription, index: int) -> bool:
+    """Whether stream `index` is DTLS-SRTP (a browser's), not plain RTP."""
+    proto = sdp.media[index].proto.upper()
     return "TLS" in proto.split("/") or proto.endswith("SAVPF") or proto.endswith("SAVP")
 
 
-def webrtc_remote_of(sdp: SessionDescription, audio: Audio) -> WebRtcRemote:
-    """The peer's ICE and DTLS parameters; `SdpError` (488) naming the
-    attribute that is missing or malformed."""
-    media = sdp.media[audio.index]
+def webrtc_remote_of(sdp: SessionDescription, index: int) -> WebRtcRemote:
+    """The ICE and DTLS parameters of stream `index`; `SdpError` (488)
+    naming the attribute that is missing or malformed."""
+    media = sdp.media[index]
 
     def value(name: str) -> str | None:
         found = media.attribute(name)
@@ -82,6 +84,11 @@ def webrtc_remote_of(sdp: SessionDescription, audio: Audio) -> WebRtcRemote:
     # Its passive makes us the DTLS client; active or actpass leaves us the server.
     role: Role = "client" if setup == "passive" else "server"
     return WebRtcRemote(ufrag, pwd, tuple(fingerprints), role)
+
+
+def check_passthrough(sdp: SessionDescription, index: int) -> None:
+    """`SdpError` (488) unless stream `index` offers PCMU or PCMA."""
+    _passthrough_formats(sdp.media[index])
 
 
 def _passthrough_formats(media: MediaDescription) -> tuple[str, ...]:
@@ -207,9 +214,9 @@ def answer_setup(remote: WebRtcRemote) -> str:
     return "passive" if remote.role == "server" else "active"
 
 
-def offered_mid(sdp: SessionDescription, audio: Audio) -> tuple[str | None, bool]:
-    """The audio stream's mid in a browser's offer, and whether the offer bundles it."""
-    mid = sdp.media[audio.index].attribute("mid")
+def offered_mid(sdp: SessionDescription, index: int) -> tuple[str | None, bool]:
+    """Stream `index`'s mid in a browser's SDP, and whether it is bundled."""
+    mid = sdp.media[index].attribute("mid")
     if mid is not None and not (0 < len(mid) <= 32 and mid.isprintable() and " " not in mid):
         raise SdpError("a=mid is not 1-32 printable characters", status=488)
     bundled = any(
