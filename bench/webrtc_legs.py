@@ -117,7 +117,7 @@ class Relay:
         )
         return {"answer": answer.decode(), "port": plain.local_address[1]}
 
-    def stats(self) -> dict[str, Any]:
+    async def stats(self) -> dict[str, Any]:
         totals = {"packets_in": 0, "packets_out": 0, "dropped": 0, "srtp_failures": 0}
         for session in self.engine.sessions.values():
             for leg in session.legs.values():
@@ -132,27 +132,17 @@ class Relay:
 
 async def serve() -> None:
     relay = Relay()
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while line := await reader.readline():
-        request = json.loads(line)
-        op = request.pop("op")
-        if op == "quit":
-            break
-        if op == "stats":
-            reply: dict[str, Any] = relay.stats()
-        else:
-            reply = await getattr(relay, op)(**request)
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
+    await answer_requests(relay)
     await relay.engine.close()
 
 
-class RelayProcess:
-    def __init__(self) -> None:
+class Child:
+    """This script run as another process (`--serve` or `--browsers`), asked
+    one JSON line at a time over its stdin and answering on its stdout."""
+
+    def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "--serve"],
+            [sys.executable, __file__, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -179,6 +169,26 @@ class RelayProcess:
         except (OSError, subprocess.TimeoutExpired):
             self.process.kill()
             self.process.wait()
+
+
+class RelayProcess(Child):
+    def __init__(self) -> None:
+        super().__init__("--serve")
+
+
+async def answer_requests(handler: Any) -> None:
+    """Run `handler.<op>(**request)` for each JSON line on stdin until `quit`."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        request = json.loads(line)
+        op = request.pop("op")
+        if op == "quit":
+            break
+        reply = await getattr(handler, op)(**request)
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
 
 
 # --- the peers ---------------------------------------------------------------------
@@ -250,15 +260,21 @@ def loss(sent: int, received: int) -> float:
 
 
 async def measure(relay: RelayProcess, calls: int, seconds: float) -> dict[str, Any]:
-    """The relay's CPU over `seconds` of steady audio (after a second's warm-up)."""
+    """The relay's CPU over `seconds` of steady audio (after a second's
+    warm-up), and the packets it took in meanwhile: per call and second
+    (100 when every peer keeps its 50 packets/s) and per packet."""
     await asyncio.sleep(1.0)
+    packets_before = (await relay.ask("stats"))["packets_in"]
     cpu_before, started = _cpu_seconds(relay.pid), time.monotonic()
     await asyncio.sleep(seconds)
     cpu = _cpu_seconds(relay.pid) - cpu_before
     elapsed = time.monotonic() - started
+    packets = (await relay.ask("stats"))["packets_in"] - packets_before
     return {
         "relay_cpu_percent": round(100 * cpu / elapsed, 1),
         "relay_cpu_percent_per_call": round(100 * cpu / elapsed / calls, 3),
+        "packets_per_call_second": round(packets / elapsed / calls, 1),
+        "relay_cpu_us_per_packet": round(1e6 * cpu / max(packets, 1), 1),
         "relay_rss_mib": round(_rss_kib(relay.pid) / 1024, 1),
     }
 
@@ -291,70 +307,135 @@ async def run_plain(calls: int, seconds: float) -> dict[str, Any]:
         relay.stop()
 
 
-async def run_webrtc(calls: int, seconds: float) -> dict[str, Any]:
-    relay = RelayProcess()
-    stop = asyncio.Event()
-    browsers: list[Browser] = []
-    try:
-        phones = [await open_phone(n) for n in range(calls)]
-        setup_started = time.monotonic()
-        browsers += [Browser(1000.0) for _ in phones]
-        offers = await asyncio.gather(*(browser.offer() for browser in browsers))
-        answers = []
-        for phone, offer in zip(phones, offers, strict=True):
-            reply = await relay.ask("webrtc", offer=offer, phone=phone.port)
-            phone.relay = ("127.0.0.1", reply["port"])
-            answers.append(reply["answer"])
-        await asyncio.gather(
-            *(b.accept(answer) for b, answer in zip(browsers, answers, strict=True))
-        )
+class BrowserWorker:
+    """A process of browsers and the phones they talk to: aiortc decodes each
+    peer's audio in a thread of its own, and with 50 such threads one loop
+    gets the GIL too seldom to keep 50 peers' pace, so the peers are spread
+    over processes of `--per-process` each."""
+
+    def __init__(self) -> None:
+        self.browsers: list[Browser] = []
+        self.phones: list[Phone] = []
+        self.stop = asyncio.Event()
+        self.sender: asyncio.Future[None] | None = None
+
+    async def offers(self, count: int, first: int) -> dict[str, Any]:
+        self.phones = [await open_phone(first + n) for n in range(count)]
+        self.browsers = [Browser(1000.0, keep=False) for _ in range(count)]
+        offers = await asyncio.gather(*(browser.offer() for browser in self.browsers))
+        return {"offers": [[o, p.port] for o, p in zip(offers, self.phones, strict=True)]}
+
+    async def answers(self, answers: list[list[Any]]) -> dict[str, Any]:
+        for phone, (_, port) in zip(self.phones, answers, strict=True):
+            phone.relay = ("127.0.0.1", port)
+        pairs = zip(self.browsers, answers, strict=True)
+        await asyncio.gather(*(browser.accept(answer) for browser, (answer, _) in pairs))
         deadline = time.monotonic() + CONNECT_TIMEOUT
         while time.monotonic() < deadline:
-            if all(b.state == "connected" for b in browsers):
+            if all(b.state == "connected" for b in self.browsers):
                 break
             await asyncio.sleep(0.1)
-        connected = sum(b.state == "connected" for b in browsers)
-        setup_seconds = time.monotonic() - setup_started
-        sender = asyncio.ensure_future(pace(phones, stop))
-        result = await measure(relay, calls, seconds)
-        stop.set()
-        for browser in browsers:
+        return {"connected": sum(b.state == "connected" for b in self.browsers)}
+
+    async def start(self) -> dict[str, Any]:
+        self.sender = asyncio.ensure_future(pace(self.phones, self.stop))
+        return {}
+
+    async def finish(self) -> dict[str, Any]:
+        """Stop every sender, wait for what is in flight, and count."""
+        self.stop.set()
+        for browser in self.browsers:
             browser.mute()
-        await sender
+        if self.sender is not None:
+            await self.sender
         await asyncio.sleep(DRAIN)
-        browser_sent, browser_received = await browser_counts(browsers)
+        browser_sent, browser_received = await browser_counts(self.browsers)
+        counts = {
+            "browser_sent": browser_sent,
+            "browser_received": browser_received,
+            "phone_sent": sum(p.sent for p in self.phones),
+            "phone_received": sum(p.received for p in self.phones),
+        }
+        for browser in self.browsers:
+            await browser.close()
+        return counts
+
+
+async def work() -> None:
+    await answer_requests(BrowserWorker())
+
+
+async def run_webrtc(calls: int, seconds: float, per_process: int) -> dict[str, Any]:
+    relay = RelayProcess()
+    workers: list[Child] = []
+    try:
+        setup_started = time.monotonic()
+        sizes = [min(per_process, calls - n) for n in range(0, calls, per_process)]
+        workers = [Child("--browsers") for _ in sizes]
+        connected = 0
+        offered = await asyncio.gather(
+            *(
+                w.ask("offers", count=size, first=i * per_process)
+                for i, (w, size) in enumerate(zip(workers, sizes, strict=True))
+            )
+        )
+        answers = []
+        for reply in offered:
+            mine = []
+            for offer, phone_port in reply["offers"]:
+                made = await relay.ask("webrtc", offer=offer, phone=phone_port)
+                mine.append([made["answer"], made["port"]])
+            answers.append(mine)
+        done = await asyncio.gather(
+            *(w.ask("answers", answers=a) for w, a in zip(workers, answers, strict=True))
+        )
+        connected = sum(reply["connected"] for reply in done)
+        setup_seconds = time.monotonic() - setup_started
+        await asyncio.gather(*(w.ask("start") for w in workers))
+        result = await measure(relay, calls, seconds)
+        counts = await asyncio.gather(*(w.ask("finish") for w in workers))
+        total = {key: sum(c[key] for c in counts) for key in counts[0]}
         relay_stats = await relay.ask("stats")
-        phone_sent, phone_received = sum(p.sent for p in phones), sum(p.received for p in phones)
         return {
             "mode": "webrtc",
             "calls": calls,
+            "browser_processes": len(workers),
             "connected": connected,
             "setup_seconds": round(setup_seconds, 1),
             **result,
-            "loss_percent_browser_to_phone": loss(browser_sent, phone_received),
-            "loss_percent_phone_to_browser": loss(phone_sent, browser_received),
+            "loss_percent_browser_to_phone": loss(total["browser_sent"], total["phone_received"]),
+            "loss_percent_phone_to_browser": loss(total["phone_sent"], total["browser_received"]),
             "srtp_failures": relay_stats["srtp_failures"],
             "relay_dropped": relay_stats["dropped"],
         }
     finally:
-        for browser in browsers:
-            await browser.close()
+        for worker in workers:
+            worker.stop()
         relay.stop()
 
 
-async def main(legs: list[int], seconds: float) -> None:
+async def main(legs: list[int], seconds: float, per_process: int) -> None:
     for calls in legs:
         plain = await run_plain(calls, seconds)
         print(json.dumps(plain), flush=True)
-        webrtc = await run_webrtc(calls, seconds)
+        webrtc = await run_webrtc(calls, seconds, per_process)
         print(json.dumps(webrtc), flush=True)
-        plain_leg = plain["relay_cpu_percent_per_call"] / 2
-        webrtc_leg = webrtc["relay_cpu_percent_per_call"] - plain_leg
+        # Per packet, so that a peer that fell behind its 50 packets/s does
+        # not flatter a run: a WebRTC call's packets cost one plain leg's
+        # work and one WebRTC leg's (each packet crosses both).
+        plain_us = plain["relay_cpu_us_per_packet"]
+        webrtc_us = webrtc["relay_cpu_us_per_packet"]
+        # A call at full rate is 100 packets/s: µs per packet / 100 = % of a core.
+        plain_leg = plain_us / 100 / 2
+        webrtc_leg = webrtc_us / 100 - plain_leg
         summary = {
             "calls": calls,
+            "relay_us_per_packet_plain_call": plain_us,
+            "relay_us_per_packet_webrtc_call": webrtc_us,
             "cpu_percent_per_plain_leg": round(plain_leg, 3),
-            "cpu_percent_per_webrtc_leg": round(webrtc_leg, 3),
+            "cpu_percent_per_webrtc_leg_at_full_rate": round(webrtc_leg, 3),
             "webrtc_vs_plain_leg": round(webrtc_leg / max(plain_leg, 1e-6), 1),
+            "peers_kept_pace": webrtc["packets_per_call_second"] >= 98,
             "carried_without_loss": webrtc["connected"] == calls
             and webrtc["loss_percent_browser_to_phone"] < 0.1
             and webrtc["loss_percent_phone_to_browser"] < 0.1,
@@ -366,9 +447,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--legs", default="25,50", help="comma-separated numbers of calls")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--per-process", type=int, default=10, help="browsers per process")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--browsers", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         uvloop.run(serve())
+    elif args.browsers:
+        uvloop.run(work())
     else:
-        uvloop.run(main([int(n) for n in args.legs.split(",")], args.seconds))
+        legs = [int(n) for n in args.legs.split(",")]
+        uvloop.run(main(legs, args.seconds, args.per_process))
