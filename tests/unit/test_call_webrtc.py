@@ -105,8 +105,10 @@ async def test_a_desk_phone_answering_beside_a_browser_keeps_the_plain_leg() -> 
 async def test_a_phone_without_g711_calling_a_browser_only_line_gets_488() -> None:
     world = World()
     browser = world.register(BOB, host="127.0.0.21", browser=True)
-    g729 = sdp(7000).replace(b"RTP/AVP 0 101", b"RTP/AVP 18 101").replace(
-        b"a=rtpmap:0 PCMU/8000", b"a=rtpmap:18 G729/8000"
+    g729 = (
+        sdp(7000)
+        .replace(b"RTP/AVP 0 101", b"RTP/AVP 18 101")
+        .replace(b"a=rtpmap:0 PCMU/8000", b"a=rtpmap:18 G729/8000")
     )
     _, transaction, _ = world.invite(ALICE, "102", g729)
     await world.settle()
