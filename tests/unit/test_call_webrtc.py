@@ -6,6 +6,9 @@ that answers gets the matching media leg. No sockets, a fake clock."""
 
 from __future__ import annotations
 
+import dataclasses
+
+from callbridge.pbx.originate import Originator
 from callbridge.sip import Response
 from callbridge.sip.sdp import parse_sdp
 
@@ -115,3 +118,34 @@ async def test_a_phone_without_g711_calling_a_browser_only_line_gets_488() -> No
     assert world.sip.requests("INVITE", to=browser) == []
     assert world.sip.answers_to(transaction)[-1] == 488
     assert world.recorder.only().hangup_cause == "no codec in common"
+
+
+EMPLOYEE = dataclasses.replace(ALICE, employee_id=7, ring_timeout=15)
+
+
+async def test_click_to_call_rings_the_employees_browser_with_webrtc_and_its_desk_phone_plain() -> (
+    None
+):
+    world = World(lines=(EMPLOYEE, BOB))
+    desk = world.register(EMPLOYEE)
+    browser = world.register(EMPLOYEE, host="127.0.0.21", browser=True)
+    bob = world.register(BOB, host="127.0.0.30")
+    await Originator(world.b2bua).call(7, "102")
+    to_desk = parse_sdp(world.sip.last_request("INVITE", to=desk).request.body)
+    to_browser = world.sip.last_request("INVITE", to=browser)
+    offered = parse_sdp(to_browser.request.body).media[0]
+    assert to_desk.media[0].proto == "RTP/AVP"
+    assert offered.proto == "UDP/TLS/RTP/SAVPF" and offered.attribute("setup") == "actpass"
+
+    # The browser answers: its WebRTC leg is the employee's, and the number
+    # is offered plain RTP with the codecs the browser took.
+    to_browser.respond(200, to_tag="web", body=browser_sdp(9, setup="active"))
+    session = next(iter(world.media.sessions.values()))
+    browser_leg = next(leg for leg in session.legs if leg.webrtc is not None)
+    assert browser_leg.webrtc_remote is not None
+    to_bob = world.sip.last_request("INVITE", to=bob)
+    offer = parse_sdp(to_bob.request.body)
+    assert offer.media[0].proto == "RTP/AVP" and offer.media[0].formats == ("0", "8", "126")
+    to_bob.respond(200, to_tag="bob", body=sdp(8000))
+    assert browser_leg.peer is session.legs[-1]
+    assert world.recorder.only().answered_at is not None
