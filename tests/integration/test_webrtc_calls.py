@@ -31,16 +31,22 @@ pytestmark = pytest.mark.integration
 
 CALLBRIDGE_RTP_PORTS = (23000, 23999)
 CALLEE_RTP_PORTS = (24000, 24199)
+CALLER_RTP_PORTS = (24200, 24399)
 TALK = 3.0
 
 
 class BrowserSip(asyncio.DatagramProtocol):
-    """Just enough SIP over UDP for a caller: INVITE (answering the 407), ACK, BYE."""
+    """Just enough SIP over UDP for a browser: as a caller INVITE (answering
+    the 407), ACK, BYE; as a callee REGISTER (answering the 401) with a
+    WebSocket Contact as JsSIP's, INVITEs queued for the test to answer, BYE
+    answered."""
 
     def __init__(self, server: tuple[str, int]) -> None:
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
         self.responses: asyncio.Queue[str] = asyncio.Queue()
+        self.invites: asyncio.Queue[str] = asyncio.Queue()
+        self.byes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -49,17 +55,23 @@ class BrowserSip(asyncio.DatagramProtocol):
         text = data.decode(errors="replace")
         if text.startswith("SIP/2.0"):
             self.responses.put_nowait(text)
+        elif text.startswith("INVITE"):
+            self.invites.put_nowait(text)
         elif text.startswith("BYE"):
-            self._reply_ok(text)
+            self.byes += 1
+            self.respond(text, "200 OK")
 
-    def _reply_ok(self, request: str) -> None:
+    def respond(
+        self, request: str, status: str, extra: tuple[str, ...] = (), body: str = ""
+    ) -> None:
         head = request.split("\r\n\r\n", 1)[0].split("\r\n")
-        keep = [
-            h
-            for h in head[1:]
-            if h.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")
-        ]
-        self._send("\r\n".join(["SIP/2.0 200 OK", *keep, "Content-Length: 0", "", ""]))
+        names = ("via", "from", "to", "call-id", "cseq")
+        keep = [h for h in head[1:] if h.split(":", 1)[0].lower() in names]
+        lines = [f"SIP/2.0 {status}", *keep, *extra]
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Length: {len(body.encode())}")
+        self._send("\r\n".join(lines) + "\r\n\r\n" + body)
 
     def _send(self, text: str) -> None:
         assert self.transport is not None
@@ -94,19 +106,72 @@ class BrowserSip(asyncio.DatagramProtocol):
                 return response
 
 
+def authorization(challenge: str, *, method: str, uri: str, username: str, password: str) -> str:
+    """An MD5 digest answer (qop=auth) to a 401's or 407's challenge."""
+    params = dict(re.findall(r'(\w+)="?([^",]+)"?', challenge))
+    response = compute_response(
+        ha1=compute_ha1(username, params["realm"], password),
+        algorithm="MD5",
+        method=method,
+        uri=uri,
+        nonce=params["nonce"],
+        qop="auth",
+        nc=1,
+        cnonce="0a1b2c3d",
+    )
+    opaque = f', opaque="{params["opaque"]}"' if "opaque" in params else ""
+    return (
+        f'Digest username="{username}", realm="{params["realm"]}", nonce="{params["nonce"]}", '
+        f'uri="{uri}", algorithm=MD5, qop=auth, nc=00000001, cnonce="0a1b2c3d", '
+        f'response="{response}"{opaque}'
+    )
+
+
 def header(message: str, name: str) -> str:
     found = re.search(rf"^{name}:\s*(.*)$", message, re.M | re.I)
     assert found, f"no {name} in {message}"
     return found.group(1).strip()
 
 
-async def browser_call(server: Server, browser: Browser, callee: str) -> tuple[BrowserSip, str]:
-    """The browser's INVITE with credentials after the 407, and its ACK; the
-    SIP agent and callbridge's answer."""
+async def open_agent(server: Server) -> BrowserSip:
     loop = asyncio.get_running_loop()
     _, sip = await loop.create_datagram_endpoint(
         lambda: BrowserSip((server.host, server.port)), local_addr=("127.0.0.1", 0)
     )
+    return sip
+
+
+async def register_browser(server: Server, sip: BrowserSip, line: tuple[str, str, str]) -> None:
+    """REGISTER `line` as JsSIP does: a Contact with transport=ws."""
+    number, username, password = line
+    uri = f"sip:{server.host}:{server.port}"
+    aor = f"<sip:{username}@{server.host}:{server.port}>"
+    base = [
+        f"From: {aor};tag={secrets.token_hex(4)}",
+        f"To: {aor}",
+        f"Call-ID: {secrets.token_hex(10)}",
+        f"Contact: <sip:{number}@{sip.local};transport=ws>",
+        "Expires: 600",
+    ]
+    sip.request("REGISTER", uri, [*base, "CSeq: 1 REGISTER"])
+    challenge = await sip.final()
+    assert challenge.startswith("SIP/2.0 401"), challenge
+    credentials = authorization(
+        header(challenge, "WWW-Authenticate"),
+        method="REGISTER",
+        uri=uri,
+        username=username,
+        password=password,
+    )
+    sip.request("REGISTER", uri, [*base, "CSeq: 2 REGISTER", f"Authorization: {credentials}"])
+    ok = await sip.final()
+    assert ok.startswith("SIP/2.0 200"), ok
+
+
+async def browser_call(server: Server, browser: Browser, callee: str) -> tuple[BrowserSip, str]:
+    """The browser's INVITE with credentials after the 407, and its ACK; the
+    SIP agent and callbridge's answer."""
+    sip = await open_agent(server)
     number, username, password = ALICE
     uri = f"sip:{callee}@{server.host}:{server.port}"
     call_id, tag = secrets.token_hex(10), secrets.token_hex(4)
@@ -123,21 +188,12 @@ async def browser_call(server: Server, browser: Browser, callee: str) -> tuple[B
     # The ACK of a non-2xx belongs to the INVITE's transaction: its branch.
     to_challenge = [*base[:1], f"To: {header(challenge, 'To')}", *base[2:3], "CSeq: 1 ACK"]
     sip.request("ACK", uri, to_challenge, branch=first)
-    params = dict(re.findall(r'(\w+)="?([^",]+)"?', header(challenge, "Proxy-Authenticate")))
-    response = compute_response(
-        ha1=compute_ha1(username, params["realm"], password),
-        algorithm="MD5",
+    credentials = authorization(
+        header(challenge, "Proxy-Authenticate"),
         method="INVITE",
         uri=uri,
-        nonce=params["nonce"],
-        qop="auth",
-        nc=1,
-        cnonce="0a1b2c3d",
-    )
-    credentials = (
-        f'Digest username="{username}", realm="{params["realm"]}", nonce="{params["nonce"]}", '
-        f'uri="{uri}", algorithm=MD5, qop=auth, nc=00000001, cnonce="0a1b2c3d", '
-        f'response="{response}"' + (f', opaque="{params["opaque"]}"' if "opaque" in params else "")
+        username=username,
+        password=password,
     )
     sip.request(
         "INVITE", uri, [*base, "CSeq: 2 INVITE", f"Proxy-Authorization: {credentials}"], offer
@@ -215,3 +271,50 @@ async def test_a_browser_calls_a_desk_phone_and_each_hears_the_other(
                 break
             time.sleep(0.1)
     assert items[0]["status"] == "answered", items
+
+
+async def test_a_desk_phone_calls_a_browser_which_is_offered_webrtc_and_both_hear(
+    callbridge: Server, tmp_path: Path
+) -> None:
+    desk: Baresip = phone(
+        tmp_path / "caller", line_account(callbridge, ALICE), CALLER_TONE, CALLER_RTP_PORTS
+    )
+    browser = Browser(CALLEE_TONE)
+    sip = await open_agent(callbridge)
+    try:
+        await register_browser(callbridge, sip, BOB)
+        with desk:
+            desk.wait_registered()
+            desk.dial(f"sip:{BOB[0]}@{callbridge.host}:{callbridge.port}")
+            invite = await asyncio.wait_for(sip.invites.get(), 10)
+            offer = invite.split("\r\n\r\n", 1)[1]
+            # Ours to the browser: WebRTC, actpass, one host candidate.
+            assert "UDP/TLS/RTP/SAVPF" in offer and "a=setup:actpass" in offer, offer
+            assert "a=ice-lite" in offer and "a=rtcp-mux" in offer, offer
+            answer = await browser.answer(offer)
+            tag = ";tag=" + secrets.token_hex(4)
+            to = header(invite, "To") + tag
+            head = invite.replace(header(invite, "To"), to, 1)
+            sip.respond(head, "180 Ringing")
+            contact = f"Contact: <sip:{BOB[0]}@{sip.local};transport=ws>"
+            sip.respond(head, "200 OK", (contact,), answer)
+            await asyncio.to_thread(desk.wait_event, "CALL_ESTABLISHED", 5)
+            deadline = time.monotonic() + 10
+            while browser.state != "connected" and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert browser.state == "connected", callbridge.log()
+            await asyncio.sleep(TALK)
+            desk.hangup()
+            await asyncio.to_thread(desk.wait_event, "CALL_CLOSED", 5)
+            deadline = time.monotonic() + 5
+            while sip.byes == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert sip.byes == 1
+    finally:
+        await browser.close()
+        assert sip.transport is not None
+        sip.transport.close()
+    diagnostics = f"--- callbridge ---\n{callbridge.log()}\n--- desk ---\n{desk.log()}"
+    tones.assert_hears(desk, CALLEE_TONE, diagnostics, seconds=TALK - 1)
+    rms, peak, purity = tone_level(browser.samples(last=TALK - 1), CALLER_TONE)
+    assert abs(peak - CALLER_TONE) < 20 and purity > 0.9 and rms > 5000, (rms, peak, purity)
