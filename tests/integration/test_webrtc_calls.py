@@ -1,9 +1,10 @@
-"""A browser's call through `callbridge serve`, end to end: aiortc as the
-browser (line 101; SIP over UDP from a small agent here, since the SIP
-WebSocket is another piece of work) sends an INVITE with its WebRTC offer;
-callbridge answers it with ICE-lite + DTLS-SRTP and offers baresip (line 102,
-auto-answer) plain RTP. Each plays a tone and the other must hear it; the
-call record is written like any other."""
+"""A browser's calls through `callbridge serve`, end to end, against baresip
+as the desk phone. aiortc is the browser; its SIP goes over UDP from a small
+agent here (the SIP WebSocket is another piece of work), registering with a
+`;transport=ws` Contact as JsSIP does. The browser calls the desk phone
+(callbridge answers it with ICE-lite + DTLS-SRTP and offers the phone plain
+RTP), and the desk phone calls the browser (offered WebRTC with actpass).
+Each side plays a tone and the other must hear it."""
 
 from __future__ import annotations
 
