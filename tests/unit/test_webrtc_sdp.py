@@ -93,6 +93,26 @@ def test_a_browser_offer_is_webrtc_and_not_a_hold() -> None:
     assert not is_webrtc(parse_sdp(PHONE_OFFER), 0)
 
 
+@pytest.mark.parametrize(
+    ("proto", "attributes"),
+    [
+        ("RTP/SAVP", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + "A" * 40),
+        ("UDP/TLS/RTP/SAVP", f"a=fingerprint:sha-256 {FINGERPRINT}\r\na=setup:actpass"),
+    ],
+)
+def test_a_phones_srtp_without_ice_is_not_webrtc_and_passes_as_before(
+    proto: str, attributes: str
+) -> None:
+    text = (
+        PHONE_OFFER.decode()
+        .replace("RTP/AVP", proto)
+        .replace("a=sendrecv", f"{attributes}\r\na=sendrecv")
+    )
+    offer = parse_sdp(text)
+    audio = audio_of(offer)
+    assert not is_webrtc(offer, 0) and audio.webrtc is None
+
+
 def test_the_browser_offer_gives_its_ice_credentials_fingerprint_and_role() -> None:
     offer = parse_sdp(CHROME_OFFER)
     remote = webrtc_remote_of(offer, audio_of(offer).index)

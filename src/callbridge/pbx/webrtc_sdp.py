@@ -48,9 +48,13 @@ HOST_PRIORITY: Final = (126 << 24) | (65535 << 8) | 255
 
 
 def is_webrtc(sdp: SessionDescription, index: int) -> bool:
-    """Whether stream `index` is DTLS-SRTP (a browser's), not plain RTP."""
-    proto = sdp.media[index].proto.upper()
-    return "TLS" in proto.split("/") or proto.endswith("SAVPF") or proto.endswith("SAVP")
+    """Whether stream `index` is a WebRTC endpoint's: DTLS-SRTP (a `…/TLS/…`
+    profile) with ICE. A phone's SRTP without ICE (SDES `RTP/SAVP` with
+    a=crypto, or DTLS between two phones) is not: it passes through the
+    relay untouched, end to end, as before."""
+    media = sdp.media[index]
+    dtls = "TLS" in media.proto.upper().split("/")
+    return dtls and (media.has_attribute("ice-ufrag") or sdp.has_attribute("ice-ufrag"))
 
 
 def webrtc_remote_of(sdp: SessionDescription, index: int) -> WebRtcRemote:
