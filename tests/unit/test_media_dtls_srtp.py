@@ -17,6 +17,7 @@ from callbridge.media.dtls_srtp import (
     fingerprint_of,
 )
 from callbridge.media.rtp import RtpPacket
+from callbridge.media.webrtc import WebRtcRemote, WebRtcTransport
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +99,27 @@ def test_garbage_records_fail_or_are_ignored_but_never_raise_anything_else(
         assert isinstance(server.receive(garbage), list)
     except DtlsError:
         assert server.state is State.FAILED
+
+
+async def test_an_ice_restart_gives_the_leg_new_credentials_and_keeps_the_certificate(
+    certificates: tuple[Certificate, Certificate],
+) -> None:
+    ours, theirs = certificates
+    sink = _Sink()
+    transport = WebRtcTransport(
+        ours, ours.context(), rtp=sink, rtcp=sink, on_ready=lambda _: True, on_failed=lambda _: None
+    )
+    first = transport.local
+    remote = WebRtcRemote("Brws", "p" * 22, (theirs.fingerprint,), "server")
+    transport.set_remote(remote)
+    transport.set_remote(remote)  # a re-offer that restarts nothing
+    assert transport.local == first
+    transport.set_remote(WebRtcRemote("Rstr", "q" * 22, (theirs.fingerprint,), "server"))
+    assert transport.local.ice != first.ice and transport.local.fingerprint == first.fingerprint
+    assert transport.ice.local == transport.local.ice and transport.ice.remote_ufrag == "Rstr"
+    await transport.close()
+
+
+class _Sink:
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        pass

@@ -120,6 +120,13 @@ class WebRtcTransport(asyncio.DatagramProtocol):
             # not supported mid-call; the one verified stays.
             log_event(logger, logging.INFO, "media.webrtc_fingerprint_ignored", leg=self.name)
             return
+        if self.remote is not None and remote.ufrag != self.remote.ufrag:
+            # An ICE restart (RFC 8445 §9): our answer must bring new
+            # credentials too. Media keeps flowing to the old address until a
+            # check with the new password chooses one.
+            self.local = WebRtcLocal(IceCredentials.generate(), self.local.fingerprint)
+            self.ice = IceLite(self.local.ice)
+            log_event(logger, logging.DEBUG, "media.webrtc_ice_restart", leg=self.name)
         self.remote = remote
         self.ice.set_remote(remote.ufrag)
         if self.dtls is None:
