@@ -741,6 +741,8 @@ class Call:
         player = self.b2bua.player
         if player is None:
             return None
+        if self._restarts_ice(leg, audio):
+            return None  # our answer needs new ICE credentials: built afresh
         if audio.holds:
             heard = self.remote_audio.get(self.other(leg).media)
             if heard is None or playable_codec(heard.payload_types) is None:
@@ -748,6 +750,14 @@ class Call:
         elif leg.role not in self.holding:
             return None
         return answered_locally(leg.sdp_sent, offer)
+
+    def _restarts_ice(self, leg: Leg, audio: Audio) -> bool:
+        """Whether a browser's re-offer changes its ICE username (a restart)."""
+        before = self.remote_audio.get(leg.media)
+        theirs = None if before is None else before.webrtc
+        return (
+            audio.webrtc is not None and theirs is not None and audio.webrtc.ufrag != theirs.ufrag
+        )
 
     def _hold_locally(
         self,
