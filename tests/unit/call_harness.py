@@ -14,7 +14,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from callbridge.events import EventBus
+from callbridge.media.dtls_srtp import Fingerprint
 from callbridge.media.errors import MediaError
+from callbridge.media.ice_lite import IceCredentials
+from callbridge.media.webrtc import WebRtcLocal, WebRtcRemote
 from callbridge.pbx.auth import Authenticator
 from callbridge.pbx.b2bua import B2bua, ResponseHandler
 from callbridge.pbx.guard import FloodGuard, GuardPolicy
@@ -209,6 +212,10 @@ class FakeLeg:
     taps: list[Any] = field(default_factory=list)
     outbound: Any = None
     sent: list[bytes] = field(default_factory=list)
+    # A WebRTC leg's ICE credentials and fingerprint (None: plain RTP), and
+    # the browser's parameters the call gave it.
+    webrtc: WebRtcLocal | None = None
+    webrtc_remote: WebRtcRemote | None = None
 
     def add_tap(self, tap: Any) -> None:
         self.taps.append(tap)
@@ -231,13 +238,19 @@ class FakeSession:
         self.legs: list[FakeLeg] = []
         self.closed = False
 
-    async def add_leg(self, name: str | None = None) -> FakeLeg:
+    async def add_leg(self, name: str | None = None, *, webrtc: bool = False) -> FakeLeg:
         if self.engine.ports_left <= 0:
             raise MediaError("no free RTP port pair")
         self.engine.ports_left -= 1
         leg = FakeLeg(name or f"leg-{len(self.legs)}", (MEDIA_ADDRESS, self.engine.next_port()))
+        if webrtc:
+            leg.webrtc = WebRtcLocal(IceCredentials.generate(), LOCAL_FINGERPRINT)
         self.legs.append(leg)
         return leg
+
+    def set_webrtc_remote(self, leg: FakeLeg, remote: WebRtcRemote) -> None:
+        assert leg.webrtc is not None
+        leg.webrtc_remote = remote
 
     def set_remote(
         self,
@@ -359,6 +372,40 @@ class FakeRecorder:
 # --- the phones ----------------------------------------------------------------
 
 
+LOCAL_FINGERPRINT = Fingerprint("sha-256", ":".join(["CD"] * 32))
+BROWSER_FINGERPRINT = ":".join(["AB"] * 32)
+
+
+def browser_sdp(
+    port: int, *, setup: str = "actpass", host: str = "0.0.0.0", ufrag: str = "Brws"
+) -> bytes:
+    """A browser's SDP as Chrome writes it: Opus first, G.711, events, ICE, DTLS."""
+    return "\r\n".join(
+        [
+            "v=0",
+            "o=- 4611731400430051336 2 IN IP4 127.0.0.1",
+            "s=-",
+            "t=0 0",
+            "a=group:BUNDLE 0",
+            f"m=audio {port} UDP/TLS/RTP/SAVPF 111 0 8 126",
+            f"c=IN IP4 {host}",
+            "a=candidate:1 1 udp 2122260223 127.0.0.30 54400 typ host",
+            f"a=ice-ufrag:{ufrag}",
+            "a=ice-pwd:eRWcM3IyvKfwfRw2d5SD8KJZ",
+            f"a=fingerprint:sha-256 {BROWSER_FINGERPRINT}",
+            f"a=setup:{setup}",
+            "a=mid:0",
+            "a=sendrecv",
+            "a=rtcp-mux",
+            "a=rtpmap:111 opus/48000/2",
+            "a=rtpmap:0 PCMU/8000",
+            "a=rtpmap:8 PCMA/8000",
+            "a=rtpmap:126 telephone-event/8000",
+            "",
+        ]
+    ).encode()
+
+
 def sdp(port: int, *, direction: str = "sendrecv", host: str = "127.0.0.9") -> bytes:
     return (
         f"v=0\r\no=- 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
@@ -414,10 +461,12 @@ class World:
         )
         self._ports = itertools.count(5100)
 
-    def register(self, line: Line, *, host: str = "127.0.0.20") -> Peer:
-        """A device of `line` at its own address; returns where it is reached."""
+    def register(self, line: Line, *, host: str = "127.0.0.20", browser: bool = False) -> Peer:
+        """A device of `line` at its own address; returns where it is reached.
+        A `browser` registers as JsSIP does, with `;transport=ws` in its Contact."""
         peer: Peer = ("udp", host, next(self._ports))
-        contact = parse_name_addr(f"<sip:{line.number}@{host}:{peer[2]}>")
+        transport = ";transport=ws" if browser else ""
+        contact = parse_name_addr(f"<sip:{line.number}@{host}:{peer[2]}{transport}>")
         binding = Binding(line.number, contact, self.clock.now + 3600, new_tag(), 1, source=peer)
         self.location.replace(line.number, [*self.location.bindings(line.number, 0), binding])
         return peer

@@ -29,8 +29,14 @@ What later issues add attaches to the same graph, never beside it:
   with `g711`, mixes, and sends each member the mix minus its own voice. A
   leg has at most one relay peer; a mixer replaces edges rather than adding
   them.
-- a WebRTC leg is another kind of node (DTLS-SRTP from aiortc) behind the same
-  `Leg` interface.
+- a **WebRTC leg** (`add_leg(webrtc=True)`, `media/webrtc.py`) is the same
+  node on another carrier: one UDP port with ICE-lite, DTLS-SRTP and RTCP
+  muxed. Its streams send through an `SrtpSender` rather than a UDP
+  transport and receive what was decrypted, from the address ICE chose
+  (which stands in for latching: only a peer that knows our ICE password
+  can be chosen, and the DTLS peer must match the SDP's fingerprint).
+  `set_webrtc_remote()` takes the peer's ICE and DTLS parameters; a failed
+  handshake ends the session through `on_timeout`, as dead media does.
 
 Symmetric RTP latching (RFC 4961 behaviour for peers behind NAT)
 ----------------------------------------------------------------
@@ -98,13 +104,18 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, cast
 
+from OpenSSL import SSL
+
 from ..logs import log_event
+from .dtls_srtp import Certificate
 from .errors import MediaError
 from .policy import AllowedNetworks, MediaPolicy, ip_of
 from .ports import PortPair, RtpPortAllocator
 from .rtp import RTCP_HEADER_SIZE, RTP_HEADER_SIZE
+from .webrtc import SrtpSender, WebRtcLocal, WebRtcRemote, WebRtcTransport
 
 logger = logging.getLogger("callbridge.media")
 
@@ -194,6 +205,11 @@ class Leg(Protocol):
         the peer did not accept, renumber around injected ones); None: none."""
         ...
 
+    @property
+    def webrtc(self) -> WebRtcLocal | None:
+        """A WebRTC leg's ICE credentials and DTLS fingerprint (for our SDP); None: plain RTP."""
+        ...
+
 
 class MediaSession(Protocol):
     """The media graph of one call."""
@@ -201,7 +217,11 @@ class MediaSession(Protocol):
     @property
     def call_id(self) -> str: ...
 
-    async def add_leg(self, name: str | None = None) -> Leg: ...
+    async def add_leg(self, name: str | None = None, *, webrtc: bool = False) -> Leg: ...
+
+    def set_webrtc_remote(self, leg: Leg, remote: WebRtcRemote) -> None:
+        """A WebRTC leg's peer's ICE credentials, fingerprints and our DTLS role."""
+        ...
 
     def set_remote(
         self,
@@ -456,6 +476,7 @@ class LocalLeg:
     __slots__ = (
         "_pair",
         "_seen",
+        "carrier",
         "expected",
         "joined",
         "last_activity",
@@ -478,12 +499,55 @@ class LocalLeg:
         self.last_activity = now
         self._seen = 0
         self.expected = True
+        self.carrier: WebRtcTransport | None = None
         self.joined = False  # connected once: counts for the media timeout until closed
 
-    async def _open(self) -> None:
+    async def _open(self, webrtc: bool = False) -> None:
         loop = asyncio.get_running_loop()
+        if webrtc:
+            await self._open_webrtc(loop)
+            return
         await loop.create_datagram_endpoint(lambda: self.rtp, sock=self._pair.rtp)
         await loop.create_datagram_endpoint(lambda: self.rtcp, sock=self._pair.rtcp)
+
+    async def _open_webrtc(self, loop: asyncio.AbstractEventLoop) -> None:
+        """ICE, DTLS and SRTP on the RTP port, RTCP muxed (the RTCP port stays
+        bound but silent: the pair is the allocator's unit)."""
+        engine = self.session.engine
+        certificate, context = engine.dtls_identity()
+        carrier = self.carrier = WebRtcTransport(
+            certificate,
+            context,
+            rtp=self.rtp,
+            rtcp=self.rtcp,
+            on_ready=self._webrtc_ready,
+            on_failed=self._webrtc_failed,
+            name=f"{self.session.call_id}/{self.name}",
+        )
+        await loop.create_datagram_endpoint(lambda: carrier, sock=self._pair.rtp)
+        for stream, rtcp in ((self.rtp, False), (self.rtcp, True)):
+            sender = SrtpSender(carrier, rtcp, on_close=partial(stream.connection_lost, None))
+            stream.transport = cast(asyncio.DatagramTransport, sender)
+
+    def _webrtc_ready(self, address: Address) -> bool:
+        """ICE and DTLS are done: media flows to and from `address` (the
+        streams take it as their latched source), if the policy allows it."""
+        if not self.session.engine.policy.allows(address):
+            return False
+        for stream in (self.rtp, self.rtcp):
+            stream.source = stream.remote = address
+            stream.candidate = None
+            stream.latch_until = _CLOSED
+        return True
+
+    def _webrtc_failed(self, reason: str) -> None:
+        for stream in (self.rtp, self.rtcp):
+            stream.source = stream.remote = None
+        self.session.media_failed(self, reason)
+
+    @property
+    def webrtc(self) -> WebRtcLocal | None:
+        return None if self.carrier is None else self.carrier.local
 
     @property
     def local_address(self) -> Address:
@@ -538,6 +602,8 @@ class LocalLeg:
         try:
             await self.rtp.close()
             await self.rtcp.close()
+            if self.carrier is not None:
+                await self.carrier.close()
         finally:
             ports.release(self._pair)
 
@@ -558,7 +624,7 @@ class LocalMediaSession:
         self.closed = False
         self.timed_out = False
 
-    async def add_leg(self, name: str | None = None) -> LocalLeg:
+    async def add_leg(self, name: str | None = None, *, webrtc: bool = False) -> LocalLeg:
         self._check_open()
         name = f"leg{len(self.legs) + 1}" if name is None else name
         if name in self.legs:
@@ -567,7 +633,7 @@ class LocalMediaSession:
         pair = ports.allocate()
         leg = LocalLeg(self, name, pair, self.engine.clock())
         try:
-            await leg._open()
+            await leg._open(webrtc)
         except BaseException:
             await leg._close(ports)
             raise
@@ -592,6 +658,11 @@ class LocalMediaSession:
         With `signalling_host` (where the peer's SIP comes from), a NAT latch
         is taken only from that host or the SDP's; without, from any host."""
         own = self._own(leg)
+        if own.carrier is not None:
+            # ICE chooses where a WebRTC leg sends: its SDP's address is only
+            # its default candidate, and no proof of anything.
+            own.payload_types = dict(payload_types)
+            return
         address = _ip_literal(host)
         rtcp = port + 1 if rtcp_port is None else rtcp_port
         for number in (port, rtcp):
@@ -612,6 +683,25 @@ class LocalMediaSession:
         own.payload_types = dict(payload_types)
         own.rtp.set_remote((address, port), hosts)
         own.rtcp.set_remote((address, rtcp), hosts)
+
+    def set_webrtc_remote(self, leg: Leg, remote: WebRtcRemote) -> None:
+        own = self._own(leg)
+        if own.carrier is None:
+            raise MediaError(f"{own!r} is not a WebRTC leg")
+        own.carrier.set_remote(remote)
+
+    def media_failed(self, leg: LocalLeg, reason: str) -> None:
+        """A leg can never carry media (its DTLS failed): the call hears of it
+        as of a media timeout, at once."""
+        if self.closed or self.timed_out:
+            return
+        self.timed_out = True
+        log_event(logger, logging.INFO, "media.leg_failed", call_id=self.call_id, leg=leg.name)
+        if self.on_timeout is not None:
+            try:
+                self.on_timeout(self)
+            except Exception:
+                logger.exception("media.on_timeout_failed call_id=%s", self.call_id)
 
     def sdp_sent(self, leg: Leg) -> None:
         """Our SDP has reached the leg's peer: open the NAT latch window of its
@@ -708,6 +798,15 @@ class LocalMediaEngine:
         self.latch_window = latch_window
         self.sessions: dict[str, LocalMediaSession] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._dtls: tuple[Certificate, SSL.Context] | None = None
+
+    def dtls_identity(self) -> tuple[Certificate, SSL.Context]:
+        """The certificate every WebRTC leg presents, and its DTLS context:
+        made on first use (an ECDSA key: about a millisecond), kept for the run."""
+        if self._dtls is None:
+            certificate = Certificate.generate()
+            self._dtls = (certificate, certificate.context())
+        return self._dtls
 
     def create_session(
         self, call_id: str, *, on_timeout: TimeoutCallback | None = None

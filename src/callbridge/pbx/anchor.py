@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 
 from ..media.engine import MediaEngine
 from ..media.errors import MediaError
+from ..media.webrtc import WebRtcRemote
 from ..sip import Request, Response
 from ..sip.offer_answer import answer_direction, resume, with_connection
 from ..sip.sdp import SdpError, SessionDescription, parse_sdp
+from .webrtc_sdp import check_passthrough, is_webrtc, offered_mid, webrtc_remote_of
 
 SDP_TYPE = ("Content-Type", "application/sdp")
 NULL_ADDRESSES = frozenset({"0.0.0.0", "::"})
@@ -33,6 +35,11 @@ class Audio:
     holds: bool = False
     # Clock rates by payload type (DTMF: telephone-event's).
     rates: Mapping[int, int] = field(default_factory=dict)
+    # A browser's stream (UDP/TLS/RTP/SAVPF): its ICE and DTLS parameters,
+    # its mid and whether it is bundled (pbx/webrtc_sdp.py). None: plain RTP.
+    webrtc: WebRtcRemote | None = None
+    mid: str | None = None
+    bundle: bool = False
 
 
 def audio_of(sdp: SessionDescription) -> Audio:
@@ -42,11 +49,17 @@ def audio_of(sdp: SessionDescription) -> Audio:
         connection = sdp.connection_for(media)
         if connection is None:
             raise SdpError("the audio stream has no connection address", status=488)
+        webrtc, mid, bundle = None, None, False
+        if is_webrtc(sdp, index):
+            webrtc = webrtc_remote_of(sdp, index)
+            mid, bundle = offered_mid(sdp, index)
         rtcp = media.attribute("rtcp")
         rtpmaps = {int(pt): rtpmap for pt, rtpmap in media.rtpmaps.items() if pt.isdigit()}
         payload_types = {pt: rtpmap.encoding for pt, rtpmap in rtpmaps.items()}
         direction = sdp.effective_direction(media)
-        null = connection.address in NULL_ADDRESSES
+        # A WebRTC stream's c= is only its default candidate (0.0.0.0 before
+        # gathering): ICE, not the address, says where it is; never a hold.
+        null = connection.address in NULL_ADDRESSES and webrtc is None
         return Audio(
             index=index,
             host=connection.address,
@@ -56,6 +69,9 @@ def audio_of(sdp: SessionDescription) -> Audio:
             sends=direction.sends and not null,
             holds=null or not direction.receives,
             rates={pt: rtpmap.clock_rate for pt, rtpmap in rtpmaps.items()},
+            webrtc=webrtc,
+            mid=mid,
+            bundle=bundle,
         )
     raise SdpError("no audio stream to relay", status=488)
 
@@ -64,6 +80,11 @@ def checked_audio(sdp: SessionDescription, media: MediaEngine) -> Audio:
     """`audio_of`, refused (488) when it names a place the relay must never
     send to: one of this PBX's own sockets (issue 11)."""
     audio = audio_of(sdp)
+    if audio.webrtc is not None:
+        # ICE decides where a browser's media goes; what must hold at the
+        # door is a format the relay can pass without transcoding.
+        check_passthrough(sdp, audio.index)
+        return audio
     if audio.host in NULL_ADDRESSES:
         return audio
     rtcp = audio.port + 1 if audio.rtcp_port is None else audio.rtcp_port

@@ -35,7 +35,7 @@ from ..sip import Request, Response, make_response, parse
 from ..sip.digest import DigestError, compute_ha1
 from ..sip.sdp import SdpError
 from ..sip.transaction import DEFAULT_TIMERS, ServerTransaction, new_tag
-from ..sip.uri import format_hostport, sip_uri
+from ..sip.uri import SipURI, format_hostport, sip_uri
 from . import bounds
 from .anchor import checked_audio, sdp_of
 from .auth import DROP, Authenticated, Authenticator, Drop, HA1Lookup
@@ -496,6 +496,7 @@ class B2bua:
             from_host=self.media_address,
             to_user=plan.callee_number,
             routes=binding.path,
+            webrtc=takes_webrtc(binding),
         )
 
     def cancel(self, invite: ServerTransaction) -> str | None:
@@ -763,3 +764,16 @@ def _release(counter: Counter[K], key: K) -> None:
     counter[key] -= 1
     if counter[key] <= 0:
         del counter[key]
+
+
+# The transports a browser registers over (RFC 7118): a device there takes
+# WebRTC media only (UDP/TLS/RTP/SAVPF, ICE, DTLS-SRTP).
+WEBSOCKET_TRANSPORTS = frozenset({"ws", "wss"})
+
+
+def takes_webrtc(binding: Binding) -> bool:
+    """Whether a device is a browser: its Contact names a WebSocket transport
+    (JsSIP's `;transport=ws`). The registration's own transport, once the
+    SIP-over-WebSocket endpoint records it, says the same more surely."""
+    uri = binding.uri
+    return isinstance(uri, SipURI) and uri.transport in WEBSOCKET_TRANSPORTS

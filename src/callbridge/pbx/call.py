@@ -65,6 +65,7 @@ from .legs import Leg
 from .lines import Line
 from .sip_port import Timer
 from .trunks import Trunk
+from .webrtc_sdp import answer_setup, plain_of, webrtc_of
 
 if TYPE_CHECKING:
     from .b2bua import B2bua
@@ -259,6 +260,10 @@ class Call:
     session: MediaSession | None = None
     caller_media: MediaLeg | None = None
     callee_media: MediaLeg | None = None
+    # While a call rings browsers and phones at once, the browsers' media
+    # leg (WebRTC) beside the phones' (plain RTP): the fork that answers
+    # makes its own the callee's (`_callee_leg_of`).
+    callee_webrtc: MediaLeg | None = None
     # The callee's dialing, and every dialing the call made (click-to-call's
     # of the employee first), for the dialogs they leave behind.
     dialing: Dialing | None = None
@@ -298,6 +303,8 @@ class Call:
     # One recording per call, whatever happens to its legs (pbx/recordings.py).
     recording: Recording | None = None
     _timer: Timer | None = None
+    # The phones' plain leg while the browsers' WebRTC leg is the callee's.
+    _phones_media: MediaLeg | None = None
 
     def __post_init__(self) -> None:
         plan = self.plan
@@ -329,8 +336,9 @@ class Call:
             self.record, on_timeout=lambda _: self.media_timed_out()
         )
         try:
-            self.caller_media = await session.add_leg("caller")
-            self.callee_media = await session.add_leg("callee")
+            browser = self.audio is not None and self.audio.webrtc is not None
+            self.caller_media = await session.add_leg("caller", webrtc=browser)
+            await self._add_callee_legs(session)
         except MediaError as error:
             if self.phase is not Phase.SETUP:
                 return  # the call ended while the ports were bound
@@ -347,20 +355,41 @@ class Call:
         b2bua.note_setup_delay(b2bua.sip.time() - self.received_at)
         await self._announce_ringing()
 
+    async def _add_callee_legs(self, session: MediaSession) -> None:
+        """The callee's media leg: plain RTP for phones and providers, WebRTC
+        for browsers, both when the targets are of both kinds (a delayed
+        offer gets plain only: the browser's 2xx would have to offer)."""
+        targets = self.plan.targets
+        browsers = self.offer is not None and any(t.webrtc for t in targets)
+        phones = not browsers or any(not t.webrtc for t in targets)
+        if browsers:
+            self.callee_webrtc = await session.add_leg("callee-webrtc", webrtc=True)
+        self.callee_media = await session.add_leg("callee") if phones else self.callee_webrtc
+
     def dial(self, targets: tuple[Target, ...]) -> bool:
         """Ring `targets` with the caller's offer (anchored at the callee's
-        leg; none for a delayed offer) for the plan's ring timeout; False
-        when every one failed at once (and the call has ended)."""
+        leg, WebRTC for a browser; none for a delayed offer) for the plan's
+        ring timeout; False when every one failed at once (and the call has ended)."""
         assert self.callee_media is not None
         offer = b""  # a delayed offer goes on delayed: the callee's 2xx offers
+        webrtc_offer: bytes | None = None
         if self.offer is not None and self.audio is not None:
-            offer = self.anchored(self.offer, self.audio, self.callee_media)
+            browser = self.callee_webrtc
+            if self.callee_media is not browser:
+                offer = self.anchored(self.offer, self.audio, self.callee_media)
+            if browser is not None:
+                try:
+                    webrtc_offer = self.anchored(self.offer, self.audio, browser)
+                except SdpError as error:  # no G.711 for the browser: the phones still ring
+                    log_event(logger, logging.INFO, "call.no_webrtc_offer", error=error.reason)
+                    targets = tuple(t for t in targets if not t.webrtc)
         dialing = self.dialing = self.new_dialing(self)
         self.phase = Phase.RINGING
         max_forwards = self.invite.headers.get("Max-Forwards")
         dialing.start(
             targets,
             offer,
+            webrtc_sdp=webrtc_offer,
             display_name=self.invite.from_.display_name,
             max_forwards=min(70, int(max_forwards) - 1) if max_forwards else 70,
         )
@@ -433,6 +462,7 @@ class Call:
         if sdp is not None and self.callee_media is not None and self.caller_media is not None:
             try:
                 audio = checked_audio(sdp, self.b2bua.media)
+                self._callee_leg_of(fork)
                 self.set_remote(self.callee_media, audio, fork.peer)
                 self._connect()
                 body = self.anchored(sdp, audio, self.caller_media)
@@ -455,6 +485,7 @@ class Call:
             return
         dialog, answer, audio = read
         b2bua = self.b2bua
+        self._callee_leg_of(fork)
         assert self.caller_media is not None and self.callee_media is not None
         assert self.dialing is not None
         callee = self.callee = Leg.of(
@@ -491,6 +522,18 @@ class Call:
         log_event(logger, logging.DEBUG, "call.answered", record=self.record)
         if self.plan.max_talk_duration > 0:
             self.arm(self.plan.max_talk_duration, self.talk_limit)
+
+    def _callee_leg_of(self, fork: Fork) -> None:
+        """The media leg for `fork`'s answer becomes the callee's: the
+        WebRTC leg when it is a browser's, else the plain one."""
+        if fork.webrtc and self.callee_webrtc is not None:
+            if self.callee_media is not self.callee_webrtc:
+                self._phones_media = self.callee_media
+            self.callee_media = self.callee_webrtc
+        elif self.callee_media is self.callee_webrtc and self._phones_media is not None:
+            self.callee_media = self._phones_media
+        if self.bridge is not None and self.callee_media not in self.bridge.legs:
+            self.bridge = None  # early media came from a fork of the other kind
 
     def read_answer(
         self, fork: Fork, response: Response
@@ -698,6 +741,8 @@ class Call:
         player = self.b2bua.player
         if player is None:
             return None
+        if self._restarts_ice(leg, audio):
+            return None  # our answer needs new ICE credentials: built afresh
         if audio.holds:
             heard = self.remote_audio.get(self.other(leg).media)
             if heard is None or playable_codec(heard.payload_types) is None:
@@ -705,6 +750,14 @@ class Call:
         elif leg.role not in self.holding:
             return None
         return answered_locally(leg.sdp_sent, offer)
+
+    def _restarts_ice(self, leg: Leg, audio: Audio) -> bool:
+        """Whether a browser's re-offer changes its ICE username (a restart)."""
+        before = self.remote_audio.get(leg.media)
+        theirs = None if before is None else before.webrtc
+        return (
+            audio.webrtc is not None and theirs is not None and audio.webrtc.ufrag != theirs.ufrag
+        )
 
     def _hold_locally(
         self,
@@ -965,7 +1018,9 @@ class Call:
         self.remote_audio[leg] = audio
         self._dtmf_negotiated(leg, audio)
         self.session.expect_media(leg, audio.sends)
-        if audio.host in NULL_ADDRESSES:
+        if audio.webrtc is not None and leg.webrtc is not None:
+            self.session.set_webrtc_remote(leg, audio.webrtc)
+        elif audio.host in NULL_ADDRESSES:
             return  # RFC 2543 hold: nowhere to send
         b2bua = self.b2bua
         self.session.set_remote(
@@ -986,8 +1041,30 @@ class Call:
                 self.session.sdp_sent(leg)
 
     def anchored(self, sdp: SessionDescription, audio: Audio, leg: MediaLeg) -> bytes:
-        """`sdp` pointed at `leg`: its audio at our address and the leg's port."""
-        return anchored(sdp, audio, self.b2bua.media_address, leg.local_address[1])
+        """`sdp` pointed at `leg`: its audio at our address and the leg's
+        port; WebRTC SDP for a browser's leg (pbx/webrtc_sdp.py), plain
+        RTP/AVP from a browser's SDP for a phone's. `SdpError` (488) when
+        the two have no G.711 in common."""
+        address, port = self.b2bua.media_address, leg.local_address[1]
+        local = leg.webrtc
+        if local is not None:
+            # Before the browser said its DTLS role we offer actpass; after,
+            # every SDP (answer or re-offer) keeps the role taken (RFC 8842 §5).
+            theirs = self.remote_audio.get(leg)
+            remote = theirs.webrtc if theirs is not None else None
+            return webrtc_of(
+                sdp,
+                audio,
+                local,
+                address,
+                port,
+                setup="actpass" if remote is None else answer_setup(remote),
+                mid=theirs.mid if theirs is not None and theirs.mid else "0",
+                bundle=theirs is not None and theirs.bundle,
+            )
+        if audio.webrtc is not None:
+            return plain_of(sdp, audio, address, port)
+        return anchored(sdp, audio, address, port)
 
     # --- DTMF (pbx/dtmf.py) --------------------------------------------------------
 

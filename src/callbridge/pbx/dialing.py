@@ -45,6 +45,8 @@ class Target:
     asserted_user: str | None = None
     # The proxies the device registered through (its Path), as Route.
     routes: tuple[NameAddr, ...] = ()
+    # A browser (registered over WebSocket): it takes WebRTC SDP only.
+    webrtc: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -61,6 +63,8 @@ class Fork:
     # A CANCEL waits for a provisional response (RFC 3261 §9.1).
     cancel_reason: str | None = None
     cancelled: bool = False
+    # Sent the WebRTC offer (a browser): its answer is for the WebRTC leg.
+    webrtc: bool = False
 
 
 class DialingOwner(Protocol):
@@ -107,14 +111,18 @@ class Dialing:
         targets: tuple[Target, ...] | list[Target],
         sdp: bytes,
         *,
+        webrtc_sdp: bytes | None = None,
         display_name: str | None = None,
         max_forwards: int = 70,
     ) -> None:
         """Send an INVITE to every target (with `sdp`, or none for a delayed
-        offer); `failed()` at once when every one failed as it was sent."""
+        offer; a browser target with `webrtc_sdp` when given); `failed()` at
+        once when every one failed as it was sent."""
         self.active = self._starting = True
         for target in targets:
-            self._fork(target, sdp, display_name, max_forwards)
+            webrtc = target.webrtc and webrtc_sdp is not None
+            body = webrtc_sdp if webrtc and webrtc_sdp is not None else sdp
+            self._fork(target, body, display_name, max_forwards, webrtc=webrtc)
         self._starting = False
         if self.active and all(fork.final for fork in self.forks):
             self.active = False
@@ -182,7 +190,13 @@ class Dialing:
     # --- the forks ---------------------------------------------------------------
 
     def _fork(
-        self, target: Target, sdp: bytes, display_name: str | None, max_forwards: int
+        self,
+        target: Target,
+        sdp: bytes,
+        display_name: str | None,
+        max_forwards: int,
+        *,
+        webrtc: bool = False,
     ) -> None:
         display = None
         if display_name and target.trunk is None:
@@ -205,7 +219,7 @@ class Dialing:
         for route in target.routes:
             headers.add("Route", str(route))
         request = Request("INVITE", target.uri.copy(), headers, sdp)
-        fork = Fork(target.peer, request, trunk=target.trunk)
+        fork = Fork(target.peer, request, trunk=target.trunk, webrtc=webrtc)
         self.forks.append(fork)
         self.register(request.call_id, request.from_.tag or "")
         self._send(fork)

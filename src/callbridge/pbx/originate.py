@@ -20,6 +20,7 @@ import re
 from dataclasses import replace
 
 from ..logs import log_event
+from ..media.engine import Leg as MediaLeg
 from ..media.engine import MediaSession
 from ..media.errors import MediaError
 from ..sip import Headers, Request, Response
@@ -30,12 +31,13 @@ from ..sip.sdp import SdpError, SessionDescription, parse_sdp
 from ..sip.transaction import ServerInviteTransaction, new_call_id, new_tag
 from ..sip.uri import format_hostport, name_addr, sip_uri
 from .anchor import SDP_TYPE, audio_of, checked_audio, sdp_of
-from .b2bua import B2bua, user_of
+from .b2bua import B2bua, takes_webrtc, user_of
 from .call import Call, Phase, Plan
 from .dialing import ALLOW, Dialing, Fork, Target
 from .legs import Leg
 from .lines import Line
 from .registrar import Binding
+from .webrtc_sdp import webrtc_of
 
 logger = logging.getLogger("callbridge.calls")
 
@@ -95,8 +97,16 @@ class Originator:
                 call.media_timed_out()
 
         session = b2bua.media.create_session(invite.call_id, on_timeout=timed_out)
+        browsers = [takes_webrtc(binding) for binding in bindings]
+        browser_leg: MediaLeg | None = None
         try:
-            employee_leg = await session.add_leg("caller")
+            # Browsers take WebRTC, phones plain RTP: a leg for each kind
+            # the employee has; the device that answers keeps its kind's.
+            if any(browsers):
+                browser_leg = await session.add_leg("caller-webrtc", webrtc=True)
+            employee_leg = browser_leg
+            if employee_leg is None or not all(browsers):
+                employee_leg = await session.add_leg("caller")
             customer_leg = await session.add_leg("callee")
         except MediaError as error:
             await session.close()
@@ -114,7 +124,21 @@ class Originator:
             port=employee_leg.local_address[1],
             session_id=str(random.getrandbits(32)),
         )
-        origin = EmployeeOrigin(line, offer)
+        webrtc_offer = None
+        if browser_leg is not None and browser_leg.webrtc is not None:
+            webrtc_offer = parse_sdp(
+                webrtc_of(
+                    offer,
+                    audio_of(offer),
+                    browser_leg.webrtc,
+                    b2bua.media_address,
+                    browser_leg.local_address[1],
+                    setup="actpass",
+                )
+            )
+            if employee_leg is browser_leg:
+                offer = webrtc_offer
+        origin = EmployeeOrigin(line, offer, webrtc_offer=webrtc_offer, webrtc_media=browser_leg)
         call = Call(
             b2bua,
             plan=plan,
@@ -206,9 +230,19 @@ class EmployeeOrigin:
 
     peer: object = None  # we called the caller: no flow of theirs to answer on
 
-    def __init__(self, line: Line, first_offer: SessionDescription) -> None:
+    def __init__(
+        self,
+        line: Line,
+        first_offer: SessionDescription,
+        *,
+        webrtc_offer: SessionDescription | None = None,
+        webrtc_media: MediaLeg | None = None,
+    ) -> None:
         self.line = line
         self.first_offer = first_offer
+        # For the employee's browsers: our WebRTC offer and its media leg.
+        self.webrtc_offer = webrtc_offer
+        self.webrtc_media = webrtc_media
         self.dialing: Dialing | None = None
         # The employee's side has been told the call is over (or hung up).
         self.released = False
@@ -228,6 +262,7 @@ class EmployeeOrigin:
                 from_host=host,
                 to_user=self.line.number,
                 routes=binding.path,
+                webrtc=takes_webrtc(binding),
             )
             for binding in bindings
         ]
@@ -242,7 +277,12 @@ class EmployeeOrigin:
         )
         self.dialing = call.new_dialing(_EmployeeDevices(self, call))
         call.arm(self.line.ring_timeout, lambda: self._timed_out(call))
-        self.dialing.start(targets, self.first_offer.to_bytes())
+        webrtc = self.webrtc_offer
+        self.dialing.start(
+            targets,
+            self.first_offer.to_bytes(),
+            webrtc_sdp=None if webrtc is None else webrtc.to_bytes(),
+        )
 
     def device_answered(self, call: Call, fork: Fork, response: Response) -> None:
         assert self.dialing is not None
@@ -253,6 +293,10 @@ class EmployeeOrigin:
         if read is None:
             return
         dialog, answer, audio = read
+        if fork.webrtc and self.webrtc_media is not None and self.webrtc_offer is not None:
+            # A browser answered: its leg is the employee's, and the offer
+            # our session goes on from (a codec re-offer) is the WebRTC one.
+            call.caller_media, self.first_offer = self.webrtc_media, self.webrtc_offer
         assert call.caller_media is not None
         call.caller = Leg.of(
             call.b2bua.sip,
