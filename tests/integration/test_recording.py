@@ -99,20 +99,6 @@ def the_call(client: httpx.Client, *, recorded: bool = True, timeout: float = 10
         time.sleep(0.1)
 
 
-def channel_heard(path: Path, channel: int, tone: float, workdir: Path) -> tones.Heard:
-    """What one channel of a stereo recording holds (tones.analyse on it alone)."""
-    with wave.open(str(path)) as recording:
-        assert (recording.getnchannels(), recording.getframerate()) == (2, 8000)
-        frames = np.frombuffer(recording.readframes(recording.getnframes()), "<i2")
-    mono = workdir / f"{path.stem}-{channel}.wav"
-    with wave.open(str(mono), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(frames.reshape(-1, 2)[:, channel].copy().tobytes())
-    return tones.analyse(mono, tone)
-
-
 def assert_holds(heard: tones.Heard, tone: float, seconds: float, context: str) -> None:
     context = f"{heard}\n{context}"
     assert heard.seconds >= seconds, context
@@ -187,8 +173,8 @@ def test_each_channel_holds_the_tone_its_side_sent(
     recorded_call: RecordedCall, tmp_path: Path
 ) -> None:
     context = recorded_call.log[-5000:]
-    left = channel_heard(recorded_call.file, 0, CALLER_TONE, tmp_path)
-    right = channel_heard(recorded_call.file, 1, CALLEE_TONE, tmp_path)
+    left = tones.channel_heard(recorded_call.file, 0, CALLER_TONE, tmp_path)
+    right = tones.channel_heard(recorded_call.file, 1, CALLEE_TONE, tmp_path)
     assert_holds(left, CALLER_TONE, TALK - 1, context)
     assert_holds(right, CALLEE_TONE, TALK - 1, context)
 
@@ -276,7 +262,7 @@ def test_a_recording_survives_kill_9_and_plays_after_the_restart(tmp_path: Path)
     duration = call["recording"]["duration"]
     assert KILLED_AFTER - 1.5 <= duration <= KILLED_AFTER + 1.0, context
     assert frames / 8000 == pytest.approx(duration, abs=0.001)
-    left = channel_heard(path, 0, CALLER_TONE, tmp_path)
-    right = channel_heard(path, 1, CALLEE_TONE, tmp_path)
+    left = tones.channel_heard(path, 0, CALLER_TONE, tmp_path)
+    right = tones.channel_heard(path, 1, CALLEE_TONE, tmp_path)
     assert_holds(left, CALLER_TONE, KILLED_AFTER - 2.0, context)
     assert_holds(right, CALLEE_TONE, KILLED_AFTER - 2.0, context)

@@ -268,10 +268,23 @@ async def test_a_browser_calls_a_desk_phone_and_each_hears_the_other(
         api.headers["Authorization"] = f"Bearer {token}"
         for _ in range(50):
             items = api.get("/api/v1/calls").json()["items"]
-            if items and items[0]["status"] != "in_progress":
+            if items and items[0]["status"] != "in_progress" and items[0]["recording"]:
                 break
             time.sleep(0.1)
-    assert items[0]["status"] == "answered", items
+        assert items[0]["status"] == "answered", items
+        # Recorded like any call: the browser (the caller, an internal
+        # call's customer) on the left, the desk phone on the right; played
+        # from a link as the panel's player does, without the header.
+        link = api.post(f"/api/v1/calls/{items[0]['id']}/recording/link").json()["url"]
+        played = httpx.get(base_url + link, timeout=10)
+    assert played.status_code == 200, played.text
+    recording = tmp_path / "recording.wav"
+    recording.write_bytes(played.content)
+    left = tones.channel_heard(recording, 0, CALLER_TONE, tmp_path)
+    right = tones.channel_heard(recording, 1, CALLEE_TONE, tmp_path)
+    for heard, tone in ((left, CALLER_TONE), (right, CALLEE_TONE)):
+        assert heard.seconds >= TALK - 1 and abs(heard.peak_hz - tone) <= 20, (heard, diagnostics)
+        assert heard.purity >= 0.9, (heard, diagnostics)
 
 
 async def test_a_desk_phone_calls_a_browser_which_is_offered_webrtc_and_both_hear(

@@ -79,6 +79,20 @@ def analyse(path: Path, tone: float, *, last: float | None = None) -> Heard:
     )
 
 
+def channel_heard(path: Path, channel: int, tone: float, workdir: Path) -> Heard:
+    """What one channel of a stereo recording holds (tones.analyse on it alone)."""
+    with wave.open(str(path)) as recording:
+        assert (recording.getnchannels(), recording.getframerate()) == (2, 8000)
+        frames = np.frombuffer(recording.readframes(recording.getnframes()), "<i2")
+    mono = workdir / f"{path.stem}-{channel}.wav"
+    with wave.open(str(mono), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(frames.reshape(-1, 2)[:, channel].copy().tobytes())
+    return analyse(mono, tone)
+
+
 def assert_hears(
     phone: Baresip,
     tone: float,
