@@ -424,7 +424,7 @@ def shed_callers(
         workdir,
         callees,
         scenario=SHED_CALLER,
-        extra=("-trace_rtt", "-rtt_freq", "1"),
+        extra=("-trace_rtt", "-rtt_freq", "1", "-trace_err"),
     )
     latencies = refusal_latencies(workdir)
     result["refused"] = len(latencies)
