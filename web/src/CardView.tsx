@@ -1,0 +1,48 @@
+import { useEffect, useState } from "react";
+import { ApiError, api, type CardOut, type CardType } from "./api";
+import { typeLabel } from "./cards";
+import { t } from "./i18n";
+
+export function CardView({ type, id }: { type: CardType; id: number }) {
+  const [card, setCard] = useState<CardOut | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => {
+    api
+      .card(type, id)
+      .then(setCard)
+      .catch((failure: unknown) => setError(failure instanceof ApiError ? failure.detail : String(failure)));
+  }, [type, id]);
+  return (
+    <section className="card-view" aria-label={typeLabel(type)}>
+      <p>
+        <a href="#/">{t("back")}</a>
+      </p>
+      {error && (
+        <p className="error" role="alert">
+          {error}
+        </p>
+      )}
+      {card && (
+        <>
+          <h2>
+            <span className="card-type">{typeLabel(type)}</span> {card.name}
+          </h2>
+          {card.email && (
+            <p>
+              {t("email")}: {card.email}
+            </p>
+          )}
+          <h3>{t("phones")}</h3>
+          <ul>
+            {card.phones.map((phone, index) => (
+              <li key={index}>
+                {phone.number} <span className="muted">{phone.type}</span>
+              </li>
+            ))}
+          </ul>
+          {card.comment && <p className="comment">{card.comment}</p>}
+        </>
+      )}
+    </section>
+  );
+}
