@@ -36,7 +36,8 @@ export function App() {
         token={route.params.get("token") ?? ""}
         onDone={(message) => {
           setNotice(message);
-          go("/");
+          // The link is spent: out of the address bar and the tab's history.
+          go("/", true);
         }}
       />
     );

@@ -34,7 +34,7 @@ export function Panel({ me, route, onSignedOut }: Props) {
   const [phone, setPhone] = useState<PhoneView>({ state: "offline", problem: null, reason: null, calls: [] });
   const [problems, setProblems] = useState<Key[]>([]);
   const [ringing, setRinging] = useState<Ringing[]>([]);
-  const [eventsOnline, setEventsOnline] = useState(true);
+  const [eventsOnline, setEventsOnline] = useState<boolean | null>(null);
   const [historyVersion, setHistoryVersion] = useState(0);
   const softphone = useRef<Softphone | null>(null);
 
@@ -159,7 +159,7 @@ export function Panel({ me, route, onSignedOut }: Props) {
   const onHistory = route.path === "/history";
 
   return (
-    <div className="panel">
+    <div className="panel" data-events={eventsOnline === null ? "connecting" : eventsOnline ? "online" : "offline"}>
       <header className="top">
         <strong className="brand">{t("appName")}</strong>
         <StatusBadge phone={phone} />
@@ -194,7 +194,7 @@ export function Panel({ me, route, onSignedOut }: Props) {
               : t("phoneFailed", { reason: phone.reason ?? "" })}
         </p>
       )}
-      {!eventsOnline && (
+      {eventsOnline === false && (
         <p className="notice" role="status">
           {t("eventsOffline")}
         </p>

@@ -24,8 +24,6 @@ export function Setup({ token, onDone }: Props) {
     setError(null);
     try {
       await api.setup(token, login, password);
-      // The link is spent: take the token out of the address bar and history.
-      history.replaceState(null, "", "/#/");
       onDone(t("setupDone"));
     } catch (failure) {
       if (failure instanceof ApiError && failure.status === 409) onDone(t("setupExists"));

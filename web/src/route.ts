@@ -23,6 +23,13 @@ export function useRoute(): Route {
   return route;
 }
 
-export function go(path: string): void {
-  location.hash = `#${path}`;
+// `replace`: the current entry goes (a spent setup link leaves no trace in
+// the tab's history).
+export function go(path: string, replace = false): void {
+  if (replace) {
+    history.replaceState(null, "", `/#${path}`);
+    window.dispatchEvent(new HashChangeEvent("hashchange"));
+  } else {
+    location.hash = `#${path}`;
+  }
 }

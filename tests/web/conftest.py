@@ -1,0 +1,69 @@
+"""The panel in headless Chromium (Debian's, driven by Playwright for
+Python: never `playwright install`) against a real `callbridge serve`, with
+fake media devices. The bundle is `make web`'s (web/dist)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE = REPO / "web" / "dist" / "index.html"
+SCREENSHOTS = REPO / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+# A narrow side panel beside a CRM: the size the screenshots show.
+SIDE_PANEL = {"width": 360, "height": 720}
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    if not BUNDLE.is_file():
+        pytest.fail("the panel is not built: `make web` (make web-test does it)")
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail("chromium is not installed: `make test-deps` installs Debian's")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh profile in English with the microphone and notifications allowed."""
+    opened = browser.new_context(
+        locale="en-US", viewport=SIDE_PANEL, permissions=["microphone", "notifications"]
+    )
+    opened.set_default_timeout(10_000)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
+
+
+def screenshot(page: Page, name: str) -> None:
+    """A small PNG of the page for the README (docs/screenshots/NAME.png)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
