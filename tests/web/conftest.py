@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
+# A callbridge for calls (admin, lines, SIPp phones): the integration tests'.
+from ..integration.test_calls import pbx, start_pbx  # noqa: F401 - fixtures
+
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "web" / "dist" / "index.html"
 SCREENSHOTS = REPO / "docs" / "screenshots"

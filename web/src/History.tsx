@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useEffect, useState, type ReactNode } from "react";
 import { ApiError, api, type CallOut, type Me } from "./api";
 import { CardLink } from "./CardLink";
 import { isKey, language, t } from "./i18n";
@@ -15,6 +15,11 @@ function duration(seconds: number): string {
   const m = Math.floor(seconds / 60);
   const s = seconds % 60;
   return `${m}:${String(s).padStart(2, "0")}`;
+}
+
+// Read by screen readers, not shown: what each value of a row is.
+function Hidden({ children }: { children: ReactNode }) {
+  return <span className="sr-only">{children}</span>;
 }
 
 const when = new Intl.DateTimeFormat(language, { dateStyle: "short", timeStyle: "short" });
@@ -99,21 +104,26 @@ export function History({ me, version }: Props) {
                 data-direction={call.direction}
               >
                 <div className="call-main">
-                  <span className={`arrow ${call.direction}`} aria-label={label(call.direction)} title={label(call.direction)}>
+                  <span className={`arrow ${call.direction}`} aria-hidden="true">
                     {call.direction === "incoming" ? "↙" : call.direction === "outgoing" ? "↗" : "↔"}
                   </span>
-                  <span className="client" aria-label={t("clientNumber")}>
-                    {call.client_number ?? call.caller_number}
-                  </span>
+                  <Hidden>{label(call.direction)}, {t("clientNumber")}: </Hidden>
+                  <span className="client">{call.client_number ?? call.caller_number}</span>
                   {call.card ? <CardLink card={call.card} /> : null}
                 </div>
                 <div className="call-details">
-                  <time dateTime={call.started_at} aria-label={t("when")}>
-                    {when.format(new Date(call.started_at))}
-                  </time>
-                  <span aria-label={t("internalNumber")}>{call.internal_number ?? "—"}</span>
-                  <span aria-label={t("duration")}>{duration(call.talk_seconds)}</span>
-                  <span className="status" aria-label={t("status")}>
+                  <Hidden>{t("when")}: </Hidden>
+                  <time dateTime={call.started_at}>{when.format(new Date(call.started_at))}</time>
+                  <span>
+                    <Hidden>{t("internalNumber")}: </Hidden>
+                    {call.internal_number ?? "—"}
+                  </span>
+                  <span>
+                    <Hidden>{t("duration")}: </Hidden>
+                    {duration(call.talk_seconds)}
+                  </span>
+                  <span className="status">
+                    <Hidden>{t("status")}: </Hidden>
                     {label(call.status)}
                   </span>
                 </div>
