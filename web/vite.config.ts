@@ -3,8 +3,8 @@ import react from "@vitejs/plugin-react";
 
 // `npm run dev` serves the panel with hot reload and passes the API, the
 // event stream and SIP over WebSocket to a running `callbridge serve`
-// (CALLBRIDGE_URL, default http://127.0.0.1:8080).
-const server = process.env.CALLBRIDGE_URL ?? "http://127.0.0.1:8080";
+// (CALLBRIDGE_URL, default http://127.0.0.1:8000).
+const server = process.env.CALLBRIDGE_URL ?? "http://127.0.0.1:8000";
 
 export default defineConfig({
   plugins: [react()],
