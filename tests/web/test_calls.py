@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import BrowserContext, Page, expect
 
 from ..integration.conftest import SippProcess, free_port, start_sipp
 from ..integration.test_calls import BOB, Pbx, _assert_succeeded
@@ -86,6 +86,25 @@ def _one_of(*values: str) -> re.Pattern[str]:
     return re.compile("^(" + "|".join(values) + ")$")
 
 
+# Notifications the page makes, kept in the page (the real ones are made too).
+_NOTIFICATION_SPY = """
+(() => {
+  const Real = window.Notification;
+  window.__notified = [];
+  class Spy extends Real {
+    constructor(title, options) {
+      super(title, options);
+      window.__notified.push({title, body: options && options.body, tag: options && options.tag});
+      window.__lastNotification = this;
+    }
+  }
+  Object.defineProperty(Spy, "permission", {get: () => Real.permission});
+  Spy.requestPermission = (...args) => Real.requestPermission(...args);
+  window.Notification = Spy;
+})();
+"""
+
+
 def _watch_for_the_card(page: Page) -> None:
     """Note (in the page, by the wall clock) when a ringing card first appears."""
     page.evaluate(
@@ -133,12 +152,9 @@ def test_a_known_caller_rings_with_the_contact_and_the_missed_call_is_red(
         # Anna's contact is Bob's to open: he owns it.
         bob = api.get("/api/v1/employees").json()["items"]
         bob_id = next(e["id"] for e in bob if e["name"] == "Bob Operator")
-        assert (
-            api.patch(
-                f"/api/v1/contacts/{anna.json()['id']}", json={"owner_id": bob_id}
-            ).status_code
-            == 200
-        )
+        owned = api.patch(f"/api/v1/contacts/{anna.json()['id']}", json={"owner_id": bob_id})
+        assert owned.status_code == 200, owned.text
+    page.add_init_script(_NOTIFICATION_SPY)
     _sign_in(page, pbx)
 
     _watch_for_the_card(page)
@@ -155,6 +171,8 @@ def test_a_known_caller_rings_with_the_contact_and_the_missed_call_is_red(
     delay = _invite_to_card_ms(page, pbx)
     print(f"ringing card in the page {delay:.0f} ms after the INVITE reached callbridge")
     assert 0 < delay < 3000, delay
+    # The tab is in front: the card is enough, no notification.
+    assert page.evaluate("() => window.__notified") == []
 
     # Nobody answers: the ring timeout makes it missed, and the card goes.
     _assert_succeeded(customer, desk_phone, pbx=pbx)
@@ -180,15 +198,28 @@ def test_a_known_caller_rings_with_the_contact_and_the_missed_call_is_red(
 
 
 def test_an_unknown_caller_gets_a_contact_made_from_the_ringing_card(
-    pbx: Pbx,
-    page: Page,
+    pbx: Pbx, context: BrowserContext, page: Page
 ) -> None:
     provider_port = _operator(pbx, ring_timeout=10)
+    page.add_init_script(_NOTIFICATION_SPY)
     _sign_in(page, pbx)
+    # The operator works in another tab: the panel's has no focus.
+    # (Playwright tells every page it has the focus; without that
+    # emulation Chromium says what is true: the other tab has it.)
+    context.new_page().bring_to_front()
+    focus = context.new_cdp_session(page)
+    focus.send("Emulation.setFocusEmulationEnabled", {"enabled": False})
+    assert page.evaluate("() => document.hasFocus()") is False
 
     desk_phone = pbx.device(BOB, "call_uas_answer.xml")
-    customer = _customer(pbx, provider_port, STRANGER, "provider_uac_call.xml", talk_ms=5000)
+    customer = _customer(pbx, provider_port, STRANGER, "provider_uac_call.xml", talk_ms=6000)
     card = page.locator(".ringing")
+    expect(card).to_be_attached()
+    _until(lambda: bool(page.evaluate("() => window.__notified.length")), "no notification")
+    [notified] = page.evaluate("() => window.__notified")
+    assert notified["title"] == "Incoming call", notified
+    assert notified["body"] == "+79035550011 is calling", notified
+    focus.send("Emulation.setFocusEmulationEnabled", {"enabled": True})
     expect(card).to_be_visible()
     expect(card).to_contain_text("Unknown number")
     expect(card).to_contain_text("+79035550011")
@@ -202,6 +233,10 @@ def test_an_unknown_caller_gets_a_contact_made_from_the_ringing_card(
     card.get_by_role("button", name="Create", exact=True).click()
     expect(card.get_by_role("link", name="Ivan Petrov")).to_be_visible()
     expect(card).to_contain_text("Linked to this call")
+    # A reload during the call keeps its card, and the card its link.
+    page.reload()
+    card = page.locator(f'.ringing[data-call-id="{call_id}"]')
+    expect(card.get_by_role("link", name="Ivan Petrov")).to_be_visible()
 
     _assert_succeeded(customer, desk_phone, pbx=pbx)
     expect(card).to_have_count(0)

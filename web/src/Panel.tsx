@@ -2,7 +2,7 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import { api, storedToken, type CardRef, type CardType, type Me } from "./api";
 import { CardView } from "./CardView";
 import { DialPad } from "./DialPad";
-import { EventStream, type CallEvent } from "./events";
+import { EventStream, keepOpenFrom, type CallEvent } from "./events";
 import { History } from "./History";
 import { t, type Key } from "./i18n";
 import { askPermissions, notifyCall } from "./permissions";
@@ -81,7 +81,7 @@ export function Panel({ me, route, onSignedOut }: Props) {
             ? list
             : [
                 ...list,
-                { callId, number, direction: event.direction ?? "", matches, linked: null, colleague, answered: false, at: Date.now() },
+                { callId, seq: event.seq, number, direction: event.direction ?? "", matches, linked: null, colleague, answered: false, at: Date.now() },
               ],
         );
         const who = matches[0]?.name ?? colleague ?? number;
@@ -105,6 +105,11 @@ export function Panel({ me, route, onSignedOut }: Props) {
         return;
     }
   };
+
+  // A reload replays the events of the calls still shown.
+  useEffect(() => {
+    keepOpenFrom(ringing.length === 0 ? null : Math.min(...ringing.map((r) => r.seq)));
+  }, [ringing]);
 
   const registered = phone.state === "registered";
   const established = phone.calls.find((call) => call.established);

@@ -1,10 +1,11 @@
-import { useState, type FormEvent } from "react";
+import { useEffect, useState, type FormEvent } from "react";
 import { ApiError, api, type CardRef, type CardType } from "./api";
 import { CardLink } from "./CardLink";
 import { t, type Key } from "./i18n";
 
 export interface Ringing {
   callId: string;
+  seq: number; // the number of its `ringing` event
   number: string; // the caller's number as shown (the client's, else the caller's)
   direction: string;
   matches: CardRef[];
@@ -34,6 +35,16 @@ export function RingingCard({ ringing, canAnswer, inBrowser, onAnswer, onDecline
   const [name, setName] = useState("");
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
+  // A card linked before a reload comes back from the call's record.
+  useEffect(() => {
+    api
+      .call(ringing.callId)
+      .then((call) => {
+        if (call.card) onLinked(call.card);
+      })
+      .catch(() => undefined); // not written yet: nothing was linked
+    // Once per call: the record is read when its card first shows.
+  }, [ringing.callId]);
   const who = ringing.linked?.name ?? ringing.matches[0]?.name ?? ringing.colleague ?? ringing.number;
   const cards = ringing.linked ? [ringing.linked] : ringing.matches;
 

@@ -19,6 +19,9 @@ export interface CallEvent {
 }
 
 const SEEN_KEY = "callbridge.events.seen";
+// Where a reconnect (or a reload) must replay from so that the calls still
+// open are rebuilt: just before the first event of the oldest one.
+const FROM_KEY = "callbridge.events.from";
 const UNAUTHORIZED = 4401;
 
 interface Seen {
@@ -38,6 +41,20 @@ function readSeen(): Seen | null {
 
 export function forgetSeen(): void {
   sessionStorage.removeItem(SEEN_KEY);
+  sessionStorage.removeItem(FROM_KEY);
+}
+
+// `seq`: the number of the first event of the oldest call still shown
+// (null: none is open, replay only what was missed).
+export function keepOpenFrom(seq: number | null): void {
+  if (seq === null) sessionStorage.removeItem(FROM_KEY);
+  else sessionStorage.setItem(FROM_KEY, String(Math.max(0, seq - 1)));
+}
+
+function openFrom(): number | null {
+  const raw = sessionStorage.getItem(FROM_KEY);
+  const value = raw === null ? NaN : Number(raw);
+  return Number.isInteger(value) && value >= 0 ? value : null;
 }
 
 export class EventStream {
@@ -69,7 +86,9 @@ export class EventStream {
     const seen = readSeen();
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const query = new URLSearchParams({ token: this.token });
-    if (seen) query.set("since", String(seen.seq));
+    const from = openFrom();
+    if (from !== null && seen !== null && from < seen.seq) query.set("since", String(from));
+    else if (seen) query.set("since", String(seen.seq));
     const socket = new WebSocket(`${scheme}//${location.host}/ws/events?${query.toString()}`);
     this.socket = socket;
     socket.onopen = () => {
