@@ -154,11 +154,12 @@ def test_a_known_caller_rings_with_the_contact_and_the_missed_call_is_red(
         bob_id = next(e["id"] for e in bob if e["name"] == "Bob Operator")
         owned = api.patch(f"/api/v1/contacts/{anna.json()['id']}", json={"owner_id": bob_id})
         assert owned.status_code == 200, owned.text
+    # The desk phone first: SIPp's REGISTER checks that the 200 lists its
+    # binding alone (a browser that registers would be listed too).
+    desk_phone = pbx.device(BOB, "call_uas_cancelled.xml")
     page.add_init_script(_NOTIFICATION_SPY)
     _sign_in(page, pbx)
-
     _watch_for_the_card(page)
-    desk_phone = pbx.device(BOB, "call_uas_cancelled.xml")
     customer = _customer(pbx, provider_port, KNOWN, "provider_uac_refused.xml", talk_ms=0)
     card = page.locator(".ringing")
     expect(card).to_be_visible()
@@ -201,6 +202,7 @@ def test_an_unknown_caller_gets_a_contact_made_from_the_ringing_card(
     pbx: Pbx, context: BrowserContext, page: Page
 ) -> None:
     provider_port = _operator(pbx, ring_timeout=10)
+    desk_phone = pbx.device(BOB, "call_uas_answer.xml")
     page.add_init_script(_NOTIFICATION_SPY)
     _sign_in(page, pbx)
     # The operator works in another tab: the panel's has no focus.
@@ -211,7 +213,6 @@ def test_an_unknown_caller_gets_a_contact_made_from_the_ringing_card(
     focus.send("Emulation.setFocusEmulationEnabled", {"enabled": False})
     assert page.evaluate("() => document.hasFocus()") is False
 
-    desk_phone = pbx.device(BOB, "call_uas_answer.xml")
     customer = _customer(pbx, provider_port, STRANGER, "provider_uac_call.xml", talk_ms=6000)
     card = page.locator(".ringing")
     expect(card).to_be_attached()

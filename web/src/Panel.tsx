@@ -194,7 +194,9 @@ export function Panel({ me, route, onSignedOut }: Props) {
         <p className="notice" role="status">
           {phone.problem === "no-line"
             ? t("phoneNoLine")
-            : phone.problem === "unavailable"
+            : phone.problem === "disabled"
+              ? t("phoneDisabled")
+              : phone.problem === "unavailable"
               ? t("phoneUnavailable")
               : t("phoneFailed", { reason: phone.reason ?? "" })}
         </p>

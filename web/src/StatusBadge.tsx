@@ -12,6 +12,7 @@ export function StatusBadge({ phone }: { phone: PhoneView }) {
   const label = t(LABELS[phone.state]);
   let detail: string | null = null;
   if (phone.problem === "no-line") detail = t("phoneNoLine");
+  else if (phone.problem === "disabled") detail = t("phoneDisabled");
   else if (phone.problem === "unavailable") detail = t("phoneUnavailable");
   else if (phone.problem === "failed") detail = t("phoneFailed", { reason: phone.reason ?? "" });
   return (

@@ -7,7 +7,7 @@ import type { RTCSession } from "jssip/lib/RTCSession";
 import { ApiError, api, type SipCredentials } from "./api";
 
 export type PhoneState = "offline" | "registering" | "registered" | "reconnecting";
-export type PhoneProblem = "no-line" | "unavailable" | "failed" | null;
+export type PhoneProblem = "no-line" | "disabled" | "unavailable" | "failed" | null;
 
 export interface PhoneCall {
   session: RTCSession;
@@ -25,6 +25,8 @@ export interface PhoneView {
 
 // Credentials are fetched again this long before they expire.
 const RENEW_BEFORE_MS = 60_000;
+// After a failure, the next attempt with fresh credentials.
+const RETRY_MS = 5_000;
 
 export class Softphone {
   private ua: JsSIP.UA | null = null;
@@ -54,11 +56,13 @@ export class Softphone {
       if (this.stopped) return;
       if (error instanceof ApiError && error.status === 409) {
         this.update({ state: "offline", problem: "no-line", reason: null });
-      } else if (error instanceof ApiError && (error.status === 404 || error.status === 405)) {
+      } else if (error instanceof ApiError && error.status === 403) {
+        this.update({ state: "offline", problem: "disabled", reason: null });
+      } else if (error instanceof ApiError && [404, 405, 503].includes(error.status)) {
         this.update({ state: "offline", problem: "unavailable", reason: null });
       } else {
         this.update({ state: "reconnecting", problem: "failed", reason: String(error) });
-        this.renewTimer = window.setTimeout(() => void this.restart(), 10_000);
+        this.renewTimer = window.setTimeout(() => void this.restart(), RETRY_MS);
       }
       return;
     }
@@ -128,6 +132,9 @@ export class Softphone {
     ua.on("registrationFailed", (event: { cause?: string }) => {
       if (ua !== this.ua) return;
       this.update({ state: "reconnecting", problem: "failed", reason: event.cause ?? null });
+      // A refused credential (expired, or the line changed): a fresh one.
+      if (this.renewTimer !== null) window.clearTimeout(this.renewTimer);
+      this.renewTimer = window.setTimeout(() => void this.restart(), RETRY_MS);
     });
     ua.on("newRTCSession", (event: { originator: string; session: RTCSession }) => {
       if (ua === this.ua) this.track(event.session, event.originator === "remote");
