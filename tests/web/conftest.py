@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 # A callbridge for calls (admin, lines, SIPp phones): the integration tests'.
 from ..integration.test_calls import pbx, start_pbx  # noqa: F401 - fixtures
@@ -22,30 +22,38 @@ CHROMIUM = "/usr/bin/chromium"
 SIDE_PANEL = {"width": 360, "height": 720}
 
 
+# Quiet, headless, and nothing sent off this machine.
+BASE_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
 @pytest.fixture(scope="session")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+def playwright() -> Iterator[Playwright]:
     if not BUNDLE.is_file():
         pytest.fail("the panel is not built: `make web` (make web-test does it)")
     if shutil.which(CHROMIUM) is None:
         pytest.fail("chromium is not installed: `make test-deps` installs Debian's")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with sync_playwright() as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    """Chromium with fake media devices that the page may use."""
+    launched = playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[*BASE_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"],
+    )
+    try:
+        yield launched
+    finally:
+        launched.close()
 
 
 @pytest.fixture

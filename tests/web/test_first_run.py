@@ -11,9 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Playwright, expect
 
 from ..integration.conftest import Server, start_server, stop_server
+from .conftest import BASE_ARGS, CHROMIUM
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +79,32 @@ def test_the_logged_link_creates_the_admin_who_then_signs_in(
     expect(page.get_by_role("alert")).to_contain_text("used already")
     with httpx.Client(base_url=f"http://127.0.0.1:{fresh_server.http_port}") as client:
         assert client.get("/api/v1/setup").json() == {"needed": False}
+
+
+def test_refused_permissions_are_explained_at_sign_in(
+    fresh_server: Server, playwright: Playwright
+) -> None:
+    token = setup_link(fresh_server).rsplit("token=", 1)[1]
+    with httpx.Client(base_url=f"http://127.0.0.1:{fresh_server.http_port}") as client:
+        created = client.post(
+            "/api/v1/setup", json={"token": token, "login": "boss", "password": PASSWORD}
+        )
+        assert created.status_code == 201, created.text
+    # A browser of its own that allows nothing: no fake consent for the
+    # microphone, no permission granted, so both requests are refused.
+    strict = playwright.chromium.launch(executable_path=CHROMIUM, args=BASE_ARGS)
+    try:
+        page = strict.new_context(locale="en-US").new_page()
+        page.goto(f"http://127.0.0.1:{fresh_server.http_port}/")
+        page.get_by_label("Login").fill("boss")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        problems = page.locator(".problems")
+        expect(problems).to_contain_text("microphone")
+        expect(problems).to_contain_text("calls cannot be answered in this browser")
+        expect(problems).to_contain_text("Notifications are blocked")
+    finally:
+        strict.close()
 
 
 def test_a_russian_browser_gets_russian(fresh_server: Server, browser: Browser) -> None:
