@@ -3,7 +3,14 @@ import { ApiError, api, type CardOut, type CardType } from "./api";
 import { typeLabel } from "./cards";
 import { t } from "./i18n";
 
-export function CardView({ type, id }: { type: CardType; id: number }) {
+interface Props {
+  type: CardType;
+  id: number;
+  // Dials a number from the softphone; null while it is not registered.
+  onCall: ((number: string) => void) | null;
+}
+
+export function CardView({ type, id, onCall }: Props) {
   const [card, setCard] = useState<CardOut | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
@@ -36,7 +43,16 @@ export function CardView({ type, id }: { type: CardType; id: number }) {
           <ul>
             {card.phones.map((phone, index) => (
               <li key={index}>
-                {phone.number} <span className="muted">{phone.type}</span>
+                {phone.number} <span className="muted">{phone.type}</span>{" "}
+                <button
+                  type="button"
+                  className="small go"
+                  disabled={onCall === null}
+                  aria-label={t("callNumber", { number: phone.number })}
+                  onClick={() => onCall?.(phone.e164 ?? phone.number)}
+                >
+                  {t("call")}
+                </button>
               </li>
             ))}
           </ul>

@@ -226,7 +226,11 @@ export function Panel({ me, route, onSignedOut }: Props) {
       </div>
       <main>
         {cardMatch ? (
-          <CardView type={cardMatch[1] as CardType} id={Number(cardMatch[2])} />
+          <CardView
+            type={cardMatch[1] as CardType}
+            id={Number(cardMatch[2])}
+            onCall={registered ? (number) => softphone.current?.call(number) : null}
+          />
         ) : onHistory ? (
           <History me={me} version={historyVersion} />
         ) : (
