@@ -11,9 +11,10 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from ..integration.conftest import stop_server
-from ..integration.test_calls import BOB, Pbx
-from .test_calls import LOGIN, PASSWORD, _sign_in
+from ..integration.conftest import free_port, stop_server
+from ..integration.test_calls import BOB, Pbx, _assert_succeeded
+from ..integration.test_trunk_calls import PROVIDER, external_line, route_incoming_to
+from .test_calls import LOGIN, PASSWORD, STRANGER, _customer, _sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +60,26 @@ def test_the_softphone_registers_and_then_reconnects(pbx: Pbx, page: Page) -> No
     # The server goes away: the softphone says it is reconnecting, not registered.
     stop_server(pbx.server.process)
     expect(badge).to_have_attribute("data-state", "reconnecting")
+
+
+def test_alt_h_declines_the_call_in_the_browser_only(pbx: Pbx, page: Page) -> None:
+    _line_with_operator(pbx)
+    provider_port = free_port(host=PROVIDER)
+    external_line(pbx, provider_port)
+    route_incoming_to(pbx, BOB.number)
+    # The desk phone first (its REGISTER expects its binding alone).
+    desk_phone = pbx.device(BOB, "call_uas_cancelled.xml")
+    _sign_in(page, pbx)
+    expect(page.locator(".badge")).to_have_attribute("data-state", "registered")
+    customer = _customer(pbx, provider_port, STRANGER, "provider_uac_refused.xml", talk_ms=0)
+    card = page.locator(".ringing")
+    answer = card.get_by_role("button", name="Answer")
+    expect(answer).to_be_enabled()  # the call rings in the browser too
+    expect(answer).to_have_attribute("aria-keyshortcuts", "Alt+A")
+    page.keyboard.press("Alt+H")
+    # The browser's leg is declined: the card stays (the desk phone rings
+    # on), and there is nothing left to answer in the browser.
+    expect(answer).to_be_disabled()
+    expect(card).to_be_visible()
+    _assert_succeeded(customer, desk_phone, pbx=pbx)
+    expect(card).to_have_count(0)
