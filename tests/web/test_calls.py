@@ -18,7 +18,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 from ..integration.conftest import SippProcess, free_port, start_sipp
 from ..integration.test_calls import BOB, Pbx, _assert_succeeded
 from ..integration.test_trunk_calls import DID, PROVIDER, external_line, route_incoming_to
-from .conftest import screenshot
+from .conftest import SIDE_PANEL, screenshot
 
 pytestmark = pytest.mark.integration
 
@@ -128,6 +128,12 @@ def _invite_to_card_ms(page: Page, pbx: Pbx) -> float:
     return float(shown_at) - received.timestamp() * 1000
 
 
+def _fits_the_side_panel(page: Page) -> None:
+    """Nothing wider than the 360 px viewport: no sideways scrolling."""
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= SIDE_PANEL["width"], width
+
+
 def _until(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -174,6 +180,7 @@ def test_a_known_caller_rings_with_the_contact_and_the_missed_call_is_red(
         expect(answer).to_be_disabled()
         expect(card).to_contain_text("come alive when the softphone is registered")
     screenshot(page, "ringing")
+    _fits_the_side_panel(page)
     delay = _invite_to_card_ms(page, pbx)
     print(f"ringing card in the page {delay:.0f} ms after the INVITE reached callbridge")
     assert delay > 0, delay  # the card came after the INVITE (no timing goal: bench/)
@@ -192,6 +199,7 @@ def test_a_known_caller_rings_with_the_contact_and_the_missed_call_is_red(
     colour = missed.locator(".client").evaluate("e => getComputedStyle(e).color")
     assert colour == "rgb(207, 34, 46)", colour  # red
     screenshot(page, "history")
+    _fits_the_side_panel(page)
 
     # The filters ask the server: none answered, one missed.
     page.get_by_label("Status").select_option("answered")
