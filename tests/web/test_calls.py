@@ -209,6 +209,8 @@ def test_a_known_caller_rings_with_the_contact_and_the_missed_call_is_red(
     # The card link opens the contact.
     missed.get_by_role("link", name="Anna Petrova").click()
     expect(page.get_by_role("heading", name="Contact Anna Petrova")).to_be_visible()
+    # The card's own History has the call, red.
+    expect(page.locator("li.call.missed")).to_have_count(1)
     # Its numbers call from the softphone (once it is registered).
     expect(page.get_by_role("button", name="Call +7 916 123-45-67")).to_be_visible()
 

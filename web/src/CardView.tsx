@@ -1,5 +1,6 @@
 import { useEffect, useState } from "react";
-import { ApiError, api, type CardOut, type CardType } from "./api";
+import { ApiError, api, type CallOut, type CardOut, type CardType } from "./api";
+import { CallList } from "./CallList";
 import { typeLabel } from "./cards";
 import { t } from "./i18n";
 
@@ -12,12 +13,16 @@ interface Props {
 
 export function CardView({ type, id, onCall }: Props) {
   const [card, setCard] = useState<CardOut | null>(null);
+  const [calls, setCalls] = useState<CallOut[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
+    const failed = (failure: unknown) =>
+      setError(failure instanceof ApiError ? failure.detail : String(failure));
+    api.card(type, id).then(setCard).catch(failed);
     api
-      .card(type, id)
-      .then(setCard)
-      .catch((failure: unknown) => setError(failure instanceof ApiError ? failure.detail : String(failure)));
+      .cardCalls(type, id)
+      .then((page) => setCalls(page.items))
+      .catch(failed);
   }, [type, id]);
   return (
     <section className="card-view" aria-label={typeLabel(type)}>
@@ -57,6 +62,8 @@ export function CardView({ type, id, onCall }: Props) {
             ))}
           </ul>
           {card.comment && <p className="comment">{card.comment}</p>}
+          <h3>{t("history")}</h3>
+          {calls === null ? <p>{t("loading")}</p> : calls.length === 0 ? <p>{t("noCalls")}</p> : <CallList calls={calls} />}
         </>
       )}
     </section>

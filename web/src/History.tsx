@@ -1,7 +1,7 @@
-import { useCallback, useEffect, useState, type ReactNode } from "react";
+import { useCallback, useEffect, useState } from "react";
 import { ApiError, api, type CallOut, type Me } from "./api";
-import { CardLink } from "./CardLink";
-import { isKey, language, t } from "./i18n";
+import { CallList } from "./CallList";
+import { isKey, t } from "./i18n";
 
 const DIRECTIONS = ["", "incoming", "outgoing", "internal"] as const;
 const STATUSES = ["", "answered", "missed", "busy", "rejected", "failed", "cancelled", "in_progress"] as const;
@@ -10,19 +10,6 @@ const PAGE = 50;
 function label(value: string): string {
   return isKey(value) ? t(value) : value;
 }
-
-function duration(seconds: number): string {
-  const m = Math.floor(seconds / 60);
-  const s = seconds % 60;
-  return `${m}:${String(s).padStart(2, "0")}`;
-}
-
-// Read by screen readers, not shown: what each value of a row is.
-function Hidden({ children }: { children: ReactNode }) {
-  return <span className="sr-only">{children}</span>;
-}
-
-const when = new Intl.DateTimeFormat(language, { dateStyle: "short", timeStyle: "short" });
 
 interface Props {
   me: Me;
@@ -92,45 +79,7 @@ export function History({ me, version }: Props) {
       ) : page.items.length === 0 ? (
         <p>{t("noCalls")}</p>
       ) : (
-        <ol className="calls">
-          {page.items.map((call) => {
-            const missed = call.direction === "incoming" && call.status === "missed";
-            return (
-              <li
-                key={call.id}
-                className={missed ? "call missed" : "call"}
-                data-call-id={call.id}
-                data-status={call.status}
-                data-direction={call.direction}
-              >
-                <div className="call-main">
-                  <span className={`arrow ${call.direction}`} aria-hidden="true">
-                    {call.direction === "incoming" ? "↙" : call.direction === "outgoing" ? "↗" : "↔"}
-                  </span>
-                  <Hidden>{label(call.direction)}, {t("clientNumber")}: </Hidden>
-                  <span className="client">{call.client_number ?? call.caller_number}</span>
-                  {call.card ? <CardLink card={call.card} /> : null}
-                </div>
-                <div className="call-details">
-                  <Hidden>{t("when")}: </Hidden>
-                  <time dateTime={call.started_at}>{when.format(new Date(call.started_at))}</time>
-                  <span>
-                    <Hidden>{t("internalNumber")}: </Hidden>
-                    {call.internal_number ?? "—"}
-                  </span>
-                  <span>
-                    <Hidden>{t("duration")}: </Hidden>
-                    {duration(call.talk_seconds)}
-                  </span>
-                  <span className="status">
-                    <Hidden>{t("status")}: </Hidden>
-                    {label(call.status)}
-                  </span>
-                </div>
-              </li>
-            );
-          })}
-        </ol>
+        <CallList calls={page.items} />
       )}
       {page !== null && page.total > PAGE && (
         <div className="row">

@@ -132,6 +132,7 @@ export const api = {
   call: (id: string) => request<CallOut>("GET", `/calls/${encodeURIComponent(id)}`),
   link: (callId: string, type: CardType, id: number) =>
     request<CallOut>("POST", `/calls/${encodeURIComponent(callId)}/link`, { type, id }),
+  cardCalls: (type: CardType, id: number) => request<CallPage>("GET", `/${type}s/${id}/calls?limit=50`),
   card: (type: CardType, id: number) => request<CardOut>("GET", `/${type}s/${id}`),
   createCard: (type: CardType, name: string, number: string, callId: string) =>
     request<CardOut>("POST", `/${type}s`, {
