@@ -251,6 +251,8 @@ def test_an_unknown_caller_gets_a_contact_made_from_the_ringing_card(
     card.get_by_role("button", name="Create", exact=True).click()
     expect(card.get_by_role("link", name="Ivan Petrov")).to_be_visible()
     expect(card).to_contain_text("Linked to this call")
+    expect(card).to_have_class(re.compile(r"\banswered\b"))  # the desk phone took it
+    screenshot(page, "in-call")
     # A reload during the call keeps its card, and the card its link.
     page.reload()
     card = page.locator(f'.ringing[data-call-id="{call_id}"]')

@@ -150,22 +150,24 @@ export function RingingCard({ ringing, canAnswer, inBrowser, onAnswer, onDecline
           {error}
         </p>
       )}
-      <div className="row actions">
-        {!ringing.answered && (
-          <button type="button" className="go" disabled={!canAnswer} onClick={onAnswer} aria-keyshortcuts="Alt+A">
-            {t("answer")}
+      {(!ringing.answered || inBrowser) && (
+        <div className="row actions">
+          {!ringing.answered && (
+            <button type="button" className="go" disabled={!canAnswer} onClick={onAnswer} aria-keyshortcuts="Alt+A">
+              {t("answer")}
+            </button>
+          )}
+          <button
+            type="button"
+            className="danger"
+            disabled={!canAnswer && !inBrowser}
+            onClick={onDecline}
+            aria-keyshortcuts="Alt+H"
+          >
+            {ringing.answered ? t("hangUp") : t("decline")}
           </button>
-        )}
-        <button
-          type="button"
-          className="danger"
-          disabled={!canAnswer && !inBrowser}
-          onClick={onDecline}
-          aria-keyshortcuts="Alt+H"
-        >
-          {ringing.answered ? t("hangUp") : t("decline")}
-        </button>
-      </div>
+        </div>
+      )}
       {!canAnswer && !ringing.answered && <p className="muted small-print">{t("answerWaits")}</p>}
     </section>
   );
