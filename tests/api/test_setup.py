@@ -148,3 +148,4 @@ def test_the_link_carries_the_token_in_its_fragment() -> None:
     assert token.link("0.0.0.0", 80).startswith("http://localhost:80/#/setup?token=")
     assert token.link("::1", 80).startswith("http://[::1]:80/#/")
     assert SetupToken().value != token.value
+    assert token.value not in repr(token)

@@ -35,9 +35,12 @@ SETUP_POLICY = GuardPolicy(max_failures=10, window=60.0, block_for=900.0)
 class SetupToken:
     """The one-time secret that lets the first admin in: valid until used."""
 
-    value: str | None = field(default_factory=lambda: secrets.token_urlsafe(TOKEN_BYTES))
+    # Never in a repr: nothing that prints the app's state shows it.
+    value: str | None = field(
+        default_factory=lambda: secrets.token_urlsafe(TOKEN_BYTES), repr=False
+    )
     # One setup at a time: two requests with the token cannot both create an admin.
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def matches(self, presented: str) -> bool:
         value = self.value
