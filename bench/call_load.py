@@ -68,6 +68,7 @@ rate, every refusal within 50 ms, no accepted call failing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import re
@@ -475,13 +476,18 @@ def completed(result: dict[str, Any]) -> int:
     return int(result.get("callee_successful", 0))
 
 
-def overload_main(clean_rate: int, seconds: int) -> None:
+def overload_main(clean_rate: int, seconds: int, keep: Path | None = None) -> None:
     """`--overload`: offered twice `clean_rate` (the rate the plain run
-    completes without loss on this machine) for `seconds`."""
+    completes without loss on this machine) for `seconds`; with `keep`,
+    the logs (callbridge's, SIPp's) are left in that directory."""
     if shutil.which("sipp") is None:
         sys.exit("sipp is missing: `make test-deps` installs Debian's sip-tester")
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        else:
+            workdir = keep
+            workdir.mkdir(parents=True, exist_ok=True)
         ref = overload_reference(clean_rate, seconds, workdir)
         ours = overload_callbridge(clean_rate, seconds, workdir)
         stats = logged_stats(workdir / "callbridge.log", "sip.stats") or {}
@@ -521,9 +527,12 @@ def main() -> None:
         action="store_true",
         help="offer twice --rate (the clean rate) and report goodput and refusals",
     )
+    parser.add_argument(
+        "--keep", type=Path, help="with --overload: leave the logs in this directory"
+    )
     args = parser.parse_args()
     if args.overload:
-        overload_main(args.rate, args.seconds)
+        overload_main(args.rate, args.seconds, args.keep)
         return
     compare(
         __doc__,

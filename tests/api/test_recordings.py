@@ -261,3 +261,74 @@ async def test_the_choice_reaches_the_lines_a_version_runs(api: Api) -> None:
         config = await running_config(version, await read_live_state(session))
     assert config.lines.by_number["101"].recording is False
     assert config.trunks[0].recording is True
+
+
+# --- links an audio player can play ---------------------------------------------
+
+
+async def link(api: Api, call_id: str, role: str = "admin") -> str:
+    answer = await api.client.post(f"{URL}/{call_id}/recording/link", headers=api.auth(role))
+    assert answer.status_code == 201, answer.text
+    url: str = answer.json()["url"]
+    assert url.startswith(f"/api/v1/calls/{call_id}/recording?token=")
+    return url
+
+
+async def test_a_link_plays_and_seeks_without_the_authorization_header(api: Api) -> None:
+    call_id, content = await recorded_call(api)
+    url = await link(api, call_id)
+    whole = await api.client.get(url)
+    assert whole.status_code == 200 and whole.content == content
+    part = await api.client.get(url, headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == content[100:200]
+
+
+async def test_a_link_is_good_for_its_call_only_and_until_it_expires(api: Api) -> None:
+    call_id, _ = await recorded_call(api)
+    other, _ = await recorded_call(api)
+    url = await link(api, call_id)
+    token = url.rpartition("token=")[2]
+    elsewhere = await api.client.get(f"{URL}/{other}/recording?token={token}")
+    assert elsewhere.status_code == 401
+    forged = await api.client.get(f"{URL}/{call_id}/recording?token={'A' * 32}")
+    assert forged.status_code == 401
+    overlong = await api.client.get(f"{URL}/{call_id}/recording?token={'A' * 65}")
+    assert overlong.status_code == 422 and "token" in overlong.text
+    assert api.app is not None
+    links = api.app.state.recording_links
+    now = links.clock()
+    links.clock = lambda: now + 601
+    assert (await api.client.get(url)).status_code == 401
+
+
+async def test_a_link_is_checked_again_like_a_signed_in_request(api: Api) -> None:
+    # An operator links only what they may see, and their link dies with
+    # their account.
+    async with api.database.session() as session:
+        alice, bob = Employee(name="Alice"), Employee(name="Bob")
+        session.add_all([alice, bob])
+        await session.flush()
+        await session.execute(
+            update(User).where(User.username == "operator").values(employee_id=alice.id)
+        )
+        await session.commit()
+    own, content = await recorded_call(api, employee_id=alice.id)
+    other, _ = await recorded_call(api, employee_id=bob.id)
+    refused = await api.client.post(f"{URL}/{other}/recording/link", headers=api.auth("operator"))
+    assert refused.status_code == 403
+    url = await link(api, own, "operator")
+    assert (await api.client.get(url)).content == content
+    async with api.database.session() as session:
+        await session.execute(update(User).where(User.username == "operator").values(active=False))
+        await session.commit()
+    assert (await api.client.get(url)).status_code == 401
+
+
+async def test_no_link_for_a_call_without_a_finished_recording(api: Api) -> None:
+    plain = await api.add_call()
+    running, _ = await recorded_call(api, complete=False)
+    for call_id, expected in ((plain, 404), (running, 409)):
+        answer = await api.client.post(f"{URL}/{call_id}/recording/link", headers=api.auth())
+        assert answer.status_code == expected
+    signed_out = await api.client.post(f"{URL}/{plain}/recording/link")
+    assert signed_out.status_code == 401

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from callbridge.events import EventBus
 from callbridge.media.errors import MediaError
 from callbridge.pbx.auth import Authenticator
 from callbridge.pbx.b2bua import B2bua, ResponseHandler
@@ -395,6 +396,7 @@ class World:
         self.sip = FakeSip(self.clock)
         self.media = FakeMedia()
         self.recorder = FakeRecorder()
+        self.events = EventBus()
         self.location = MemoryLocation()
         self.lines = Lines.of(lines)
         guard = FloodGuard(GuardPolicy())
@@ -405,6 +407,7 @@ class World:
             location=self.location,
             media=self.media,  # type: ignore[arg-type]
             recorder=self.recorder,  # type: ignore[arg-type]
+            events=self.events,
             media_address=MEDIA_ADDRESS,
             lines=lambda: self.lines,
             wallclock=lambda: datetime(2026, 12, 7, tzinfo=UTC) + timedelta(seconds=self.clock.now),

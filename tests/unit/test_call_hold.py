@@ -172,3 +172,8 @@ async def test_music_stops_when_a_held_call_ends_and_the_hold_time_is_counted() 
     assert player.now() == []
     assert call.hold_seconds == pytest.approx(10)
     assert world.recorder.only().hold_seconds == 10
+    with world.events.subscribe(None, since=0) as events:
+        [ended] = [
+            e for e in [events.next_ready() for _ in range(events.pending)] if e.type == "ended"
+        ]
+    assert ended.data["hold_seconds"] == 10

@@ -741,3 +741,21 @@ async def test_behind_nat_a_phone_silent_at_first_still_latches_from_its_sip_hos
         assert leg_a.remote == phone.address
     finally:
         await engine.close()
+
+
+async def test_a_leg_taken_out_of_the_relay_still_times_out(
+    engine: LocalMediaEngine, call: Call, clock: FakeClock
+) -> None:
+    # Put on hold with music: both legs leave the relay, the held one hears
+    # the player. A held phone that dies ends the call all the same.
+    session, leg_a, leg_b, _, _ = call
+    session.disconnect(leg_a)
+    session.disconnect(leg_b)
+    session.expect_media(leg_a, False)  # the holder: sendonly, then nothing expected
+    timed_out: list[MediaSession] = []
+    session.on_timeout = timed_out.append
+    clock.now += 29
+    assert engine.check_timeouts() == []
+    clock.now += 1
+    assert engine.check_timeouts() == [session]  # the held leg (b) sent nothing for 30 s
+    assert timed_out == [session]

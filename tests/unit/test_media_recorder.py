@@ -7,6 +7,7 @@ clock's."""
 from __future__ import annotations
 
 import gc
+import shutil
 import struct
 import threading
 import wave
@@ -345,7 +346,9 @@ def talk(clock: FakeClock, left: FakeLeg, right: FakeLeg, seconds: float, n0: in
     return n
 
 
-def test_the_file_is_a_wav_of_what_was_written_after_every_append(tmp_path: Path) -> None:
+def test_a_file_killed_after_any_append_is_made_a_wav_of_what_was_written(
+    tmp_path: Path,
+) -> None:
     clock = FakeClock()
     recording = Recording("c1", tmp_path / "2026/12/07/c1.wav", clock(), clock)
     left, right = FakeLeg(PCMU), FakeLeg(PCMU)
@@ -353,8 +356,15 @@ def test_the_file_is_a_wav_of_what_was_written_after_every_append(tmp_path: Path
     right.add_tap(recording.taps[1])
     talk(clock, left, right, 2.0)
     recording.pump(clock())
-    # Killed here: what was appended is a WAV as it stands.
-    with wave.open(str(recording.path)) as read:
+    # Killed here: the header says nothing was written (sizes are written
+    # at the end), and the next start's finalize_wav makes it a WAV.
+    killed = tmp_path / "killed.wav"
+    shutil.copy(recording.path, killed)
+    assert finalize_wav(killed) == (
+        HEADER_SIZE + round((2.0 - LAG) * RATE) * FRAME_BYTES,
+        round((2.0 - LAG) * RATE),
+    )
+    with wave.open(str(killed)) as read:
         assert read.getnframes() == round((2.0 - LAG) * RATE)
     talk(clock, left, right, 1.0, 100)
     recording.stopped_at = clock()
@@ -441,6 +451,27 @@ def test_the_thread_writes_each_recording_and_reports_it_when_stopped(tmp_path: 
     recorder.close()
     assert recorder.active == 0
     with wave.open(str(tmp_path / "2026/12/07/b.wav")) as read:
+        assert read.getnframes() == 2 * RATE
+
+
+def test_a_call_ending_finishes_its_file_without_pumping_the_others(tmp_path: Path) -> None:
+    # 200 calls ending a second must not make the thread write every live
+    # recording 200 times a second: the others wait for their interval.
+    clock = FakeClock()
+    finished = threading.Event()
+    recorder = Recorder(tmp_path, lambda *_: finished.set(), clock=clock, pump_interval=3600.0)
+    legs = [FakeLeg(PCMU) for _ in range(4)]
+    ending = recorder.record("a" * 32, "a.wav", legs[0], legs[1])
+    recorder.record("b" * 32, "b.wav", legs[2], legs[3])
+    talk(clock, legs[0], legs[1], 1.0)
+    talk(clock, legs[2], legs[3], 1.0)
+    recorder.stop(ending, (legs[0], legs[1]))
+    assert finished.wait(5)
+    with wave.open(str(tmp_path / "a.wav")) as read:
+        assert read.getnframes() == 2 * RATE  # both talks: the clock ran through both
+    assert not (tmp_path / "b.wav").exists()  # not pumped: no file opened yet
+    recorder.close()
+    with wave.open(str(tmp_path / "b.wav")) as read:
         assert read.getnframes() == 2 * RATE
 
 

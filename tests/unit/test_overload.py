@@ -253,3 +253,27 @@ def test_once_shedding_every_window_behind_cuts_at_once() -> None:
     recovered = shedder.share
     feed(shedder, 0.06, 0.62, 0.82)  # one window behind
     assert shedder.share < recovered
+
+
+def test_an_overload_found_while_judging_a_call_is_told_by_the_next_sample() -> None:
+    # The SIP service judges new calls as they are read (the door), before
+    # their wait is sampled: the change a call's judgement finds is not lost.
+    shedder = LoadShedder(POLICY)
+    feed(shedder, 0.06, 0.0, 0.3)  # three windows behind, the third not yet closed
+    assert not shedder.overloaded
+    shedder.admits_call(call(1), 0.31)  # closes it: the overload starts here
+    assert shedder.overloaded
+    change = shedder.waited(0.06, 0.311)
+    assert change is not None and change.overloaded
+    assert shedder.waited(0.06, 0.312) is None  # told once
+
+
+def test_a_call_that_would_wait_behind_a_backlog_older_than_half_t1_is_refused() -> None:
+    # Judged as it is read: the messages ahead of it have waited 0.3 s, and
+    # it would wait as long and more while the backlog grows: its caller
+    # would have sent it again before we could answer.
+    shedder = LoadShedder(POLICY)
+    feed(shedder, 0.002, 0.0, 1.0)
+    assert not shedder.admits_call(call(1), 1.0, queued=0.3)
+    assert shedder.refused_stale == 1
+    assert shedder.admits_call(call(2), 1.0, queued=0.2)

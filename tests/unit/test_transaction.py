@@ -590,6 +590,20 @@ def test_completed_non_invite_server_transaction_absorbs_until_timer_j_then_is_g
     assert [type(e) for e in layer.receive(req("OPTIONS"), PEER, 33.1)] == [NewRequest]
 
 
+def test_layer_knows_a_request_while_its_transaction_lives_or_is_remembered() -> None:
+    # What a stateless 503 (overload) must not pre-empt: a retransmission.
+    layer = TransactionLayer()
+    assert not layer.knows(req("OPTIONS"))
+    [new] = layer.receive(req("OPTIONS"), PEER, 0.0)
+    assert isinstance(new, NewRequest)
+    assert layer.knows(req("OPTIONS"))
+    assert not layer.knows(req("OPTIONS", branch="z9hG4bKother"))
+    layer.respond(new.transaction, make_response(new.request, 200, to_tag=TO_TAG), 1.0)
+    assert layer.knows(req("OPTIONS"))  # Completed: remembered until Timer J
+    layer.handle_timers(33.0)
+    assert not layer.knows(req("OPTIONS"))
+
+
 def test_layer_reads_reliability_from_the_top_via_by_default() -> None:
     layer = TransactionLayer()
     [new] = layer.receive(req(transport="TCP"), PEER, 0.0)

@@ -40,6 +40,7 @@ from . import (
 from .errors import FieldError, field_error_handler, validation_error_handler
 from .hold import HoldCall
 from .limits import MAX_BODY_SIZE, BodySizeLimit
+from .recording_links import RecordingLinks
 from .setup import SetupToken
 from .web import DEFAULT_DIST, mount_web
 
@@ -92,6 +93,7 @@ def create_app(
     app.state.settings = settings
     app.state.database = database
     app.state.recordings_dir = settings.effective_recordings_dir()
+    app.state.recording_links = RecordingLinks()
     if on_apply is not None:
         app.state.apply_config = on_apply
     app.state.guard = guard

@@ -16,7 +16,7 @@ from ..store import Database, User
 from ..store.accounts import user_for_token
 from ..store.models import Role
 
-_bearer = HTTPBearer(auto_error=False, description="A token from POST /api/v1/auth/login.")
+bearer = HTTPBearer(auto_error=False, description="A token from POST /api/v1/auth/login.")
 
 
 def get_settings(request: Request) -> Settings:
@@ -49,7 +49,7 @@ def _unauthorized() -> HTTPException:
 
 
 def presented_token(
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> str:
     """The bearer token of the request (401 without one)."""
     if credentials is None or credentials.scheme.lower() != "bearer":

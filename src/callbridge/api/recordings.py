@@ -1,6 +1,8 @@
 """`/api/v1/calls/{id}/recording`: a call's recording, streamed with HTTP
 Range (RFC 9110 §14) to whoever may see the call (an operator: their own or
 their cards' calls, as for the record itself); deleted by an admin.
+`.../recording/link` gives a browser's audio player a URL it can play and
+seek without the Authorization header (api/recording_links.py).
 
 The file is found through the call's record only (pbx.recordings.file_of);
 nothing in the request names a path. Files are opened and read in a thread.
@@ -11,18 +13,21 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi import status as http_status
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from ..pbx import recordings
-from ..store import Database
+from ..store import Database, User
 from .calls import get_call
 from .deps import SessionDep, Staff, Writer
 from .fields import CallIdPath
+from .recording_links import LinksDep, Listener
 
 router = APIRouter(prefix="/calls", tags=["recordings"])
 
@@ -63,7 +68,12 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _recording_of(call_id: str, session: SessionDep, user: Staff, request: Request) -> Path:
+class RecordingLink(BaseModel):
+    url: str
+    expires_at: datetime
+
+
+async def _recording_of(call_id: str, session: SessionDep, user: User, request: Request) -> Path:
     record = await get_call(session, call_id, user)
     if record.recording is None:
         raise HTTPException(http_status.HTTP_404_NOT_FOUND, "this call has no recording")
@@ -84,7 +94,7 @@ async def _recording_of(call_id: str, session: SessionDep, user: Staff, request:
 async def read_recording(
     call_id: CallIdPath,
     session: SessionDep,
-    user: Staff,
+    user: Listener,
     request: Request,
     range_: str | None = Header(None, alias="Range", max_length=100),
 ) -> Response:
@@ -110,6 +120,23 @@ async def read_recording(
     headers["Content-Length"] = str(end - start)
     return StreamingResponse(
         _chunks(file, start, end), status_code=status, headers=headers, media_type="audio/wav"
+    )
+
+
+@router.post(
+    "/{call_id}/recording/link",
+    status_code=http_status.HTTP_201_CREATED,
+    responses={k: v for k, v in _RESPONSES.items() if k in (403, 404, 409)},
+    summary="A URL an audio player can play (and seek) the recording from",
+)
+async def link_recording(
+    call_id: CallIdPath, request: Request, session: SessionDep, user: Staff, links: LinksDep
+) -> RecordingLink:
+    await _recording_of(call_id, session, user, request)
+    token, ttl = links.issue(call_id, user.id)
+    return RecordingLink(
+        url=f"/api/v1/calls/{call_id}/recording?token={token}",
+        expires_at=datetime.now(UTC) + timedelta(seconds=ttl),
     )
 
 

@@ -78,9 +78,12 @@ Media timeout
 Activity is sampled, not stamped: the per-packet path only counts, and the
 engine's single periodic check (every `check_interval` seconds, one timer for
 all sessions) notes the time at which a leg's packet count, RTP and RTCP
-together, moved. A session is idle for as long as its most silent *connected*
+together, moved. A session is idle for as long as its most silent *joined*
 leg whose peer is expected to send (a leg waiting for an answer, or put on
-hold with `expect_media(leg, False)`, is not); `on_timeout(session)` runs
+hold with `expect_media(leg, False)`, is not); a leg is joined from its first
+`connect` until it closes, so a leg taken out of the relay (hearing music
+on hold, say) still counts: a phone that dies on hold ends its call like
+one that dies talking. `on_timeout(session)` runs
 once when that reaches `rtp_timeout`. RTCP counts because a phone that holds
 with `sendonly` and no music sends only RTCP: a held call is not a dead one;
 only a leg that should send and sends neither RTP nor RTCP times out. The
@@ -454,6 +457,7 @@ class LocalLeg:
         "_pair",
         "_seen",
         "expected",
+        "joined",
         "last_activity",
         "name",
         "payload_types",
@@ -474,6 +478,7 @@ class LocalLeg:
         self.last_activity = now
         self._seen = 0
         self.expected = True
+        self.joined = False  # connected once: counts for the media timeout until closed
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -626,6 +631,7 @@ class LocalMediaSession:
         for leg in (a, b):
             leg.observe(now)
             leg.last_activity = now
+            leg.joined = True
 
     def disconnect(self, leg: Leg) -> None:
         """Remove the leg's relay edge, if any."""
@@ -638,9 +644,9 @@ class LocalMediaSession:
         own.expected = expected
 
     def idle_for(self, now: float) -> float:
-        """How long the most silent connected leg that should send has sent nothing."""
+        """How long the most silent joined leg that should send has sent nothing."""
         return max(
-            (leg.idle_for(now) for leg in self.legs.values() if leg.peer and leg.expected),
+            (leg.idle_for(now) for leg in self.legs.values() if leg.joined and leg.expected),
             default=0.0,
         )
 

@@ -25,10 +25,12 @@ Threads. The taps run on the event loop and do nothing but append
 deque, bounded). One writer thread for all recordings wakes every
 `PUMP_INTERVAL`, decodes and aligns what is queued, and appends the frames
 older than `LAG` (later packets are placed into them until then) to the
-file, rewriting the RIFF sizes after each append: a file killed mid-call is
-a WAV of what was written, and `finalize_wav` fixes what a kill between the
-two writes leaves. No disk operation (mkdir, open, write, close) runs on
-the loop.
+file, one write per recording per pump. A call that ends wakes the thread
+to finish its file (the rest of its frames, then the RIFF sizes in the
+header), not to pump the others: those wait for their interval. The header
+of a file being written says it holds nothing; a file killed mid-call is
+made a WAV of what was written by `finalize_wav` at the next start. No disk
+operation (mkdir, open, write, close) runs on the loop.
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ HEADER_SIZE = 44
 # How often the writer thread appends, and how far behind the clock; a
 # packet later than LAG still lands in its place if it is less than HISTORY
 # later: the frames it falls in are written again (a stalled sender or a
-# busy machine: the bench saw stalls over a second under load).
-PUMP_INTERVAL = 0.2
+# busy machine: the bench saw stalls over a second under load). A kill
+# loses at most the last LAG + PUMP_INTERVAL of a call.
+PUMP_INTERVAL = 0.5
 LAG = 0.5
 HISTORY = 2.5
 # A stream whose timestamps run further ahead of its arrivals is placed by
@@ -162,11 +165,12 @@ class StereoAligner:
     handed out already that a late packet has changed since. Pure: the
     caller passes every time."""
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, window: Window | None = None) -> None:
         self.started = started
         self.flushed = 0  # frames handed out so far
         # Frames from `base` on: the last HISTORY handed out, then the pending.
-        self.window = np.zeros((WINDOW, CHANNELS), dtype="<i2")
+        # A window handed in must be zeros (`Windows` keeps them so).
+        self.window = window if window is not None else new_window()
         self.base = 0
         self.filled = 0  # window rows written to
         self.dirty: int | None = None  # the first handed-out frame changed since
@@ -285,15 +289,59 @@ class StereoAligner:
         if self.dirty is not None and self.dirty < base:
             self.dirty = base
 
+    def release(self) -> Window:
+        """Give up the window (for another aligner); this one is done."""
+        window, self.window = self.window, _NO_WINDOW
+        self.base = self.filled = self.flushed = 0
+        self.dirty = None
+        return window
+
+
+Window = npt.NDArray[np.int16]
+_NO_WINDOW: Window = np.zeros((0, CHANNELS), dtype="<i2")
+
+
+def new_window() -> Window:
+    return np.zeros((WINDOW, CHANNELS), dtype="<i2")
+
+
+class Windows:
+    """Aligner windows kept for the next recordings, in the writer thread
+    only. A window is 192 KB: allocated per call on the loop it cost about
+    50 µs there (the allocation, and the pages faulted in as it was first
+    written), and its release as much again."""
+
+    def __init__(self, keep: int = 64) -> None:
+        self.keep = keep
+        self._free: list[Window] = []
+
+    def take(self) -> Window:
+        return self._free.pop() if self._free else new_window()
+
+    def give(self, window: Window) -> None:
+        if len(window) == WINDOW and len(self._free) < self.keep:
+            window.fill(0)
+            self._free.append(window)
+
 
 class Recording:
     """One call's recording: its two taps' queue, its aligner and its file.
-    `taps` run on the loop; `pump` and `finish` in the writer thread."""
+    `taps` run on the loop; `pump` and `finish` in the writer thread, which
+    also makes the aligner (its window from `windows`) on the first pump."""
 
-    def __init__(self, call_id: str, path: Path, started: float, clock: Clock) -> None:
+    def __init__(
+        self,
+        call_id: str,
+        path: Path,
+        started: float,
+        clock: Clock,
+        windows: Windows | None = None,
+    ) -> None:
         self.call_id = call_id
         self.path = path
-        self.aligner = StereoAligner(started)
+        self.started = started
+        self._windows = windows if windows is not None else Windows(keep=0)
+        self._aligner: StereoAligner | None = None
         self.queue: deque[tuple[int, float, bytes, Mapping[int, str]]] = deque()
         self.stopped_at: float | None = None
         # Packets the full queue turned away, counted by the taps in a cell
@@ -310,6 +358,13 @@ class Recording:
     def dropped(self) -> int:
         """Packets the full queue turned away."""
         return self._dropped[0]
+
+    @property
+    def aligner(self) -> StereoAligner:
+        """The timeline (writer thread only: made on first use)."""
+        if self._aligner is None:
+            self._aligner = StereoAligner(self.started, self._windows.take())
+        return self._aligner
 
     def _tap(self, channel: int, clock: Clock) -> Tap:
         queue, dropped = self.queue, self._dropped
@@ -356,22 +411,37 @@ class Recording:
             return
         try:
             if self._fd is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-                _write_all(self._fd, wav_header(0))
-            _write_all(self._fd, frames)
+                self._fd = self._open()
+                _write_all(self._fd, wav_header(0) + frames)  # one write for both
+            else:
+                _write_all(self._fd, frames)
             self.data_bytes += len(frames)
-            os.pwrite(self._fd, wav_header(self.data_bytes), 0)
         except OSError as error:
             self._failed(error)
 
+    def _open(self) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            return os.open(self.path, flags, 0o640)
+        except FileNotFoundError:  # the day's directory, made on its first call
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, flags, 0o640)
+
     def finish(self) -> Recorded | None:
-        """Close the file; what it holds, or None when it could not be made."""
+        """Write the rest, the header's sizes, and close the file; what it
+        holds, or None when it could not be made."""
         self.pump(self.stopped_at or 0.0)
         if self._fd is not None:
+            if not self.failed:
+                try:
+                    os.pwrite(self._fd, wav_header(self.data_bytes), 0)
+                except OSError as error:
+                    self._failed(error)
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+        if self._aligner is not None:
+            self._windows.give(self._aligner.release())
         if self.failed:
             try:
                 size, frames = finalize_wav(self.path)
@@ -411,6 +481,7 @@ class Recorder:
         self.clock = clock
         self.pump_interval = pump_interval
         self._recordings: dict[str, Recording] = {}
+        self._windows = Windows()  # the writer thread's
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = False
@@ -422,7 +493,9 @@ class Recorder:
     def record(self, call_id: str, relative: str, left: Leg, right: Leg) -> Recording:
         """Start recording `left` and `right` into `relative` (under the
         directory); frame 0 is now."""
-        recording = Recording(call_id, self.directory / relative, self.clock(), self.clock)
+        recording = Recording(
+            call_id, self.directory / relative, self.clock(), self.clock, self._windows
+        )
         with self._lock:
             self._recordings[call_id] = recording
         left.add_tap(recording.taps[0])
@@ -465,20 +538,29 @@ class Recorder:
             self._pump_all()
 
     def _run(self) -> None:
+        due = self.clock() + self.pump_interval
         while not self._closing:
-            self._wake.wait(self.pump_interval)
+            self._wake.wait(max(0.0, due - self.clock()))
             self._wake.clear()
-            self._pump_all()
+            # A call's end wakes us to finish its file; the others are
+            # pumped on their interval only (200 calls ending a second
+            # would otherwise write every file 200 times a second).
+            now = self.clock()
+            pump = now >= due
+            if pump:
+                due = now + self.pump_interval
+            self._pump_all(live=pump)
         self._pump_all()
 
-    def _pump_all(self) -> None:
+    def _pump_all(self, live: bool = True) -> None:
         with self._lock:
             recordings = list(self._recordings.values())
         now = self.clock()
         for recording in recordings:
             try:
                 if recording.stopped_at is None:
-                    recording.pump(now)
+                    if live:
+                        recording.pump(now)
                     continue
                 recorded = recording.finish()
             except Exception:  # one broken recording must not stop the others

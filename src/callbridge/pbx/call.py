@@ -917,6 +917,7 @@ class Call:
             "ended",
             status=status,
             talk_seconds=talk_seconds(self.answered_at, at),
+            hold_seconds=round(self.hold_seconds),
             hangup_side=side,
             cause=cause,
         )

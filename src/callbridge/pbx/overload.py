@@ -102,6 +102,8 @@ class LoadShedder:
         self._overloaded_since: float | None = None
         self._full_since: float | None = None
         self._episode_refused = 0
+        # A change found while judging a call, reported by the next sample.
+        self._unreported: OverloadChange | None = None
         self._admitted: dict[int, float] = {}
         self.refused = 0
         self.refused_stale = 0
@@ -127,7 +129,8 @@ class LoadShedder:
         self._latest = delay
         if delay > self.worst_delay:
             self.worst_delay = delay
-        change = self._close_windows(now)
+        change = self._close_windows(now) or self._unreported
+        self._unreported = None
         smallest = self._window_min.get(kind)
         if smallest is None or delay < smallest:
             self._window_min[kind] = delay
@@ -136,16 +139,20 @@ class LoadShedder:
             self._window_stall = delay
         return change
 
-    def admits_call(self, call: tuple[str, str | None], now: float) -> bool:
-        """Whether the new INVITE of `call` (Call-ID, From tag) is taken on.
-        Refused: a 503 with Retry-After (`policy.retry_after`) is its answer."""
+    def admits_call(self, call: tuple[str, str | None], now: float, *, queued: float = 0.0) -> bool:
+        """Whether the new INVITE of `call` (Call-ID, From tag) is taken on;
+        `queued`: how long what would be handled before it has waited
+        already (the SIP side's backlog). Refused: a 503 with Retry-After
+        (`policy.retry_after`) is its answer."""
         if not self.policy.enabled:
             return True
         key = hash(call)
         if key in self._admitted:
             return True  # its first INVITE was taken on: this one brings credentials
-        self._close_windows(now)
-        if self._latest > self.policy.stale_after:
+        self._unreported = self._close_windows(now) or self._unreported
+        # Taken on behind a backlog, a call waits as long as the backlog's
+        # oldest has, and longer while it grows: half of T1 is the bound.
+        if self._latest > self.policy.stale_after or 2 * queued > self.policy.stale_after:
             self.refused_stale += 1
             return self._refuse()
         if self.share < 1.0:

@@ -958,6 +958,13 @@ class TransactionLayer:
         then come up as new requests, to be dropped the same way."""
         self._forget(transaction)
 
+    def knows(self, request: Request) -> bool:
+        """Whether `request` belongs to a server transaction live or
+        remembered (a retransmission): what a stateless answer must not
+        pre-empt."""
+        key = _server_key(request)
+        return key in self._servers or self._server_records.get(key) is not None
+
     def find_invite_for_cancel(self, cancel: Request) -> ServerInviteTransaction | None:
         """The server INVITE transaction a CANCEL targets (§9.2), if live."""
         found = self._servers.get(_server_key(cancel, "INVITE"))
