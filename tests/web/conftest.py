@@ -33,7 +33,10 @@ BASE_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop
+# running in this thread while it lives, and an async test (tests/api's)
+# after it in the same pytest session could not start its own.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     if not BUNDLE.is_file():
         pytest.fail("the panel is not built: `make web` (make web-test does it)")
@@ -43,7 +46,7 @@ def playwright() -> Iterator[Playwright]:
         yield started
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     """Chromium with fake media devices that the page may use."""
     launched = playwright.chromium.launch(
