@@ -281,3 +281,24 @@ def test_an_unknown_caller_gets_a_contact_made_from_the_ringing_card(
     expect(row).to_contain_text("answered")
     expect(row).not_to_have_class("call missed")
     expect(row.get_by_role("link", name="Ivan Petrov")).to_be_visible()
+
+
+def test_two_tabs_show_the_call_and_one_holds_the_softphone(
+    pbx: Pbx, context: BrowserContext, page: Page
+) -> None:
+    provider_port = _operator(pbx, ring_timeout=5)
+    desk_phone = pbx.device(BOB, "call_uas_cancelled.xml")
+    _sign_in(page, pbx)
+    second = context.new_page()
+    _sign_in(second, pbx)
+    # The first tab holds the softphone; the second says so and waits.
+    expect(page.get_by_text("runs in another tab")).to_have_count(0)
+    expect(second.get_by_text("Your softphone runs in another tab")).to_be_visible()
+    customer = _customer(pbx, provider_port, STRANGER, "provider_uac_refused.xml", talk_ms=0)
+    # Both show the call.
+    for tab in (page, second):
+        expect(tab.locator(".ringing")).to_contain_text("+79035550011")
+    _assert_succeeded(customer, desk_phone, pbx=pbx)
+    # The first tab closes: the second takes the softphone over.
+    page.close()
+    expect(second.get_by_text("Your softphone runs in another tab")).to_have_count(0)

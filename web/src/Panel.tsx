@@ -9,7 +9,7 @@ import { askPermissions, notifyCall } from "./permissions";
 import { RingingCard, type Ringing } from "./RingingCard";
 import type { Route } from "./route";
 import { Softphone, type PhoneCall, type PhoneView } from "./softphone";
-import { StatusBadge } from "./StatusBadge";
+import { StatusBadge, phoneProblem } from "./StatusBadge";
 
 interface Props {
   me: Me;
@@ -46,12 +46,31 @@ export function Panel({ me, route, onSignedOut }: Props) {
     });
     const phoneInstance = new Softphone(setPhone);
     softphone.current = phoneInstance;
-    void phoneInstance.start();
+    // One softphone per user and browser: the first tab holds a lock while
+    // it lives, and rings; the others show the calls and wait for it.
+    const leaving = new AbortController();
+    let release: (() => void) | null = null;
+    if (navigator.locks) {
+      phoneInstance.waiting();
+      navigator.locks
+        .request(`callbridge.softphone.${me.id}`, { signal: leaving.signal }, () => {
+          if (cancelled) return undefined;
+          void phoneInstance.start();
+          return new Promise<void>((resolve) => {
+            release = resolve;
+          });
+        })
+        .catch(() => undefined); // aborted: the tab signed out or closed
+    } else {
+      void phoneInstance.start();
+    }
     const token = storedToken() ?? "";
     const stream = new EventStream(token, (event) => onEvent(event), setEventsOnline, onSignedOut);
     stream.start();
     return () => {
       cancelled = true;
+      leaving.abort();
+      (release as (() => void) | null)?.();
       stream.stop();
       phoneInstance.stop();
       softphone.current = null;
@@ -190,15 +209,9 @@ export function Panel({ me, route, onSignedOut }: Props) {
           ))}
         </ul>
       )}
-      {phone.problem && (
+      {phoneProblem(phone) && (
         <p className="notice" role="status">
-          {phone.problem === "no-line"
-            ? t("phoneNoLine")
-            : phone.problem === "disabled"
-              ? t("phoneDisabled")
-              : phone.problem === "unavailable"
-              ? t("phoneUnavailable")
-              : t("phoneFailed", { reason: phone.reason ?? "" })}
+          {phoneProblem(phone)}
         </p>
       )}
       {eventsOnline === false && (

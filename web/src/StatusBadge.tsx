@@ -8,13 +8,27 @@ const LABELS: Record<PhoneView["state"], Key> = {
   reconnecting: "phoneReconnecting",
 };
 
+// Why the softphone is not registered, in words (null: nothing wrong).
+export function phoneProblem(phone: PhoneView): string | null {
+  switch (phone.problem) {
+    case "no-line":
+      return t("phoneNoLine");
+    case "disabled":
+      return t("phoneDisabled");
+    case "other-tab":
+      return t("phoneOtherTab");
+    case "unavailable":
+      return t("phoneUnavailable");
+    case "failed":
+      return t("phoneFailed", { reason: phone.reason ?? "" });
+    default:
+      return null;
+  }
+}
+
 export function StatusBadge({ phone }: { phone: PhoneView }) {
   const label = t(LABELS[phone.state]);
-  let detail: string | null = null;
-  if (phone.problem === "no-line") detail = t("phoneNoLine");
-  else if (phone.problem === "disabled") detail = t("phoneDisabled");
-  else if (phone.problem === "unavailable") detail = t("phoneUnavailable");
-  else if (phone.problem === "failed") detail = t("phoneFailed", { reason: phone.reason ?? "" });
+  const detail = phoneProblem(phone);
   return (
     <span
       className={`badge badge-${phone.state}`}

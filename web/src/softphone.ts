@@ -7,7 +7,7 @@ import type { RTCSession } from "jssip/lib/RTCSession";
 import { ApiError, api, type SipCredentials } from "./api";
 
 export type PhoneState = "offline" | "registering" | "registered" | "reconnecting";
-export type PhoneProblem = "no-line" | "disabled" | "unavailable" | "failed" | null;
+export type PhoneProblem = "no-line" | "disabled" | "unavailable" | "failed" | "other-tab" | null;
 
 export interface PhoneCall {
   session: RTCSession;
@@ -44,6 +44,11 @@ export class Softphone {
 
   get current(): PhoneView {
     return this.view;
+  }
+
+  // Another tab of this user holds the softphone: this one waits its turn.
+  waiting(): void {
+    this.update({ state: "offline", problem: "other-tab", reason: null });
   }
 
   async start(): Promise<void> {
