@@ -356,6 +356,9 @@ class SipService:
     def _on_message(
         self, message: Message, source: Address, transport: Transport, waited: float
     ) -> None:
+        if waited > _GIVEN_UP_AFTER:  # its sender's transaction gave up: nothing to do
+            self.given_up += 1
+            return
         now = self._loop.time()
         item = Queued(message, source, transport, arrived=now - waited)
         policy = self.overload.policy

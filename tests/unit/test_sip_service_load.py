@@ -4,6 +4,7 @@ worked on."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 from callbridge.app import SipService
@@ -36,9 +37,10 @@ async def test_a_message_that_waited_longer_than_64_t1_is_dropped_and_counted() 
         assert sip.given_up == 1
         assert sip.stats()["given_up"] == 1
         sip._on_message(parse(options(port, "fresh")), source, udp, 0.2)
+        await asyncio.sleep(0.01)  # behind (0.2 s): handled from the backlog, a turn later
         answer = parse(phone.recv(65536))
         assert answer.top_via.branch == "z9hG4bKfresh"  # the late one got nothing
-        assert sip.overload.worst_delay == 0.2
+        assert 0.2 <= sip.overload.worst_delay < 1.0  # its wait: the socket, then the backlog
     finally:
         phone.close()
         await sip.stop()
