@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 TEST_DEBS := sip-tester baresip-core linphone-cli kamailio chromium
 # The web panel: its sources, and the bundle `callbridge serve` serves at /.
 WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.html \
-  web/vite.config.ts web/tsconfig.json
+  web/vite.config.ts web/tsconfig.json web/tsconfig.node.json
 WEB_BUNDLE := web/dist/index.html
 WEB_MODULES := web/node_modules/.package-lock.json
 
