@@ -5,9 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # Debian packages the tests drive as real peers.
-TEST_DEBS := sip-tester baresip-core linphone-cli kamailio
+TEST_DEBS := sip-tester baresip-core linphone-cli kamailio chromium
+# The web panel: its sources, and the bundle `callbridge serve` serves at /.
+WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.html \
+  web/vite.config.ts web/tsconfig.json web/tsconfig.node.json
+WEB_BUNDLE := web/dist/index.html
+WEB_MODULES := web/node_modules/.package-lock.json
 
-.PHONY: run venv test test-deps lint typecheck unit integration bench fuzz clean
+.PHONY: run venv web test test-deps lint typecheck unit integration web-test bench fuzz clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +22,27 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-run: venv
+# Node and npm from Debian when the machine has no npm; then the locked
+# dependencies (npm ci) and the bundle, each only when its inputs changed.
+$(WEB_MODULES): web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing Debian packages: nodejs npm"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm; \
+	}
+	cd web && npm ci --no-audit --no-fund
+	@touch $@
+
+$(WEB_BUNDLE): $(WEB_MODULES) $(WEB_SOURCES)
+	cd web && npm run build
+	@touch $@
+
+web: $(WEB_BUNDLE)
+
+run: venv web
 	$(VENV)/bin/callbridge serve
 
-test-deps: venv
+test-deps: venv web
 	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -44,12 +66,13 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 # Two groups at once, one a core: the unit, API and fuzz tests (no fixed
-# ports) beside the integration tests (real peers, one file after another;
-# their fixed RTP ranges sit below the kernel's ephemeral ports).
+# ports) beside the integration and panel tests (real peers and headless
+# Chromium, one file after another; their fixed RTP ranges sit below the
+# kernel's ephemeral ports).
 test: test-deps lint typecheck
 	@$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit tests/api tests/fuzz \
 	  > .pytest-unit.log 2>&1 & unit=$$!; \
-	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 tests/integration; integration=$$?; \
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 tests/integration tests/web; integration=$$?; \
 	wait $$unit; unit_status=$$?; \
 	echo "--- unit, API and fuzz tests ---"; cat .pytest-unit.log; \
 	exit $$(( integration || unit_status ))
@@ -60,6 +83,10 @@ unit: venv
 
 integration: test-deps
 	$(VENV)/bin/pytest -q tests/integration
+
+# The panel in headless Chromium (Debian's) against a real server and SIPp.
+web-test: test-deps
+	$(VENV)/bin/pytest -q tests/web
 
 bench: test-deps
 	$(PY) bench/run.py
@@ -75,4 +102,4 @@ fuzz: test-deps
 	  $(VENV)/bin/pytest -q -s tests/fuzz
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build dist web/dist web/node_modules src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

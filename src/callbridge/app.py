@@ -19,6 +19,7 @@ import uvicorn
 
 from .api import create_app
 from .api.hold import HoldCall
+from .api.setup import SetupToken, admin_exists
 from .backlog import Backlog, Queued
 from .collector import CollectorPauses, PacedPasses
 from .crm.identify import Identity, identify
@@ -721,6 +722,7 @@ class HttpService:
         hold_call: HoldCall | None = None,
         send_digits: SendDigits | None = None,
         music: MusicOnHold | None = None,
+        setup_token: SetupToken | None = None,
     ) -> None:
         hide_tokens_in_uvicorn_logs()
         config = uvicorn.Config(
@@ -738,6 +740,7 @@ class HttpService:
                 hold_call=hold_call,
                 send_digits=send_digits,
                 music=music,
+                setup_token=setup_token,
             ),
             host=settings.http_host,
             port=settings.http_port,
@@ -948,6 +951,10 @@ async def run(settings: Settings) -> int:
         )
         log_event(logger, logging.INFO, "config.running", version=config.version)
 
+    # No admin yet (and none asked for by CALLBRIDGE_ADMIN_PASSWORD): the
+    # log gets a one-time link that lets the first one be created.
+    async with database.session() as session:
+        setup_token = None if await admin_exists(session) else SetupToken()
     http = HttpService(
         settings,
         database,
@@ -961,6 +968,7 @@ async def run(settings: Settings) -> int:
         hold_call=b2bua.hold,
         send_digits=b2bua.send_digits,
         music=music,
+        setup_token=setup_token,
     )
     reloads: set[asyncio.Task[None]] = set()
     retention: asyncio.Task[None] | None = None
@@ -1001,6 +1009,14 @@ async def run(settings: Settings) -> int:
         tune_garbage_collector()
         service.watch_load()
         log_event(http_logger, logging.INFO, "http.listening", host=settings.http_host, port=port)
+        if setup_token is not None:
+            log_event(
+                http_logger,
+                logging.WARNING,
+                "http.setup_link",
+                url=setup_token.link(settings.http_host, port),
+                hint="no administrator yet: open this link once to create one",
+            )
         await stopping.wait()
         log_event(logger, logging.INFO, "callbridge.stopping")
     finally:

@@ -197,6 +197,11 @@ class Settings(BaseSettings):
         "left, the employee right); an internal or external line's `recording` overrides "
         "it for its calls.",
     )
+    web_dir: Path | None = Field(
+        None,
+        description="The built web panel served at `/`; default: web/dist of the source "
+        "checkout (`make web` builds it).",
+    )
     recordings_dir: Path | None = Field(
         None, description="Where recordings are written; default: data_dir/recordings."
     )

@@ -35,11 +35,14 @@ from . import (
     recordings,
     routing_rules,
     security,
+    setup,
 )
 from .errors import FieldError, field_error_handler, validation_error_handler
 from .hold import HoldCall
 from .limits import MAX_BODY_SIZE, BodySizeLimit
 from .recording_links import RecordingLinks
+from .setup import SetupToken
+from .web import DEFAULT_DIST, mount_web
 
 
 def create_app(
@@ -57,6 +60,7 @@ def create_app(
     hold_call: HoldCall | None = None,
     send_digits: SendDigits | None = None,
     music: MusicOnHold | None = None,
+    setup_token: SetupToken | None = None,
 ) -> FastAPI:
     """The API over `database` (migrated by the caller). Edits to lines and
     rules are staged; `on_apply(version)` is awaited when a version is
@@ -75,7 +79,10 @@ def create_app(
     `send_digits(call_id, employee_id, digits)` plays DTMF into a call
     (`POST /calls/{id}/dtmf`; without it, 503).
     `music` is the music on hold the SIP side plays (without it, the one
-    stored under the data directory, read now)."""
+    stored under the data directory, read now).
+    `setup_token` lets the first admin be created (`POST /setup`): given
+    on a start that found no admin. The built panel (`settings.web_dir`)
+    is served at `/`."""
     app = FastAPI(
         title="callbridge",
         version=__version__,
@@ -101,6 +108,7 @@ def create_app(
     app.state.events = event_bus if event_bus is not None else EventBus()
     app.state.on_employees_changed = on_employees_changed
     app.state.music = music if music is not None else MusicOnHold.load(settings.data_dir)
+    app.state.setup_token = setup_token
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(FieldError, field_error_handler)
     app.add_middleware(
@@ -111,6 +119,7 @@ def create_app(
     )
     v1 = APIRouter(prefix="/api/v1")
     v1.include_router(auth.router)
+    v1.include_router(setup.router)
     v1.include_router(internal_lines.router)
     v1.include_router(external_lines.router)
     v1.include_router(routing_rules.router)
@@ -130,4 +139,6 @@ def create_app(
     v1.include_router(music_on_hold.router)
     app.include_router(v1)
     app.include_router(events.router)
+    # Last: its catch-all route answers only what no route above took.
+    mount_web(app, settings.web_dir or DEFAULT_DIST)
     return app

@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field, SecretStr
 
 from ..pbx.guard import Block, FloodGuard, GuardPolicy
+from ..store import Employee
 from ..store.accounts import authenticate, issue_token, revoke_token
 from .deps import SessionDep, SettingsDep, Staff, TokenDep
 from .fields import Input
@@ -94,3 +95,25 @@ async def logout(session: SessionDep, token: TokenDep, _user: Staff) -> Response
     stay); event sockets opened with it close with 4401 within seconds."""
     await revoke_token(session, token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+class Me(BaseModel):
+    """Who a token signs in: what the panel needs to show its own calls."""
+
+    id: int
+    username: str
+    role: str
+    employee_id: int | None
+    employee_name: str | None
+
+
+@router.get("/me", responses={401: {"description": "Missing, invalid or expired token."}})
+async def me(session: SessionDep, user: Staff) -> Me:
+    employee = None if user.employee_id is None else await session.get(Employee, user.employee_id)
+    return Me(
+        id=user.id,
+        username=user.username,
+        role=user.role,
+        employee_id=user.employee_id,
+        employee_name=None if employee is None else employee.name,
+    )
