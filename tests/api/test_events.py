@@ -218,11 +218,12 @@ async def test_a_socket_whose_token_expires_is_closed_with_4401(stream: Stream) 
     async with stream.api.database.session() as session:
         user = await session.scalar(select(User).where(User.username == "operator"))
         assert user is not None
-        short = await issue_token(session, user, ttl=1.5)
+        # Long enough to connect and subscribe on a loaded machine first.
+        short = await issue_token(session, user, ttl=4)
     async with stream.connect(None, token=short.token) as ws:
         await until_subscribed(stream.bus)
         with pytest.raises(ConnectionClosed) as closed:
-            await asyncio.wait_for(ws.recv(), 5)
+            await asyncio.wait_for(ws.recv(), 10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
     assert stream.bus.subscribers == 0
 
