@@ -1,0 +1,264 @@
+"""A browser's softphone over SIP-over-WebSocket (`/ws/sip`, RFC 7118) with
+the short-lived credential `POST /api/v1/me/sip-credentials` gives it: it
+registers as one of its employee's devices, is called over its own socket
+beside a SIPp desk phone, and goes when its socket closes. And what an
+attacker tries with the credential or the socket gets the right refusal."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from .conftest import free_port, start_sipp
+from .test_calls import (  # noqa: F401 - fixtures used by name
+    ALICE,
+    BOB,
+    Pbx,
+    _assert_succeeded,
+    pbx,
+    start_pbx,
+)
+from .ws_phone import WsPhone, header, plain_sdp, sip_websocket, status_of
+
+pytestmark = pytest.mark.integration
+
+SECRET = "a-test-secret-for-browser-credentials"
+LOGIN = ("bob", "bob-signs-in-with-this")
+
+
+@pytest.fixture
+def browser_pbx(start_pbx: Callable[..., Pbx]) -> Pbx:
+    # The secret is known so that a test can forge what an attacker could.
+    return start_pbx(CALLBRIDGE_BROWSER_SIP_SECRET=SECRET)
+
+
+def employee_with_line(pbx: Pbx, *, max_devices: int = 2) -> int:
+    """Bob, an employee who signs in, with line 102; his employee id."""
+    line_id = pbx.line(BOB, max_devices=max_devices)
+    with pbx.api() as api:
+        created = api.post(
+            "/api/v1/employees",
+            json={
+                "name": "Bob",
+                "login": LOGIN[0],
+                "password": LOGIN[1],
+                "internal_line_id": line_id,
+            },
+        )
+        assert created.status_code == 201, created.text
+        pbx.apply(api)
+    return int(created.json()["id"])
+
+
+def sip_credentials(pbx: Pbx) -> dict[str, Any]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{pbx.server.http_port}", timeout=10) as api:
+        token = api.post(
+            "/api/v1/auth/login", json={"username": LOGIN[0], "password": LOGIN[1]}
+        ).json()["token"]
+        issued = api.post(
+            "/api/v1/me/sip-credentials", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert issued.status_code == 200, issued.text
+        assert issued.headers["cache-control"] == "no-store"
+        body: dict[str, Any] = issued.json()
+        return body
+
+
+def registrations(pbx: Pbx) -> list[dict[str, Any]]:
+    with pbx.api() as api:
+        lines = api.get("/api/v1/internal-lines").json()["items"]
+        [line] = [line for line in lines if line["number"] == BOB.number]
+        items: list[dict[str, Any]] = api.get(
+            f"/api/v1/internal-lines/{line['id']}/registrations"
+        ).json()["items"]
+        return items
+
+
+def wait_registrations(
+    pbx: Pbx, expected: Callable[[list[dict[str, Any]]], bool], why: str, timeout: float = 5
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = registrations(pbx)
+        if expected(found):
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{why}: {found}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def phones() -> Iterator[list[WsPhone]]:
+    opened: list[WsPhone] = []
+    yield opened
+    for phone in opened:
+        phone.close()
+
+
+def browser(pbx: Pbx, phones: list[WsPhone], credential: dict[str, Any]) -> WsPhone:
+    phone = WsPhone(
+        pbx.server.http_port, BOB.number, credential["username"], credential["password"]
+    )
+    phones.append(phone)
+    return phone
+
+
+def forged(employee_id: int, number: str, expires_at: int) -> tuple[str, str]:
+    """A credential made with the server's secret, as docs/SECURITY.md describes it."""
+    username = f"web/{employee_id}/{number}/{expires_at}"
+    key = hashlib.sha256(b"callbridge browser SIP credential v1\x00" + SECRET.encode()).digest()
+    mac = hmac.new(key, username.encode(), hashlib.sha256).digest()
+    return username, base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def test_a_browser_registers_as_a_device_of_its_line_and_goes_when_its_socket_closes(
+    browser_pbx: Pbx, phones: list[WsPhone]
+) -> None:
+    pbx = browser_pbx
+    employee_with_line(pbx)
+    credential = sip_credentials(pbx)
+    assert credential["ws_url"] == "/ws/sip"
+    assert credential["uri"] == f"sip:{BOB.number}@127.0.0.1"
+    assert credential["ice_servers"] == []
+    assert BOB.password not in str(credential)
+
+    phone = browser(pbx, phones, credential)
+    answer = phone.register()
+    assert status_of(answer) == 200, answer
+    assert ".invalid;transport=ws>" in (header(answer, "Contact") or ""), answer
+    # The answer came back over the socket, to the Via of a `.invalid` host.
+    assert "received=127.0.0.1" in (header(answer, "Via") or ""), answer
+
+    [device] = wait_registrations(pbx, lambda found: len(found) == 1, "not listed")
+    assert device["user_agent"] == "JsSIP 3.10.1 (test)", device
+    assert str(device["source"]).startswith("ws:127.0.0.1:"), device
+
+    phone.close()
+    wait_registrations(pbx, lambda found: not found, "the closed browser is still bound")
+    assert "pbx.browser_gone" in pbx.server.log()
+
+
+def test_a_browser_counts_against_the_lines_max_devices(
+    browser_pbx: Pbx, phones: list[WsPhone]
+) -> None:
+    pbx = browser_pbx
+    employee_with_line(pbx, max_devices=1)
+    pbx.register(BOB, free_port())  # the desk phone takes the only place
+    answer = browser(pbx, phones, sip_credentials(pbx)).register()
+    assert status_of(answer) == 403 and "Too Many Devices" in answer, answer
+
+
+def test_a_call_forks_to_the_desk_phone_and_the_browser_over_its_socket(
+    browser_pbx: Pbx, phones: list[WsPhone]
+) -> None:
+    pbx = browser_pbx
+    pbx.line(ALICE)
+    employee_with_line(pbx)
+    # The desk phone first: SIPp's scenario reads the first Contact of its 200.
+    desk = pbx.device(BOB, "call_uas_cancelled.xml")
+    phone = browser(pbx, phones, sip_credentials(pbx))
+    assert status_of(phone.register()) == 200
+    caller = pbx.call(ALICE, BOB.number, "call_uac.xml", talk_ms=500)
+
+    invite = phone.next("INVITE ")
+    assert invite.startswith(f"INVITE sip:{phone.contact_user}@{phone.host};transport=ws "), invite
+    assert "SIP/2.0/WS " in (header(invite, "Via") or ""), invite
+    assert "transport=ws" in (header(invite, "Contact") or ""), invite
+    tag = secrets.token_hex(4)
+    phone.respond(invite, "180 Ringing", to_tag=tag)
+    phone.respond(invite, "200 OK", to_tag=tag, body=plain_sdp(free_port()))
+    phone.next("ACK ")
+    bye = phone.next("BYE ")
+    phone.respond(bye, "200 OK", to_tag=tag)
+    _assert_succeeded(caller, desk, pbx=pbx)
+
+    [record] = pbx.calls(1)
+    assert record["status"] == "answered", record
+    assert desk.received(method="CANCEL"), pbx.explain()
+
+
+def test_the_credential_signs_only_over_websocket_only_its_line_only_until_it_expires(
+    browser_pbx: Pbx, phones: list[WsPhone]
+) -> None:
+    pbx = browser_pbx
+    pbx.line(ALICE)
+    employee_id = employee_with_line(pbx)
+    credential = sip_credentials(pbx)
+
+    # Another line (Alice's) with Bob's credential: authenticated, refused.
+    answer = browser(pbx, phones, credential).register(to=ALICE.number)
+    assert status_of(answer) == 403 and "Not Your Line" in answer, answer
+
+    # Tampered: Bob's password with Alice's line in the username: no digest matches.
+    username = credential["username"].replace(f"/{BOB.number}/", f"/{ALICE.number}/")
+    phone = WsPhone(pbx.server.http_port, ALICE.number, username, credential["password"])
+    phones.append(phone)
+    assert status_of(phone.register()) == 401
+
+    # Expired (made with the secret, so the digest is right): refused, and said why.
+    username, password = forged(employee_id, BOB.number, int(time.time()) - 1)
+    phone = WsPhone(pbx.server.http_port, BOB.number, username, password)
+    phones.append(phone)
+    answer = phone.register()
+    assert status_of(answer) == 403 and "Credential Expired" in answer, answer
+
+    # Over UDP, the valid credential is nobody's.
+    refused = start_sipp(
+        "register_refused.xml",
+        pbx.server,
+        pbx.tmp_path,
+        timeout=10,
+        recv_timeout=3,
+        extra=["-s", BOB.number, "-au", credential["username"], "-ap", credential["password"]],
+    )
+    refused.wait(timeout=15)
+    # Challenged again after its credentials, and never bound.
+    assert len(refused.received(status=401, method="REGISTER")) == 2, refused.exchange()
+    assert not refused.received(status=200, method="REGISTER"), refused.exchange()
+    assert registrations(pbx) == []
+    assert "auth.failed" in pbx.server.log()
+
+
+def test_a_handshake_without_the_sip_subprotocol_is_refused(pbx: Pbx) -> None:
+    for offered in ((), ("chat",)):
+        with pytest.raises(InvalidStatus) as refused:
+            sip_websocket(pbx.server.http_port, subprotocols=offered)
+        assert refused.value.response.status_code == 403
+    with sip_websocket(pbx.server.http_port) as ws:
+        assert ws.subprotocol == "sip"
+
+
+def test_malformed_frames_get_400_or_are_dropped_and_an_oversized_one_closes_the_socket(
+    pbx: Pbx, phones: list[WsPhone]
+) -> None:
+    phone = WsPhone(pbx.server.http_port, BOB.number, "nobody", "nothing")
+    phones.append(phone)
+    # A request with a malformed Max-Forwards: answered 400, over the socket.
+    phone.send(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/WSS {phone.host};branch=z9hG4bKbad1\r\n"
+        "From: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: bad1\r\n"
+        "CSeq: 1 OPTIONS\r\nMax-Forwards: many\r\n\r\n"
+    )
+    assert status_of(phone.next("SIP/2.0 4")) == 400
+    # Garbage is dropped; the socket stays and serves the next request.
+    phone.send(b"\x00\xff not SIP at all".decode("latin-1"))
+    phone.send(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/WSS {phone.host};branch=z9hG4bKgood\r\n"
+        "From: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: good\r\n"
+        "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert status_of(phone.next("SIP/2.0 200")) == 200
+    # A frame past the size limit (65,535 by default) closes the socket: 1009.
+    phone.send("OPTIONS " + "x" * 70_000)
+    assert phone.closed() == 1009
