@@ -19,13 +19,12 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from .conftest import free_port, start_sipp
-from .test_calls import (  # noqa: F401 - fixtures used by name
+from .test_calls import (
     ALICE,
     BOB,
     Pbx,
     _assert_succeeded,
-    pbx,
-    start_pbx,
+    start_pbx,  # noqa: F401 - a fixture
 )
 from .ws_phone import WsPhone, header, plain_sdp, sip_websocket, status_of
 
@@ -36,7 +35,7 @@ LOGIN = ("bob", "bob-signs-in-with-this")
 
 
 @pytest.fixture
-def browser_pbx(start_pbx: Callable[..., Pbx]) -> Pbx:
+def browser_pbx(start_pbx: Callable[..., Pbx]) -> Pbx:  # noqa: F811 - the fixture's name
     # The secret is known so that a test can forge what an attacker could.
     return start_pbx(CALLBRIDGE_BROWSER_SIP_SECRET=SECRET)
 
@@ -228,7 +227,8 @@ def test_the_credential_signs_only_over_websocket_only_its_line_only_until_it_ex
     assert "auth.failed" in pbx.server.log()
 
 
-def test_a_handshake_without_the_sip_subprotocol_is_refused(pbx: Pbx) -> None:
+def test_a_handshake_without_the_sip_subprotocol_is_refused(browser_pbx: Pbx) -> None:
+    pbx = browser_pbx
     for offered in ((), ("chat",)):
         with pytest.raises(InvalidStatus) as refused:
             sip_websocket(pbx.server.http_port, subprotocols=offered)
@@ -238,8 +238,9 @@ def test_a_handshake_without_the_sip_subprotocol_is_refused(pbx: Pbx) -> None:
 
 
 def test_malformed_frames_get_400_or_are_dropped_and_an_oversized_one_closes_the_socket(
-    pbx: Pbx, phones: list[WsPhone]
+    browser_pbx: Pbx, phones: list[WsPhone]
 ) -> None:
+    pbx = browser_pbx
     phone = WsPhone(pbx.server.http_port, BOB.number, "nobody", "nothing")
     phones.append(phone)
     # A request with a malformed Max-Forwards: answered 400, over the socket.
