@@ -185,6 +185,25 @@ def test_a_call_forks_to_the_desk_phone_and_the_browser_over_its_socket(
     assert desk.received(method="CANCEL"), pbx.explain()
 
 
+def test_a_browser_places_a_call_signed_with_its_credential(
+    browser_pbx: Pbx, phones: list[WsPhone]
+) -> None:
+    pbx = browser_pbx
+    pbx.line(ALICE)
+    employee_with_line(pbx)
+    callee = pbx.device(ALICE, "call_uas_answer.xml")
+    phone = browser(pbx, phones, sip_credentials(pbx))
+    assert status_of(phone.register()) == 200
+
+    answer, _, _ = phone.call(ALICE.number, plain_sdp(free_port()))
+    assert "transport=ws" in (header(answer, "Contact") or ""), answer
+    assert status_of(phone.hang_up(answer)) == 200
+    _assert_succeeded(callee, pbx=pbx)
+    [record] = pbx.calls(1)
+    assert (record["caller_number"], record["callee_number"]) == (BOB.number, ALICE.number)
+    assert record["status"] == "answered", record
+
+
 def test_the_credential_signs_only_over_websocket_only_its_line_only_until_it_expires(
     browser_pbx: Pbx, phones: list[WsPhone]
 ) -> None:

@@ -119,17 +119,98 @@ class WsPhone:
             if header(response, "CSeq") == f"{self.cseq} REGISTER" and status_of(response) != 100:
                 return response
 
-    def _answer(self, challenge: str, to: str | None) -> str:
+    def call(self, number: str, sdp: str) -> tuple[str, str, str]:
+        """INVITE `number` (answering one 407 challenge) until its 200;
+        the 200, the Call-ID and our From tag. The ACK is sent."""
+        call_id, tag = secrets.token_hex(10), secrets.token_hex(5)
+        uri = f"sip:{number}@127.0.0.1"
+        self.cseq += 1
+        first = self._invite(uri, call_id, tag, sdp, authorization=None)
+        final = self._final(self.cseq, "INVITE")
+        if status_of(final) == 407:
+            self._ack(first, final)
+            challenge = header(final, "Proxy-Authenticate") or ""
+            self.cseq += 1
+            self._invite(uri, call_id, tag, sdp, self._answer(challenge, uri, "INVITE"))
+            final = self._final(self.cseq, "INVITE")
+        assert status_of(final) == 200, final
+        self._ack(None, final)
+        return final, call_id, tag
+
+    def hang_up(self, answer: str) -> str:
+        """BYE the dialog `answer` (a 200 to our INVITE) confirmed; its final response."""
+        self.cseq += 1
+        target = (header(answer, "Contact") or "").strip("<>").split(">")[0]
+        lines = [
+            f"BYE {target} SIP/2.0",
+            f"Via: SIP/2.0/WSS {self.host};branch=z9hG4bK{secrets.token_hex(8)}",
+            "Max-Forwards: 69",
+            f"To: {header(answer, 'To')}",
+            f"From: {header(answer, 'From')}",
+            f"Call-ID: {header(answer, 'Call-ID')}",
+            f"CSeq: {self.cseq} BYE",
+        ]
+        self.send("\r\n".join([*lines, "Content-Length: 0", "", ""]))
+        return self._final(self.cseq, "BYE")
+
+    def _invite(self, uri: str, call_id: str, tag: str, sdp: str, authorization: str | None) -> str:
+        lines = [
+            f"INVITE {uri} SIP/2.0",
+            f"Via: SIP/2.0/WSS {self.host};branch=z9hG4bK{secrets.token_hex(8)}",
+            "Max-Forwards: 69",
+            f"To: <{uri}>",
+            f"From: <sip:{self.number}@127.0.0.1>;tag={tag}",
+            f"Call-ID: {call_id}",
+            f"CSeq: {self.cseq} INVITE",
+            f"Contact: <sip:{self.contact_user}@{self.host};transport=ws;ob>",
+            "Content-Type: application/sdp",
+            "User-Agent: JsSIP 3.10.1 (test)",
+        ]
+        if authorization is not None:
+            lines.append(f"Proxy-Authorization: {authorization}")
+        message = "\r\n".join([*lines, f"Content-Length: {len(sdp)}", "", sdp])
+        self.send(message)
+        return message
+
+    def _ack(self, invite: str | None, response: str) -> None:
+        """ACK `response`: a non-2xx's in its INVITE's transaction, a 2xx's
+        on its own, to the Contact it came with."""
+        cseq = (header(response, "CSeq") or "").split()[0]
+        if invite is not None:
+            uri = invite.split(" ", 2)[1]
+            via = header(invite, "Via")
+        else:
+            uri = (header(response, "Contact") or "").strip("<>").split(">")[0]
+            via = f"SIP/2.0/WSS {self.host};branch=z9hG4bK{secrets.token_hex(8)}"
+        lines = [
+            f"ACK {uri} SIP/2.0",
+            f"Via: {via}",
+            "Max-Forwards: 69",
+            f"To: {header(response, 'To')}",
+            f"From: {header(response, 'From')}",
+            f"Call-ID: {header(response, 'Call-ID')}",
+            f"CSeq: {cseq} ACK",
+        ]
+        self.send("\r\n".join([*lines, "Content-Length: 0", "", ""]))
+
+    def _final(self, cseq: int, method: str) -> str:
+        while True:
+            response = self.next("SIP/2.0 ")
+            status = status_of(response) or 0
+            if header(response, "CSeq") == f"{cseq} {method}" and status >= 200:
+                return response
+
+    def _answer(self, challenge: str, to: str | None, method: str = "REGISTER") -> str:
         params = {m[1]: m[2] or m[3] for m in _AUTH_PARAM.finditer(challenge)}
         realm, nonce = params["realm"], params["nonce"]
-        uri = "sip:127.0.0.1"
+        uri = "sip:127.0.0.1" if method == "REGISTER" else str(to)
         cnonce, nc = secrets.token_hex(8), "00000001"
 
         def md5(text: str) -> str:
             return hashlib.md5(text.encode()).hexdigest()
 
         ha1 = md5(f"{self.username}:{realm}:{self.password}")
-        ha2 = md5(f"REGISTER:{uri}")
+        ha2 = md5(f"{method}:{uri}")
         response = md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
         value = (
             f'Digest algorithm=MD5, username="{self.username}", realm="{realm}", '
