@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # Debian packages the tests drive as real peers.
 TEST_DEBS := sip-tester baresip-core linphone-cli kamailio
+JSSIP := tests/integration/jssip
 
 .PHONY: run venv test test-deps lint typecheck unit integration bench fuzz clean
 
@@ -26,6 +27,16 @@ test-deps: venv
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  echo "installing Debian packages:$$missing"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@# JsSIP (the browser softphone's SIP stack) runs under Node as a test peer
+	@# of /ws/sip, from the npm lock file in tests/integration/jssip.
+	@if ! command -v npm >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing Debian packages: nodejs npm"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm; \
+	fi
+	@if [ ! -d $(JSSIP)/node_modules ] || [ $(JSSIP)/package-lock.json -nt $(JSSIP)/node_modules ]; then \
+	  npm ci --prefix $(JSSIP) --no-audit --no-fund --loglevel=error && touch $(JSSIP)/node_modules; \
 	fi
 	@# The store tests also run on the local PostgreSQL (127.0.0.1:5432); start it
 	@# if it is installed and stopped. Best effort: an online cluster is left alone.
@@ -75,4 +86,5 @@ fuzz: test-deps
 	  $(VENV)/bin/pytest -q -s tests/fuzz
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis \
+	  $(JSSIP)/node_modules

@@ -7,11 +7,19 @@ attacker tries with the credential or the socket gets the right refusal."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
+import json
+import os
+import queue
 import secrets
+import shutil
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -282,3 +290,90 @@ def test_malformed_frames_get_400_or_are_dropped_and_an_oversized_one_closes_the
     # A frame past the size limit (65,535 by default) closes the socket: 1009.
     phone.send("OPTIONS " + "x" * 70_000)
     assert phone.closed() == 1009
+
+
+# --- JsSIP itself, the softphone's SIP stack, under Node ---------------------
+
+JSSIP = Path(__file__).parent / "jssip"
+
+
+class JsSip:
+    """tests/integration/jssip/peer.mjs: JsSIP registering with a credential,
+    reporting each event as a JSON line; stopped (unregistering) by closing
+    its stdin."""
+
+    def __init__(self, pbx: Pbx, credential: dict[str, Any]) -> None:
+        node = shutil.which("node")
+        if node is None or not (JSSIP / "node_modules" / "jssip").is_dir():
+            pytest.fail("JsSIP is not installed: `make test-deps` runs npm ci in " + str(JSSIP))
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        self.process = subprocess.Popen(
+            [node, str(JSSIP / "peer.mjs")],
+            cwd=JSSIP,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={
+                **os.environ,
+                "JSSIP_WS_URL": f"ws://127.0.0.1:{pbx.server.http_port}{credential['ws_url']}",
+                "JSSIP_URI": credential["uri"],
+                "JSSIP_USERNAME": credential["username"],
+                "JSSIP_PASSWORD": credential["password"],
+            },
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with contextlib.suppress(json.JSONDecodeError):
+                self.events.put(json.loads(line))
+
+    def next(self, event: str, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                found = self.events.get(timeout=left)
+            except queue.Empty:
+                break
+            self.seen.append(found)
+            if found["event"] == event:
+                return found
+        raise AssertionError(f"JsSIP: no {event} within {timeout} s; saw {self.seen}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def test_jssip_registers_rings_beside_a_desk_phone_and_is_cancelled_when_it_answers(
+    browser_pbx: Pbx,
+) -> None:
+    pbx = browser_pbx
+    pbx.line(ALICE)
+    employee_with_line(pbx)
+    desk = pbx.device(BOB, "call_uas_answer.xml")
+    jssip = JsSip(pbx, sip_credentials(pbx))
+    try:
+        jssip.next("registered")
+        found = wait_registrations(pbx, lambda found: len(found) == 2, "JsSIP is not listed")
+        [device] = [d for d in found if str(d["source"]).startswith("ws:")]
+        assert device["user_agent"] == "JsSIP (callbridge test)", device
+
+        caller = pbx.call(ALICE, BOB.number, "call_uac.xml", talk_ms=500)
+        assert jssip.next("incoming")["from"] == ALICE.number
+        # The desk phone answers: the ringing browser is cancelled over its socket.
+        assert jssip.next("ended")["cause"] == "Canceled"
+        _assert_succeeded(caller, desk, pbx=pbx)
+    finally:
+        jssip.stop()
+    assert jssip.process.returncode == 0
+    wait_registrations(pbx, lambda found: len(found) == 1, "JsSIP's binding stayed")
