@@ -168,3 +168,16 @@ def test_the_secret_is_made_once_readable_by_its_owner_only(tmp_path: Path) -> N
     assert stat.S_IMODE((tmp_path / SECRET_FILE).stat().st_mode) == 0o600
     assert load_secret(None, tmp_path) == first
     assert load_secret("configured-secret-value", tmp_path) == b"configured-secret-value"
+
+
+def test_a_browsers_binding_ends_with_its_credential() -> None:
+    clock = Clock()
+    browser = credentials(clock=clock)
+    issued = browser.issue(7, not_after=NOW + 120)
+    assert issued is not None
+    ua = browser_ua(browser, lines())
+    assert register(ua, issued.username, issued.password, "ws") == 200
+    assert ua.registrar is not None
+    [binding] = ua.registrar.location.bindings("102", now=1.0)
+    # Asked for 600 s (the REGISTER's expires), bound for the 120 s left.
+    assert binding.expires_at == 1.0 + 120

@@ -136,6 +136,13 @@ class BrowserCredentials:
             raise Refused("Not Your Line")
         return line
 
+    def seconds_left(self, username: str) -> int | None:
+        """How long a browser credential still signs (None: not one)."""
+        claim = claim_of(username)
+        if claim is None:
+            return None
+        return max(0, int(claim.expires_at - self.clock()))
+
     def _password(self, username: str) -> str:
         digest = hmac.new(self._key, username.encode("ascii"), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
@@ -174,6 +181,13 @@ class Accounts:
         if self._browser is not None and username.startswith("web/"):
             return self._browser.line_for(username, self.lines)
         return self.lines.by_username[username]
+
+    def seconds_left(self, username: str) -> int | None:
+        """How long an authenticated username still signs: a browser
+        credential's time left, None for a line's own account."""
+        if self._browser is not None and username.startswith("web/"):
+            return self._browser.seconds_left(username)
+        return None
 
 
 def load_secret(configured: str | None, data_dir: Path) -> bytes:

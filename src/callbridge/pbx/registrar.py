@@ -148,11 +148,14 @@ class Registrar:
         source: object,
         now: float,
         to_tag: str,
+        max_expires: int | None = None,
     ) -> Response:
         """Apply `request` for the line `aor` and build the answer: 200 with
-        the current bindings, or the error that left every binding as it was."""
+        the current bindings, or the error that left every binding as it was.
+        `max_expires` caps this REGISTER's bindings below the policy's (a
+        credential that expires sooner)."""
         try:
-            bindings = self._apply(request, aor, max_devices, source, now)
+            bindings = self._apply(request, aor, max_devices, source, now, max_expires)
         except RegistrationRefused as refused:
             return make_response(
                 request, refused.status, refused.reason, to_tag=to_tag, headers=refused.headers
@@ -186,7 +189,13 @@ class Registrar:
         return removed
 
     def _apply(
-        self, request: Request, aor: str, max_devices: int, source: object, now: float
+        self,
+        request: Request,
+        aor: str,
+        max_devices: int,
+        source: object,
+        now: float,
+        max_expires: int | None = None,
     ) -> list[Binding]:
         try:
             contacts = request.contacts
@@ -209,6 +218,8 @@ class Registrar:
                 raise RegistrationRefused(400, "Control Character in Contact")
             _check_device(contact)
             expires = self._lifetime(contact, header_expires)
+            if max_expires is not None and expires > 0:
+                expires = max(1, min(expires, max_expires))
             earlier = [b for b in updated if any(b is c for c in current)]
             replaced = _same_device(contact, call_id, updated, earlier)
             for known in replaced:

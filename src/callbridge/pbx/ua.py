@@ -145,6 +145,8 @@ class UserAgent:
             source=peer,
             now=now,
             to_tag=tag,
+            # A browser's binding ends with its credential.
+            max_expires=accounts.seconds_left(outcome.username),
         )
 
     def _unsupported_extensions(self, request: Request) -> list[str]:
