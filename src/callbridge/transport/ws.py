@@ -90,7 +90,8 @@ class WsTransport(Transport):
         or why it is refused (a cap reached, a blocked source)."""
         refusal = self._refusal(host)
         if refusal is not None:
-            log_event(logger, logging.INFO, "ws.refused", src=host, reason=refusal)
+            # At debug, as TCP's: a blocked source's flood must not flood the log.
+            log_event(logger, logging.DEBUG, "ws.refused", src=host, reason=refusal)
             return refusal
         remote = Address(self.name, host, port)
         flow = WsFlow(self, remote)
@@ -114,11 +115,8 @@ class WsTransport(Transport):
 
     async def close(self) -> None:
         self._closing = True
-        flows = list(self._by_peer.values())
-        for flow in flows:
+        for flow in list(self._by_peer.values()):
             flow.close(CLOSE_TRY_LATER)
-        for flow in flows:
-            flow.lost()
 
     def _refusal(self, host: str) -> str | None:
         if self._closing or len(self._by_peer) >= self.max_connections:
