@@ -291,8 +291,12 @@ class SipService:
 
     def contact(self, user: str, peer: object) -> str:
         transport = peer.address.transport if isinstance(peer, Peer) else "udp"
-        hostport = format_hostport(self.host, self.port)
+        hostport = format_hostport(self.host, self._port_for(transport))
         return name_addr(user, hostport, transport=None if transport == "udp" else transport)
+
+    def _port_for(self, transport: str) -> int:
+        """Our port for `transport`: the HTTP port for WebSockets (RFC 7118 §5)."""
+        return self.websocket.local_address.port if transport == "ws" else self.port
 
     def peer_for(self, binding: Binding) -> object:
         if binding.path:
@@ -327,7 +331,7 @@ class SipService:
 
     def _via(self, peer: Peer) -> str:
         transport = peer.address.transport.upper()
-        sent_by = format_hostport(self.host, self.port)
+        sent_by = format_hostport(self.host, self._port_for(peer.address.transport))
         return f"SIP/2.0/{transport} {sent_by};branch={new_branch()};rport"
 
     def _registrar_policy(self) -> RegistrarPolicy:

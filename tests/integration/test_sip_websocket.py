@@ -178,8 +178,10 @@ def test_a_call_forks_to_the_desk_phone_and_the_browser_over_its_socket(
 
     invite = phone.next("INVITE ")
     assert invite.startswith(f"INVITE sip:{phone.contact_user}@{phone.host};transport=ws "), invite
-    assert "SIP/2.0/WS " in (header(invite, "Via") or ""), invite
-    assert "transport=ws" in (header(invite, "Contact") or ""), invite
+    # Our Via and Contact name the HTTP port, where WebSockets are served.
+    http = f"127.0.0.1:{pbx.server.http_port}"
+    assert f"SIP/2.0/WS {http};" in (header(invite, "Via") or ""), invite
+    assert f"@{http};transport=ws>" in (header(invite, "Contact") or ""), invite
     tag = secrets.token_hex(4)
     phone.respond(invite, "180 Ringing", to_tag=tag)
     phone.respond(invite, "200 OK", to_tag=tag, body=plain_sdp(free_port()))
