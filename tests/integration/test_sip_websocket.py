@@ -256,6 +256,24 @@ def test_the_credential_signs_only_over_websocket_only_its_line_only_until_it_ex
     assert "auth.failed" in pbx.server.log()
 
 
+def test_a_leavers_browser_is_let_go_and_refused_at_once(
+    browser_pbx: Pbx, phones: list[WsPhone]
+) -> None:
+    pbx = browser_pbx
+    employee_id = employee_with_line(pbx)
+    phone = browser(pbx, phones, sip_credentials(pbx))
+    assert status_of(phone.register()) == 200
+    wait_registrations(pbx, lambda found: len(found) == 1, "not registered")
+
+    with pbx.api() as api:
+        deleted = api.delete(f"/api/v1/employees/{employee_id}")
+        assert deleted.status_code == 204, deleted.text
+    wait_registrations(pbx, lambda found: not found, "the leaver's browser stayed bound")
+    # Its credential has hours left, and its digest is right: refused all the same.
+    answer = phone.register()
+    assert status_of(answer) == 403 and "Line Disabled" in answer, answer
+
+
 def test_a_handshake_without_the_sip_subprotocol_is_refused(browser_pbx: Pbx) -> None:
     pbx = browser_pbx
     for offered in ((), ("chat",)):
