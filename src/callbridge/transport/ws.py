@@ -131,6 +131,7 @@ class WsTransport(Transport):
         if self._by_peer.get(flow.remote) is not flow:
             return
         del self._by_peer[flow.remote]
+        log_event(logger, logging.DEBUG, "ws.closed", remote=flow.remote)
         host = flow.remote.host
         self._per_host[host] -= 1
         if self._per_host[host] <= 0:
