@@ -15,6 +15,7 @@ import os
 import queue
 import secrets
 import shutil
+import sqlite3
 import subprocess
 import threading
 import time
@@ -103,6 +104,18 @@ def wait_registrations(
         time.sleep(0.1)
 
 
+def stored_transports(pbx: Pbx, settle: float = 1.0) -> list[str]:
+    """The transports of line 102's bindings in the store, read `settle`
+    seconds after the last REGISTER (they are written in the background,
+    within milliseconds)."""
+    time.sleep(settle)
+    with contextlib.closing(sqlite3.connect(pbx.tmp_path / "callbridge.db")) as db:
+        rows = db.execute(
+            "SELECT transport FROM registrations WHERE aor = ?", (BOB.number,)
+        ).fetchall()
+    return sorted(row[0] for row in rows)
+
+
 @pytest.fixture
 def phones() -> Iterator[list[WsPhone]]:
     opened: list[WsPhone] = []
@@ -174,6 +187,9 @@ def test_a_call_forks_to_the_desk_phone_and_the_browser_over_its_socket(
     desk = pbx.device(BOB, "call_uas_cancelled.xml")
     phone = browser(pbx, phones, sip_credentials(pbx))
     assert status_of(phone.register()) == 200
+    # The desk phone's binding is kept for a restart; the browser's socket
+    # cannot outlive the process, so its binding is not.
+    assert stored_transports(pbx) == ["udp"]
     caller = pbx.call(ALICE, BOB.number, "call_uac.xml", talk_ms=500)
 
     invite = phone.next("INVITE ")
