@@ -31,6 +31,7 @@ from .media.ports import RtpPortAllocator
 from .pbx.auth import DROP, Authenticator, Drop
 from .pbx.b2bua import B2bua, ResponseHandler
 from .pbx.browser_credentials import BrowserCredentials, load_secret
+from .pbx.browser_revocation import RevocationWatch
 from .pbx.calls import CallRecorder
 from .pbx.config import InvalidConfig, apply_staged, latest, read_live_state, running_config
 from .pbx.dtmf import SendDigits
@@ -963,6 +964,10 @@ async def run(settings: Settings) -> int:
     )
     reloads: set[asyncio.Task[None]] = set()
     retention: asyncio.Task[None] | None = None
+    revocation = RevocationWatch(
+        database, browser_credentials, lambda: service.ua.registrar, clock=loop.time
+    )
+    watching: asyncio.Task[None] | None = None
 
     def reload_on_hangup() -> None:
         # SIGHUP: the employees were changed behind the API's back (a script,
@@ -986,6 +991,7 @@ async def run(settings: Settings) -> int:
         log_event(logger, logging.INFO, "pbx.bindings_restored", count=restored)
         location.start()
         recorder.start()
+        watching = asyncio.create_task(revocation.run(), name="browser-revocations")
         if settings.recording_retention_days:
             retention = asyncio.create_task(
                 keep_for(
@@ -1008,10 +1014,11 @@ async def run(settings: Settings) -> int:
         trunks.close()
         await b2bua.close()
         music.player.stop()
-        if retention is not None:
-            retention.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await retention
+        for task in (retention, watching):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         # The calls have ended: their files are completed and their records told.
         await recordings.close()
         log_event(logger, logging.INFO, "b2bua.stats", **b2bua.stats())

@@ -67,11 +67,10 @@ def employee_with_line(pbx: Pbx, *, max_devices: int = 2) -> int:
     return int(created.json()["id"])
 
 
-def sip_credentials(pbx: Pbx) -> dict[str, Any]:
+def sip_credentials(pbx: Pbx, token: str | None = None) -> dict[str, Any]:
+    """Bob's credential, asked with `token` (a new sign-in's without)."""
     with httpx.Client(base_url=f"http://127.0.0.1:{pbx.server.http_port}", timeout=10) as api:
-        token = api.post(
-            "/api/v1/auth/login", json={"username": LOGIN[0], "password": LOGIN[1]}
-        ).json()["token"]
+        token = token or sign_in(api)
         issued = api.post(
             "/api/v1/me/sip-credentials", headers={"Authorization": f"Bearer {token}"}
         )
@@ -79,6 +78,13 @@ def sip_credentials(pbx: Pbx) -> dict[str, Any]:
         assert issued.headers["cache-control"] == "no-store"
         body: dict[str, Any] = issued.json()
         return body
+
+
+def sign_in(api: httpx.Client) -> str:
+    signed = api.post("/api/v1/auth/login", json={"username": LOGIN[0], "password": LOGIN[1]})
+    assert signed.status_code == 200, signed.text
+    token: str = signed.json()["token"]
+    return token
 
 
 def registrations(pbx: Pbx) -> list[dict[str, Any]]:
@@ -132,9 +138,9 @@ def browser(pbx: Pbx, phones: list[WsPhone], credential: dict[str, Any]) -> WsPh
     return phone
 
 
-def forged(employee_id: int, number: str, expires_at: int) -> tuple[str, str]:
+def forged(employee_id: int, number: str, expires_at: int, tag: str) -> tuple[str, str]:
     """A credential made with the server's secret, as docs/SECURITY.md describes it."""
-    username = f"web/{employee_id}/{number}/{expires_at}"
+    username = f"web/{employee_id}/{number}/{expires_at}/{tag}"
     key = hashlib.sha256(b"callbridge browser SIP credential v1\x00" + SECRET.encode()).digest()
     mac = hmac.new(key, username.encode(), hashlib.sha256).digest()
     return username, base64.urlsafe_b64encode(mac).decode().rstrip("=")
@@ -249,7 +255,8 @@ def test_the_credential_signs_only_over_websocket_only_its_line_only_until_it_ex
     assert status_of(phone.register()) == 401
 
     # Expired (made with the secret, so the digest is right): refused, and said why.
-    username, password = forged(employee_id, BOB.number, int(time.time()) - 1)
+    tag = credential["username"].rsplit("/", 1)[1]
+    username, password = forged(employee_id, BOB.number, int(time.time()) - 1, tag)
     phone = WsPhone(pbx.server.http_port, BOB.number, username, password)
     phones.append(phone)
     answer = phone.register()
@@ -288,6 +295,27 @@ def test_a_leavers_browser_is_let_go_and_refused_at_once(
     # Its credential has hours left, and its digest is right: refused all the same.
     answer = phone.register()
     assert status_of(answer) == 403 and "Line Disabled" in answer, answer
+
+
+def test_signing_out_lets_that_sign_ins_browser_go_and_refuses_its_credential(
+    browser_pbx: Pbx, phones: list[WsPhone]
+) -> None:
+    pbx = browser_pbx
+    employee_with_line(pbx)
+    with httpx.Client(base_url=f"http://127.0.0.1:{pbx.server.http_port}", timeout=10) as api:
+        tokens = [sign_in(api), sign_in(api)]  # two tabs, two sign-ins
+    leaving, staying = (browser(pbx, phones, sip_credentials(pbx, t)) for t in tokens)
+    assert status_of(leaving.register()) == 200 and status_of(staying.register()) == 200
+    wait_registrations(pbx, lambda found: len(found) == 2, "not both registered")
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{pbx.server.http_port}", timeout=10) as api:
+        out = api.post("/api/v1/auth/logout", headers={"Authorization": f"Bearer {tokens[0]}"})
+        assert out.status_code == 204, out.text
+    [kept] = wait_registrations(pbx, lambda found: len(found) == 1, "the signed-out tab stayed")
+    assert kept["contact"].startswith(f"<sip:{staying.contact_user}@"), kept
+    answer = leaving.register()
+    assert status_of(answer) == 403 and "Credential Revoked" in answer, answer
+    assert "pbx.browser_revoked" in pbx.server.log()
 
 
 def test_a_handshake_without_the_sip_subprotocol_is_refused(browser_pbx: Pbx) -> None:

@@ -28,6 +28,7 @@ from .test_ua import REALM, _register, authorized, line
 
 SECRET = b"sixteen bytes at least, here"
 NOW = 1_800_000_000.0
+TAG = "0123456789abcdef" * 2  # a token's tag
 
 
 def lines(*, disabled: bool = False, bob_employee: int = 7) -> Lines:
@@ -52,26 +53,26 @@ def credentials(running: Lines | None = None, clock: Clock | None = None) -> Bro
 
 
 def test_a_credential_names_employee_line_and_expiry_and_is_no_line_password() -> None:
-    issued = credentials().issue(7)
+    issued = credentials().issue(7, token_tag=TAG)
     assert issued is not None
-    assert issued.username == f"web/7/102/{int(NOW) + 3600}"
+    assert issued.username == f"web/7/102/{int(NOW) + 3600}/{TAG}"
     assert issued.line_number == "102" and issued.expires_at == NOW + 3600
     assert issued.password != "bob-secret" and len(issued.password) == 43
 
 
 def test_a_credential_never_outlives_the_token_it_was_asked_with() -> None:
-    issued = credentials().issue(7, not_after=NOW + 60)
+    issued = credentials().issue(7, token_tag=TAG, not_after=NOW + 60)
     assert issued is not None and issued.expires_at == NOW + 60
 
 
 def test_no_credential_without_an_enabled_line_of_ones_own() -> None:
-    assert credentials().issue(99) is None
-    assert credentials(lines(disabled=True)).issue(7) is None
+    assert credentials().issue(99, token_tag=TAG) is None
+    assert credentials(lines(disabled=True)).issue(7, token_tag=TAG) is None
 
 
 def test_another_secret_makes_other_passwords() -> None:
     other = BrowserCredentials(b"another secret of sixteen+", lines=lines, ttl=3600, clock=Clock())
-    mine, theirs = credentials().issue(7), other.issue(7)
+    mine, theirs = credentials().issue(7, token_tag=TAG), other.issue(7, token_tag=TAG)
     assert mine is not None and theirs is not None
     assert mine.username == theirs.username and mine.password != theirs.password
 
@@ -84,7 +85,7 @@ def test_a_short_secret_is_refused() -> None:
 @pytest.mark.parametrize("transport", ["ws", "WSS"])
 def test_over_a_websocket_the_credential_has_the_ha1_of_its_password(transport: str) -> None:
     browser = credentials()
-    issued = browser.issue(7)
+    issued = browser.issue(7, token_tag=TAG)
     assert issued is not None
     accounts = Accounts(lines(), browser, transport=transport, realm=REALM)
     assert accounts.ha1_of(issued.username, "MD5") == compute_ha1(
@@ -98,7 +99,7 @@ def test_over_a_websocket_the_credential_has_the_ha1_of_its_password(transport: 
 @pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
 def test_over_any_other_transport_the_credential_is_nobodys(transport: str) -> None:
     browser = credentials()
-    issued = browser.issue(7)
+    issued = browser.issue(7, token_tag=TAG)
     assert issued is not None
     accounts = Accounts(lines(), browser, transport=transport, realm=REALM)
     assert accounts.ha1_of(issued.username, "MD5") is None
@@ -106,19 +107,27 @@ def test_over_any_other_transport_the_credential_is_nobodys(transport: str) -> N
 
 def test_a_tampered_username_has_another_password() -> None:
     browser = credentials()
-    issued = browser.issue(7)
+    issued = browser.issue(7, token_tag=TAG)
     assert issued is not None
     tampered = issued.username.replace("/102/", "/101/")
     accounts = Accounts(lines(), browser, transport="ws", realm=REALM)
     assert accounts.ha1_of(tampered, "MD5") != compute_ha1(tampered, REALM, issued.password, "MD5")
-    for malformed in ("web/7/102", "web/07/102/1", "web/7/1/1", "web/7/102/1/2", "web/x/102/1"):
+    for malformed in (
+        "web/7/102/1",
+        f"web/07/102/1/{TAG}",
+        f"web/7/1/1/{TAG}",
+        f"web/7/102/1/{TAG}/2",
+        f"web/x/102/1/{TAG}",
+        f"web/7/102/1/{TAG.upper()}",
+        f"web/7/102/1/{TAG[:-1]}",
+    ):
         assert accounts.ha1_of(malformed, "MD5") is None
 
 
 def test_an_expired_credential_or_a_line_given_to_another_employee_signs_nothing() -> None:
     clock = Clock()
     browser = credentials(clock=clock)
-    issued = browser.issue(7)
+    issued = browser.issue(7, token_tag=TAG)
     assert issued is not None
     clock.now = issued.expires_at
     with pytest.raises(Refused, match="Credential Expired"):
@@ -139,20 +148,29 @@ def browser_ua(browser: BrowserCredentials, running: Lines) -> UserAgent:
     )
 
 
-def register(ua: UserAgent, username: str, password: str, transport: str, to: str = "102") -> int:
+def register(
+    ua: UserAgent,
+    username: str,
+    password: str,
+    transport: str,
+    to: str = "102",
+    peer: str = "ws-flow",
+) -> int:
     challenge = ua.answer(_register(to, "", 1), source="127.0.0.2", transport=transport)
     assert isinstance(challenge, Response) and challenge.status == 401
     auth = authorized(challenge, username, password)
-    answer = ua.answer(
-        _register(to, auth, 2), source="127.0.0.2", peer="ws-flow", now=1.0, transport=transport
-    )
+    request = _register(to, auth, 2)
+    # Each device its own Contact and Call-ID.
+    request.headers.set("Contact", f"<sip:{peer}@127.0.0.2:5062>;expires=600")
+    request.headers.set("Call-ID", f"reg-{peer}@127.0.0.2")
+    answer = ua.answer(request, source="127.0.0.2", peer=peer, now=1.0, transport=transport)
     assert isinstance(answer, Response)
     return answer.status
 
 
 def test_the_registrar_binds_a_browser_over_ws_and_refuses_it_elsewhere() -> None:
     browser = credentials()
-    issued = browser.issue(7)
+    issued = browser.issue(7, token_tag=TAG)
     assert issued is not None
     assert register(browser_ua(browser, lines()), issued.username, issued.password, "udp") == 401
     assert register(browser_ua(browser, lines()), issued.username, issued.password, "ws") == 200
@@ -173,7 +191,7 @@ def test_the_secret_is_made_once_readable_by_its_owner_only(tmp_path: Path) -> N
 def test_a_browsers_binding_ends_with_its_credential() -> None:
     clock = Clock()
     browser = credentials(clock=clock)
-    issued = browser.issue(7, not_after=NOW + 120)
+    issued = browser.issue(7, token_tag=TAG, not_after=NOW + 120)
     assert issued is not None
     ua = browser_ua(browser, lines())
     assert register(ua, issued.username, issued.password, "ws") == 200
@@ -181,3 +199,32 @@ def test_a_browsers_binding_ends_with_its_credential() -> None:
     [binding] = ua.registrar.location.bindings("102", now=1.0)
     # Asked for 600 s (the REGISTER's expires), bound for the 120 s left.
     assert binding.expires_at == 1.0 + 120
+
+
+def test_a_credential_of_a_revoked_token_signs_nothing_until_it_would_have_expired() -> None:
+    clock = Clock()
+    browser = credentials(clock=clock)
+    issued = browser.issue(7, token_tag=TAG)
+    other = browser.issue(7, token_tag="f" * 32)
+    assert issued is not None and other is not None
+    browser.revoke({TAG: issued.expires_at})
+    with pytest.raises(Refused, match="Credential Revoked"):
+        browser.line_for(issued.username, lines())
+    assert browser.line_for(other.username, lines()).number == "102"  # another sign-in
+    clock.now = issued.expires_at + 1
+    browser.revoke({})  # forgets what has expired anyway
+    assert not browser.is_revoked(TAG)
+
+
+def test_a_browsers_binding_names_the_credential_it_was_signed_with() -> None:
+    browser = credentials()
+    issued = browser.issue(7, token_tag=TAG)
+    assert issued is not None
+    ua = browser_ua(browser, lines())
+    assert register(ua, issued.username, issued.password, "ws") == 200
+    assert register(ua, "alice", "alice-secret", "ws", to="101") == 200
+    assert ua.registrar is not None
+    [browser_binding] = ua.registrar.location.bindings("102", now=1.0)
+    [desk_binding] = ua.registrar.location.bindings("101", now=1.0)
+    assert browser_binding.signed_by == issued.username
+    assert desk_binding.signed_by is None

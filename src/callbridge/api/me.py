@@ -10,9 +10,9 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi import status as http_status
 from pydantic import BaseModel, Field
 
-from ..pbx.browser_credentials import BrowserCredentials
+from ..pbx.browser_credentials import TAG_LENGTH, BrowserCredentials
 from ..store import Employee
-from ..store.accounts import signed_in
+from ..store.accounts import signed_in, token_hash
 from .deps import SessionDep, TokenDep
 from .sip_websocket import PATH as SIP_WEBSOCKET_PATH
 
@@ -46,7 +46,8 @@ async def sip_credentials(
     request: Request, response: Response, session: SessionDep, token: TokenDep
 ) -> SipCredentialsOut:
     """A SIP credential for your browser's softphone on your internal line,
-    valid a few hours (never longer than your token): fetch a new one
+    valid a few hours and never longer than your token: signing out (or
+    any revocation of the token) ends it within seconds. Fetch a new one
     before `expires_at`, and after a registration is refused with 403."""
     found = await signed_in(session, token)
     if found is None:
@@ -66,7 +67,11 @@ async def sip_credentials(
     credentials: BrowserCredentials | None = getattr(request.app.state, "browser_credentials", None)
     if credentials is None:
         raise HTTPException(http_status.HTTP_503_SERVICE_UNAVAILABLE, "no PBX runs here")
-    credential = credentials.issue(employee.id, not_after=found.expires_at.timestamp())
+    credential = credentials.issue(
+        employee.id,
+        token_tag=token_hash(token)[:TAG_LENGTH],
+        not_after=found.expires_at.timestamp(),
+    )
     if credential is None:
         raise HTTPException(
             http_status.HTTP_409_CONFLICT,

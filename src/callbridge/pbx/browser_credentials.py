@@ -1,13 +1,14 @@
 """Short-lived SIP credentials for a signed-in employee's browser, so no
 line's SIP password sits in a web page (docs/SECURITY.md argues the scheme).
 
-The username says whose and until when — `web/<employee id>/<line
-number>/<expiry, Unix seconds>` — and the password is an HMAC of it under
-the server's secret: nothing is stored, any node with the secret checks it,
-and a changed character makes another password. They sign requests only
-over a WebSocket, only for that employee's line while it is theirs and
-enabled, and only until they expire. No I/O here: the wall clock is passed
-in, the secret read by whoever builds this.
+The username says whose, until when and from which API token — `web/<employee
+id>/<line number>/<expiry, Unix seconds>/<token tag>` — and the password is
+an HMAC of it under the server's secret: nothing is stored, any node with
+the secret checks it, and a changed character makes another password. They
+sign requests only over a WebSocket, only for that employee's line while it
+is theirs and enabled, only until they expire, and only while their token
+is not revoked (`pbx/browser_revocation.py` finds out). No I/O here: the
+wall clock is passed in, the secret read by whoever builds this.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from .lines import Line, Lines
 # The transports a browser credential may sign on (RFC 7118).
 WEBSOCKET_TRANSPORTS = frozenset({"ws", "wss"})
 # '/' is in no line's username (api/internal_lines.py), so the two never meet.
-_USERNAME = re.compile(r"web/([1-9][0-9]{0,17})/([0-9]{2,15})/([1-9][0-9]{0,11})")
+# A token's tag: the start of the SHA-256 the store keeps of it (128 bits).
+TAG_LENGTH = 32
+_USERNAME = re.compile(r"web/([1-9][0-9]{0,17})/([0-9]{2,15})/([1-9][0-9]{0,11})/([0-9a-f]{32})")
 _CONTEXT = b"callbridge browser SIP credential v1\x00"
 SECRET_FILE = "browser-sip.secret"
 _SECRET_BYTES = 32
@@ -52,6 +55,7 @@ class Claim:
     employee_id: int
     line_number: str
     expires_at: int
+    token_tag: str
 
 
 class Refused(Exception):
@@ -81,12 +85,17 @@ class BrowserCredentials:
         self.lines = lines
         self.ttl = ttl
         self.clock = clock
+        # Tags of tokens found revoked, until their credentials expire.
+        self._revoked: dict[str, float] = {}
 
     def issue(
-        self, employee_id: int, *, not_after: float | None = None
+        self, employee_id: int, *, token_tag: str, not_after: float | None = None
     ) -> BrowserCredential | None:
         """A credential for the employee's line (None: no enabled line of
-        theirs runs), valid `ttl` seconds and never past `not_after`."""
+        theirs runs), bound to the token `token_tag` names, valid `ttl`
+        seconds and never past `not_after` (the token's own expiry)."""
+        if len(token_tag) != TAG_LENGTH:
+            raise ValueError("a token tag has 32 hexadecimal digits")
         line = self.line_of_employee(employee_id)
         if line is None:
             return None
@@ -94,7 +103,7 @@ class BrowserCredentials:
         if not_after is not None:
             expires = min(expires, not_after)
         expires_at = int(expires)
-        username = f"web/{employee_id}/{line.number}/{expires_at}"
+        username = f"web/{employee_id}/{line.number}/{expires_at}/{token_tag}"
         return BrowserCredential(
             username=username,
             password=self._password(username),
@@ -131,10 +140,24 @@ class BrowserCredentials:
             raise Refused("Not A Browser Credential")
         if claim.expires_at <= self.clock():
             raise Refused("Credential Expired")
+        if claim.token_tag in self._revoked:
+            raise Refused("Credential Revoked")
         line = lines.by_number.get(claim.line_number)
         if line is None or line.employee_id != claim.employee_id:
             raise Refused("Not Your Line")
         return line
+
+    def revoke(self, tags: dict[str, float]) -> None:
+        """Refuse the credentials of the tokens `tags` names (each with the
+        time its last credential expires: forgotten after it)."""
+        now = self.clock()
+        for tag, until in list(self._revoked.items()):
+            if until <= now:
+                del self._revoked[tag]
+        self._revoked.update(tags)
+
+    def is_revoked(self, tag: str) -> bool:
+        return tag in self._revoked
 
     def seconds_left(self, username: str) -> int | None:
         """How long a browser credential still signs (None: not one)."""
@@ -152,8 +175,8 @@ def claim_of(username: str) -> Claim | None:
     match = _USERNAME.fullmatch(username)
     if match is None:
         return None
-    employee, number, expires = match.groups()
-    return Claim(int(employee), number, int(expires))
+    employee, number, expires, tag = match.groups()
+    return Claim(int(employee), number, int(expires), tag)
 
 
 class Accounts:

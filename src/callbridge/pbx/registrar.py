@@ -54,6 +54,9 @@ class Binding:
     source: object = None
     user_agent: str | None = None
     path: tuple[NameAddr, ...] = ()
+    # The credential a browser signed its REGISTER with: its binding goes
+    # when that credential is revoked. None for a line's own account.
+    signed_by: str | None = None
 
     @property
     def uri(self) -> URI:
@@ -149,13 +152,14 @@ class Registrar:
         now: float,
         to_tag: str,
         max_expires: int | None = None,
+        signed_by: str | None = None,
     ) -> Response:
         """Apply `request` for the line `aor` and build the answer: 200 with
         the current bindings, or the error that left every binding as it was.
         `max_expires` caps this REGISTER's bindings below the policy's (a
-        credential that expires sooner)."""
+        credential that expires sooner); `signed_by` names that credential."""
         try:
-            bindings = self._apply(request, aor, max_devices, source, now, max_expires)
+            bindings = self._apply(request, aor, max_devices, source, now, max_expires, signed_by)
         except RegistrationRefused as refused:
             return make_response(
                 request, refused.status, refused.reason, to_tag=to_tag, headers=refused.headers
@@ -196,6 +200,7 @@ class Registrar:
         source: object,
         now: float,
         max_expires: int | None = None,
+        signed_by: str | None = None,
     ) -> list[Binding]:
         try:
             contacts = request.contacts
@@ -239,6 +244,7 @@ class Registrar:
                     source=source,
                     user_agent=user_agent,
                     path=path,
+                    signed_by=signed_by,
                 )
             )
         return updated

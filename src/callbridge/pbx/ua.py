@@ -138,6 +138,7 @@ class UserAgent:
         if user not in (line.number, line.username):
             # Authenticated, but asking for someone else's line.
             return self._reply(request, 403, "Not Your Line", to_tag=tag)
+        seconds_left = accounts.seconds_left(outcome.username)
         return self.registrar.register(
             request,
             aor=line.number,
@@ -146,7 +147,8 @@ class UserAgent:
             now=now,
             to_tag=tag,
             # A browser's binding ends with its credential.
-            max_expires=accounts.seconds_left(outcome.username),
+            max_expires=seconds_left,
+            signed_by=None if seconds_left is None else outcome.username,
         )
 
     def _unsupported_extensions(self, request: Request) -> list[str]:
