@@ -425,7 +425,16 @@ class SipService:
 
     def stats(self) -> dict[str, float | int]:
         """Counters for the log at shutdown and for benchmarks."""
-        return {**self.overload.stats(), "given_up": self.given_up, **self.collector.stats()}
+        transport = self.transport.stats
+        return {
+            **self.overload.stats(),
+            "given_up": self.given_up,
+            **self.collector.stats(),
+            "parse_errors": transport.parse_errors,
+            "answered_errors": transport.answered_errors,
+            "dropped": transport.dropped,
+            "ws_oversized": self.websocket.oversized,
+        }
 
     def _admits(self, host: str) -> bool:
         """Whether `host` may open a TCP connection: not while it is blocked."""

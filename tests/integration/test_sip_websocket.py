@@ -27,7 +27,7 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from .conftest import free_port, start_sipp
+from .conftest import free_port, start_sipp, stop_server
 from .test_calls import (
     ALICE,
     BOB,
@@ -354,6 +354,11 @@ def test_malformed_frames_get_400_or_are_dropped_and_an_oversized_one_closes_the
     # A frame past the size limit (65,535 by default) closes the socket: 1009.
     phone.send("OPTIONS " + "x" * 70_000)
     assert phone.closed() == 1009
+    # Each counted, as callbridge says when it stops.
+    stop_server(pbx.server.process)
+    [stats] = [line for line in pbx.server.log().splitlines() if " sip.stats " in line]
+    for counted in ("parse_errors=2", "answered_errors=1", "ws_oversized=1"):
+        assert f" {counted} " in f"{stats} ", stats
 
 
 # --- JsSIP itself, the softphone's SIP stack, under Node ---------------------
