@@ -11,6 +11,7 @@ WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.ht
   web/vite.config.ts web/tsconfig.json web/tsconfig.node.json
 WEB_BUNDLE := web/dist/index.html
 WEB_MODULES := web/node_modules/.package-lock.json
+JSSIP := tests/integration/jssip
 
 .PHONY: run venv web test test-deps lint typecheck unit integration web-test bench fuzz clean
 
@@ -48,6 +49,12 @@ test-deps: venv web
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  echo "installing Debian packages:$$missing"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@# JsSIP (the browser softphone's SIP stack) runs under Node as a test peer
+	@# of /ws/sip, from the npm lock file in tests/integration/jssip (npm is
+	@# there: `web` installed it if it was missing).
+	@if [ ! -d $(JSSIP)/node_modules ] || [ $(JSSIP)/package-lock.json -nt $(JSSIP)/node_modules ]; then \
+	  npm ci --prefix $(JSSIP) --no-audit --no-fund --loglevel=error && touch $(JSSIP)/node_modules; \
 	fi
 	@# The store tests also run on the local PostgreSQL (127.0.0.1:5432); start it
 	@# if it is installed and stopped. Best effort: an online cluster is left alone.
@@ -102,4 +109,5 @@ fuzz: test-deps
 	  $(VENV)/bin/pytest -q -s tests/fuzz
 
 clean:
-	rm -rf $(VENV) build dist web/dist web/node_modules src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build dist web/dist web/node_modules src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis \
+	  $(JSSIP)/node_modules

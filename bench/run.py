@@ -13,6 +13,7 @@ for script, *args in (
     ("pipeline_bench.py",),
     ("options_load.py",),
     ("register_load.py",),
+    ("ws_browsers.py",),
     ("rtp_relay_bench.py",),
     ("call_load.py",),
     ("rtp_calls.py",),

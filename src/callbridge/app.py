@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import re
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ from .media.policy import AllowedNetworks, MediaPolicy
 from .media.ports import RtpPortAllocator
 from .pbx.auth import DROP, Authenticator, Drop
 from .pbx.b2bua import B2bua, ResponseHandler
+from .pbx.browser_credentials import BrowserCredentials, load_secret
+from .pbx.browser_revocation import RevocationWatch
 from .pbx.calls import CallRecorder
 from .pbx.config import InvalidConfig, apply_staged, latest, read_live_state, running_config
 from .pbx.dtmf import SendDigits
@@ -69,7 +72,7 @@ from .sip.uri import URI, SipURI, format_hostport, name_addr
 from .store import Database, create_database
 from .store.accounts import ensure_admin
 from .store.models import ConfigVersion
-from .transport import Address, Transport, TransportError, TransportLayer
+from .transport import Address, Transport, TransportError, TransportLayer, WsTransport
 from .transport.addresses import interface_addresses, reachable_addresses
 
 logger = logging.getLogger("callbridge.sip")
@@ -124,6 +127,13 @@ class SipService:
                 account_block_for=settings.guard_account_block_for,
                 max_blocks=settings.guard_max_blocks,
             )
+        )
+        # Browsers' SIP over WebSocket: the HTTP server hands its sockets over.
+        self.websocket = self.transport.open_websocket(
+            settings.http_host,
+            settings.http_port,
+            max_connections=settings.sip_ws_max_connections,
+            max_per_address=settings.sip_ws_max_connections_per_address,
         )
         # Proxies in front: their requests are judged by the sender they report.
         self.proxies = TrustedProxies(settings.sip_proxy_networks())
@@ -231,7 +241,15 @@ class SipService:
             authenticator=self.ua.authenticator,
             registrar=self.ua.registrar,
             calls=True,
+            browser_credentials=self.ua.browser_credentials,
         )
+
+    def use_browser_credentials(self, credentials: BrowserCredentials) -> None:
+        """Let browsers register with the credentials `credentials` issues
+        (over a WebSocket only)."""
+        self.ua.browser_credentials = credentials
+        if self.b2bua is not None:
+            self.b2bua.browser_credentials = credentials
 
     @property
     def location(self) -> Location:
@@ -280,8 +298,12 @@ class SipService:
 
     def contact(self, user: str, peer: object) -> str:
         transport = peer.address.transport if isinstance(peer, Peer) else "udp"
-        hostport = format_hostport(self.host, self.port)
+        hostport = format_hostport(self.host, self._port_for(transport))
         return name_addr(user, hostport, transport=None if transport == "udp" else transport)
+
+    def _port_for(self, transport: str) -> int:
+        """Our port for `transport`: the HTTP port for WebSockets (RFC 7118 §5)."""
+        return self.websocket.local_address.port if transport == "ws" else self.port
 
     def peer_for(self, binding: Binding) -> object:
         if binding.path:
@@ -316,7 +338,7 @@ class SipService:
 
     def _via(self, peer: Peer) -> str:
         transport = peer.address.transport.upper()
-        sent_by = format_hostport(self.host, self.port)
+        sent_by = format_hostport(self.host, self._port_for(peer.address.transport))
         return f"SIP/2.0/{transport} {sent_by};branch={new_branch()};rport"
 
     def _registrar_policy(self) -> RegistrarPolicy:
@@ -342,7 +364,8 @@ class SipService:
 
     @staticmethod
     def flow_of(source: object) -> tuple[str, str, int] | None:
-        if not isinstance(source, Peer):
+        if not isinstance(source, Peer) or isinstance(source.transport, WsTransport):
+            # A browser's socket does not outlive the process: nothing to keep.
             return None
         address = source.address
         return address.transport, address.host, address.port
@@ -463,11 +486,16 @@ class SipService:
 
     def stats(self) -> dict[str, float | int]:
         """Counters for the log at shutdown and for benchmarks."""
+        transport = self.transport.stats
         return {
             **self.overload.stats(),
             "given_up": self.given_up,
             "backlog_most": self.backlog.most,
             **self.collector.stats(),
+            "parse_errors": transport.parse_errors,
+            "answered_errors": transport.answered_errors,
+            "dropped": transport.dropped,
+            "ws_oversized": self.websocket.oversized,
         }
 
     def _admits(self, host: str) -> bool:
@@ -592,14 +620,18 @@ class SipService:
             return b2bua.invite(request, transaction, source=source, peer=peer, transport=transport)
         if b2bua is not None and request.to.tag is not None and method not in _OUT_OF_DIALOG:
             return b2bua.in_dialog(request, transaction)
-        return self.ua.answer(request, source=source, peer=peer, now=now)
+        return self.ua.answer(
+            request, source=source, peer=peer, now=now, transport=peer.address.transport
+        )
 
     def _cancel(
         self, cancel: Request, peer: Peer, source: str, now: float
     ) -> Response | Drop | None:
         invite = self.transactions.find_invite_for_cancel(cancel)
         if invite is None:
-            return self.ua.answer(cancel, source=source, peer=peer, now=now)
+            return self.ua.answer(
+                cancel, source=source, peer=peer, now=now, transport=peer.address.transport
+            )
         to_tag = None if self.b2bua is None else self.b2bua.cancel(invite)
         if to_tag is not None:
             return make_response(cancel, 200, to_tag=to_tag)
@@ -639,7 +671,23 @@ class SipService:
     def _on_flow_closed(self, remote: Address) -> None:
         if remote in self._registering_flows:
             self._registering_flows.discard(remote)
-            self._flow_closed(remote, self._loop.time())
+            if remote.transport == self.websocket.name:
+                self._browser_gone(remote)
+            else:
+                self._flow_closed(remote, self._loop.time())
+
+    def _browser_gone(self, remote: Address) -> None:
+        """A browser's socket closed: nothing can reach it any more (it cannot
+        be called back), so its bindings go at once; it registers anew
+        when it reconnects."""
+        registrar = self.ua.registrar
+        assert registrar is not None
+        dropped = registrar.forget(
+            lambda b: isinstance(b.source, Peer) and b.source.address == remote,
+            self._loop.time(),
+        )
+        if dropped:
+            log_event(logger, logging.INFO, "pbx.browser_gone", remote=remote, bindings=dropped)
 
     def _flow_closed(self, remote: Address, now: float) -> None:
         self._closed_flows[remote] = now + self.settings.registrar_flow_grace
@@ -723,6 +771,9 @@ class HttpService:
         send_digits: SendDigits | None = None,
         music: MusicOnHold | None = None,
         setup_token: SetupToken | None = None,
+        sip_ws: WsTransport | None = None,
+        browser_credentials: BrowserCredentials | None = None,
+        sip_domain: str | None = None,
     ) -> None:
         hide_tokens_in_uvicorn_logs()
         config = uvicorn.Config(
@@ -741,6 +792,9 @@ class HttpService:
                 send_digits=send_digits,
                 music=music,
                 setup_token=setup_token,
+                sip_ws=sip_ws,
+                browser_credentials=browser_credentials,
+                sip_domain=sip_domain,
             ),
             host=settings.http_host,
             port=settings.http_port,
@@ -751,6 +805,9 @@ class HttpService:
             forwarded_allow_ips=settings.trusted_proxies(),
             lifespan="on",
             log_config=None,
+            # A WebSocket frame past this closes its socket (1009) before the
+            # app reads it; /ws/sip counts those between it and the SIP limit.
+            ws_max_size=2 * settings.max_message_size,
             timeout_graceful_shutdown=5,
         )
         self.server = uvicorn.Server(config)
@@ -907,6 +964,16 @@ async def run(settings: Settings) -> int:
         recordings=recordings,
     )
     service.use_b2bua(b2bua)
+    secret = settings.browser_sip_secret
+    browser_credentials = BrowserCredentials(
+        await asyncio.to_thread(
+            load_secret, secret.get_secret_value() if secret else None, settings.data_dir
+        ),
+        lines=lambda: service.ua.lines,
+        ttl=settings.browser_sip_credential_ttl,
+        clock=time.time,
+    )
+    service.use_browser_credentials(browser_credentials)
 
     # An apply and an employee's deletion each read the store, then swap
     # lines in: one at a time, or an apply that read before a deletion
@@ -969,9 +1036,16 @@ async def run(settings: Settings) -> int:
         send_digits=b2bua.send_digits,
         music=music,
         setup_token=setup_token,
+        sip_ws=service.websocket,
+        browser_credentials=browser_credentials,
+        sip_domain=format_hostport(service.host),
     )
     reloads: set[asyncio.Task[None]] = set()
     retention: asyncio.Task[None] | None = None
+    revocation = RevocationWatch(
+        database, browser_credentials, lambda: service.ua.registrar, clock=loop.time
+    )
+    watching: asyncio.Task[None] | None = None
 
     def reload_on_hangup() -> None:
         # SIGHUP: the employees were changed behind the API's back (a script,
@@ -995,6 +1069,7 @@ async def run(settings: Settings) -> int:
         log_event(logger, logging.INFO, "pbx.bindings_restored", count=restored)
         location.start()
         recorder.start()
+        watching = asyncio.create_task(revocation.run(), name="browser-revocations")
         if settings.recording_retention_days:
             retention = asyncio.create_task(
                 keep_for(
@@ -1006,6 +1081,7 @@ async def run(settings: Settings) -> int:
                 name="recording-retention",
             )
         port = await http.start()
+        service.websocket.serve_on(port)
         tune_garbage_collector()
         service.watch_load()
         log_event(http_logger, logging.INFO, "http.listening", host=settings.http_host, port=port)
@@ -1024,10 +1100,11 @@ async def run(settings: Settings) -> int:
         trunks.close()
         await b2bua.close()
         music.player.stop()
-        if retention is not None:
-            retention.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await retention
+        for task in (retention, watching):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         # The calls have ended: their files are completed and their records told.
         await recordings.close()
         log_event(logger, logging.INFO, "b2bua.stats", **b2bua.stats())

@@ -87,6 +87,28 @@ class Settings(BaseSettings):
         description="Seconds a TCP phone has to reconnect and register again after its "
         "connection closed (or callbridge restarted) before its binding is dropped.",
     )
+    sip_ws_max_connections: int = Field(
+        1_024, ge=1, description="SIP WebSockets (/ws/sip on the HTTP port) open at once."
+    )
+    sip_ws_max_connections_per_address: int = Field(
+        128,
+        ge=1,
+        description="SIP WebSockets one remote address may hold open at once (an office's "
+        "browsers often share one public address).",
+    )
+    browser_sip_credential_ttl: float = Field(
+        12 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="Seconds a browser's SIP credential (POST /api/v1/me/sip-credentials) "
+        "is valid; never longer than the API token it was asked with.",
+    )
+    browser_sip_secret: SecretStr | None = Field(
+        None,
+        description="The secret browser SIP credentials are signed with (at least 16 "
+        "characters); default: a random one kept in data_dir/browser-sip.secret. Give every "
+        "node the same one when several serve the same phones.",
+    )
     guard_max_failures: int = Field(
         10, ge=0, description="Failed authentications a source may have in guard_window."
     )

@@ -1,4 +1,5 @@
-"""Mutation fuzzing of a live `callbridge serve` over UDP and TCP.
+"""Mutation fuzzing of a live `callbridge serve` over UDP, TCP and
+WebSocket (`/ws/sip`, one case a frame).
 
 Seed messages (tests/fuzz/corpus.py) are damaged by tests/fuzz/mutator.py and
 sent from 127.0.0.2, which the server knows as a provider's address, so that
@@ -11,6 +12,7 @@ per transport (`make fuzz` runs many more than `make test`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
 
 from ..integration.conftest import Server, start_server, stop_server
 from .corpus import corpus, own_messages
@@ -107,7 +111,39 @@ def _options_message(server: Server, transport: str, port: int, source: str = "1
     ).encode()
 
 
+def _websocket(server: Server, source: str) -> ClientConnection:
+    """A SIP WebSocket to the server from `source` (a loopback address)."""
+    sock = socket.create_connection(
+        ("127.0.0.1", server.http_port), timeout=PROBE_TIMEOUT, source_address=(source, 0)
+    )
+    return connect(
+        f"ws://127.0.0.1:{server.http_port}/ws/sip",
+        sock=sock,
+        subprotocols=["sip"],  # type: ignore[list-item]
+        open_timeout=PROBE_TIMEOUT,
+        max_size=None,
+    ).__enter__()
+
+
+def _options_over_websocket(ws: ClientConnection, server: Server, source: str) -> bytes:
+    """Send an OPTIONS over `ws` and wait for its answer: the frames sent
+    before it have all been read by then (a socket's frames are read in order)."""
+    message = _options_message(server, "ws", ws.local_address[1], source=source)
+    call_id = message.split(b"Call-ID: ", 1)[1].split(b"\r\n", 1)[0]
+    ws.send(message.decode())
+    deadline = time.monotonic() + PROBE_TIMEOUT
+    while (left := deadline - time.monotonic()) > 0:
+        frame = ws.recv(timeout=left)
+        data = frame.encode() if isinstance(frame, str) else frame
+        if call_id in data:
+            return data
+    raise TimeoutError("no answer to OPTIONS over the WebSocket")
+
+
 def _options(server: Server, transport: str) -> bytes:
+    if transport == "ws":
+        with _websocket(server, "127.0.0.1") as ws:
+            return _options_over_websocket(ws, server, "127.0.0.1")
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.settimeout(PROBE_TIMEOUT)
@@ -132,7 +168,7 @@ def assert_answers(server: Server, transport: str, batch: list[Case], record: Pa
             answer = _options(server, transport)
             if not answer.startswith(b"SIP/2.0 200 "):
                 problem = f"OPTIONS got {answer[:80]!r}"
-        except OSError as error:
+        except (OSError, ConnectionClosed, InvalidStatus) as error:
             problem = f"OPTIONS over {transport} got no answer in {PROBE_TIMEOUT} s: {error!r}"
     if problem is not None:
         record.write_text("\n".join(case.describe() for case in batch))
@@ -183,12 +219,28 @@ def _send_tcp(server: Server, batch: list[Case]) -> None:
                 pass  # the server closed a stream it could not frame
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def _send_ws(server: Server, batch: list[Case]) -> None:
+    """Each case as one frame (binary: a mutated case need not be UTF-8),
+    over one WebSocket until the server closes it (an oversized frame)."""
+    ws = _websocket(server, PROVIDER)
+    try:
+        for case in batch:
+            try:
+                ws.send(case.data)
+            except ConnectionClosed:
+                ws = _websocket(server, PROVIDER)
+        with contextlib.suppress(ConnectionClosed):
+            _options_over_websocket(ws, server, PROVIDER)
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "ws"])
 def test_mutated_messages_neither_crash_nor_stall_the_server(
     fuzzed_server: Server, transport: str, tmp_path: Path
 ) -> None:
     server = fuzzed_server
-    seed = SEED + (0 if transport == "udp" else 1)
+    seed = SEED + {"udp": 0, "tcp": 1, "ws": 2}[transport]
     print(f"SIP fuzz over {transport}: seed {seed} (FUZZ_SEED={SEED}), {CASES} cases")
     started = time.monotonic()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
@@ -200,6 +252,8 @@ def test_mutated_messages_neither_crash_nor_stall_the_server(
             batch = todo[start : start + BATCH]
             if transport == "udp":
                 _send_udp(udp, server, batch)
+            elif transport == "ws":
+                _send_ws(server, batch)
             else:
                 _send_tcp(server, batch)
             assert_answers(server, transport, batch, tmp_path / f"batch-{start}.txt")

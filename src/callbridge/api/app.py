@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from .. import __version__
 from ..events import EventBus
 from ..media.music import MusicOnHold
+from ..pbx.browser_credentials import BrowserCredentials
 from ..pbx.dtmf import SendDigits
 from ..pbx.guard import FloodGuard
 from ..pbx.originate import Originator
@@ -17,6 +18,7 @@ from ..pbx.registrar import Location
 from ..settings import Settings
 from ..store import Database
 from ..store.models import ConfigVersion
+from ..transport import WsTransport
 from . import (
     auth,
     calls,
@@ -29,6 +31,7 @@ from . import (
     external_lines,
     hold,
     internal_lines,
+    me,
     music_on_hold,
     normalization_rules,
     notes,
@@ -36,6 +39,7 @@ from . import (
     routing_rules,
     security,
     setup,
+    sip_websocket,
 )
 from .errors import FieldError, field_error_handler, validation_error_handler
 from .hold import HoldCall
@@ -61,6 +65,9 @@ def create_app(
     send_digits: SendDigits | None = None,
     music: MusicOnHold | None = None,
     setup_token: SetupToken | None = None,
+    sip_ws: WsTransport | None = None,
+    browser_credentials: BrowserCredentials | None = None,
+    sip_domain: str | None = None,
 ) -> FastAPI:
     """The API over `database` (migrated by the caller). Edits to lines and
     rules are staged; `on_apply(version)` is awaited when a version is
@@ -80,6 +87,10 @@ def create_app(
     (`POST /calls/{id}/dtmf`; without it, 503).
     `music` is the music on hold the SIP side plays (without it, the one
     stored under the data directory, read now).
+    `sip_ws` is the SIP side's WebSocket transport: `/ws/sip` hands
+    it every socket (refused without it). `browser_credentials` issues the
+    softphone's SIP credential for `POST /me/sip-credentials` (503 without
+    it), whose URI names `sip_domain`.
     `setup_token` lets the first admin be created (`POST /setup`): given
     on a start that found no admin. The built panel (`settings.web_dir`)
     is served at `/`."""
@@ -100,6 +111,9 @@ def create_app(
     app.state.location = location
     app.state.originator = originator
     app.state.hold_call = hold_call
+    app.state.sip_ws = sip_ws
+    app.state.browser_credentials = browser_credentials
+    app.state.sip_domain = sip_domain
     app.state.send_digits = send_digits
     if sip_clock is not None:
         app.state.sip_clock = sip_clock
@@ -137,8 +151,10 @@ def create_app(
     v1.include_router(notes.router)
     v1.include_router(security.router)
     v1.include_router(music_on_hold.router)
+    v1.include_router(me.router)
     app.include_router(v1)
     app.include_router(events.router)
+    app.include_router(sip_websocket.router)
     # Last: its catch-all route answers only what no route above took.
     mount_web(app, settings.web_dir or DEFAULT_DIST)
     return app

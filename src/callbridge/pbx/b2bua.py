@@ -41,6 +41,7 @@ from .anchor import checked_audio, sdp_of
 from .auth import DROP, Authenticated, Authenticator, Drop, HA1Lookup
 from .bounds import ANONYMOUS
 from .bridge import MusicPlayer
+from .browser_credentials import Accounts, BrowserCredentials, Refused
 from .call import Call, CallRefused, InviteOrigin, Phase, Plan
 from .calls import CallRecorder
 from .dialing import ALLOW, Target
@@ -111,8 +112,11 @@ class B2bua:
         latch_on_signalling_host: bool = True,
         player: MusicPlayer | None = None,
         recordings: Recordings | None = None,
+        browser_credentials: BrowserCredentials | None = None,
     ) -> None:
         self.sip = sip
+        # What a browser signs its calls with over its WebSocket.
+        self.browser_credentials = browser_credentials
         self.recordings = recordings
         self.authenticator = authenticator
         self.location = location
@@ -181,18 +185,27 @@ class B2bua:
             log_event(logger, logging.INFO, "call.stranger", src=source, transport=transport)
             return self.reply(request, 403, "Forbidden", to_tag=tag)
         else:
-            lines = self.lines()
+            accounts = Accounts(
+                self.lines(),
+                self.browser_credentials,
+                transport=transport,
+                realm=self.authenticator.digest.realm,
+            )
             outcome = self.authenticator.check(
                 request,
                 source=source,
-                ha1_of=lines.ha1_of,
-                algorithms_of=lines.digest_algorithms_of,
+                ha1_of=accounts.ha1_of,
+                algorithms_of=accounts.digest_algorithms_of,
                 now=now,
                 to_tag=tag,
             )
             if not isinstance(outcome, Authenticated):
                 return outcome
-            plan = self.plan_from_line(request, lines.by_username[outcome.username], dialplan, tag)
+            try:
+                line = accounts.line_of(outcome.username)
+            except Refused as refused:
+                return self.reply(request, 403, refused.reason, to_tag=tag)
+            plan = self.plan_from_line(request, line, dialplan, tag)
         if isinstance(plan, Response):
             return plan
         return self._admit(request, transaction, peer, plan, now)

@@ -54,6 +54,9 @@ class Binding:
     source: object = None
     user_agent: str | None = None
     path: tuple[NameAddr, ...] = ()
+    # The credential a browser signed its REGISTER with: its binding goes
+    # when that credential is revoked. None for a line's own account.
+    signed_by: str | None = None
 
     @property
     def uri(self) -> URI:
@@ -148,11 +151,15 @@ class Registrar:
         source: object,
         now: float,
         to_tag: str,
+        max_expires: int | None = None,
+        signed_by: str | None = None,
     ) -> Response:
         """Apply `request` for the line `aor` and build the answer: 200 with
-        the current bindings, or the error that left every binding as it was."""
+        the current bindings, or the error that left every binding as it was.
+        `max_expires` caps this REGISTER's bindings below the policy's (a
+        credential that expires sooner); `signed_by` names that credential."""
         try:
-            bindings = self._apply(request, aor, max_devices, source, now)
+            bindings = self._apply(request, aor, max_devices, source, now, max_expires, signed_by)
         except RegistrationRefused as refused:
             return make_response(
                 request, refused.status, refused.reason, to_tag=to_tag, headers=refused.headers
@@ -186,7 +193,14 @@ class Registrar:
         return removed
 
     def _apply(
-        self, request: Request, aor: str, max_devices: int, source: object, now: float
+        self,
+        request: Request,
+        aor: str,
+        max_devices: int,
+        source: object,
+        now: float,
+        max_expires: int | None = None,
+        signed_by: str | None = None,
     ) -> list[Binding]:
         try:
             contacts = request.contacts
@@ -209,6 +223,8 @@ class Registrar:
                 raise RegistrationRefused(400, "Control Character in Contact")
             _check_device(contact)
             expires = self._lifetime(contact, header_expires)
+            if max_expires is not None and expires > 0:
+                expires = max(1, min(expires, max_expires))
             earlier = [b for b in updated if any(b is c for c in current)]
             replaced = _same_device(contact, call_id, updated, earlier)
             for known in replaced:
@@ -228,6 +244,7 @@ class Registrar:
                     source=source,
                     user_agent=user_agent,
                     path=path,
+                    signed_by=signed_by,
                 )
             )
         return updated

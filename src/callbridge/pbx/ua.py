@@ -13,6 +13,7 @@ from ..sip import Request, Response, make_response
 from ..sip.transaction import new_tag
 from . import bounds
 from .auth import Authenticated, Authenticator, Drop
+from .browser_credentials import Accounts, BrowserCredentials, Refused
 from .lines import Lines
 from .registrar import Registrar
 
@@ -38,8 +39,10 @@ class UserAgent:
         authenticator: Authenticator | None = None,
         registrar: Registrar | None = None,
         calls: bool = False,
+        browser_credentials: BrowserCredentials | None = None,
     ) -> None:
         self.user_agent = user_agent
+        self.browser_credentials = browser_credentials
         # Swapped whole by whoever applies a new configuration.
         self.lines = lines or Lines()
         self.authenticator = authenticator
@@ -61,9 +64,16 @@ class UserAgent:
         ]
 
     def answer(
-        self, request: Request, *, source: str = "", peer: object = None, now: float = 0.0
+        self,
+        request: Request,
+        *,
+        source: str = "",
+        peer: object = None,
+        now: float = 0.0,
+        transport: str = "udp",
     ) -> Response | Drop | None:
-        """The answer to `request` from host `source` (flow `peer`) at `now`."""
+        """The answer to `request` from host `source` (flow `peer`, over
+        `transport`) at `now`."""
         method = request.method
         if method == "ACK":
             return None
@@ -73,7 +83,7 @@ class UserAgent:
         if method == "OPTIONS":
             return self._reply(request, 200, headers=self._capabilities)
         if method == "REGISTER" and self.registrar is not None:
-            return self._register(request, source=source, peer=peer, now=now)
+            return self._register(request, source=source, peer=peer, now=now, transport=transport)
         if method == "CANCEL" or method in _NEED_A_DIALOG:
             # A CANCEL that reaches the UA matched no INVITE transaction.
             return self._reply(request, 481)
@@ -95,22 +105,31 @@ class UserAgent:
         return None
 
     def _register(
-        self, request: Request, *, source: str, peer: object, now: float
+        self, request: Request, *, source: str, peer: object, now: float, transport: str
     ) -> Response | Drop:
         assert self.registrar is not None and self.authenticator is not None
-        lines = self.lines
+        accounts = Accounts(
+            self.lines,
+            self.browser_credentials,
+            transport=transport,
+            realm=self.authenticator.digest.realm,
+        )
         tag = new_tag()
         outcome = self.authenticator.check(
             request,
             source=source,
-            ha1_of=lines.ha1_of,
-            algorithms_of=lines.digest_algorithms_of,
+            ha1_of=accounts.ha1_of,
+            algorithms_of=accounts.digest_algorithms_of,
             now=now,
             to_tag=tag,
         )
         if not isinstance(outcome, Authenticated):
             return outcome
-        line = lines.by_username[outcome.username]
+        try:
+            line = accounts.line_of(outcome.username)
+        except Refused as refused:
+            # The digest was right, so this is no guess: told, not counted.
+            return self._reply(request, 403, refused.reason, to_tag=tag)
         if line.disabled:
             # Only to whoever knows the password: a leaver's phone.
             return self._reply(request, 403, "Line Disabled", to_tag=tag)
@@ -119,6 +138,7 @@ class UserAgent:
         if user not in (line.number, line.username):
             # Authenticated, but asking for someone else's line.
             return self._reply(request, 403, "Not Your Line", to_tag=tag)
+        seconds_left = accounts.seconds_left(outcome.username)
         return self.registrar.register(
             request,
             aor=line.number,
@@ -126,6 +146,9 @@ class UserAgent:
             source=peer,
             now=now,
             to_tag=tag,
+            # A browser's binding ends with its credential.
+            max_expires=seconds_left,
+            signed_by=None if seconds_left is None else outcome.username,
         )
 
     def _unsupported_extensions(self, request: Request) -> list[str]:

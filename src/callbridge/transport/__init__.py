@@ -1,11 +1,13 @@
-"""The only place that owns sockets: UDP and TCP endpoints, the RFC 3261 §18
-transport layer over them (Via stamping, response routing, error answers)."""
+"""The only place that owns sockets: UDP and TCP endpoints, the WebSocket
+flows the HTTP server hands over, and the RFC 3261 §18 transport layer over
+them (Via stamping, response routing, error answers)."""
 
 from .base import Address, Flow, Receiver, Transport, TransportError
 from .layer import MessageHandler, TransportLayer, TransportStats
 from .tcp import TcpTransport
 from .udp import UdpTransport
 from .via import response_destination, stamp_received
+from .ws import WsFlow, WsTransport
 
 __all__ = [
     "Address",
@@ -18,6 +20,8 @@ __all__ = [
     "TransportLayer",
     "TransportStats",
     "UdpTransport",
+    "WsFlow",
+    "WsTransport",
     "response_destination",
     "stamp_received",
 ]

@@ -1,4 +1,4 @@
-"""What every transport (UDP, TCP; TLS and WebSocket later) offers the layer
+"""What every transport (UDP, TCP, WebSocket; TLS later) offers the layer
 above it: addresses, the `Transport` interface and the receiver callbacks."""
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ class Receiver(Protocol):
 
 
 class Transport(abc.ABC):
-    """One local endpoint: a UDP socket, or a TCP listener with its connections.
+    """One local endpoint: a UDP socket, a TCP listener with its connections,
+    or the WebSockets an HTTP server handed over.
 
     `send` never blocks and never raises for network trouble: what cannot be
     delivered is reported to the receiver's `on_error` as a `TransportError`.

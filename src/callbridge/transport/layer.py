@@ -22,6 +22,9 @@ from .tcp import (
 )
 from .udp import UdpTransport
 from .via import response_destination, stamp_received
+from .ws import DEFAULT_MAX_CONNECTIONS as DEFAULT_MAX_WS_CONNECTIONS
+from .ws import DEFAULT_MAX_PER_ADDRESS as DEFAULT_MAX_WS_PER_ADDRESS
+from .ws import WsTransport
 
 logger = logging.getLogger("callbridge.transport")
 
@@ -152,6 +155,29 @@ class TransportLayer:
                 keep_idle=self.keep_idle,
             )
         raise ValueError(f"unknown transport {name!r}")
+
+    def open_websocket(
+        self,
+        host: str,
+        port: int,
+        *,
+        max_connections: int = DEFAULT_MAX_WS_CONNECTIONS,
+        max_per_address: int = DEFAULT_MAX_WS_PER_ADDRESS,
+    ) -> WsTransport:
+        """The transport of the SIP WebSockets an HTTP server on `host`:`port`
+        accepts (RFC 7118): its connections are handed to it one by one."""
+        endpoint = WsTransport(
+            self,
+            Address("ws", host, port),
+            limits=self.limits,
+            max_connections=max_connections,
+            max_per_address=max_per_address,
+            idle_timeout=self.tcp_idle_timeout,
+            admits=self.admits,
+            keep_idle=self.keep_idle,
+        )
+        self.transports.append(endpoint)
+        return endpoint
 
     def transport_for(self, name: str) -> Transport:
         """The first endpoint of transport `name` ("udp", "tcp")."""
