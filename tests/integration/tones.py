@@ -100,9 +100,12 @@ def assert_hears(
     *,
     seconds: float = 2.0,
     last: float | None = None,
+    same_level: bool = True,
 ) -> None:
     """`phone` received `tone` (in its recording's `last` seconds, if given):
-    for at least `seconds`, loud, and nearly pure."""
+    for at least `seconds`, loud, and nearly pure; at the level it was sent
+    unless `same_level` is False (a browser's microphone goes through the
+    browser's own gain control before it is sent)."""
     recordings = phone.recordings("dec")
     assert len(recordings) == 1, f"{phone.directory}: {recordings}\n{diagnostics}"
     heard = analyse(recordings[0], tone, last=last)
@@ -111,7 +114,8 @@ def assert_hears(
     assert abs(heard.peak_hz - tone) <= 20, context
     # At the level it was sent (G.711 keeps it within a fraction of a dB): far
     # above silence, and not PCMU decoded as PCMA or back (-8.6 dB).
-    assert abs(20 * np.log10(max(heard.level, 1) / SENT_RMS)) <= 3, context
+    if same_level:
+        assert abs(20 * np.log10(max(heard.level, 1) / SENT_RMS)) <= 3, context
     assert heard.purity >= 0.9, context
 
 

@@ -130,7 +130,9 @@ def test_a_call_answered_in_the_panel_carries_audio_both_ways(
         desk.hangup()
         desk.wait_event("CALL_CLOSED", 5)
     diagnostics = f"--- callbridge ---\n{server.log()}\n--- desk ---\n{desk.log()}"
-    tones.assert_hears(desk, CALLEE_TONE, diagnostics, seconds=TALK - 1)
+    # The browser's tone, through Chromium's own audio processing (its gain
+    # control changes the level) and our WebRTC leg, at the desk phone.
+    tones.assert_hears(desk, CALLEE_TONE, diagnostics, seconds=TALK - 1, same_level=False)
     assert received is not None, diagnostics
     # 50 packets a second of the desk phone's tone, at its level.
     assert received["packets"] >= 40 * (TALK - 1), (received, diagnostics)

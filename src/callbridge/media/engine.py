@@ -112,7 +112,7 @@ from OpenSSL import SSL
 from ..logs import log_event
 from .dtls_srtp import Certificate
 from .errors import MediaError
-from .policy import AllowedNetworks, MediaPolicy, ip_of
+from .policy import AllowedNetworks, MediaPolicy, OwnDestination, ip_of
 from .ports import PortPair, RtpPortAllocator
 from .rtp import RTCP_HEADER_SIZE, RTP_HEADER_SIZE
 from .webrtc import SrtpSender, WebRtcLocal, WebRtcRemote, WebRtcTransport
@@ -531,8 +531,16 @@ class LocalLeg:
 
     def _webrtc_ready(self, address: Address) -> bool:
         """ICE and DTLS are done: media flows to and from `address` (the
-        streams take it as their latched source), if the policy allows it."""
-        if not self.session.engine.policy.allows(address):
+        streams take it as their latched source), unless it is one of our
+        own sockets. The allowed networks are not asked: they keep the relay
+        from sending to whatever an SDP names (a victim of a reflected
+        flood), and this address has proved it wants the media, with a
+        connectivity check signed with our ICE password and a DTLS handshake
+        with the certificate its SDP named (consent, RFC 7675). A browser on
+        a LAN or this very machine needs no private range listed."""
+        try:
+            self.session.engine.policy.check(*address)
+        except (OwnDestination, ValueError):
             return False
         for stream in (self.rtp, self.rtcp):
             stream.source = stream.remote = address
