@@ -361,6 +361,29 @@ def test_malformed_frames_get_400_or_are_dropped_and_an_oversized_one_closes_the
         assert f" {counted} " in f"{stats} ", stats
 
 
+def test_a_browser_that_goes_while_its_answers_are_queued_costs_no_traceback(
+    browser_pbx: Pbx,
+) -> None:
+    # Found by the SIP fuzzer over /ws/sip: a client that closes right after
+    # a burst of requests; the server closes its side of the socket at once,
+    # and the answers still queued could not be sent (an ERROR with a
+    # traceback in the log, "websocket.send after websocket.close").
+    pbx = browser_pbx
+    for attempt in range(20):
+        with sip_websocket(pbx.server.http_port) as ws:
+            for n in range(20):
+                ws.send(
+                    "OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
+                    f"Via: SIP/2.0/WS client.invalid;branch=z9hG4bKgone{attempt}x{n}\r\n"
+                    f"From: <sip:x@127.0.0.1>;tag={n}\r\nTo: <sip:127.0.0.1>\r\n"
+                    f"Call-ID: gone{attempt}x{n}\r\nCSeq: 1 OPTIONS\r\n"
+                    "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                )
+    time.sleep(1.5)  # what a closed socket's writer may still flush
+    log = pbx.server.log()
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+
+
 # --- JsSIP itself, the softphone's SIP stack, under Node ---------------------
 
 JSSIP = Path(__file__).parent / "jssip"

@@ -64,11 +64,17 @@ async def _read(websocket: WebSocket, flow: WsFlow) -> None:
 
 
 async def _write(websocket: WebSocket, flow: WsFlow) -> None:
-    """Send what the flow gives, as text frames (binary if not UTF-8)."""
+    """Send what the flow gives, as text frames (binary if not UTF-8), until
+    the socket is gone: closed by the browser, or by the server under us (a
+    frame over the size limit makes uvicorn close it while answers to the
+    frames before are still queued), after which nothing can be sent."""
     while (data := await flow.outgoing()) is not None:
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            await websocket.send_bytes(data)
-        else:
-            await websocket.send_text(text)
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                await websocket.send_bytes(data)
+            else:
+                await websocket.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return  # starlette's "after sending 'websocket.close'" is a RuntimeError
