@@ -47,6 +47,22 @@ async def recorded_call(api: Api, *, complete: bool = True, **fields: object) ->
     return call_id, content
 
 
+async def operators_and_anothers(api: Api) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
+    """A recorded call of the operator's employee (Alice) and one of Bob's."""
+    async with api.database.session() as session:
+        alice, bob = Employee(name="Alice"), Employee(name="Bob")
+        session.add_all([alice, bob])
+        await session.flush()
+        await session.execute(
+            update(User).where(User.username == "operator").values(employee_id=alice.id)
+        )
+        await session.commit()
+    return (
+        await recorded_call(api, employee_id=alice.id),
+        await recorded_call(api, employee_id=bob.id),
+    )
+
+
 async def test_a_call_record_carries_its_recordings_url_length_and_size(api: Api) -> None:
     call_id, content = await recorded_call(api)
     answer = await api.client.get(f"{URL}/{call_id}", headers=api.auth())
@@ -131,16 +147,7 @@ async def test_a_bad_range_gets_416_with_the_size(api: Api, header: str) -> None
 
 
 async def test_an_operator_fetches_their_own_recording_and_not_anothers(api: Api) -> None:
-    async with api.database.session() as session:
-        alice, bob = Employee(name="Alice"), Employee(name="Bob")
-        session.add_all([alice, bob])
-        await session.flush()
-        await session.execute(
-            update(User).where(User.username == "operator").values(employee_id=alice.id)
-        )
-        await session.commit()
-    own, content = await recorded_call(api, employee_id=alice.id)
-    other, _ = await recorded_call(api, employee_id=bob.id)
+    (own, content), (other, _) = await operators_and_anothers(api)
     operator = api.auth("operator")
     mine = await api.client.get(f"{URL}/{own}/recording", headers=operator)
     assert mine.status_code == 200 and mine.content == content
@@ -304,16 +311,7 @@ async def test_a_link_is_good_for_its_call_only_and_until_it_expires(api: Api) -
 async def test_a_link_is_checked_again_like_a_signed_in_request(api: Api) -> None:
     # An operator links only what they may see, and their link dies with
     # their account.
-    async with api.database.session() as session:
-        alice, bob = Employee(name="Alice"), Employee(name="Bob")
-        session.add_all([alice, bob])
-        await session.flush()
-        await session.execute(
-            update(User).where(User.username == "operator").values(employee_id=alice.id)
-        )
-        await session.commit()
-    own, content = await recorded_call(api, employee_id=alice.id)
-    other, _ = await recorded_call(api, employee_id=bob.id)
+    (own, content), (other, _) = await operators_and_anothers(api)
     refused = await api.client.post(f"{URL}/{other}/recording/link", headers=api.auth("operator"))
     assert refused.status_code == 403
     url = await link(api, own, "operator")

@@ -40,7 +40,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 MusicDep = Annotated[MusicOnHold, Depends(get_music)]
 
 
-def _unauthorized() -> HTTPException:
+def unauthorized() -> HTTPException:
     return HTTPException(
         status.HTTP_401_UNAUTHORIZED,
         "missing, invalid or expired token",
@@ -53,7 +53,7 @@ def presented_token(
 ) -> str:
     """The bearer token of the request (401 without one)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise _unauthorized()
+        raise unauthorized()
     return credentials.credentials
 
 
@@ -63,7 +63,7 @@ TokenDep = Annotated[str, Depends(presented_token)]
 async def current_user(session: SessionDep, token: TokenDep) -> User:
     user = await user_for_token(session, token)
     if user is None:
-        raise _unauthorized()
+        raise unauthorized()
     return user
 
 
@@ -82,4 +82,5 @@ def require_role(*roles: Role) -> Callable[..., Coroutine[Any, Any, User]]:
 Reader = Annotated[User, Depends(require_role("admin", "supervisor"))]
 Writer = Annotated[User, Depends(require_role("admin"))]
 # Everyone signed in: what each may see is then narrowed per resource.
-Staff = Annotated[User, Depends(require_role("admin", "supervisor", "operator"))]
+STAFF_ROLES: tuple[Role, ...] = ("admin", "supervisor", "operator")
+Staff = Annotated[User, Depends(require_role(*STAFF_ROLES))]

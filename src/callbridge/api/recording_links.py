@@ -28,12 +28,11 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from ..store import User
 from ..store.accounts import user_for_token
-from .deps import SessionDep, bearer
+from .deps import STAFF_ROLES, SessionDep, bearer, unauthorized
 from .fields import CallIdPath
 
 LINK_TTL = 600.0
 MOST_LINKS = 10_000
-STAFF_ROLES = frozenset({"admin", "supervisor", "operator"})
 
 
 class RecordingLinks:
@@ -81,14 +80,6 @@ def links_of(request: Request) -> RecordingLinks:
 LinksDep = Annotated[RecordingLinks, Depends(links_of)]
 
 
-def _unauthorized() -> HTTPException:
-    return HTTPException(
-        status.HTTP_401_UNAUTHORIZED,
-        "missing, invalid or expired token",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
-
-
 async def listener(
     call_id: CallIdPath,
     session: SessionDep,
@@ -108,7 +99,7 @@ async def listener(
         user_id = links.user_of(token, call_id)
         user = None if user_id is None else await session.get(User, user_id)
     if user is None or not user.active:
-        raise _unauthorized()
+        raise unauthorized()
     if user.role not in STAFF_ROLES:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "your role may not do this")
     return user
