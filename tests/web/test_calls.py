@@ -33,8 +33,8 @@ _INVITE_RECEIVED = re.compile(
 )
 
 
-def _operator(pbx: Pbx, ring_timeout: int) -> int:
-    """Bob: an employee with the line 102, reached by every customer's call."""
+def _employ_bob(pbx: Pbx, ring_timeout: int) -> int:
+    """Bob: an employee who signs in to the panel, with the line 102; its id."""
     line_id = pbx.line(BOB, ring_timeout=ring_timeout, max_devices=2)
     with pbx.api() as api:
         created = api.post(
@@ -48,6 +48,12 @@ def _operator(pbx: Pbx, ring_timeout: int) -> int:
         )
         assert created.status_code == 201, created.text
         pbx.apply(api)
+    return line_id
+
+
+def _operator(pbx: Pbx, ring_timeout: int) -> int:
+    """Bob, reached by every customer's call; the provider's port."""
+    _employ_bob(pbx, ring_timeout)
     provider_port = free_port(host=PROVIDER)
     external_line(pbx, provider_port)
     route_incoming_to(pbx, BOB.number)

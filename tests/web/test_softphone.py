@@ -14,25 +14,13 @@ from playwright.sync_api import Page, expect
 from ..integration.conftest import free_port, stop_server
 from ..integration.test_calls import BOB, Pbx, _assert_succeeded
 from ..integration.test_trunk_calls import PROVIDER, external_line, route_incoming_to
-from .test_calls import LOGIN, PASSWORD, STRANGER, _customer, _sign_in
+from .test_calls import LOGIN, PASSWORD, STRANGER, _customer, _employ_bob, _sign_in
 
 pytestmark = pytest.mark.integration
 
 
 def _line_with_operator(pbx: Pbx) -> int:
-    line_id = pbx.line(BOB, ring_timeout=10, max_devices=2)
-    with pbx.api() as api:
-        created = api.post(
-            "/api/v1/employees",
-            json={
-                "name": "Bob Operator",
-                "login": LOGIN,
-                "password": PASSWORD,
-                "internal_line_id": line_id,
-            },
-        )
-        assert created.status_code == 201, created.text
-        pbx.apply(api)
+    line_id = _employ_bob(pbx, ring_timeout=10)
     with httpx.Client(base_url=f"http://127.0.0.1:{pbx.server.http_port}") as client:
         token = client.post(
             "/api/v1/auth/login", json={"username": LOGIN, "password": PASSWORD}
