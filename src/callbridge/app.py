@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import uvicorn
 
 from .api import create_app
+from .api.hang_up import EndCall
 from .api.hold import HoldCall
 from .api.setup import SetupToken, admin_exists
 from .backlog import Backlog, Queued
@@ -768,6 +769,7 @@ class HttpService:
         event_bus: EventBus | None = None,
         on_employees_changed: Callable[[], Awaitable[None]] | None = None,
         hold_call: HoldCall | None = None,
+        end_call: EndCall | None = None,
         send_digits: SendDigits | None = None,
         music: MusicOnHold | None = None,
         setup_token: SetupToken | None = None,
@@ -789,6 +791,7 @@ class HttpService:
                 event_bus=event_bus,
                 on_employees_changed=on_employees_changed,
                 hold_call=hold_call,
+                end_call=end_call,
                 send_digits=send_digits,
                 music=music,
                 setup_token=setup_token,
@@ -1033,6 +1036,7 @@ async def run(settings: Settings) -> int:
         event_bus=event_bus,
         on_employees_changed=reload_employees,
         hold_call=b2bua.hold,
+        end_call=b2bua.end_call,
         send_digits=b2bua.send_digits,
         music=music,
         setup_token=setup_token,

@@ -26,6 +26,7 @@ from . import (
     click_to_call,
     config,
     dtmf,
+    hang_up,
     employees,
     events,
     external_lines,
@@ -42,6 +43,7 @@ from . import (
     sip_websocket,
 )
 from .errors import FieldError, field_error_handler, validation_error_handler
+from .hang_up import EndCall
 from .hold import HoldCall
 from .limits import MAX_BODY_SIZE, BodySizeLimit
 from .recording_links import RecordingLinks
@@ -62,6 +64,7 @@ def create_app(
     event_bus: EventBus | None = None,
     on_employees_changed: Callable[[], Awaitable[None]] | None = None,
     hold_call: HoldCall | None = None,
+    end_call: EndCall | None = None,
     send_digits: SendDigits | None = None,
     music: MusicOnHold | None = None,
     setup_token: SetupToken | None = None,
@@ -83,6 +86,7 @@ def create_app(
     so the SIP side sees a telephony switch at once, without an apply.
     `hold_call(call_id, employee_id, on)` holds or resumes a call in
     progress (`POST /calls/{id}/hold`, `/resume`; without it, 503).
+    `end_call(call_id, employee_id)` hangs one up (`POST /calls/{id}/hangup`).
     `send_digits(call_id, employee_id, digits)` plays DTMF into a call
     (`POST /calls/{id}/dtmf`; without it, 503).
     `music` is the music on hold the SIP side plays (without it, the one
@@ -111,6 +115,7 @@ def create_app(
     app.state.location = location
     app.state.originator = originator
     app.state.hold_call = hold_call
+    app.state.end_call = end_call
     app.state.sip_ws = sip_ws
     app.state.browser_credentials = browser_credentials
     app.state.sip_domain = sip_domain
@@ -143,6 +148,7 @@ def create_app(
     v1.include_router(recordings.router)
     v1.include_router(click_to_call.router)
     v1.include_router(hold.router)
+    v1.include_router(hang_up.router)
     v1.include_router(dtmf.router)
     v1.include_router(employees.router)
     v1.include_router(cards.contacts.router)

@@ -1,4 +1,4 @@
-"""What the API does to a call in progress (hold, DTMF) on behalf of the
+"""What the API does to a call in progress (hold, DTMF, hang-up) on behalf of the
 signed-in employee: the checks every such route makes, in one place."""
 
 from __future__ import annotations

@@ -687,6 +687,14 @@ class B2bua:
             raise CallRefused(409, "no music on hold is configured")
         call.hold(role, on)
 
+    def end_call(self, record: str, employee_id: int) -> None:
+        """From the API: `employee_id`'s party hangs up the answered call
+        `record`: a BYE to each leg, the record ended by that side (a
+        softphone a reload dropped, a desk phone out of reach). Raises
+        `CallRefused` (see `party`)."""
+        call, role = self.party(record, employee_id)
+        call.hang_up(None, "answered", role, "ended from the API")
+
     def send_digits(self, record: str, employee_id: int, digits: str) -> None:
         """DTMF from the API: `employee_id`'s leg of the call `record` sends
         `digits` to the other party. Raises `DigitsRefused`: 409 when the
