@@ -82,6 +82,31 @@ async def test_a_phone_holding_is_answered_here_and_the_other_hears_music() -> N
     assert call.held_by == set() and call.hold_seconds == pytest.approx(42)
 
 
+async def test_the_called_phone_holding_is_answered_here_from_our_offer() -> None:
+    world = World()
+    player = with_music(world)
+    fork, _, _ = await answered(world)
+    offered = parse_sdp(fork.request.body)
+    session = world.media.sessions[world.recorder.only().id]
+    caller_media, _ = session.legs
+    invites_to_alice = len(world.sip.requests("INVITE"))
+    bob = Dialog(fork.request.call_id, "bob-tag", fork.request.from_.tag or "", cseq=1)
+
+    _, reinvite, now = world.in_dialog_as_callee(bob, "INVITE", sdp(8000, direction="sendonly"))
+    assert now is None
+    [(_, ok)] = [(t, r) for t, r in world.sip.responses if t is reinvite]
+    assert ok.status == 200 and direction(ok.body) == "recvonly"
+    answered_with = parse_sdp(ok.body)
+    # Our offer of the INVITE, one version on: bob's media stays where it was.
+    assert answered_with.origin.sess_version == offered.origin.sess_version + 1
+    assert answered_with.media[0].port == offered.media[0].port
+    assert len(world.sip.requests("INVITE")) == invites_to_alice  # alice is not asked
+    [playing] = player.now()
+    assert playing.leg is caller_media  # alice hears the music
+    call = next(iter(world.b2bua.in_memory))
+    assert call.held_by == {"callee"}
+
+
 async def test_without_music_a_hold_is_relayed_to_the_other_phone() -> None:
     world = World()
     fork, _, dialog = await answered(world)

@@ -496,6 +496,8 @@ class Call:
             self.callee_media,
             reliable=fork.request.top_via.transport != "UDP",
             on_lost=self.leg_lost,
+            # Our offer went in its INVITE: what a hold of its own is answered from.
+            sdp_sent=fork.request.body,
         )
         if self.offer is None:
             self.awaiting_answer = callee  # its 2xx offered: ACKed with the caller's answer
