@@ -58,11 +58,16 @@ def read_samples(path: Path) -> tuple[np.ndarray, int]:
     return samples.astype(np.float64).reshape(-1, channels).mean(axis=1), rate
 
 
-def analyse(path: Path, tone: float, *, last: float | None = None) -> Heard:
-    """What `path` holds; with `last`, only its last `last` seconds."""
+def analyse(
+    path: Path, tone: float, *, last: float | None = None, first: float | None = None
+) -> Heard:
+    """What `path` holds; with `last`, only its last `last` seconds; with
+    `first`, only its first."""
     x, rate = read_samples(path)
     if last is not None:
         x = x[-int(last * rate) :]
+    if first is not None:
+        x = x[: int(first * rate)]
     frame = rate // 50
     frames = x[: len(x) // frame * frame].reshape(-1, frame)
     rms = np.sqrt((frames**2).mean(axis=1)) if len(frames) else np.zeros(0)
@@ -100,15 +105,17 @@ def assert_hears(
     *,
     seconds: float = 2.0,
     last: float | None = None,
+    first: float | None = None,
     same_level: bool = True,
 ) -> None:
-    """`phone` received `tone` (in its recording's `last` seconds, if given):
+    """`phone` received `tone` (in its recording's `last` or `first` seconds,
+    if given):
     for at least `seconds`, loud, and nearly pure; at the level it was sent
     unless `same_level` is False (a browser's microphone goes through the
     browser's own gain control before it is sent)."""
     recordings = phone.recordings("dec")
     assert len(recordings) == 1, f"{phone.directory}: {recordings}\n{diagnostics}"
-    heard = analyse(recordings[0], tone, last=last)
+    heard = analyse(recordings[0], tone, last=last, first=first)
     context = f"{recordings[0]}: {heard}\n{diagnostics}"
     assert heard.seconds >= seconds, context
     assert abs(heard.peak_hz - tone) <= 20, context

@@ -3,13 +3,17 @@ phone calls the operator's line, the panel's softphone (JsSIP in headless
 Chromium, its microphone a WAV of a tone) rings and is answered with the
 Answer button; the desk phone hears the browser's tone (FFT over what it
 recorded), and the page receives the desk phone's audio (WebRTC's own
-statistics: packets and audio energy received). Skipped on a server
-without SIP over WebSocket."""
+statistics: packets and audio energy received). Then the call's controls:
+Hold (the desk phone hears the music on hold, then the tone again), a DTMF
+digit from the keypad (the desk phone reports it), a note saved to the
+call, Hang up in the panel. A reload during a softphone call ends it (the
+page's BYE) and says so. Skipped on a server without SIP over WebSocket."""
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +23,22 @@ from playwright.sync_api import Browser, Page, Playwright, expect
 from ..integration import tones
 from ..integration.baresip import Baresip
 from ..integration.test_calls import ALICE, Pbx
-from ..integration.tones import CALLEE_TONE, CALLER_TONE, write_tone
-from .conftest import BASE_ARGS, CHROMIUM, SIDE_PANEL
-from .test_calls import _sign_in
+from ..integration.test_dtmf import digits_heard
+from ..integration.tones import (
+    CALLEE_TONE,
+    CALLER_TONE,
+    analyse_music,
+    read_samples,
+    write_tone,
+)
+from .conftest import BASE_ARGS, CHROMIUM, SIDE_PANEL, screenshot
+from .test_calls import _sign_in, _until
 from .test_softphone import _line_with_operator
 
 pytestmark = pytest.mark.integration
 
 TALK = 4.0
+HOLD = 4.0
 DESK_RTP_PORTS = (24400, 24599)
 
 # Every RTCPeerConnection the page makes, kept where the test can ask it
@@ -96,14 +108,13 @@ def _received(page: Page) -> dict[str, Any] | None:
     return found
 
 
-def test_a_call_answered_in_the_panel_carries_audio_both_ways(
-    pbx: Pbx, tone_page: Page, tmp_path: Path
-) -> None:
-    _line_with_operator(pbx)
-    pbx.line(ALICE)
-    page = tone_page
-    _sign_in(page, pbx)
-    expect(page.locator(".badge")).to_have_attribute("data-state", "registered")
+@pytest.fixture
+def music_pbx(start_pbx: Callable[..., Pbx]) -> Pbx:
+    """A callbridge with its music on hold, as a new install has."""
+    return start_pbx(CALLBRIDGE_MUSIC_ON_HOLD="true")
+
+
+def _desk_phone(pbx: Pbx, tmp_path: Path, *, auto_answer: bool = False) -> Baresip:
     server = pbx.server
     desk_dir = tmp_path / "caller"
     desk_dir.mkdir()
@@ -111,29 +122,154 @@ def test_a_call_answered_in_the_panel_carries_audio_both_ways(
         f"<sip:{ALICE.username}@{server.host}:{server.port};transport=udp>"
         f";auth_pass={ALICE.password};regint=600"
     )
-    desk = Baresip(
+    return Baresip(
         desk_dir,
         account=account,
-        source=write_tone(tmp_path / "desk.wav", CALLER_TONE),
+        # baresip hangs up when its source ends: longer than any call here.
+        source=write_tone(tmp_path / "desk.wav", CALLER_TONE, seconds=40),
         rtp_ports=DESK_RTP_PORTS,
-        auto_answer=False,
+        auto_answer=auto_answer,
     )
-    with desk:
-        desk.wait_registered()
-        desk.dial(f"sip:102@{server.host}:{server.port}")
-        answer = page.locator(".ringing").get_by_role("button", name="Answer")
-        expect(answer).to_be_enabled()
-        answer.click()
-        desk.wait_event("CALL_ESTABLISHED", 10)
+
+
+def _answered_in_the_panel(pbx: Pbx, page: Page, desk: Baresip) -> float:
+    """The desk phone calls the operator, who answers in the panel; when."""
+    desk.wait_registered()
+    desk.dial(f"sip:102@{pbx.server.host}:{pbx.server.port}")
+    answer = page.locator(".ringing").get_by_role("button", name="Answer")
+    expect(answer).to_be_enabled()
+    answer.click()
+    desk.wait_event("CALL_ESTABLISHED", 10)
+    return time.monotonic()
+
+
+def test_a_call_answered_in_the_panel_carries_audio_both_ways(
+    music_pbx: Pbx, tone_page: Page, tmp_path: Path
+) -> None:
+    pbx = music_pbx
+    _line_with_operator(pbx)
+    pbx.line(ALICE)
+    page = tone_page
+    _sign_in(page, pbx)
+    expect(page.locator(".badge")).to_have_attribute("data-state", "registered")
+    server = pbx.server
+    with _desk_phone(pbx, tmp_path) as desk:
+        established = _answered_in_the_panel(pbx, page, desk)
+        card = page.locator(".ringing.answered")
+        call_id = card.get_attribute("data-call-id")
+        expect(card.get_by_role("timer")).to_have_text(re.compile(r"^0:0[0-9]$"))
         time.sleep(TALK)
         received = _received(page)
-        desk.hangup()
+
+        # Hold: the softphone re-INVITEs, callbridge answers it and plays
+        # the music to the desk phone; the card says so once the server has.
+        card.get_by_role("button", name="Hold").click()
+        expect(card).to_contain_text("on hold")
+        held_at = time.monotonic() - established
+        screenshot(page, "on-hold")
+        time.sleep(HOLD)
+        card.get_by_role("button", name="Resume").click()
+        expect(card).not_to_contain_text("on hold")
+        resumed_at = time.monotonic() - established
+
+        # A digit from the keypad, as RFC 4733 events in the browser's media.
+        card.get_by_role("button", name="Keypad").click()
+        card.get_by_role("button", name="Send 5").click()
+        assert digits_heard(desk, 1) == "5", desk.log()
+
+        # Mute is the browser's own: pressed, then released.
+        card.get_by_role("button", name="Mute").click()
+        expect(card.get_by_role("button", name="Unmute")).to_have_attribute("aria-pressed", "true")
+        card.get_by_role("button", name="Unmute").click()
+
+        card.get_by_label("Note").fill("Wants the invoice resent")
+        card.get_by_role("button", name="Save note").click()
+        expect(card.get_by_role("list", name="Notes of this call")).to_contain_text(
+            "Wants the invoice resent"
+        )
+        screenshot(page, "in-call-controls")
+        time.sleep(TALK)
+        card.get_by_role("button", name="Hang up").click()
         desk.wait_event("CALL_CLOSED", 5)
+        expect(card).to_have_count(0)
     diagnostics = f"--- callbridge ---\n{server.log()}\n--- desk ---\n{desk.log()}"
     # The browser's tone, through Chromium's own audio processing (its gain
-    # control changes the level) and our WebRTC leg, at the desk phone.
-    tones.assert_hears(desk, CALLEE_TONE, diagnostics, seconds=TALK - 1, same_level=False)
+    # control changes the level) and our WebRTC leg, at the desk phone:
+    # before the hold, and again after it.
+    tones.assert_hears(
+        desk, CALLEE_TONE, diagnostics, seconds=TALK - 1, first=held_at, same_level=False
+    )
+    tones.assert_hears(
+        desk, CALLEE_TONE, diagnostics, seconds=TALK - 1, last=TALK, same_level=False
+    )
+    # While held, the desk phone heard the melody, not the browser.
+    [recording] = desk.recordings("dec")
+    samples, rate = read_samples(recording)
+    music = analyse_music(samples[int((held_at + 1) * rate) : int((resumed_at - 0.5) * rate)], rate)
+    assert music.share > 0.9 and music.notes >= 4, f"{music}\n{diagnostics}"
     assert received is not None, diagnostics
     # 50 packets a second of the desk phone's tone, at its level.
     assert received["packets"] >= 40 * (TALK - 1), (received, diagnostics)
     assert received["energy"] > 0.05, (received, diagnostics)
+    with pbx.api() as api:
+
+        def closed() -> bool:
+            return bool(api.get(f"/api/v1/calls/{call_id}").json()["status"] == "answered")
+
+        _until(closed, "the call's record was not closed")
+        record = api.get(f"/api/v1/calls/{call_id}").json()
+        notes = api.get(f"/api/v1/calls/{call_id}/notes").json()["items"]
+    assert abs(record["hold_seconds"] - HOLD) <= 1.5, record
+    assert record["hangup_side"] == "callee", record  # the operator hung up
+    assert [n["text"] for n in notes] == ["Wants the invoice resent"], notes
+    page.get_by_role("link", name="History").click()
+    expect(page.locator(f'li.call[data-call-id="{call_id}"]')).to_contain_text("answered")
+
+
+def test_a_reload_ends_the_softphone_call_and_says_so(
+    pbx: Pbx, tone_page: Page, tmp_path: Path
+) -> None:
+    _line_with_operator(pbx)
+    pbx.line(ALICE)
+    page = tone_page
+    _sign_in(page, pbx)
+    expect(page.locator(".badge")).to_have_attribute("data-state", "registered")
+    with _desk_phone(pbx, tmp_path) as desk:
+        _answered_in_the_panel(pbx, page, desk)
+        expect(page.locator(".ringing.answered")).to_be_visible()
+        page.reload()
+        # The page's audio went with it: its BYE ends the call at once,
+        # rather than leaving the caller in silence.
+        desk.wait_event("CALL_CLOSED", 5)
+    expect(
+        page.get_by_role("status").filter(has_text="ended when the page was reloaded")
+    ).to_contain_text(str(ALICE.number))
+    expect(page.locator(".ringing")).to_have_count(0)
+    expect(page.locator(".badge")).to_have_attribute("data-state", "registered")
+
+
+def test_the_operator_dials_a_colleague_from_the_pad_and_hangs_up(
+    pbx: Pbx, tone_page: Page, tmp_path: Path
+) -> None:
+    _line_with_operator(pbx)
+    pbx.line(ALICE)
+    page = tone_page
+    _sign_in(page, pbx)
+    expect(page.locator(".badge")).to_have_attribute("data-state", "registered")
+    with _desk_phone(pbx, tmp_path, auto_answer=True) as desk:
+        desk.wait_registered()
+        page.get_by_label("Number").fill(ALICE.number)
+        page.get_by_role("button", name="Call", exact=True).click()
+        card = page.locator(".ringing")
+        expect(card).to_contain_text(ALICE.number)
+        desk.wait_event("CALL_ESTABLISHED", 10)
+        expect(card).to_have_class(re.compile(r"\banswered\b"))
+        # In a call, the card carries the keypad and Hang up: no dial pad.
+        expect(page.get_by_label("Number")).to_have_count(0)
+        time.sleep(TALK)
+        card.get_by_role("button", name="Hang up").click()
+        desk.wait_event("CALL_CLOSED", 5)
+    expect(card).to_have_count(0)
+    expect(page.get_by_label("Number")).to_be_visible()
+    diagnostics = f"--- callbridge ---\n{pbx.server.log()}\n--- desk ---\n{desk.log()}"
+    tones.assert_hears(desk, CALLEE_TONE, diagnostics, seconds=TALK - 1, same_level=False)

@@ -5,12 +5,10 @@ const KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#"];
 
 interface Props {
   enabled: boolean;
-  inCall: boolean;
   onCall: (number: string) => void;
-  onHangUp: () => void;
 }
 
-export function DialPad({ enabled, inCall, onCall, onHangUp }: Props) {
+export function DialPad({ enabled, onCall }: Props) {
   const [number, setNumber] = useState("");
 
   function submit(event: FormEvent) {
@@ -53,15 +51,9 @@ export function DialPad({ enabled, inCall, onCall, onHangUp }: Props) {
             </button>
           ))}
         </div>
-        {inCall ? (
-          <button type="button" className="danger wide" onClick={onHangUp} aria-keyshortcuts="Alt+H">
-            {t("hangUp")}
-          </button>
-        ) : (
-          <button type="submit" className="go wide" disabled={!enabled || number === ""}>
-            {t("call")}
-          </button>
-        )}
+        <button type="submit" className="go wide" disabled={!enabled || number === ""}>
+          {t("call")}
+        </button>
       </form>
     </section>
   );

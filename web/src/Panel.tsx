@@ -4,6 +4,7 @@ import { CardView } from "./CardView";
 import { DialPad } from "./DialPad";
 import { EventStream, keepOpenFrom, type CallEvent } from "./events";
 import { History } from "./History";
+import { InCall } from "./InCall";
 import { t, type Key } from "./i18n";
 import { askPermissions, notifyCall } from "./permissions";
 import { RingingCard, type Ringing } from "./RingingCard";
@@ -19,16 +20,38 @@ interface Props {
 
 const digits = (value: string) => value.replace(/\D/g, "");
 
-// The browser's session that is this ringing call: the one from the same
-// number, else the only one ringing.
-function sessionFor(ringing: Ringing, calls: PhoneCall[]): PhoneCall | undefined {
-  const waiting = calls.filter((call) => call.incoming && !call.established);
-  const number = digits(ringing.number);
+// The browser's session that is this call: of the same direction, with the
+// other party's number, else the only one in the state the call is in.
+function sessionFor(shown: Ringing, calls: PhoneCall[]): PhoneCall | undefined {
+  const candidates = calls.filter(
+    (call) => call.incoming === !shown.outgoing && (shown.answered || !call.established),
+  );
+  const number = digits(shown.number).slice(-7);
   return (
-    waiting.find((call) => number !== "" && digits(call.remote).endsWith(number.slice(-7))) ??
-    (waiting.length === 1 ? waiting[0] : undefined)
+    candidates.find((call) => number !== "" && digits(call.remote).endsWith(number)) ??
+    (candidates.length === 1 ? candidates[0] : undefined)
   );
 }
+
+// The calls this tab's softphone carried, kept across a reload: one still
+// live after it lost its audio with the page, and is reported so.
+const BROWSER_CALLS_KEY = "callbridge.browser-calls";
+
+function browserCallsBefore(): Set<string> {
+  try {
+    const raw = JSON.parse(sessionStorage.getItem(BROWSER_CALLS_KEY) ?? "[]") as unknown;
+    return new Set(Array.isArray(raw) ? raw.filter((id): id is string => typeof id === "string") : []);
+  } catch {
+    return new Set();
+  }
+}
+
+function rememberBrowserCalls(ids: Iterable<string>): void {
+  sessionStorage.setItem(BROWSER_CALLS_KEY, JSON.stringify([...ids].slice(-20)));
+}
+
+// The side ("caller" or "callee") of the signed-in employee in a shown call.
+const sideOf = (shown: Ringing) => (shown.outgoing ? "caller" : "callee");
 
 export function Panel({ me, route, onSignedOut }: Props) {
   const [phone, setPhone] = useState<PhoneView>({ state: "offline", problem: null, reason: null, calls: [] });
@@ -37,6 +60,11 @@ export function Panel({ me, route, onSignedOut }: Props) {
   const [eventsOnline, setEventsOnline] = useState<boolean | null>(null);
   const [historyVersion, setHistoryVersion] = useState(0);
   const softphone = useRef<Softphone | null>(null);
+  // Calls the softphone carried before this page was loaded (a reload);
+  // and the ones it carries now.
+  const before = useRef<Set<string>>(browserCallsBefore());
+  const carried = useRef<Set<string>>(new Set());
+  const [endedByReload, setEndedByReload] = useState<string[]>([]);
 
   // Sign-in: permissions, the softphone, the live events.
   useEffect(() => {
@@ -88,23 +116,39 @@ export function Panel({ me, route, onSignedOut }: Props) {
     if (callId === null) return;
     switch (event.type) {
       case "ringing": {
-        const incoming =
-          event.direction === "incoming" ||
-          (event.direction === "internal" && event.employee?.id !== me.employee_id);
-        if (!incoming) return;
-        const number = event.client_number ?? event.caller_number ?? "";
+        const mine = event.employee?.id === me.employee_id;
+        const outgoing = event.direction === "outgoing" || (event.direction === "internal" && mine);
+        const number = outgoing
+          ? event.client_number ?? event.callee_number ?? ""
+          : event.client_number ?? event.caller_number ?? "";
         const matches = (event.matches ?? []) as CardRef[];
-        const colleague = event.direction === "internal" ? event.employee?.name ?? number : null;
+        const colleague =
+          event.direction === "internal" && !outgoing ? event.employee?.name ?? number : null;
         setRinging((list) =>
           list.some((r) => r.callId === callId)
             ? list
             : [
                 ...list,
-                { callId, seq: event.seq, number, direction: event.direction ?? "", matches, linked: null, colleague, answered: false, at: Date.now() },
+                {
+                  callId,
+                  seq: event.seq,
+                  number,
+                  direction: event.direction ?? "",
+                  outgoing,
+                  matches,
+                  linked: null,
+                  colleague,
+                  answered: false,
+                  answeredAt: null,
+                  held: false,
+                  at: Date.now(),
+                },
               ],
         );
-        const who = matches[0]?.name ?? colleague ?? number;
-        notifyCall(t("incomingCall"), t("notificationBody", { who }), callId);
+        if (!outgoing) {
+          const who = matches[0]?.name ?? colleague ?? number;
+          notifyCall(t("incomingCall"), t("notificationBody", { who }), callId);
+        }
         return;
       }
       case "identified":
@@ -112,12 +156,34 @@ export function Panel({ me, route, onSignedOut }: Props) {
           list.map((r) => (r.callId === callId ? { ...r, matches: (event.matches ?? []) as CardRef[] } : r)),
         );
         return;
-      case "answered":
-        setRinging((list) => list.map((r) => (r.callId === callId ? { ...r, answered: true } : r)));
+      case "answered": {
+        const answeredAt = Date.parse(event.at);
+        setRinging((list) =>
+          list.map((r) =>
+            r.callId === callId
+              ? { ...r, answered: true, answeredAt: Number.isFinite(answeredAt) ? answeredAt : Date.now() }
+              : r,
+          ),
+        );
+        return;
+      }
+      case "held":
+      case "resumed":
+        setRinging((list) =>
+          list.map((r) => (r.callId === callId && event.side === sideOf(r) ? { ...r, held: event.type === "held" } : r)),
+        );
         return;
       case "missed":
       case "ended":
-        setRinging((list) => list.filter((r) => r.callId !== callId));
+        setRinging((list) => {
+          const gone = list.find((r) => r.callId === callId);
+          if (gone && before.current.has(callId) && !carried.current.has(callId)) {
+            // Replayed after a reload: the page's end took the call with it.
+            const who = gone.linked?.name ?? gone.matches[0]?.name ?? gone.colleague ?? gone.number;
+            setEndedByReload((notices) => [...notices, who]);
+          }
+          return list.filter((r) => r.callId !== callId);
+        });
         setHistoryVersion((v) => v + 1);
         return;
       default:
@@ -133,6 +199,22 @@ export function Panel({ me, route, onSignedOut }: Props) {
   const registered = phone.state === "registered";
   const established = phone.calls.find((call) => call.established);
 
+  // Which shown calls are this tab's softphone's: remembered across a reload.
+  useEffect(() => {
+    let changed = false;
+    for (const r of ringing) {
+      if (r.answered && !carried.current.has(r.callId) && sessionFor(r, phone.calls)?.established) {
+        carried.current.add(r.callId);
+        changed = true;
+      }
+    }
+    if (changed) rememberBrowserCalls(carried.current);
+  }, [ringing, phone.calls]);
+
+  // Answered before the reload in this tab's softphone, and no session now.
+  const dropped = (r: Ringing) =>
+    r.answered && before.current.has(r.callId) && !carried.current.has(r.callId) && sessionFor(r, phone.calls) === undefined;
+
   const answer = useCallback(
     (r: Ringing) => {
       const call = sessionFor(r, phone.calls);
@@ -141,12 +223,18 @@ export function Panel({ me, route, onSignedOut }: Props) {
     [phone.calls],
   );
 
+  // Decline or hang up `r` (null: the browser's call in progress): in the
+  // softphone when it holds the call, else through the API (a desk phone's
+  // call, or one a reload dropped).
   const hangUp = useCallback(
     (r: Ringing | null) => {
       const instance = softphone.current;
-      if (!instance) return;
-      const call = r === null ? established ?? phone.calls[0] : sessionFor(r, phone.calls) ?? established;
-      if (call) instance.hangUp(call);
+      const call = r === null ? established ?? phone.calls[0] : sessionFor(r, phone.calls);
+      if (call && instance) {
+        instance.hangUp(call);
+      } else if (r !== null && r.answered) {
+        api.hangUp(r.callId).catch(() => undefined); // over already: its `ended` comes
+      }
     },
     [phone.calls, established],
   );
@@ -163,7 +251,7 @@ export function Panel({ me, route, onSignedOut }: Props) {
         }
       } else if (event.code === "KeyH") {
         event.preventDefault();
-        hangUp(established ? null : ringing.find((r) => !r.answered) ?? null);
+        hangUp(established ? null : ringing.find((r) => r.answered) ?? ringing.find((r) => !r.answered) ?? null);
       }
     };
     window.addEventListener("keydown", onKey);
@@ -219,6 +307,14 @@ export function Panel({ me, route, onSignedOut }: Props) {
           {t("eventsOffline")}
         </p>
       )}
+      {endedByReload.map((who, index) => (
+        <p className="notice" role="status" key={index}>
+          {t("endedByReload", { who })}{" "}
+          <button type="button" className="ghost small" onClick={() => setEndedByReload((list) => list.filter((_, i) => i !== index))}>
+            {t("dismiss")}
+          </button>
+        </p>
+      ))}
       <div className="ringing-list" aria-live="assertive">
         {ringing.map((r) => {
           const session = sessionFor(r, phone.calls);
@@ -227,11 +323,20 @@ export function Panel({ me, route, onSignedOut }: Props) {
               key={r.callId}
               ringing={r}
               canAnswer={registered && session !== undefined}
-              inBrowser={established !== undefined}
+              inBrowser={session !== undefined}
               onAnswer={() => answer(r)}
               onDecline={() => hangUp(r)}
               onLinked={(card) =>
                 setRinging((list) => list.map((x) => (x.callId === r.callId ? { ...x, linked: card, matches: [card] } : x)))
+              }
+              controls={
+                <InCall
+                  live={r}
+                  session={session}
+                  softphone={softphone.current}
+                  dropped={dropped(r)}
+                  onHangUp={() => hangUp(r)}
+                />
               }
             />
           );
@@ -248,12 +353,10 @@ export function Panel({ me, route, onSignedOut }: Props) {
           <History me={me} version={historyVersion} />
         ) : (
           <>
-            <DialPad
-              enabled={registered}
-              inCall={established !== undefined}
-              onCall={(number) => softphone.current?.call(number)}
-              onHangUp={() => hangUp(null)}
-            />
+            {/* In a call its card has the keypad and Hang up: no second set. */}
+            {established === undefined && (
+              <DialPad enabled={registered} onCall={(number) => softphone.current?.call(number)} />
+            )}
             <p className="muted small-print">{t("shortcuts")}</p>
           </>
         )}

@@ -1,4 +1,4 @@
-import { useEffect, useState, type FormEvent } from "react";
+import { useEffect, useState, type FormEvent, type ReactNode } from "react";
 import { ApiError, api, type CardRef, type CardType } from "./api";
 import { CardLink } from "./CardLink";
 import { t, type Key } from "./i18n";
@@ -8,10 +8,13 @@ export interface Ringing {
   seq: number; // the number of its `ringing` event
   number: string; // the caller's number as shown (the client's, else the caller's)
   direction: string;
+  outgoing: boolean; // placed by this employee (the panel, click-to-call, a desk phone)
   matches: CardRef[];
   linked: CardRef | null;
   colleague: string | null;
   answered: boolean;
+  answeredAt: number | null;
+  held: boolean; // this employee's side holds the other (the server's events)
   at: number;
 }
 
@@ -22,6 +25,8 @@ interface Props {
   onAnswer: () => void;
   onDecline: () => void;
   onLinked: (card: CardRef) => void;
+  // The answered call's controls (InCall), shown in place of answer/decline.
+  controls: ReactNode;
 }
 
 const CREATE: [CardType, Key][] = [
@@ -30,7 +35,7 @@ const CREATE: [CardType, Key][] = [
   ["lead", "createLead"],
 ];
 
-export function RingingCard({ ringing, canAnswer, inBrowser, onAnswer, onDecline, onLinked }: Props) {
+export function RingingCard({ ringing, canAnswer, inBrowser, onAnswer, onDecline, onLinked, controls }: Props) {
   const [creating, setCreating] = useState<CardType | null>(null);
   const [name, setName] = useState("");
   const [busy, setBusy] = useState(false);
@@ -81,7 +86,9 @@ export function RingingCard({ ringing, canAnswer, inBrowser, onAnswer, onDecline
       data-call-id={ringing.callId}
     >
       <header>
-        <span className="ringing-title">{ringing.answered ? t("inCall", { who: "" }) : t("incomingCall")}</span>
+        <span className="ringing-title">
+          {ringing.answered ? t("inCall", { who: "" }) : ringing.outgoing ? t("calling") : t("incomingCall")}
+        </span>
         <strong className="ringing-number">{ringing.number}</strong>
       </header>
       {ringing.colleague && <p>{t("colleague", { name: ringing.colleague })}</p>}
@@ -150,25 +157,31 @@ export function RingingCard({ ringing, canAnswer, inBrowser, onAnswer, onDecline
           {error}
         </p>
       )}
-      {(!ringing.answered || inBrowser) && (
-        <div className="row actions">
-          {!ringing.answered && (
-            <button type="button" className="go" disabled={!canAnswer} onClick={onAnswer} aria-keyshortcuts="Alt+A">
-              {t("answer")}
-            </button>
+      {ringing.answered ? (
+        controls
+      ) : (
+        <>
+          {(!ringing.outgoing || inBrowser) && (
+            <div className="row actions">
+              {!ringing.outgoing && (
+                <button type="button" className="go" disabled={!canAnswer} onClick={onAnswer} aria-keyshortcuts="Alt+A">
+                  {t("answer")}
+                </button>
+              )}
+              <button
+                type="button"
+                className="danger"
+                disabled={!canAnswer && !inBrowser}
+                onClick={onDecline}
+                aria-keyshortcuts="Alt+H"
+              >
+                {ringing.outgoing ? t("hangUp") : t("decline")}
+              </button>
+            </div>
           )}
-          <button
-            type="button"
-            className="danger"
-            disabled={!canAnswer && !inBrowser}
-            onClick={onDecline}
-            aria-keyshortcuts="Alt+H"
-          >
-            {ringing.answered ? t("hangUp") : t("decline")}
-          </button>
-        </div>
+          {!canAnswer && !ringing.outgoing && <p className="muted small-print">{t("answerWaits")}</p>}
+        </>
       )}
-      {!canAnswer && !ringing.answered && <p className="muted small-print">{t("answerWaits")}</p>}
     </section>
   );
 }

@@ -50,6 +50,12 @@ export interface SipCredentials {
   ice_servers: RTCIceServer[];
 }
 
+export interface NoteOut {
+  id: number;
+  text: string;
+  created_at: string;
+}
+
 export interface CardOut {
   id: number;
   name: string;
@@ -134,6 +140,15 @@ export const api = {
     request<CallOut>("POST", `/calls/${encodeURIComponent(callId)}/link`, { type, id }),
   cardCalls: (type: CardType, id: number) => request<CallPage>("GET", `/${type}s/${id}/calls?limit=50`),
   card: (type: CardType, id: number) => request<CardOut>("GET", `/${type}s/${id}`),
+  hold: (callId: string, on: boolean) =>
+    request<void>("POST", `/calls/${encodeURIComponent(callId)}/${on ? "hold" : "resume"}`),
+  dtmf: (callId: string, digits: string) =>
+    request<void>("POST", `/calls/${encodeURIComponent(callId)}/dtmf`, { digits }),
+  hangUp: (callId: string) => request<void>("POST", `/calls/${encodeURIComponent(callId)}/hangup`),
+  notes: (callId: string) =>
+    request<{ items: NoteOut[] }>("GET", `/calls/${encodeURIComponent(callId)}/notes?limit=50`),
+  addNote: (callId: string, text: string) =>
+    request<NoteOut>("POST", `/calls/${encodeURIComponent(callId)}/notes`, { text }),
   createCard: (type: CardType, name: string, number: string, callId: string) =>
     request<CardOut>("POST", `/${type}s`, {
       name,

@@ -16,6 +16,7 @@ export interface CallEvent {
   matches?: { type: "contact" | "account" | "lead"; id: number | null; name: string | null }[];
   employee?: { id: number; name: string | null } | null;
   status?: string;
+  side?: "caller" | "callee";
 }
 
 const SEEN_KEY = "callbridge.events.seen";

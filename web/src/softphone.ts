@@ -14,6 +14,8 @@ export interface PhoneCall {
   incoming: boolean;
   remote: string; // the other party's number (the user part of its URI)
   established: boolean;
+  muted: boolean;
+  held: boolean; // this side holds the other (a re-INVITE the server answers with music)
 }
 
 export interface PhoneView {
@@ -40,7 +42,15 @@ export class Softphone {
   constructor(private readonly onChange: (view: PhoneView) => void) {
     this.audio = document.createElement("audio");
     this.audio.autoplay = true;
+    // A reload or a closed tab takes the call's audio with it: hang up
+    // (BYE) and unregister rather than leave the other party in silence
+    // until the server's media timeout.
+    window.addEventListener("pagehide", this.leave);
   }
+
+  private readonly leave = (): void => {
+    this.ua?.stop();
+  };
 
   get current(): PhoneView {
     return this.view;
@@ -80,6 +90,7 @@ export class Softphone {
   }
 
   stop(): void {
+    window.removeEventListener("pagehide", this.leave);
     this.stopped = true;
     if (this.renewTimer !== null) window.clearTimeout(this.renewTimer);
     this.renewTimer = null;
@@ -150,13 +161,32 @@ export class Softphone {
 
   private track(session: RTCSession, incoming: boolean): void {
     const remote = session.remote_identity?.uri?.user ?? "";
-    const call: PhoneCall = { session, incoming, remote, established: false };
+    const call: PhoneCall = { session, incoming, remote, established: false, muted: false, held: false };
+    const changed = () => this.update({ calls: [...this.view.calls] });
     const forget = () => {
       this.update({ calls: this.view.calls.filter((c) => c.session !== session) });
     };
     session.on("confirmed", () => {
       call.established = true;
-      this.update({ calls: [...this.view.calls] });
+      changed();
+    });
+    session.on("muted", () => {
+      call.muted = true;
+      changed();
+    });
+    session.on("unmuted", () => {
+      call.muted = false;
+      changed();
+    });
+    session.on("hold", (event: { originator: string }) => {
+      if (event.originator !== "local") return;
+      call.held = true;
+      changed();
+    });
+    session.on("unhold", (event: { originator: string }) => {
+      if (event.originator !== "local") return;
+      call.held = false;
+      changed();
     });
     session.on("peerconnection", (event: { peerconnection: RTCPeerConnection }) => {
       event.peerconnection.addEventListener("track", (track: RTCTrackEvent) => {
@@ -187,6 +217,26 @@ export class Softphone {
 
   hangUp(call: PhoneCall): void {
     if (!call.session.isEnded()) call.session.terminate();
+  }
+
+  mute(call: PhoneCall, on: boolean): void {
+    if (on) call.session.mute({ audio: true });
+    else call.session.unmute({ audio: true });
+  }
+
+  // A re-INVITE offering sendonly (or sendrecv again): callbridge answers
+  // it and plays its music on hold to the other party. False: refused now
+  // (another offer is under way); the button may be pressed again.
+  hold(call: PhoneCall, on: boolean): boolean {
+    if (!call.established || call.session.isEnded()) return false;
+    return on ? call.session.hold() : call.session.unhold();
+  }
+
+  // RFC 4733 events in the media (the browser's RTCDTMFSender), which the
+  // relay carries to the other party in the form it accepted.
+  dtmf(call: PhoneCall, digits: string): void {
+    if (!call.established || call.session.isEnded()) return;
+    call.session.sendDTMF(digits, { transportType: JsSIP.C.DTMF_TRANSPORT.RFC2833, duration: 160, interToneGap: 80 });
   }
 
   private update(change: Partial<PhoneView>): void {

@@ -6,14 +6,14 @@ flows through the media engine (`media/`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..media.engine import MediaEngine
 from ..media.errors import MediaError
 from ..media.webrtc import WebRtcRemote
 from ..sip import Request, Response
 from ..sip.offer_answer import answer_direction, resume, with_connection
-from ..sip.sdp import SdpError, SessionDescription, parse_sdp
+from ..sip.sdp import Attribute, MediaDescription, SdpError, SessionDescription, parse_sdp
 from .webrtc_sdp import check_passthrough, is_webrtc, offered_mid, webrtc_remote_of
 
 SDP_TYPE = ("Content-Type", "application/sdp")
@@ -114,11 +114,15 @@ def anchored(sdp: SessionDescription, audio: Audio, address: str, port: int) -> 
     return with_connection(sdp, address, ports).to_bytes()
 
 
-def answered_locally(last_sent: bytes, offer: SessionDescription) -> bytes | None:
+def answered_locally(
+    last_sent: bytes, offer: SessionDescription, *, setup: str | None = None
+) -> bytes | None:
     """Our own answer to a re-offer that changes only the direction (a hold,
     a resume): what we last sent this party, every stream's direction the
     answer to the offer's, one version on (RFC 3264 §8). None when the offer
-    changes more than that: other streams, or our first voice format gone."""
+    changes more than that: other streams, or our first voice format gone.
+    `setup`: a browser's leg, the DTLS role we took (RFC 8842 §5) in place of
+    the actpass of what we last sent when that was our offer."""
     if not last_sent:
         return None
     try:
@@ -134,4 +138,16 @@ def answered_locally(last_sent: bytes, offer: SessionDescription) -> bytes | Non
             return None
     audio = audio_of(offer)
     direction = answer_direction(offer.effective_direction(offer.media[audio.index]))
-    return resume(ours, direction=direction).to_bytes()
+    answer = resume(ours, direction=direction)
+    if setup is not None:
+        answer = replace(answer, media=tuple(_with_setup(m, setup) for m in answer.media))
+    return answer.to_bytes()
+
+
+def _with_setup(media: MediaDescription, setup: str) -> MediaDescription:
+    """`media` with its a=setup, where it has one, saying `setup`."""
+    attributes = tuple(
+        Attribute("setup", setup) if attribute.name == "setup" else attribute
+        for attribute in media.attributes
+    )
+    return replace(media, attributes=attributes)

@@ -751,7 +751,10 @@ class Call:
                 return None  # Opus passed through, say: the other phone is asked
         elif leg.role not in self.holding:
             return None
-        return answered_locally(leg.sdp_sent, offer)
+        before = self.remote_audio.get(leg.media)
+        theirs = None if before is None else before.webrtc
+        setup = None if theirs is None else answer_setup(theirs)
+        return answered_locally(leg.sdp_sent, offer, setup=setup)
 
     def _restarts_ice(self, leg: Leg, audio: Audio) -> bool:
         """Whether a browser's re-offer changes its ICE username (a restart)."""
