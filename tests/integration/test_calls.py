@@ -94,8 +94,9 @@ class Pbx:
             api.headers["Authorization"] = f"Bearer {self.token}"
             yield api
 
-    def line(self, line: Line, **limits: int) -> int:
-        """Create `line` with `limits` (max_devices, ring_timeout, ...); its id."""
+    def line(self, line: Line, **settings: int | bool) -> int:
+        """Create `line` with `settings` (max_devices, ring_timeout, recording,
+        ...); its id."""
         with self.api() as api:
             created = api.post(
                 "/api/v1/internal-lines",
@@ -103,7 +104,7 @@ class Pbx:
                     "number": line.number,
                     "username": line.username,
                     "password": line.password,
-                    **limits,
+                    **settings,
                 },
             )
             assert created.status_code == 201, created.text

@@ -33,9 +33,10 @@ _INVITE_RECEIVED = re.compile(
 )
 
 
-def _employ_bob(pbx: Pbx, ring_timeout: int) -> int:
-    """Bob: an employee who signs in to the panel, with the line 102; its id."""
-    line_id = pbx.line(BOB, ring_timeout=ring_timeout, max_devices=2)
+def _employ_bob(pbx: Pbx, ring_timeout: int, **line: int | bool) -> int:
+    """Bob: an employee who signs in to the panel, with the line 102 (and
+    its other `line` settings); its id."""
+    line_id = pbx.line(BOB, ring_timeout=ring_timeout, max_devices=2, **line)
     with pbx.api() as api:
         created = api.post(
             "/api/v1/employees",

@@ -1,7 +1,8 @@
-import type { ReactNode } from "react";
+import { type ReactNode, useState } from "react";
 import type { CallOut } from "./api";
 import { CardLink } from "./CardLink";
 import { isKey, language, t } from "./i18n";
+import { Recording } from "./Recording";
 
 function label(value: string): string {
   return isKey(value) ? t(value) : value;
@@ -20,8 +21,10 @@ function Hidden({ children }: { children: ReactNode }) {
 
 const when = new Intl.DateTimeFormat(language, { dateStyle: "short", timeStyle: "short" });
 
-// Calls, newest first: a missed incoming call in red.
+// Calls, newest first: a missed incoming call in red; a recorded one with
+// its player (one open at a time).
 export function CallList({ calls }: { calls: CallOut[] }) {
+  const [playing, setPlaying] = useState<string | null>(null);
   return (
     <ol className="calls">
       {calls.map((call) => {
@@ -57,6 +60,9 @@ export function CallList({ calls }: { calls: CallOut[] }) {
                 <Hidden>{t("status")}: </Hidden>
                 {label(call.status)}
               </span>
+              {call.recording && (
+                <Recording callId={call.id} open={playing === call.id} onOpen={() => setPlaying(call.id)} />
+              )}
             </div>
           </li>
         );

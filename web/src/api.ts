@@ -34,6 +34,21 @@ export interface CallOut {
   status: string;
   card: CardRef | null;
   matches: CardRef[] | null;
+  // Null for a call not recorded, and while its recording is being written.
+  recording: RecordingOut | null;
+}
+
+export interface RecordingOut {
+  url: string;
+  duration: number;
+  size: number;
+}
+
+// A URL an <audio> element can play and seek the recording from without the
+// Authorization header: it carries a token for that call, good for ten minutes.
+export interface RecordingLink {
+  url: string;
+  expires_at: string;
 }
 
 export interface CallPage {
@@ -138,6 +153,8 @@ export const api = {
   call: (id: string) => request<CallOut>("GET", `/calls/${encodeURIComponent(id)}`),
   link: (callId: string, type: CardType, id: number) =>
     request<CallOut>("POST", `/calls/${encodeURIComponent(callId)}/link`, { type, id }),
+  recordingLink: (callId: string) =>
+    request<RecordingLink>("POST", `/calls/${encodeURIComponent(callId)}/recording/link`),
   cardCalls: (type: CardType, id: number) => request<CallPage>("GET", `/${type}s/${id}/calls?limit=50`),
   card: (type: CardType, id: number) => request<CardOut>("GET", `/${type}s/${id}`),
   hold: (callId: string, on: boolean) =>

@@ -119,6 +119,10 @@ const en = {
   signedInAs: "Signed in as {name}",
   previous: "Newer",
   next: "Older",
+  playRecording: "Play recording",
+  recording: "Recording of the call",
+  recordingFailed: "The recording cannot be played: {reason}",
+  recordingBroken: "The recording stopped loading (its link may have expired): press Play recording again.",
 };
 
 export type Key = keyof typeof en;
@@ -242,6 +246,10 @@ const ru: Record<Key, string> = {
   signedInAs: "Вы вошли как {name}",
   previous: "Новее",
   next: "Старше",
+  playRecording: "Прослушать запись",
+  recording: "Запись звонка",
+  recordingFailed: "Запись не воспроизводится: {reason}",
+  recordingBroken: "Запись перестала загружаться (возможно, ссылка устарела): нажмите «Прослушать запись» ещё раз.",
 };
 
 export const language: "en" | "ru" = (navigator.languages?.[0] ?? navigator.language ?? "en")
