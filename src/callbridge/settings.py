@@ -7,10 +7,10 @@ import ipaddress
 import os
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import phonenumbers
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +22,38 @@ from .media.policy import DEFAULT_ALLOWED_NETWORKS, AllowedNetworks
 from .media.ports import PortRange
 from .sip.digest import DigestError, parse_algorithm_list
 from .transport.addresses import interface_addresses, reachable_addresses
+
+# The ICE servers the softphone may be given: few, short, STUN or TURN only.
+MAX_ICE_SERVERS = 8
+MAX_ICE_URLS = 4
+_ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+
+
+class IceServer(BaseModel):
+    """One RTCIceServer for the browser's RTCPeerConnection (WebRTC §4.2.1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    urls: Annotated[
+        list[Annotated[str, Field(min_length=6, max_length=256)]],
+        Field(min_length=1, max_length=MAX_ICE_URLS),
+    ]
+    username: Annotated[str, Field(max_length=256)] | None = None
+    credential: Annotated[str, Field(max_length=256)] | None = None
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("urls")
+    @classmethod
+    def _stun_or_turn(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.lower().startswith(_ICE_SCHEMES) or not url.isprintable() or " " in url:
+                raise ValueError(f"{url!r} is not a stun:, stuns:, turn: or turns: URI")
+        return value
+
 
 # The algorithms a line keeps a digest HA1 for: the ones phones may be offered.
 LINE_DIGEST_ALGORITHMS = ("SHA-256", "MD5")
@@ -206,6 +238,15 @@ class Settings(BaseSettings):
         "is latched on only when its media comes from the host its SIP comes from. Turn "
         "off when phones' SIP reaches callbridge through a proxy on another host: then "
         "any host that first sends a steady stream after our answer is latched on.",
+    )
+    ice_servers: Annotated[list[IceServer], Field(max_length=MAX_ICE_SERVERS)] = Field(
+        default_factory=list,
+        description="STUN and TURN servers the browser's softphone is given, as JSON: "
+        '`[{"urls": "turn:turn.example.com:3478", "username": "u", "credential": "p"}]`. '
+        "Empty by default: callbridge answers ICE on its own addresses (ICE-lite, host "
+        "candidates), which a browser that can reach them needs nothing more for; a TURN "
+        "server helps browsers behind firewalls that block UDP to it. A TURN credential "
+        "given here reaches every signed-in employee's page.",
     )
     music_on_hold: bool = Field(
         True,

@@ -7,10 +7,13 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from callbridge.pbx.browser_credentials import BrowserCredentials
 from callbridge.pbx.lines import Line, Lines
+from callbridge.settings import IceServer, Settings
 from callbridge.store import User
 
 from .conftest import Api
@@ -51,6 +54,43 @@ async def test_an_employee_gets_a_credential_for_their_line(api: Api) -> None:
     # The API token of these tests lives 600 s: the credential no longer.
     expires = datetime.fromisoformat(body["expires_at"]).timestamp()
     assert time.time() < expires <= time.time() + 601
+
+
+async def test_the_ice_servers_setting_reaches_the_browser(api: Api) -> None:
+    await with_line(api)
+    assert api.app is not None
+    api.app.state.settings = api.settings.model_copy(
+        update={
+            "ice_servers": [
+                IceServer(urls=["turn:turn.example.com:3478"], username="u", credential="p"),
+                IceServer(urls=["stun:stun.example.com"]),
+            ]
+        }
+    )
+    answer = await api.client.post(URL, headers=api.auth("operator"))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["ice_servers"] == [
+        {"urls": ["turn:turn.example.com:3478"], "username": "u", "credential": "p"},
+        {"urls": ["stun:stun.example.com"]},
+    ]
+
+
+def test_an_ice_server_is_stun_or_turn_and_bounded() -> None:
+    assert IceServer.model_validate({"urls": "stun:stun.example.com"}).urls == [
+        "stun:stun.example.com"
+    ]
+    for bad in (
+        {"urls": "https://turn.example.com"},
+        {"urls": []},
+        {"urls": ["stun:a.example"] * 5},
+        {"urls": "turn:x.example", "credential": "p" * 257},
+        {"urls": "turn:x.example", "secret": "p"},
+        {"urls": "stun:a.example\r\nX: y"},
+    ):
+        with pytest.raises(ValidationError):
+            IceServer.model_validate(bad)
+    with pytest.raises(ValidationError):
+        Settings(ice_servers=[{"urls": "stun:a.example"}] * 9)
 
 
 async def test_an_employee_without_a_running_line_is_409(api: Api) -> None:

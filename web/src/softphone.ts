@@ -37,6 +37,8 @@ export class Softphone {
   private renewTimer: number | null = null;
   private stopped = true;
   private domain = location.hostname;
+  // The server's ICE servers (a setting; none by default: its own addresses do).
+  private iceServers: RTCIceServer[] = [];
   private readonly audio: HTMLAudioElement;
 
   constructor(private readonly onChange: (view: PhoneView) => void) {
@@ -120,6 +122,7 @@ export class Softphone {
       ? `${scheme}//${location.host}${credentials.ws_url}`
       : credentials.ws_url;
     this.domain = credentials.uri.split("@")[1] ?? location.hostname;
+    this.iceServers = credentials.ice_servers;
     const ua = new JsSIP.UA({
       sockets: [new JsSIP.WebSocketInterface(url)],
       uri: credentials.uri,
@@ -204,14 +207,14 @@ export class Softphone {
     if (ua === null || !ua.isRegistered()) return;
     ua.call(`sip:${number}@${this.domain}`, {
       mediaConstraints: { audio: true, video: false },
-      pcConfig: { iceServers: [] },
+      pcConfig: { iceServers: this.iceServers },
     });
   }
 
   answer(call: PhoneCall): void {
     call.session.answer({
       mediaConstraints: { audio: true, video: false },
-      pcConfig: { iceServers: [] },
+      pcConfig: { iceServers: this.iceServers },
     });
   }
 
