@@ -17,7 +17,15 @@ from playwright.sync_api import BrowserContext, Page, expect
 
 from ..integration.conftest import SippProcess, free_port, start_sipp
 from ..integration.test_calls import BOB, Pbx, _assert_succeeded
-from ..integration.test_trunk_calls import DID, PROVIDER, external_line, route_incoming_to
+from ..integration.test_trunk_calls import (
+    DID,
+    PROVIDER,
+    external_line,
+    route_incoming_to,
+    rule,
+)
+from ..integration.test_trunk_calls import LOGIN as PROVIDER_LOGIN
+from ..integration.test_trunk_calls import SECRET as PROVIDER_SECRET
 from .conftest import SIDE_PANEL, screenshot
 
 pytestmark = pytest.mark.integration
@@ -218,8 +226,44 @@ def test_a_known_caller_rings_with_the_contact_and_the_missed_call_is_red(
     expect(page.get_by_role("heading", name="Contact Anna Petrova")).to_be_visible()
     # The card's own History has the call, red.
     expect(page.locator("li.call.missed")).to_have_count(1)
-    # Its numbers call from the softphone (once it is registered).
-    expect(page.get_by_role("button", name="Call +7 916 123-45-67")).to_be_visible()
+    # Its numbers call from the softphone (once it is registered): one
+    # pressed calls Anna through the provider, and the call gets its card.
+    call_anna = page.get_by_role("button", name="Call +7 916 123-45-67")
+    expect(call_anna).to_be_visible()
+    expect(page.locator(".badge")).to_have_attribute("data-state", "registered")
+    with pbx.api() as api:
+        [provider] = api.get("/api/v1/external-lines").json()["items"]
+    rule(
+        pbx,
+        "/api/v1/routing-rules",
+        {
+            "name": "Russian mobiles",
+            "direction": "outgoing",
+            "priority": 10,
+            "destination_mask": "+79XXXXXXXXX",
+            "action": {"type": "external_line", "target": provider["id"]},
+        },
+    )
+    anna = start_sipp(
+        "provider_uas_auth.xml",
+        pbx.server,
+        pbx.tmp_path,
+        port=provider_port,
+        local_ip=PROVIDER,
+        extra=["-key", "login", PROVIDER_LOGIN, "-key", "secret", PROVIDER_SECRET],
+    )
+    pbx.phones.append(anna)
+    call_anna.click()
+    calling = page.locator(".ringing")
+    expect(calling).to_have_class(re.compile(r"\banswered\b"))
+    expect(calling).to_contain_text("+79161234567")
+    expect(calling.get_by_role("link", name="Anna Petrova")).to_be_visible()
+    calling.get_by_role("button", name="Hang up").click()
+    expect(calling).to_have_count(0)
+    result = anna.wait()
+    assert result.successful == 1, anna.exchange() + pbx.server.log()
+    [invite, _] = anna.received(method="INVITE")
+    assert invite.first_line.startswith("INVITE sip:+79161234567@"), invite.text
 
 
 def test_an_unknown_caller_gets_a_contact_made_from_the_ringing_card(
