@@ -794,7 +794,9 @@ WEBSOCKET_TRANSPORTS = frozenset({"ws", "wss"})
 
 def takes_webrtc(binding: Binding) -> bool:
     """Whether a device is a browser: its Contact names a WebSocket transport
-    (JsSIP's `;transport=ws`). The registration's own transport, once the
-    SIP-over-WebSocket endpoint records it, says the same more surely."""
+    (JsSIP's and SIP.js's `;transport=ws`, RFC 7118 §5.2). The Contact, not
+    the flow it registered over: a browser behind a WebSocket proxy
+    (Kamailio, docs/PROXY.md) reaches us over UDP or TCP, and is a browser
+    still."""
     uri = binding.uri
     return isinstance(uri, SipURI) and uri.transport in WEBSOCKET_TRANSPORTS
