@@ -12,7 +12,7 @@ from callbridge.pbx.originate import Originator
 from callbridge.sip import Response
 from callbridge.sip.sdp import parse_sdp
 
-from .call_harness import ALICE, BOB, MEDIA_ADDRESS, World, browser_sdp, sdp
+from .call_harness import ALICE, BOB, MEDIA_ADDRESS, Dialog, World, browser_sdp, sdp
 
 
 async def test_a_browser_calls_a_phone_through_plain_rtp_and_gets_a_webrtc_answer() -> None:
@@ -90,6 +90,57 @@ async def test_a_line_with_a_desk_phone_and_a_browser_rings_each_in_its_own_sdp(
     assert session.legs[0].peer is browser_leg
     cancel = world.sip.last_request("CANCEL", to=desk)
     assert cancel.request.call_id == world.sip.last_request("INVITE", to=desk).request.call_id
+
+
+async def delayed_offer_answered_by_a_browser(world: World) -> tuple[object, Dialog, object]:
+    """A delayed offer (no SDP) to a line with a desk phone and a browser;
+    the browser answers our own offer. The browser, the caller's dialog and
+    the session."""
+    desk = world.register(BOB)
+    browser = world.register(BOB, host="127.0.0.21", browser=True)
+    _, transaction, _ = world.invite(ALICE, "102", b"")
+    await world.settle()
+    session = world.media.sessions[world.recorder.only().id]
+    assert world.sip.last_request("INVITE", to=desk).request.body == b""  # it offers in its 2xx
+    to_browser = world.sip.last_request("INVITE", to=browser)
+    offer = parse_sdp(to_browser.request.body)  # ours: the relay's formats, WebRTC
+    media = offer.media[0]
+    assert (media.proto, media.formats) == ("UDP/TLS/RTP/SAVPF", ("0", "8", "101"))
+    assert media.attribute("setup") == "actpass" and offer.has_attribute("ice-lite")
+    to_browser.respond(
+        200,
+        to_tag="browser-tag",
+        body=browser_sdp(9, setup="active")
+        .replace(b"111 0 8 126", b"0 101")
+        .replace(b"126 telephone", b"101 telephone"),
+    )
+    assert world.sip.last_request("ACK", to=browser).request.body == b""  # answered already
+    assert world.sip.answers_to(transaction)[-1] == 200
+    ok = world.sip.responses[-1][1]
+    to_alice = parse_sdp(ok.body)  # our offer to alice, from the browser's answer
+    assert to_alice.media[0].proto == "RTP/AVP" and to_alice.media[0].formats == ("0", "101")
+    assert to_alice.media[0].port == session.legs[0].local_address[1]
+    dialog = Dialog(ok.call_id, ok.from_.tag or "", ok.to.tag or "", cseq=2)
+    return browser, dialog, session
+
+
+async def test_a_delayed_offer_rings_a_browser_with_our_own_offer() -> None:
+    world = World()
+    _, dialog, session = await delayed_offer_answered_by_a_browser(world)
+    world.in_dialog(dialog, "ACK", sdp(7000), cseq=2)  # alice answers in her ACK
+    assert session.legs[0].remote == ("127.0.0.9", 7000)
+    browser_leg = next(leg for leg in session.legs if leg.webrtc is not None)
+    assert session.legs[0].peer is browser_leg
+    assert world.recorder.only().status == "in_progress"
+
+
+async def test_a_delayed_offer_whose_ack_has_no_answer_ends_the_call() -> None:
+    world = World()
+    browser, dialog, _ = await delayed_offer_answered_by_a_browser(world)
+    world.in_dialog(dialog, "ACK", b"", cseq=2)
+    record = world.recorder.only()
+    assert (record.status, record.hangup_cause) == ("failed", "no SDP answer in the ACK")
+    assert len(world.sip.requests("BYE", to=browser)) == 1
 
 
 async def test_a_desk_phone_answering_beside_a_browser_keeps_the_plain_leg() -> None:

@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, Page, Playwright, expect
 
 from ..integration import tones
 from ..integration.baresip import Baresip
-from ..integration.test_calls import ALICE, Pbx
+from ..integration.test_calls import ALICE, Pbx, _first, _wait_for
 from ..integration.test_dtmf import digits_heard
 from ..integration.tones import (
     CALLEE_TONE,
@@ -273,3 +273,36 @@ def test_the_operator_dials_a_colleague_from_the_pad_and_hangs_up(
     expect(page.get_by_label("Number")).to_be_visible()
     diagnostics = f"--- callbridge ---\n{pbx.server.log()}\n--- desk ---\n{desk.log()}"
     tones.assert_hears(desk, CALLEE_TONE, diagnostics, seconds=TALK - 1, same_level=False)
+
+
+def test_a_delayed_offer_rings_the_panel_which_gets_our_own_offer(
+    pbx: Pbx, tone_page: Page
+) -> None:
+    """RFC 3261 §13.2.1 with a browser: the caller's INVITE has no SDP, so
+    callbridge offers the browser the relay's formats itself; the browser's
+    answer becomes our offer in the caller's 200, and the caller answers in
+    its ACK; then audio flows both ways."""
+    _line_with_operator(pbx)
+    pbx.line(ALICE)
+    page = tone_page
+    _sign_in(page, pbx)
+    expect(page.locator(".badge")).to_have_attribute("data-state", "registered")
+    alice_media = pbx.rtp(0x11)
+    caller = pbx.call(
+        ALICE, "102", "call_uac_delayed_offer.xml", rtp_port=alice_media.port, talk_ms=5000
+    )
+    answer = page.locator(".ringing").get_by_role("button", name="Answer")
+    expect(answer).to_be_enabled()
+    answer.click()
+    offer = _wait_for(caller, _first("received", method="INVITE", status=200), "the 200")
+    assert "RTP/AVP" in offer.body and "ice-" not in offer.body, offer.text
+    alice_media.send_to(offer.sdp_media())
+    time.sleep(3)
+    received = _received(page)
+    caller.wait()
+    why = f"{caller.exchange()}\n--- callbridge ---\n{pbx.server.log()}"
+    # The caller's stream reached the browser, and the browser's the caller.
+    assert received is not None and received["packets"] >= 50, (received, why)
+    assert len(alice_media.received) >= 50, why
+    [record] = pbx.calls(1)
+    assert record["status"] == "answered", record

@@ -96,6 +96,24 @@ def checked_audio(sdp: SessionDescription, media: MediaEngine) -> Audio:
     return audio
 
 
+# What the relay takes without transcoding, as a phone would offer it.
+_RELAY_OFFER = (
+    "v=0\r\no=callbridge 0 0 IN IP4 {address}\r\ns=callbridge\r\n"
+    "c=IN IP4 {address}\r\nt=0 0\r\nm=audio 9 RTP/AVP 0 8 101\r\n"
+    "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+    "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\n"
+)
+
+
+def relay_offer() -> tuple[SessionDescription, Audio]:
+    """An offer of our own, for a side that must get one when the caller
+    made none (a browser reached by a delayed offer): PCMU, PCMA and
+    telephone-event, the formats the relay passes untouched. The address
+    and port are the anchoring's to fill in."""
+    sdp = parse_sdp(_RELAY_OFFER.format(address="0.0.0.0").encode())
+    return sdp, audio_of(sdp)
+
+
 def sdp_of(message: Request | Response) -> SessionDescription | None:
     """The message's SDP body; None when it has none; SdpError when bad."""
     if not message.body:

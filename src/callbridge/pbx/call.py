@@ -55,6 +55,7 @@ from .anchor import (
     answered_locally,
     audio_of,
     checked_audio,
+    relay_offer,
     sdp_of,
 )
 from .bridge import Playing, Relay
@@ -298,6 +299,9 @@ class Call:
     # re-INVITE without SDP reached): that 2xx waits for our ACK until the
     # other leg's ACK brings the answer our ACK must carry.
     awaiting_answer: Leg | None = None
+    # A delayed offer answered by a browser, which had our own offer: our
+    # 2xx to the caller offered, and its ACK brings the answer.
+    answer_in_callers_ack: bool = False
     # Digits in and out (pbx/dtmf.py), from the first SDP on.
     dtmf: CallDtmf | None = None
     # One recording per call, whatever happens to its legs (pbx/recordings.py).
@@ -357,10 +361,9 @@ class Call:
 
     async def _add_callee_legs(self, session: MediaSession) -> None:
         """The callee's media leg: plain RTP for phones and providers, WebRTC
-        for browsers, both when the targets are of both kinds (a delayed
-        offer gets plain only: the browser's 2xx would have to offer)."""
+        for browsers, both when the targets are of both kinds."""
         targets = self.plan.targets
-        browsers = self.offer is not None and any(t.webrtc for t in targets)
+        browsers = any(t.webrtc for t in targets)
         phones = not browsers or any(not t.webrtc for t in targets)
         if browsers:
             self.callee_webrtc = await session.add_leg("callee-webrtc", webrtc=True)
@@ -373,8 +376,13 @@ class Call:
         assert self.callee_media is not None
         offer = b""  # a delayed offer goes on delayed: the callee's 2xx offers
         webrtc_offer: bytes | None = None
+        browser = self.callee_webrtc
+        if self.offer is None and browser is not None:
+            # Except to a browser: its 2xx would offer WebRTC to a caller that
+            # takes plain RTP. It gets our own offer; the caller, the browser's
+            # answer as our offer in the 2xx, and answers in its ACK.
+            webrtc_offer = self.anchored(*relay_offer(), browser)
         if self.offer is not None and self.audio is not None:
-            browser = self.callee_webrtc
             if self.callee_media is not browser:
                 offer = self.anchored(self.offer, self.audio, self.callee_media)
             if browser is not None:
@@ -499,10 +507,11 @@ class Call:
             # Our offer went in its INVITE: what a hold of its own is answered from.
             sdp_sent=fork.request.body,
         )
-        if self.offer is None:
+        delayed = self.offer is None
+        if delayed and not fork.webrtc:
             self.awaiting_answer = callee  # its 2xx offered: ACKed with the caller's answer
         else:
-            callee.acknowledge()
+            callee.acknowledge()  # its 2xx answered our offer (a browser's: our own)
         self.dialing.connected(fork)
         self.set_remote(self.callee_media, audio, fork.peer)
         self._connect()
@@ -511,8 +520,11 @@ class Call:
         self.answered_at = b2bua.wallclock()
         self.phase = Phase.ANSWERED
         self.caller = self.origin.accept(self, body, response)
-        if self.offer is not None:  # a delayed offer's answers come in the ACKs
+        if not delayed:
             self.sdp_sent(self.caller_media, self.callee_media)
+        elif fork.webrtc:  # the browser has our offer; the caller's answer comes in its ACK
+            self.answer_in_callers_ack = True
+            self.sdp_sent(self.callee_media)
         b2bua.by_invite.pop(self.transaction, None)
         b2bua.recorder.answered(self.record, self.answered_at)
         if b2bua.recordings is not None:
@@ -836,6 +848,8 @@ class Call:
             return
         if self.awaiting_answer is not None and leg is not self.awaiting_answer:
             self._answer_in_ack(leg, ack)
+        elif self.answer_in_callers_ack and leg is self.caller:
+            self._callers_answer(leg, ack)
 
     def _answer_in_ack(self, leg: Leg, ack: Request) -> None:
         """The answer to the other leg's offer, in `leg`'s ACK: anchored, it
@@ -862,6 +876,25 @@ class Call:
         self.set_remote(leg.media, audio, leg.peer)
         offered.acknowledge(body=self.anchored(answer, audio, offered.media))
         self.sdp_sent(leg.media, offered.media)
+
+    def _callers_answer(self, leg: Leg, ack: Request) -> None:
+        """The caller's answer to the offer our 2xx made for a browser that
+        took a delayed offer: the caller's media starts; without one the
+        call cannot carry media and both legs are BYEd."""
+        self.answer_in_callers_ack = False
+        try:
+            answer = sdp_of(ack)
+            if answer is None:
+                raise SdpError("the ACK has no SDP answer", status=488)
+            audio = checked_audio(answer, self.b2bua.media)
+        except SdpError as error:
+            log_event(
+                logger, logging.INFO, "call.bad_answer", record=self.record, error=error.reason
+            )
+            self.hang_up(None, "failed", "system", "no SDP answer in the ACK")
+            return
+        self.set_remote(leg.media, audio, leg.peer)
+        self.sdp_sent(leg.media)
 
     def stray_answer(self, response: Response) -> None:
         """A 2xx that came after its INVITE transaction handed over: a
