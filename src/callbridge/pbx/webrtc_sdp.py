@@ -120,13 +120,13 @@ def opus_of(media: MediaDescription) -> OpusFormats | None:
     }
     if ("PCMU", 8000) in found or ("PCMA", 8000) in found or ("OPUS", 48000) not in found:
         return None
+    # Events cross only at Opus's clock (what a browser pairs with Opus).
     events = found.get(("TELEPHONE-EVENT", 48000))
-    any_events = events is not None or ("TELEPHONE-EVENT", 8000) in found
     return OpusFormats(
         opus=int(found[("OPUS", 48000)]),
         events=None if events is None else int(events),
         voice=PCMU,
-        plain_events=PLAIN_EVENTS if any_events else None,
+        plain_events=None if events is None else PLAIN_EVENTS,
     )
 
 
