@@ -1,7 +1,7 @@
 """WebRTC legs carried at once with audio flowing, and what a WebRTC leg costs
 against a plain RTP leg, in one command.
 
-    .venv/bin/python bench/webrtc_legs.py [--legs 25,50] [--seconds 10]
+    .venv/bin/python bench/webrtc_legs.py [--legs 25,50] [--seconds 10] [--opus]
 
 The relay is `media.LocalMediaEngine` in a process of its own (uvloop), the
 thing measured; this process plays every peer (uvloop too): aiortc
@@ -16,7 +16,13 @@ per direction, per call):
 
 - `plain`: two plain RTP legs a call, a phone on each side (the reference);
 - `webrtc`: a WebRTC leg (ICE-lite, DTLS-SRTP, RTCP muxed) and a plain leg a
-  call, a browser on one side and a phone on the other.
+  call, a browser on one side and a phone on the other;
+- with `--opus`, `opus`: the same with browsers restricted to Opus, so the
+  WebRTC leg transcodes (media/transcode.py) between Opus and the phone's
+  PCMU.
+
+Every run reports `transcoded_legs`: legs whose transcoder decoded or encoded
+anything (0 in `plain` and `webrtc`: G.711 is relayed, never decoded).
 
 Measured over `--seconds` of steady audio (after every browser connected):
 the relay's CPU (percent of one core) and per call; the cost of a WebRTC
@@ -56,6 +62,7 @@ from callbridge.pbx.webrtc_sdp import (  # noqa: E402
     answer_setup,
     offered_mid,
     plain_of,
+    plain_side,
     webrtc_of,
     webrtc_remote_of,
 )
@@ -101,6 +108,8 @@ class Relay:
         plain_offer = parse_sdp(plain_of(browser, audio, "127.0.0.1", plain.local_address[1]))
         # The phone answers PCMU: the plain offer's first voice format.
         session.set_remote(plain, "127.0.0.1", phone, {0: "PCMU"})
+        if audio.opus is not None:  # an Opus-only browser: transcoded, as a call would
+            session.set_transcoding(web, plain_side(audio.opus, audio_of(plain_offer)))
         session.sdp_sent(plain)
         session.connect(web, plain)
         mid, bundle = offered_mid(browser, audio.index)
@@ -114,14 +123,23 @@ class Relay:
             setup=answer_setup(remote),
             mid=mid,
             bundle=bundle,
+            opus=audio.opus,
         )
         return {"answer": answer.decode(), "port": plain.local_address[1]}
 
     async def stats(self) -> dict[str, Any]:
-        totals = {"packets_in": 0, "packets_out": 0, "dropped": 0, "srtp_failures": 0}
+        totals = {
+            "packets_in": 0,
+            "packets_out": 0,
+            "dropped": 0,
+            "srtp_failures": 0,
+            "transcoded_legs": 0,
+        }
         for session in self.engine.sessions.values():
             for leg in session.legs.values():
-                rtp = leg.stats().rtp
+                stats = leg.stats()
+                rtp = stats.rtp
+                totals["transcoded_legs"] += stats.transcoded > 0
                 totals["packets_in"] += rtp.packets_in
                 totals["packets_out"] += rtp.packets_out
                 totals["dropped"] += rtp.dropped
@@ -319,9 +337,10 @@ class BrowserWorker:
         self.stop = asyncio.Event()
         self.sender: asyncio.Future[None] | None = None
 
-    async def offers(self, count: int, first: int) -> dict[str, Any]:
+    async def offers(self, count: int, first: int, opus: bool = False) -> dict[str, Any]:
         self.phones = [await open_phone(first + n) for n in range(count)]
-        self.browsers = [Browser(1000.0, keep=False) for _ in range(count)]
+        codecs = ("audio/opus",) if opus else ("audio/PCMU", "audio/PCMA")
+        self.browsers = [Browser(1000.0, codecs, keep=False) for _ in range(count)]
         offers = await asyncio.gather(*(browser.offer() for browser in self.browsers))
         return {"offers": [[o, p.port] for o, p in zip(offers, self.phones, strict=True)]}
 
@@ -365,7 +384,9 @@ async def work() -> None:
     await answer_requests(BrowserWorker())
 
 
-async def run_webrtc(calls: int, seconds: float, per_process: int) -> dict[str, Any]:
+async def run_webrtc(
+    calls: int, seconds: float, per_process: int, opus: bool = False
+) -> dict[str, Any]:
     relay = RelayProcess()
     workers: list[Child] = []
     try:
@@ -375,7 +396,7 @@ async def run_webrtc(calls: int, seconds: float, per_process: int) -> dict[str, 
         connected = 0
         offered = await asyncio.gather(
             *(
-                w.ask("offers", count=size, first=i * per_process)
+                w.ask("offers", count=size, first=i * per_process, opus=opus)
                 for i, (w, size) in enumerate(zip(workers, sizes, strict=True))
             )
         )
@@ -397,7 +418,7 @@ async def run_webrtc(calls: int, seconds: float, per_process: int) -> dict[str, 
         total = {key: sum(c[key] for c in counts) for key in counts[0]}
         relay_stats = await relay.ask("stats")
         return {
-            "mode": "webrtc",
+            "mode": "opus" if opus else "webrtc",
             "calls": calls,
             "browser_processes": len(workers),
             "connected": connected,
@@ -407,6 +428,7 @@ async def run_webrtc(calls: int, seconds: float, per_process: int) -> dict[str, 
             "loss_percent_phone_to_browser": loss(total["phone_sent"], total["browser_received"]),
             "srtp_failures": relay_stats["srtp_failures"],
             "relay_dropped": relay_stats["dropped"],
+            "transcoded_legs": relay_stats["transcoded_legs"],
         }
     finally:
         for worker in workers:
@@ -414,7 +436,7 @@ async def run_webrtc(calls: int, seconds: float, per_process: int) -> dict[str, 
         relay.stop()
 
 
-async def main(legs: list[int], seconds: float, per_process: int) -> None:
+async def main(legs: list[int], seconds: float, per_process: int, opus: bool) -> None:
     for calls in legs:
         plain = await run_plain(calls, seconds)
         print(json.dumps(plain), flush=True)
@@ -440,6 +462,13 @@ async def main(legs: list[int], seconds: float, per_process: int) -> None:
             and webrtc["loss_percent_browser_to_phone"] < 0.1
             and webrtc["loss_percent_phone_to_browser"] < 0.1,
         }
+        if opus:
+            transcoded = await run_webrtc(calls, seconds, per_process, opus=True)
+            print(json.dumps(transcoded), flush=True)
+            opus_leg = transcoded["relay_cpu_us_per_packet"] / 100 - plain_leg
+            summary["relay_us_per_packet_opus_call"] = transcoded["relay_cpu_us_per_packet"]
+            summary["cpu_percent_per_opus_leg_at_full_rate"] = round(opus_leg, 3)
+            summary["opus_vs_relayed_webrtc_leg"] = round(opus_leg / max(webrtc_leg, 1e-6), 1)
         print(json.dumps(summary), flush=True)
 
 
@@ -448,6 +477,9 @@ if __name__ == "__main__":
     parser.add_argument("--legs", default="25,50", help="comma-separated numbers of calls")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--per-process", type=int, default=10, help="browsers per process")
+    parser.add_argument(
+        "--opus", action="store_true", help="also a run of Opus-only browsers, transcoded"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--browsers", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -457,4 +489,4 @@ if __name__ == "__main__":
         uvloop.run(work())
     else:
         legs = [int(n) for n in args.legs.split(",")]
-        uvloop.run(main(legs, args.seconds, args.per_process))
+        uvloop.run(main(legs, args.seconds, args.per_process, args.opus))

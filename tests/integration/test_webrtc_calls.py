@@ -256,6 +256,8 @@ async def test_a_browser_calls_a_desk_phone_and_each_hears_the_other(
     # What the desk phone got was plain RTP/AVP with G.711 only.
     offered = re.findall(r"^m=audio \d+ (\S+) ", desk.log(), re.M)
     assert "RTP/AVP" in offered and "UDP/TLS/RTP/SAVPF" not in offered, diagnostics
+    # A browser with G.711 is relayed: its leg never gets a transcoder.
+    assert "media.webrtc_codec" not in callbridge.log(), diagnostics
     tones.assert_hears(desk, CALLER_TONE, diagnostics, seconds=TALK - 1)
     rms, peak, purity = tone_level(browser.samples(last=TALK - 1), CALLEE_TONE)
     assert abs(peak - CALLEE_TONE) < 20 and purity > 0.9 and rms > 5000, (rms, peak, purity)

@@ -17,6 +17,7 @@ from callbridge.events import EventBus
 from callbridge.media.dtls_srtp import Fingerprint
 from callbridge.media.errors import MediaError
 from callbridge.media.ice_lite import IceCredentials
+from callbridge.media.transcode import OpusFormats
 from callbridge.media.webrtc import WebRtcLocal, WebRtcRemote
 from callbridge.pbx.auth import Authenticator
 from callbridge.pbx.b2bua import B2bua, ResponseHandler
@@ -216,6 +217,8 @@ class FakeLeg:
     # the browser's parameters the call gave it.
     webrtc: WebRtcLocal | None = None
     webrtc_remote: WebRtcRemote | None = None
+    # A browser speaking only Opus: how the leg transcodes (None: it relays).
+    transcoding: OpusFormats | None = None
 
     def add_tap(self, tap: Any) -> None:
         self.taps.append(tap)
@@ -251,6 +254,10 @@ class FakeSession:
     def set_webrtc_remote(self, leg: FakeLeg, remote: WebRtcRemote) -> None:
         assert leg.webrtc is not None
         leg.webrtc_remote = remote
+
+    def set_transcoding(self, leg: FakeLeg, formats: OpusFormats | None) -> None:
+        assert leg.webrtc is not None
+        leg.transcoding = formats
 
     def set_remote(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from callbridge.media.transcode import OpusFormats
 from callbridge.pbx.originate import Originator
 from callbridge.sip import Response
 from callbridge.sip.sdp import parse_sdp
@@ -48,12 +49,75 @@ async def test_a_browser_calls_a_phone_through_plain_rtp_and_gets_a_webrtc_answe
     assert caller_leg.peer is session.legs[1]
 
 
-async def test_a_browser_offering_only_opus_is_refused_with_488() -> None:
+def opus_only(body: bytes) -> bytes:
+    return body.replace(b"111 0 8 126", b"111 110").replace(
+        b"a=rtpmap:126 telephone-event/8000", b"a=rtpmap:110 telephone-event/48000"
+    )
+
+
+async def test_a_browser_with_g711_is_relayed_untouched() -> None:
     world = World()
     world.register(BOB)
-    opus_only = browser_sdp(9).replace(b"111 0 8 126", b"111")
-    _, _, answer = world.invite(ALICE, "102", opus_only)
+    world.invite(ALICE, "102", browser_sdp(9))
+    await world.settle()
+    caller_leg = world.media.sessions[world.recorder.only().id].legs[0]
+    assert caller_leg.webrtc is not None and caller_leg.transcoding is None
+
+
+async def test_a_browser_offering_only_opus_is_transcoded_to_the_phones_g711() -> None:
+    world = World()
+    phone = world.register(BOB)
+    world.invite(ALICE, "102", opus_only(browser_sdp(9)))
+    await world.settle()
+    session = world.media.sessions[world.recorder.only().id]
+    caller_leg = session.legs[0]
+    assert caller_leg.transcoding == OpusFormats(opus=111, events=110, voice=0, plain_events=101)
+    # Inside the relay the browser's leg carries what the phone was offered.
+    assert caller_leg.payload_types == {0: "PCMU", 8: "PCMA", 101: "telephone-event"}
+
+    fork = world.sip.last_request("INVITE", to=phone)
+    media = parse_sdp(fork.request.body).media[0]
+    assert (media.proto, media.formats) == ("RTP/AVP", ("0", "8", "101"))
+    assert b"opus" not in fork.request.body
+
+    pcma = sdp(8000).replace(b"RTP/AVP 0 101", b"RTP/AVP 8 101").replace(b"0 PCMU", b"8 PCMA")
+    fork.respond(200, to_tag="bob-tag", body=pcma)
+    ok = world.sip.responses[-1][1]
+    assert ok.status == 200
+    media = parse_sdp(ok.body).media[0]
+    assert media.proto == "UDP/TLS/RTP/SAVPF" and media.formats == ("111", "110")
+    assert caller_leg.transcoding == OpusFormats(opus=111, events=110, voice=8, plain_events=101)
+    assert caller_leg.peer is session.legs[1]
+
+
+async def test_a_browser_offering_neither_g711_nor_opus_is_refused_with_488() -> None:
+    world = World()
+    world.register(BOB)
+    g722 = browser_sdp(9).replace(b"111 0 8 126", b"9").replace(b"111 opus/48000/2", b"9 G722/8000")
+    _, _, answer = world.invite(ALICE, "102", g722)
     assert isinstance(answer, Response) and answer.status == 488
+
+
+async def test_a_browser_answering_only_opus_to_a_phone_is_transcoded() -> None:
+    world = World()
+    browser = world.register(BOB, host="127.0.0.21", browser=True)
+    world.invite(ALICE, "102", sdp(7000))
+    await world.settle()
+    fork = world.sip.last_request("INVITE", to=browser)
+    offered = parse_sdp(fork.request.body).media[0]
+    assert offered.formats == ("0", "101", "111", "126")  # G.711 first, Opus for who insists
+    answer = browser_sdp(9, setup="active").replace(b"111 0 8 126", b"111 126")
+    answer = answer.replace(
+        b"a=rtpmap:126 telephone-event/8000", b"a=rtpmap:126 telephone-event/48000"
+    )
+    fork.respond(200, to_tag="browser-tag", body=answer)
+    ok = world.sip.responses[-1][1]
+    assert ok.status == 200
+    media = parse_sdp(ok.body).media[0]
+    assert (media.proto, media.formats) == ("RTP/AVP", ("0", "101"))
+    session = world.media.sessions[world.recorder.only().id]
+    browser_leg = next(leg for leg in session.legs if leg.webrtc is not None)
+    assert browser_leg.transcoding == OpusFormats(opus=111, events=126, voice=0, plain_events=101)
 
 
 async def test_a_line_with_a_desk_phone_and_a_browser_rings_each_in_its_own_sdp() -> None:

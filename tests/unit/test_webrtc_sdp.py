@@ -9,13 +9,16 @@ from aioice import stun
 
 from callbridge.media.dtls_srtp import Fingerprint
 from callbridge.media.ice_lite import IceCredentials, IceLite
+from callbridge.media.transcode import OpusFormats
 from callbridge.media.webrtc import WebRtcLocal
 from callbridge.pbx.anchor import audio_of
 from callbridge.pbx.webrtc_sdp import (
     answer_setup,
+    check_formats,
     is_webrtc,
     offered_mid,
     plain_of,
+    plain_side,
     webrtc_of,
     webrtc_remote_of,
 )
@@ -179,12 +182,73 @@ def test_a_browser_is_offered_webrtc_with_actpass_and_the_phones_g711() -> None:
     assert media.has_attribute("sendrecv")
 
 
-def test_an_offer_with_only_opus_is_refused_with_488() -> None:
-    opus_only = CHROME_OFFER.replace(b"111 63 9 0 8 13 110 126", b"111 110")
-    offer = parse_sdp(opus_only)
+OPUS_ONLY = CHROME_OFFER.replace(b"111 63 9 0 8 13 110 126", b"111 110")
+PHONE_ANSWER = parse_sdp(
+    b"v=0\r\no=phone 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+)
+
+
+def test_a_browser_with_g711_is_relayed_not_transcoded() -> None:
+    assert audio_of(parse_sdp(CHROME_OFFER)).opus is None
+
+
+def test_an_opus_only_browser_is_transcoded_and_the_phone_offered_g711() -> None:
+    offer = parse_sdp(OPUS_ONLY)
+    audio = audio_of(offer)
+    assert audio.opus == OpusFormats(opus=111, events=110, voice=0, plain_events=101)
+    check_formats(offer, audio.index)
+    plain = parse_sdp(plain_of(offer, audio, "203.0.113.5", 30000)).media[0]
+    assert (plain.proto, plain.formats) == ("RTP/AVP", ("0", "8", "101"))
+    assert plain.rtpmap("101").clock_rate == 8000  # type: ignore[union-attr]
+    assert b"opus" not in plain_of(offer, audio, "203.0.113.5", 30000)
+
+
+def test_an_opus_only_browser_is_answered_opus_and_events_at_48_khz() -> None:
+    offer = parse_sdp(OPUS_ONLY)
+    audio = audio_of(offer)
+    assert audio.opus is not None
+    answer = webrtc_of(
+        PHONE_ANSWER,
+        audio_of(PHONE_ANSWER),
+        LOCAL,
+        "203.0.113.5",
+        30000,
+        setup="passive",
+        opus=audio.opus,
+    )
+    media = parse_sdp(answer).media[0]
+    assert media.formats == ("111", "110")
+    assert media.rtpmap("111").encoding == "opus" and media.rtpmap("111").clock_rate == 48000  # type: ignore[union-attr]
+    assert media.rtpmap("110").clock_rate == 48000  # type: ignore[union-attr]
+    assert b"PCMA" not in answer
+    # The transcoder speaks the phone's answer: PCMA and its events.
+    assert plain_side(audio.opus, audio_of(PHONE_ANSWER)) == OpusFormats(111, 110, 8, 101)
+
+
+def test_a_browser_offer_names_opus_after_the_phones_g711() -> None:
+    offer = parse_sdp(PHONE_OFFER)
+    ours = webrtc_of(
+        offer, audio_of(offer), LOCAL, "203.0.113.5", 30000, setup="actpass", offer_opus=True
+    )
+    media = parse_sdp(ours).media[0]
+    assert media.formats == ("8", "0", "101", "111", "126")
+    assert media.rtpmap("126").clock_rate == 48000  # type: ignore[union-attr]
+
+
+def test_a_browser_answering_opus_to_a_phones_offer_gives_the_phone_its_own_g711() -> None:
+    phone = audio_of(parse_sdp(PHONE_OFFER))
+    browser_answer = parse_sdp(OPUS_ONLY.replace(b"a=setup:actpass", b"a=setup:active"))
+    plain = plain_of(browser_answer, audio_of(browser_answer), "203.0.113.5", 30000, plain=phone)
+    media = parse_sdp(plain).media[0]
+    assert media.formats == ("8", "0", "101")  # the phone's PCMA first, as it offered
+
+
+def test_an_offer_with_neither_g711_nor_opus_is_refused_with_488() -> None:
+    offer = parse_sdp(CHROME_OFFER.replace(b"111 63 9 0 8 13 110 126", b"9 126"))
     with pytest.raises(SdpError) as refused:
-        plain_of(offer, audio_of(offer), "203.0.113.5", 30000)
-    assert refused.value.status == 488 and "transcode" in refused.value.reason
+        check_formats(offer, audio_of(offer).index)
+    assert refused.value.status == 488 and "Opus" in refused.value.reason
 
 
 @pytest.mark.parametrize(

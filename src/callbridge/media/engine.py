@@ -37,6 +37,10 @@ What later issues add attaches to the same graph, never beside it:
   can be chosen, and the DTLS peer must match the SDP's fingerprint).
   `set_webrtc_remote()` takes the peer's ICE and DTLS parameters; a failed
   handshake ends the session through `on_timeout`, as dead media does.
+  `set_transcoding()` gives a WebRTC leg whose browser speaks only Opus a
+  transcoder (`media/transcode.py`) at the carrier: the graph still sees
+  G.711 from and to it, in the leg's own RTP stream. Every other leg relays
+  untouched; `LegStats.transcoded` says which did not.
 
 Symmetric RTP latching (RFC 4961 behaviour for peers behind NAT)
 ----------------------------------------------------------------
@@ -115,6 +119,7 @@ from .errors import MediaError
 from .policy import AllowedNetworks, MediaPolicy, OwnDestination, ip_of
 from .ports import PortPair, RtpPortAllocator
 from .rtp import RTCP_HEADER_SIZE, RTP_HEADER_SIZE
+from .transcode import OpusFormats, OpusTranscoder
 from .webrtc import SrtpSender, WebRtcLocal, WebRtcRemote, WebRtcTransport
 
 logger = logging.getLogger("callbridge.media")
@@ -162,8 +167,12 @@ class StreamStats:
 
 @dataclass(frozen=True, slots=True)
 class LegStats:
+    """A leg's sockets' counters; `transcoded`: packets its transcoder
+    decoded from and encoded to a browser (0 on a leg that relays)."""
+
     rtp: StreamStats
     rtcp: StreamStats
+    transcoded: int = 0
 
 
 class Leg(Protocol):
@@ -221,6 +230,11 @@ class MediaSession(Protocol):
 
     def set_webrtc_remote(self, leg: Leg, remote: WebRtcRemote) -> None:
         """A WebRTC leg's peer's ICE credentials, fingerprints and our DTLS role."""
+        ...
+
+    def set_transcoding(self, leg: Leg, formats: OpusFormats | None) -> None:
+        """Transcode a WebRTC leg between the browser's Opus and G.711
+        (`formats` names the payload types on both sides); None: relay."""
         ...
 
     def set_remote(
@@ -591,7 +605,11 @@ class LocalLeg:
         self.rtp.outbound = outbound
 
     def stats(self) -> LegStats:
-        return LegStats(self.rtp.stats(), self.rtcp.stats())
+        transcoder = None if self.carrier is None else self.carrier.transcoder
+        transcoded = 0
+        if transcoder is not None:
+            transcoded = transcoder.packets_decoded + transcoder.packets_encoded
+        return LegStats(self.rtp.stats(), self.rtcp.stats(), transcoded)
 
     def observe(self, now: float) -> None:
         """Note `now` as the last activity if RTP or RTCP arrived since the
@@ -697,6 +715,30 @@ class LocalMediaSession:
         if own.carrier is None:
             raise MediaError(f"{own!r} is not a WebRTC leg")
         own.carrier.set_remote(remote)
+
+    def set_transcoding(self, leg: Leg, formats: OpusFormats | None) -> None:
+        own = self._own(leg)
+        carrier = own.carrier
+        if carrier is None:
+            raise MediaError(f"{own!r} is not a WebRTC leg")
+        current = carrier.transcoder
+        if formats is None:
+            carrier.transcoder = None
+        elif current is None:
+            carrier.transcoder = OpusTranscoder(formats)
+        elif current.formats != formats:
+            current.set_formats(formats)
+        else:
+            return
+        if (current is None) != (formats is None):
+            log_event(
+                logger,
+                logging.INFO,
+                "media.webrtc_codec",
+                call_id=self.call_id,
+                leg=own.name,
+                codec="relay" if formats is None else "opus-transcoded",
+            )
 
     def media_failed(self, leg: LocalLeg, reason: str) -> None:
         """A leg can never carry media (its DTLS failed): the call hears of it

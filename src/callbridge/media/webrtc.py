@@ -7,7 +7,10 @@ through an `SrtpSender` instead of a UDP transport, and receive what this
 transport decrypted, from the address ICE chose. So relaying, taps
 (recorder, DTMF), players and the media timeout treat it like any leg, and
 G.711 passes between a browser and a phone decrypted and re-encrypted,
-never decoded."""
+never decoded. A browser that speaks only Opus gets a transcoder
+(`media/transcode.py`) at this boundary: what it sends is decoded into the
+leg's own G.711 stream, and G.711 towards it is encoded into Opus, so the
+engine still sees G.711."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from typing import Any, Protocol, cast
 from ..logs import log_event
 from .dtls_srtp import Certificate, DtlsError, DtlsSrtp, Fingerprint, Role, SrtpError, State
 from .ice_lite import Address, IceCredentials, IceLite
+from .transcode import OpusTranscoder
 
 logger = logging.getLogger("callbridge.media")
 
@@ -102,6 +106,8 @@ class WebRtcTransport(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.destination: Address | None = None  # ICE's choice, once media may flow
         self.failure: str | None = None
+        # Set only for a browser without G.711: Opus on the wire, G.711 inside.
+        self.transcoder: OpusTranscoder | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Counters: what failed SRTP authentication or replayed, and what came
@@ -214,8 +220,14 @@ class WebRtcTransport(asyncio.DatagramProtocol):
             self.srtp_failures += 1
             return
         sink = self._rtcp if rtcp else self._rtp
-        if sink is not None:
+        if sink is None:
+            return
+        transcoder = self.transcoder
+        if transcoder is None or rtcp:
             sink.datagram_received(plain, addr)
+            return
+        for packet in transcoder.from_browser(plain):
+            sink.datagram_received(packet, addr)
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -223,6 +235,17 @@ class WebRtcTransport(asyncio.DatagramProtocol):
         destination, dtls = self.destination, self.dtls
         if destination is None or dtls is None or self.transport is None:
             return
+        transcoder = self.transcoder
+        if transcoder is not None and not rtcp:
+            for packet in transcoder.to_browser(data):
+                self._protect_and_send(packet, False, destination, dtls)
+            return
+        self._protect_and_send(data, rtcp, destination, dtls)
+
+    def _protect_and_send(
+        self, data: bytes, rtcp: bool, destination: Address, dtls: DtlsSrtp
+    ) -> None:
+        assert self.transport is not None
         try:
             packet = dtls.protect_rtcp(data) if rtcp else dtls.protect(data)
         except SrtpError:

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field, replace
 
 from ..media.engine import MediaEngine
 from ..media.errors import MediaError
+from ..media.transcode import OpusFormats
 from ..media.webrtc import WebRtcRemote
 from ..sip import Request, Response
 from ..sip.offer_answer import answer_direction, resume, with_connection
 from ..sip.sdp import Attribute, MediaDescription, SdpError, SessionDescription, parse_sdp
-from .webrtc_sdp import check_passthrough, is_webrtc, offered_mid, webrtc_remote_of
+from .webrtc_sdp import check_formats, is_webrtc, offered_mid, opus_of, webrtc_remote_of
 
 SDP_TYPE = ("Content-Type", "application/sdp")
 NULL_ADDRESSES = frozenset({"0.0.0.0", "::"})
@@ -40,6 +41,8 @@ class Audio:
     webrtc: WebRtcRemote | None = None
     mid: str | None = None
     bundle: bool = False
+    # A browser's stream with Opus and no G.711: how its leg transcodes. None: relayed.
+    opus: OpusFormats | None = None
 
 
 def audio_of(sdp: SessionDescription) -> Audio:
@@ -49,10 +52,11 @@ def audio_of(sdp: SessionDescription) -> Audio:
         connection = sdp.connection_for(media)
         if connection is None:
             raise SdpError("the audio stream has no connection address", status=488)
-        webrtc, mid, bundle = None, None, False
+        webrtc, mid, bundle, opus = None, None, False, None
         if is_webrtc(sdp, index):
             webrtc = webrtc_remote_of(sdp, index)
             mid, bundle = offered_mid(sdp, index)
+            opus = opus_of(media)
         rtcp = media.attribute("rtcp")
         rtpmaps = {int(pt): rtpmap for pt, rtpmap in media.rtpmaps.items() if pt.isdigit()}
         payload_types = {pt: rtpmap.encoding for pt, rtpmap in rtpmaps.items()}
@@ -72,6 +76,7 @@ def audio_of(sdp: SessionDescription) -> Audio:
             webrtc=webrtc,
             mid=mid,
             bundle=bundle,
+            opus=opus,
         )
     raise SdpError("no audio stream to relay", status=488)
 
@@ -82,8 +87,8 @@ def checked_audio(sdp: SessionDescription, media: MediaEngine) -> Audio:
     audio = audio_of(sdp)
     if audio.webrtc is not None:
         # ICE decides where a browser's media goes; what must hold at the
-        # door is a format the relay can pass without transcoding.
-        check_passthrough(sdp, audio.index)
+        # door is G.711 to relay or Opus to transcode.
+        check_formats(sdp, audio.index)
         return audio
     if audio.host in NULL_ADDRESSES:
         return audio

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum, auto
 from typing import TYPE_CHECKING, Any, Protocol
@@ -66,7 +66,13 @@ from .legs import Leg
 from .lines import Line
 from .sip_port import Timer
 from .trunks import Trunk
-from .webrtc_sdp import answer_setup, plain_of, webrtc_of
+from .webrtc_sdp import (
+    answer_setup,
+    plain_of,
+    plain_side,
+    transcoded_payload_types,
+    webrtc_of,
+)
 
 if TYPE_CHECKING:
     from .b2bua import B2bua
@@ -1053,9 +1059,13 @@ class Call:
         """The leg's peer's SDP; `peer` is where its SIP comes from, the one
         host besides the SDP's its media may latch on from behind NAT."""
         assert self.session is not None
+        if audio.opus is not None and leg.webrtc is not None:
+            audio = self._transcoded(leg, audio)
         self.remote_audio[leg] = audio
         self._dtmf_negotiated(leg, audio)
         self.session.expect_media(leg, audio.sends)
+        if audio.webrtc is None:
+            self._retranscode(leg)
         if audio.webrtc is not None and leg.webrtc is not None:
             self.session.set_webrtc_remote(leg, audio.webrtc)
         elif audio.host in NULL_ADDRESSES:
@@ -1069,6 +1079,31 @@ class Call:
             rtcp_port=audio.rtcp_port,
             signalling_host=b2bua.sip.host_of(peer) if b2bua.latch_on_signalling_host else None,
         )
+
+    def _other_media(self, leg: MediaLeg) -> MediaLeg | None:
+        return self.callee_media if leg is self.caller_media else self.caller_media
+
+    def _transcoded(self, leg: MediaLeg, audio: Audio) -> Audio:
+        """A browser leg speaking only Opus: transcode it to the G.711 its
+        other party's SDP names, and take its audio as what the relay carries."""
+        assert self.session is not None and audio.opus is not None
+        other = self._other_media(leg)
+        opus = plain_side(audio.opus, None if other is None else self.remote_audio.get(other))
+        self.session.set_transcoding(leg, opus)
+        payload_types = transcoded_payload_types(opus)
+        return replace(audio, payload_types=payload_types, rates=dict.fromkeys(payload_types, 8000))
+
+    def _retranscode(self, plain: MediaLeg) -> None:
+        """A phone's SDP came: a transcoding browser leg across from it speaks its G.711."""
+        for leg in (self.caller_media, self.callee_media, self.callee_webrtc):
+            if leg is None or leg is plain or self._other_media(leg) is not plain:
+                continue
+            audio = self.remote_audio.get(leg)
+            if audio is not None and audio.opus is not None and leg.webrtc is not None:
+                assert self.session is not None
+                self.remote_audio[leg] = audio = self._transcoded(leg, audio)
+                self._dtmf_negotiated(leg, audio)
+                self.session.set_remote(leg, audio.host, audio.port, audio.payload_types)
 
     def sdp_sent(self, *legs: MediaLeg | None) -> None:
         """Our SDP went out to these legs' peers, whose SDP we have: their
@@ -1099,9 +1134,11 @@ class Call:
                 setup="actpass" if remote is None else answer_setup(remote),
                 mid=theirs.mid if theirs is not None and theirs.mid else "0",
                 bundle=theirs is not None and theirs.bundle,
+                opus=None if theirs is None else theirs.opus,
+                offer_opus=theirs is None,
             )
         if audio.webrtc is not None:
-            return plain_of(sdp, audio, address, port)
+            return plain_of(sdp, audio, address, port, plain=self.remote_audio.get(leg))
         return anchored(sdp, audio, address, port)
 
     # --- DTMF (pbx/dtmf.py) --------------------------------------------------------

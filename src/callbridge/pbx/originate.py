@@ -134,6 +134,7 @@ class Originator:
                     b2bua.media_address,
                     browser_leg.local_address[1],
                     setup="actpass",
+                    offer_opus=True,
                 )
             )
             if employee_leg is browser_leg:
