@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from callbridge.media import g711
-from callbridge.media.mixer import MAX_BACKLOG, MIXABLE, PREFILL, Mixer
+from callbridge.media.mixer import MAX_BACKLOG, MIXABLE, PREFILL, Mixer, Room
 from callbridge.media.player import FRAME, FRAME_SAMPLES, MAX_CATCH_UP
 from callbridge.media.rtp import RtpPacket
 
@@ -104,7 +104,7 @@ def talk(legs: dict[FakeLeg, tuple[np.ndarray | None, str]], frame: int) -> None
 
 
 def run(
-    mixer: Mixer, timers: Timers, legs: dict[FakeLeg, tuple[np.ndarray | None, str]], frames: int
+    mixer: Room, timers: Timers, legs: dict[FakeLeg, tuple[np.ndarray | None, str]], frames: int
 ) -> None:
     for frame in range(frames):
         talk(legs, frame)
@@ -114,7 +114,7 @@ def run(
 def test_each_hears_the_others_and_not_themself_in_their_own_codec(
     clock: Clock, timers: Timers
 ) -> None:
-    mixer = Mixer(clock=clock, call_later=timers)
+    mixer = Mixer(clock=clock, call_later=timers).room()
     frequencies = {"a": 440.0, "b": 697.0, "c": 1209.0}
     codecs = {"a": "PCMU", "b": "PCMA", "c": "PCMU"}
     legs = {FakeLeg(n): (tone(f, 100), codecs[n]) for n, f in frequencies.items()}
@@ -137,7 +137,7 @@ def test_each_hears_the_others_and_not_themself_in_their_own_codec(
 
 
 def test_a_silent_or_lost_participant_stalls_nobody(clock: Clock, timers: Timers) -> None:
-    mixer = Mixer(clock=clock, call_later=timers)
+    mixer = Mixer(clock=clock, call_later=timers).room()
     talker, mute, lossy = FakeLeg("talker"), FakeLeg("mute"), FakeLeg("lossy")
     signal = tone(440, 50)
     for leg in (talker, mute, lossy):
@@ -157,7 +157,7 @@ def test_a_silent_or_lost_participant_stalls_nobody(clock: Clock, timers: Timers
 
 
 def test_a_loud_room_is_scaled_not_clipped(clock: Clock, timers: Timers) -> None:
-    mixer = Mixer(clock=clock, call_later=timers)
+    mixer = Mixer(clock=clock, call_later=timers).room()
     loud = tone(440, 30, level=0.9)
     a, b, listener = FakeLeg("a"), FakeLeg("b"), FakeLeg("listener")
     for leg in (a, b, listener):
@@ -173,7 +173,7 @@ def test_a_loud_room_is_scaled_not_clipped(clock: Clock, timers: Timers) -> None
 
 
 def test_a_burst_is_trimmed_to_the_backlog(clock: Clock, timers: Timers) -> None:
-    mixer = Mixer(clock=clock, call_later=timers)
+    mixer = Mixer(clock=clock, call_later=timers).room()
     burst, listener = FakeLeg("burst"), FakeLeg("listener")
     mixer.join(burst, 0, "PCMU")
     mixer.join(listener, 0, "PCMU")
@@ -185,7 +185,7 @@ def test_a_burst_is_trimmed_to_the_backlog(clock: Clock, timers: Timers) -> None
 
 
 def test_a_late_tick_catches_up_and_skips_what_is_too_old(clock: Clock, timers: Timers) -> None:
-    mixer = Mixer(clock=clock, call_later=timers)
+    mixer = Mixer(clock=clock, call_later=timers).room()
     leg = FakeLeg("a")
     mixer.join(leg, 0, "PCMU")
     timers.fire()
@@ -202,7 +202,7 @@ def test_a_late_tick_catches_up_and_skips_what_is_too_old(clock: Clock, timers: 
 
 
 def test_telephone_events_and_malformed_packets_are_not_mixed(clock: Clock, timers: Timers) -> None:
-    mixer = Mixer(clock=clock, call_later=timers)
+    mixer = Mixer(clock=clock, call_later=timers).room()
     keypad, listener = FakeLeg("keypad"), FakeLeg("listener")
     for leg in (keypad, listener):
         mixer.join(leg, 0, "PCMU")
@@ -217,7 +217,7 @@ def test_telephone_events_and_malformed_packets_are_not_mixed(clock: Clock, time
 
 
 def test_csrcs_extension_and_padding_are_skipped(clock: Clock, timers: Timers) -> None:
-    mixer = Mixer(clock=clock, call_later=timers)
+    mixer = Mixer(clock=clock, call_later=timers).room()
     talker, listener = FakeLeg("talker"), FakeLeg("listener")
     mixer.join(talker, 8, "PCMA")
     mixer.join(listener, 0, "PCMU")
@@ -240,7 +240,7 @@ def test_csrcs_extension_and_padding_are_skipped(clock: Clock, timers: Timers) -
 
 
 def test_ten_participants_each_hear_nine(clock: Clock, timers: Timers) -> None:
-    mixer = Mixer(clock=clock, call_later=timers)
+    mixer = Mixer(clock=clock, call_later=timers).room()
     frequencies = [300.0 + 170 * i for i in range(10)]
     legs = {FakeLeg(f"p{i}"): (tone(f, 60, level=0.08), "PCMU") for i, f in enumerate(frequencies)}
     for leg in legs:
@@ -253,7 +253,7 @@ def test_ten_participants_each_hear_nine(clock: Clock, timers: Timers) -> None:
 
 
 def test_leaving_stops_the_stream_and_an_empty_room_its_timer(clock: Clock, timers: Timers) -> None:
-    mixer = Mixer(clock=clock, call_later=timers)
+    mixer = Mixer(clock=clock, call_later=timers).room()
     a, b = FakeLeg("a"), FakeLeg("b")
     first = mixer.join(a, 0, "PCMU")
     mixer.join(b, 0, "PCMU")
@@ -266,7 +266,30 @@ def test_leaving_stops_the_stream_and_an_empty_room_its_timer(clock: Clock, time
     assert timers.pending == [] and mixer.participants == []
 
 
+def test_rooms_share_one_timer_and_each_mixes_its_own(clock: Clock, timers: Timers) -> None:
+    mixer = Mixer(clock=clock, call_later=timers)
+    first, second = mixer.room(), mixer.room()
+    a, b, c, d = (FakeLeg(n) for n in "abcd")
+    first.join(a, 0, "PCMU")
+    first.join(b, 0, "PCMU")
+    timers.fire()
+    second.join(c, 0, "PCMU")  # between two ticks: mixed from the next one
+    second.join(d, 0, "PCMU")
+    signal = tone(440, 10)
+    for frame in range(10):
+        talk({a: (signal, "PCMU"), c: (tone(697, 10), "PCMU")}, frame)
+        assert len(timers.pending) == 1  # one timer for both rooms
+        timers.fire()
+    assert mixer.rooms == 2 and len(a.sent) == 11 and len(c.sent) == 10
+    assert share_near(b.heard("PCMU")[PREFILL * FRAME_SAMPLES :], 440) > 0.9
+    assert share_near(d.heard("PCMU")[PREFILL * FRAME_SAMPLES :], 697) > 0.9
+    first.close()
+    assert mixer.rooms == 1 and len(timers.pending) == 1
+    second.close()
+    assert mixer.rooms == 0 and timers.pending == []
+
+
 def test_only_g711_is_mixed() -> None:
     assert {"PCMU", "PCMA"} == MIXABLE
     with pytest.raises(ValueError, match="cannot mix"):
-        Mixer().join(FakeLeg("x"), 111, "opus")
+        Mixer().room().join(FakeLeg("x"), 111, "opus")

@@ -1,5 +1,5 @@
-"""The mixer: a conference's bridge. Each participant hears every other and
-not themself, in their own codec, paced by one timer for the whole room.
+"""The mixer: the conference bridge. Each participant of a room hears every
+other and not themself, in their own codec; one timer paces every room.
 
 A participant is a media leg whose relay edge the call logic has taken
 away (`MediaSession.disconnect`): the mixer reads what the leg receives
@@ -22,7 +22,7 @@ payload type are not mixed: DTMF goes its own way (pbx/dtmf.py).
 Pacing follows real elapsed time, as the player's does: a tick that runs
 late mixes every frame that fell due since (at most `MAX_CATCH_UP`; frames
 skipped past that are counted, and the stream jumps in time with a marker
-bit). `stats` counts frames mixed and how many went out late.
+bit). A room's `stats` count frames mixed and how many went out late.
 """
 
 from __future__ import annotations
@@ -71,9 +71,9 @@ _SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
 @dataclass(slots=True)
 class MixerStats:
-    """What the mixer did since it was made."""
+    """What a room's mixing did since it began."""
 
-    frames: int = 0  # frames mixed (one per participant-less tick too)
+    frames: int = 0  # frames mixed
     late: int = 0  # of them, mixed more than one frame's time after they fell due
     skipped: int = 0  # frames past MAX_CATCH_UP that were never mixed
 
@@ -83,9 +83,9 @@ class Participant:
     mixer's stream into it. `leave()` takes it out."""
 
     __slots__ = (
-        "_mixer",
         "_partial",
         "_queue",
+        "_room",
         "_speaking",
         "dropped",
         "encoding",
@@ -100,8 +100,8 @@ class Participant:
         "timestamp",
     )
 
-    def __init__(self, mixer: Mixer, leg: Leg, payload_type: int, encoding: str, ssrc: int) -> None:
-        self._mixer: Mixer | None = mixer
+    def __init__(self, room: Room, leg: Leg, payload_type: int, encoding: str, ssrc: int) -> None:
+        self._room: Room | None = room
         self.leg = leg
         self.payload_type = payload_type
         self.encoding = encoding
@@ -120,14 +120,14 @@ class Participant:
 
     @property
     def present(self) -> bool:
-        return self._mixer is not None
+        return self._room is not None
 
     def leave(self) -> None:
-        """Out of the mixer: nothing more is read from or sent to the leg."""
-        mixer, self._mixer = self._mixer, None
-        if mixer is not None:
+        """Out of the room: nothing more is read from or sent to the leg."""
+        room, self._room = self._room, None
+        if room is not None:
             self.leg.remove_tap(self.heard)
-            mixer._forget(self)
+            room._forget(self)
 
     def heard(self, leg: Leg, packet: bytes) -> None:
         """The leg's tap: one RTP packet it received."""
@@ -179,20 +179,14 @@ class Participant:
         )
 
 
-class Mixer:
-    """One conference room. `clock` is monotonic seconds; `call_later`
-    schedules its timer (the running loop's by default, taken at the first
-    `join`); the timer runs only while someone is in the room."""
+class Room:
+    """One conference: its participants, mixed together on the mixer's
+    timer. `close()` takes everyone out."""
 
-    def __init__(
-        self, *, clock: Clock = time.monotonic, call_later: CallLater | None = None
-    ) -> None:
-        self._clock = clock
-        self._call_later = call_later
+    def __init__(self, mixer: Mixer) -> None:
+        self._mixer = mixer
         self._participants: dict[Participant, None] = {}  # insertion-ordered set
-        self._timer: Timer | None = None
-        self._epoch = 0.0  # when the timer started: frames fall due on a 20 ms grid from it
-        self._mixed = 0  # frames of the grid accounted for: mixed or skipped
+        self._mixed = 0  # frames of the mixer's grid accounted for: mixed or skipped
         self.stats = MixerStats()
 
     @property
@@ -212,43 +206,34 @@ class Mixer:
         while ssrc in ssrcs:
             ssrc = secrets.randbits(32)
         participant = Participant(self, leg, payload_type, name, ssrc)
+        if not self._participants:
+            self._mixed = self._mixer._started(self)
         self._participants[participant] = None
         leg.add_tap(participant.heard)
-        if self._timer is None:
-            self._epoch = self._clock()
-            self._mixed = 0
-            self._arm(self._epoch)
         return participant
 
-    def tick(self) -> None:
-        """Mix every frame due by now (the timer calls this; a call by hand
-        takes the pending timer's place)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._participants:
-            return
-        now = self._clock()
-        due = int((now - self._epoch) / FRAME + 1e-6) - self._mixed
+    def close(self) -> None:
+        for participant in list(self._participants):
+            participant.leave()
+
+    def mix_due(self, grid: int, now: float, epoch: float) -> None:
+        """Mix every frame of the grid due by `grid` (the frame that fell
+        due at `now` or just before)."""
+        due = grid - self._mixed
         skipped = max(0, due - MAX_CATCH_UP)
         if skipped:
             self.stats.skipped += skipped
             self._mixed += skipped
             due -= skipped
         for index in range(due):
-            frame_due = self._epoch + (self._mixed + 1) * FRAME
+            frame_due = epoch + (self._mixed + 1) * FRAME
             self._mix_one(1 + skipped if index == 0 else 1)
             self._mixed += 1
             self.stats.frames += 1
             if now - frame_due > LATE + 1e-6:
                 self.stats.late += 1
-        if self._participants:
-            self._arm(now)
-
-    def close(self) -> None:
-        """Everyone out, the timer stopped."""
-        for participant in list(self._participants):
-            participant.leave()
+            if not self._participants:
+                return
 
     def _mix_one(self, frames: int) -> None:
         room = list(self._participants)
@@ -266,9 +251,8 @@ class Mixer:
                 continue
             encoded = encode(out[rows])
             for slot, row in enumerate(rows):
-                self._send(
-                    room[row], encoded[slot * FRAME_SAMPLES : (slot + 1) * FRAME_SAMPLES], frames
-                )
+                start = slot * FRAME_SAMPLES
+                self._send(room[row], encoded[start : start + FRAME_SAMPLES], frames)
 
     def _send(self, participant: Participant, encoded: bytes, frames: int) -> None:
         try:
@@ -284,17 +268,74 @@ class Mixer:
             )
             participant.leave()
 
-    def _arm(self, now: float) -> None:
-        ticks = int((now - self._epoch) / FRAME + 1e-6) + 1
-        delay = max(0.0, self._epoch + ticks * FRAME - now)
-        call_later = self._call_later or asyncio.get_running_loop().call_later
-        self._timer = call_later(delay, self.tick)
-
     def _forget(self, participant: Participant) -> None:
         self._participants.pop(participant, None)
-        if not self._participants and self._timer is not None:
+        if not self._participants:
+            self._mixer._stopped(self)
+
+
+class Mixer:
+    """Every conference room of a process, paced by one timer for all (not
+    a timer per room), as the player paces every leg it plays to. `clock` is
+    monotonic seconds; `call_later` schedules the timer (the running loop's
+    by default, taken at the first `join`); it runs only while some room has
+    someone in it."""
+
+    def __init__(
+        self, *, clock: Clock = time.monotonic, call_later: CallLater | None = None
+    ) -> None:
+        self._clock = clock
+        self._call_later = call_later
+        self._rooms: dict[Room, None] = {}  # the rooms with someone in them
+        self._timer: Timer | None = None
+        self._epoch = 0.0  # when the timer started: frames fall due on a 20 ms grid from it
+
+    def room(self) -> Room:
+        """A new, empty room."""
+        return Room(self)
+
+    @property
+    def rooms(self) -> int:
+        """How many rooms have someone in them."""
+        return len(self._rooms)
+
+    def tick(self) -> None:
+        """Mix what is due in every room (the timer calls this; a call by
+        hand takes the pending timer's place)."""
+        if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        now = self._clock()
+        grid = self._grid(now)
+        for room in list(self._rooms):
+            room.mix_due(grid, now, self._epoch)
+        if self._rooms:
+            self._arm(now)
+
+    def _grid(self, now: float) -> int:
+        """The grid point at or just before `now` (float sums drift: a
+        clock a hair before a point counts as on it)."""
+        return int((now - self._epoch) / FRAME + 1e-6)
+
+    def _started(self, room: Room) -> int:
+        """`room` has its first participant: the grid point it starts from."""
+        now = self._clock()
+        if self._timer is None and not self._rooms:
+            self._epoch = now
+            self._arm(now)
+        self._rooms[room] = None
+        return self._grid(now)
+
+    def _stopped(self, room: Room) -> None:
+        self._rooms.pop(room, None)
+        if not self._rooms and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self, now: float) -> None:
+        delay = max(0.0, self._epoch + (self._grid(now) + 1) * FRAME - now)
+        call_later = self._call_later or asyncio.get_running_loop().call_later
+        self._timer = call_later(delay, self.tick)
 
 
 def _payload(packet: bytes) -> bytes | None:
