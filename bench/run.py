@@ -18,6 +18,8 @@ for script, *args in (
     ("call_load.py",),
     ("rtp_calls.py",),
     ("moh_player.py",),
+    ("conference.py", "--rooms", "1", "--size", "10"),
+    ("conference.py", "--rooms", "100", "--size", "3"),
     ("routing_load.py",),
     ("identify_load.py",),
     ("ringing_card.py",),
