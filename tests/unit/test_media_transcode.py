@@ -26,14 +26,16 @@ from tests.audio import level_dbfs, sine, strongest_frequency
 FORMATS = OpusFormats(opus=111, events=126, voice=PCMU, plain_events=101)
 
 
-def g711_packets(tone: np.ndarray, *, pt: int = PCMU, start: int = 1000) -> list[bytes]:
+def g711_packets(
+    tone: np.ndarray, *, pt: int = PCMU, start: int = 1000, ssrc: int = 0x1234, stamp: int = 0
+) -> list[bytes]:
     pcm = np.round(tone * 32767).astype(np.int16)
     return [
         RtpPacket(
             pt,
             (start + i) & 0xFFFF,
-            i * G711_FRAME,
-            0x1234,
+            (stamp + i * G711_FRAME) & 0xFFFFFFFF,
+            ssrc,
             pcmu_encode(pcm[i * 160 : i * 160 + 160]),
         ).to_bytes()
         for i in range(len(pcm) // G711_FRAME)
@@ -166,6 +168,17 @@ def test_a_long_gap_jumps_the_timestamps_and_late_packets_are_dropped() -> None:
     assert sorted(set(jumps)) == [OPUS_FRAME, OPUS_FRAME + 40 * G711_FRAME * 6]
     assert to_browser.convert(packets[30]) == []  # late: the stream has moved on
     assert to_browser.convert(packets[-1]) == []  # a repeat
+
+
+def test_a_new_source_behind_the_old_ones_sequence_is_a_new_stream() -> None:
+    """The phone, then the music on hold (its own SSRC, a sequence "behind"
+    the phone's), then the phone again: each is heard, none taken as late."""
+    to_browser = G711ToOpus(FORMATS)
+    phone = g711_packets(sine(440, 1.0, 8000, 0.5), start=40000)
+    music = g711_packets(sine(697, 1.0, 8000, 0.5), start=100, ssrc=0x5678, stamp=77)
+    again = g711_packets(sine(440, 1.0, 8000, 0.5), start=40050, stamp=400 * G711_FRAME)
+    counts = [sum(len(to_browser.convert(p)) for p in part) for part in (phone, music, again)]
+    assert all(count >= 40 for count in counts), counts  # 50 a second, less the encoder's start
 
 
 def test_telephone_events_cross_rescaled_to_the_other_clock() -> None:

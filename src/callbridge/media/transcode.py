@@ -71,19 +71,22 @@ class _OwnStream:
 
 class _Arrivals:
     """Where the peer's stream is: what is stale (late or repeated), and
-    how many samples went missing before a packet."""
+    how many samples went missing before a packet. A new SSRC is a new
+    stream (the music on hold, then the phone again; RFC 3550 §8): its
+    sequence and timestamps start afresh, whatever they are."""
 
-    __slots__ = ("next_timestamp", "sequence")
+    __slots__ = ("next_timestamp", "sequence", "ssrc")
 
     def __init__(self) -> None:
+        self.ssrc: int | None = None
         self.sequence: int | None = None
         self.next_timestamp = 0
 
-    def accept(self, sequence: int, timestamp: int) -> int | None:
+    def accept(self, ssrc: int, sequence: int, timestamp: int) -> int | None:
         """The samples missing before this packet (0: none); None when it is
         stale and must be dropped."""
-        if self.sequence is None:
-            self.sequence = sequence
+        if self.sequence is None or ssrc != self.ssrc:
+            self.ssrc, self.sequence = ssrc, sequence
             return 0
         ahead = (sequence - self.sequence) & 0xFFFF
         if ahead == 0 or ahead >= 0x8000:
@@ -119,18 +122,19 @@ class _Events:
         return _EVENT.pack(event, flags, duration), self._mapped, began
 
 
-def _parts(packet: bytes) -> tuple[int, int, int, bytes] | None:
-    """(payload type, sequence, timestamp, payload) of an RTP packet, padding removed."""
+def _parts(packet: bytes) -> tuple[int, int, int, int, bytes] | None:
+    """(payload type, SSRC, sequence, timestamp, payload) of an RTP packet,
+    padding removed."""
     offset = payload_offset(packet)
     if len(packet) < RTP_HEADER_SIZE or offset < 0:
         return None
-    first, second, sequence, timestamp, _ = _HEADER.unpack_from(packet)
+    first, second, sequence, timestamp, ssrc = _HEADER.unpack_from(packet)
     end = len(packet)
     if first & 0x20:
         end -= packet[-1]
         if end < offset:
             return None
-    return second & 0x7F, sequence, timestamp, packet[offset:end]
+    return second & 0x7F, ssrc, sequence, timestamp, packet[offset:end]
 
 
 class _Frames:
@@ -166,13 +170,13 @@ class OpusToG711:
         parts = _parts(packet)
         if parts is None:
             return []
-        payload_type, sequence, timestamp, payload = parts
+        payload_type, ssrc, sequence, timestamp, payload = parts
         formats = self.formats
         if payload_type == formats.events and formats.plain_events is not None:
             return self._event(payload, timestamp, formats.plain_events)
         if payload_type != formats.opus:
             return []
-        missing = self._arrivals.accept(sequence, timestamp)
+        missing = self._arrivals.accept(ssrc, sequence, timestamp)
         if missing is None:
             return []
         pcm = self._decode(payload)
@@ -243,7 +247,7 @@ class G711ToOpus:
         parts = _parts(packet)
         if parts is None:
             return []
-        payload_type, sequence, timestamp, payload = parts
+        payload_type, ssrc, sequence, timestamp, payload = parts
         formats = self.formats
         if payload_type == formats.plain_events:
             if formats.events is None:
@@ -255,7 +259,7 @@ class G711ToOpus:
             linear = pcma_decode(payload)
         else:
             return []  # comfort noise and the like: the browser's own silence stands in
-        missing = self._arrivals.accept(sequence, timestamp)
+        missing = self._arrivals.accept(ssrc, sequence, timestamp)
         if missing is None:
             return []
         self._arrivals.played(timestamp, len(linear))
