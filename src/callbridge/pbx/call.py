@@ -521,7 +521,10 @@ class Call:
         self.dialing.connected(fork)
         self.set_remote(self.callee_media, audio, fork.peer)
         self._connect()
-        body = self.anchored(answer, audio, self.caller_media)
+        # A browser's answer to our own offer becomes the caller's offer: its
+        # first voice format only, so whatever the caller answers is what
+        # the browser sends.
+        body = self.anchored(answer, audio, self.caller_media, one_voice=delayed)
         self.disarm()
         self.answered_at = b2bua.wallclock()
         self.phase = Phase.ANSWERED
@@ -1113,11 +1116,14 @@ class Call:
             if leg is not None:
                 self.session.sdp_sent(leg)
 
-    def anchored(self, sdp: SessionDescription, audio: Audio, leg: MediaLeg) -> bytes:
+    def anchored(
+        self, sdp: SessionDescription, audio: Audio, leg: MediaLeg, *, one_voice: bool = False
+    ) -> bytes:
         """`sdp` pointed at `leg`: its audio at our address and the leg's
         port; WebRTC SDP for a browser's leg (pbx/webrtc_sdp.py), plain
-        RTP/AVP from a browser's SDP for a phone's. `SdpError` (488) when
-        the two have no G.711 in common."""
+        RTP/AVP from a browser's SDP for a phone's (`one_voice`: its first
+        voice format only). `SdpError` (488) when the two have no G.711 in
+        common."""
         address, port = self.b2bua.media_address, leg.local_address[1]
         local = leg.webrtc
         if local is not None:
@@ -1138,7 +1144,9 @@ class Call:
                 offer_opus=theirs is None,
             )
         if audio.webrtc is not None:
-            return plain_of(sdp, audio, address, port, plain=self.remote_audio.get(leg))
+            return plain_of(
+                sdp, audio, address, port, plain=self.remote_audio.get(leg), one_voice=one_voice
+            )
         return anchored(sdp, audio, address, port)
 
     # --- DTMF (pbx/dtmf.py) --------------------------------------------------------

@@ -205,16 +205,26 @@ def plain_of(
     port: int,
     *,
     plain: Audio | None = None,
+    one_voice: bool = False,
 ) -> bytes:
     """A browser's description as a phone must see it: RTP/AVP at our
     `address` and `port`, the pass-through formats only, no ICE or DTLS
     attribute; every other stream refused. A browser speaking only Opus is
     the phone's PCMU and PCMA (those of `plain`, the phone's own offer, in
-    an answer) and telephone-event/8000 when the browser takes events."""
+    an answer) and telephone-event/8000 when the browser takes events.
+    `one_voice`: only the browser's first voice format (and its events),
+    for an offer made of a browser's answer: whatever the phone answers
+    must be what the browser sends."""
     media = sdp.media[audio.index]
     opus = opus_of(media)
     if opus is None:
         formats = _passthrough_formats(media)
+        if one_voice:
+            rtpmaps = media.rtpmaps
+            voice = next(pt for pt in formats if rtpmaps[pt].encoding.upper() in VOICE)
+            formats = tuple(
+                pt for pt in formats if pt == voice or rtpmaps[pt].encoding.upper() not in VOICE
+            )
         attributes = _payload_attributes(media, formats, sdp)
     else:
         formats, attributes = _transcoded_plain(plain_side(opus, plain), plain)
