@@ -107,6 +107,31 @@ async def test_the_called_phone_holding_is_answered_here_from_our_offer() -> Non
     assert call.held_by == {"callee"}
 
 
+async def test_a_local_answer_names_only_what_the_re_offer_has_one_version_on() -> None:
+    world = World()
+    with_music(world)
+    fork, _, dialog = await answered(world)
+    bob = Dialog(fork.request.call_id, "bob-tag", fork.request.from_.tag or "", cseq=1)
+    # Alice's re-offer is relayed to bob (no hold): our SDP to him, version up.
+    world.in_dialog(dialog, "INVITE", sdp(7000))
+    relayed = world.sip.last_request("INVITE", to=fork.peer)
+    relayed_version = parse_sdp(relayed.request.body).origin.sess_version
+    relayed.respond(200, to_tag="bob-tag", body=sdp(8000))
+    world.in_dialog(dialog, "ACK", cseq=dialog.cseq)
+    # Bob holds offering PCMU alone: our answer is his, one version on.
+    pcmu_only = (
+        sdp(8000, direction="sendonly")
+        .replace(b"RTP/AVP 0 101", b"RTP/AVP 0")
+        .replace(b"a=rtpmap:101 telephone-event/8000\r\n", b"")
+    )
+    _, reinvite, _ = world.in_dialog_as_callee(bob, "INVITE", pcmu_only)
+    [(_, ok)] = [(t, r) for t, r in world.sip.responses if t is reinvite]
+    answer = parse_sdp(ok.body)
+    assert ok.status == 200 and answer.media[0].formats == ("0",), ok.body
+    assert b"telephone-event" not in ok.body
+    assert answer.origin.sess_version == relayed_version + 1
+
+
 async def test_without_music_a_hold_is_relayed_to_the_other_phone() -> None:
     world = World()
     fork, _, dialog = await answered(world)

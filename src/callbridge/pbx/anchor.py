@@ -162,9 +162,26 @@ def answered_locally(
     audio = audio_of(offer)
     direction = answer_direction(offer.effective_direction(offer.media[audio.index]))
     answer = resume(ours, direction=direction)
+    # An answer names only formats the offer has (RFC 3264 §6.1): what we
+    # last sent may have been our offer, with more.
+    streams = tuple(
+        m if m.is_rejected else _formats_of(m, theirs.formats)
+        for m, theirs in zip(answer.media, offer.media, strict=True)
+    )
     if setup is not None:
-        answer = replace(answer, media=tuple(_with_setup(m, setup) for m in answer.media))
-    return answer.to_bytes()
+        streams = tuple(_with_setup(m, setup) for m in streams)
+    return replace(answer, media=streams).to_bytes()
+
+
+def _formats_of(media: MediaDescription, offered: tuple[str, ...]) -> MediaDescription:
+    """`media` with only the formats in `offered`, and their rtpmap and fmtp."""
+    kept = tuple(f for f in media.formats if f in offered)
+    attributes = tuple(
+        a
+        for a in media.attributes
+        if a.name not in ("rtpmap", "fmtp") or (a.value or "").split(" ", 1)[0] in kept
+    )
+    return replace(media, formats=kept, attributes=attributes)
 
 
 def _with_setup(media: MediaDescription, setup: str) -> MediaDescription:

@@ -685,6 +685,8 @@ class Call:
         # Without an offer (a session refresh, say) it goes on without one:
         # the other leg's 2xx offers, and this leg's ACK answers.
         body = b"" if offer is None or audio is None else self.anchored(offer, audio, other.media)
+        if body:  # what a hold of its own is answered from next (one version on)
+            other.sdp_sent = body
         other.send(
             "INVITE",
             headers=[("Allow", ALLOW), *([SDP_TYPE] if body else [])],
@@ -883,7 +885,8 @@ class Call:
             )
             return
         self.set_remote(leg.media, audio, leg.peer)
-        offered.acknowledge(body=self.anchored(answer, audio, offered.media))
+        body = offered.sdp_sent = self.anchored(answer, audio, offered.media)
+        offered.acknowledge(body=body)
         self.sdp_sent(leg.media, offered.media)
 
     def _callers_answer(self, leg: Leg, ack: Request) -> None:
