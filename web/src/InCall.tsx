@@ -19,7 +19,8 @@ interface Props {
   softphone: Softphone | null;
   // The call was in this tab's softphone before a reload took its audio.
   dropped: boolean;
-  onHangUp: () => void;
+  // Rejects with what went wrong (an API hang-up refused).
+  onHangUp: () => Promise<void>;
 }
 
 function clock(seconds: number): string {
@@ -35,9 +36,11 @@ function problem(failure: unknown): string {
 }
 
 // The controls of an answered call: timer, mute, hold, keypad, notes and
-// hang-up. A call in this browser is held, muted and sent digits by the
-// softphone itself (SIP and RTP, as a desk phone would); one on a desk
-// phone through the API.
+// hang-up. Hold is the server's (the API: the other party hears the music,
+// and a refused hold leaves the call as it was, where a failed re-INVITE
+// would make JsSIP end it); a call in this browser is muted and sent digits
+// by the softphone itself (RFC 4733 in its media), one on a desk phone
+// gets its digits through the API.
 export function InCall({ live, session, softphone, dropped, onHangUp }: Props) {
   const [now, setNow] = useState(() => Date.now());
   const [keypad, setKeypad] = useState(false);
@@ -61,15 +64,16 @@ export function InCall({ live, session, softphone, dropped, onHangUp }: Props) {
   }, [live.callId]);
 
   const inBrowser = session !== undefined && softphone !== null;
-  const held = inBrowser ? session.held : live.held;
+  const held = live.held;
 
   function hold() {
     setError(null);
-    if (inBrowser) {
-      if (!softphone.hold(session, !session.held)) setError(t("tryAgain"));
-      return;
-    }
-    api.hold(live.callId, !live.held).catch((failure: unknown) => setError(problem(failure)));
+    api.hold(live.callId, !held).catch((failure: unknown) => setError(problem(failure)));
+  }
+
+  function hangUp() {
+    setError(null);
+    onHangUp().catch((failure: unknown) => setError(problem(failure)));
   }
 
   function press(key: string) {
@@ -120,11 +124,11 @@ export function InCall({ live, session, softphone, dropped, onHangUp }: Props) {
               aria-pressed={session.muted}
               onClick={() => softphone.mute(session, !session.muted)}
             >
-              {session.muted ? t("unmute") : t("mute")}
+              {t("mute")}
             </button>
           )}
           <button type="button" className="ghost" aria-pressed={held} onClick={hold}>
-            {held ? t("resume") : t("hold")}
+            {t("hold")}
           </button>
           <button type="button" className="ghost" aria-expanded={keypad} onClick={() => setKeypad((open) => !open)}>
             {t("keypad")}
@@ -167,7 +171,7 @@ export function InCall({ live, session, softphone, dropped, onHangUp }: Props) {
         </p>
       )}
       <div className="row actions">
-        <button type="button" className="danger" onClick={onHangUp} aria-keyshortcuts="Alt+H">
+        <button type="button" className="danger" onClick={hangUp} aria-keyshortcuts="Alt+H">
           {dropped ? t("endCall") : t("hangUp")}
         </button>
       </div>

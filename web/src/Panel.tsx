@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useRef, useState } from "react";
-import { api, storedToken, type CardRef, type CardType, type Me } from "./api";
+import { ApiError, api, storedToken, type CardRef, type CardType, type Me } from "./api";
 import { CardView } from "./CardView";
 import { DialPad } from "./DialPad";
 import { EventStream, keepOpenFrom, type CallEvent } from "./events";
@@ -21,7 +21,9 @@ interface Props {
 const digits = (value: string) => value.replace(/\D/g, "");
 
 // The browser's session that is this call: of the same direction, with the
-// other party's number, else the only one in the state the call is in.
+// other party's number; while it rings, else the only one ringing. An
+// answered call is matched by its number alone: the only session left may
+// be another call's (this one went to the desk phone).
 function sessionFor(shown: Ringing, calls: PhoneCall[]): PhoneCall | undefined {
   const candidates = calls.filter(
     (call) => call.incoming === !shown.outgoing && (shown.answered || !call.established),
@@ -29,7 +31,7 @@ function sessionFor(shown: Ringing, calls: PhoneCall[]): PhoneCall | undefined {
   const number = digits(shown.number).slice(-7);
   return (
     candidates.find((call) => number !== "" && digits(call.remote).endsWith(number)) ??
-    (candidates.length === 1 ? candidates[0] : undefined)
+    (!shown.answered && candidates.length === 1 ? candidates[0] : undefined)
   );
 }
 
@@ -65,6 +67,8 @@ export function Panel({ me, route, onSignedOut }: Props) {
   const before = useRef<Set<string>>(browserCallsBefore());
   const carried = useRef<Set<string>>(new Set());
   const [endedByReload, setEndedByReload] = useState<string[]>([]);
+  // What a screen reader is told at once: a call that starts ringing.
+  const [announcement, setAnnouncement] = useState("");
 
   // Sign-in: permissions, the softphone, the live events.
   useEffect(() => {
@@ -148,6 +152,7 @@ export function Panel({ me, route, onSignedOut }: Props) {
         if (!outgoing) {
           const who = matches[0]?.name ?? colleague ?? number;
           notifyCall(t("incomingCall"), t("notificationBody", { who }), callId);
+          setAnnouncement(t("callFrom", { who }));
         }
         return;
       }
@@ -227,13 +232,18 @@ export function Panel({ me, route, onSignedOut }: Props) {
   // softphone when it holds the call, else through the API (a desk phone's
   // call, or one a reload dropped).
   const hangUp = useCallback(
-    (r: Ringing | null) => {
+    async (r: Ringing | null): Promise<void> => {
       const instance = softphone.current;
       const call = r === null ? established ?? phone.calls[0] : sessionFor(r, phone.calls);
       if (call && instance) {
         instance.hangUp(call);
       } else if (r !== null && r.answered) {
-        api.hangUp(r.callId).catch(() => undefined); // over already: its `ended` comes
+        try {
+          await api.hangUp(r.callId);
+        } catch (failure) {
+          // Over already: its `ended` is on its way. Anything else is said.
+          if (!(failure instanceof ApiError && failure.status === 409)) throw failure;
+        }
       }
     },
     [phone.calls, established],
@@ -251,7 +261,9 @@ export function Panel({ me, route, onSignedOut }: Props) {
         }
       } else if (event.code === "KeyH") {
         event.preventDefault();
-        hangUp(established ? null : ringing.find((r) => r.answered) ?? ringing.find((r) => !r.answered) ?? null);
+        void hangUp(established ? null : ringing.find((r) => r.answered) ?? ringing.find((r) => !r.answered) ?? null).catch(
+          () => undefined, // the card's own Hang up says why
+        );
       }
     };
     window.addEventListener("keydown", onKey);
@@ -315,7 +327,10 @@ export function Panel({ me, route, onSignedOut }: Props) {
           </button>
         </p>
       ))}
-      <div className="ringing-list" aria-live="assertive">
+      <p className="sr-only" aria-live="assertive">
+        {announcement}
+      </p>
+      <div className="ringing-list">
         {ringing.map((r) => {
           const session = sessionFor(r, phone.calls);
           return (
@@ -325,7 +340,7 @@ export function Panel({ me, route, onSignedOut }: Props) {
               canAnswer={registered && session !== undefined}
               inBrowser={session !== undefined}
               onAnswer={() => answer(r)}
-              onDecline={() => hangUp(r)}
+              onDecline={() => void hangUp(r).catch(() => undefined)}
               onLinked={(card) =>
                 setRinging((list) => list.map((x) => (x.callId === r.callId ? { ...x, linked: card, matches: [card] } : x)))
               }

@@ -15,7 +15,6 @@ export interface PhoneCall {
   remote: string; // the other party's number (the user part of its URI)
   established: boolean;
   muted: boolean;
-  held: boolean; // this side holds the other (a re-INVITE the server answers with music)
 }
 
 export interface PhoneView {
@@ -164,7 +163,7 @@ export class Softphone {
 
   private track(session: RTCSession, incoming: boolean): void {
     const remote = session.remote_identity?.uri?.user ?? "";
-    const call: PhoneCall = { session, incoming, remote, established: false, muted: false, held: false };
+    const call: PhoneCall = { session, incoming, remote, established: false, muted: false };
     const changed = () => this.update({ calls: [...this.view.calls] });
     const forget = () => {
       this.update({ calls: this.view.calls.filter((c) => c.session !== session) });
@@ -179,16 +178,6 @@ export class Softphone {
     });
     session.on("unmuted", () => {
       call.muted = false;
-      changed();
-    });
-    session.on("hold", (event: { originator: string }) => {
-      if (event.originator !== "local") return;
-      call.held = true;
-      changed();
-    });
-    session.on("unhold", (event: { originator: string }) => {
-      if (event.originator !== "local") return;
-      call.held = false;
       changed();
     });
     session.on("peerconnection", (event: { peerconnection: RTCPeerConnection }) => {
@@ -225,14 +214,6 @@ export class Softphone {
   mute(call: PhoneCall, on: boolean): void {
     if (on) call.session.mute({ audio: true });
     else call.session.unmute({ audio: true });
-  }
-
-  // A re-INVITE offering sendonly (or sendrecv again): callbridge answers
-  // it and plays its music on hold to the other party. False: refused now
-  // (another offer is under way); the button may be pressed again.
-  hold(call: PhoneCall, on: boolean): boolean {
-    if (!call.established || call.session.isEnded()) return false;
-    return on ? call.session.hold() : call.session.unhold();
   }
 
   // RFC 4733 events in the media (the browser's RTCDTMFSender), which the
