@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -39,7 +39,8 @@ class IceServer(BaseModel):
         Field(min_length=1, max_length=MAX_ICE_URLS),
     ]
     username: Annotated[str, Field(max_length=256)] | None = None
-    credential: Annotated[str, Field(max_length=256)] | None = None
+    # Kept out of repr(settings) and the logs; it goes only to signed-in pages.
+    credential: Annotated[SecretStr, Field(max_length=256)] | None = None
 
     @field_validator("urls", mode="before")
     @classmethod
@@ -53,6 +54,24 @@ class IceServer(BaseModel):
             if not url.lower().startswith(_ICE_SCHEMES) or not url.isprintable() or " " in url:
                 raise ValueError(f"{url!r} is not a stun:, stuns:, turn: or turns: URI")
         return value
+
+    @model_validator(mode="after")
+    def _turn_signs_in(self) -> IceServer:
+        # A browser refuses the whole configuration (InvalidAccessError) for
+        # a TURN server without both: every call of the panel would fail.
+        turn = any(url.lower().startswith(("turn:", "turns:")) for url in self.urls)
+        if turn and (self.username is None or self.credential is None):
+            raise ValueError("a turn: or turns: server needs a username and a credential")
+        return self
+
+    def for_browser(self) -> dict[str, Any]:
+        """The RTCIceServer the page is given."""
+        server: dict[str, Any] = {"urls": self.urls}
+        if self.username is not None:
+            server["username"] = self.username
+        if self.credential is not None:
+            server["credential"] = self.credential.get_secret_value()
+        return server
 
 
 # The algorithms a line keeps a digest HA1 for: the ones phones may be offered.

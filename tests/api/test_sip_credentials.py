@@ -85,12 +85,15 @@ def test_an_ice_server_is_stun_or_turn_and_bounded() -> None:
         {"urls": ["stun:a.example"] * 5},
         {"urls": "turn:x.example", "credential": "p" * 257},
         {"urls": "turn:x.example", "secret": "p"},
+        {"urls": "turn:x.example", "username": "u"},  # a browser would refuse every call
         {"urls": "stun:a.example\r\nX: y"},
     ):
         with pytest.raises(ValidationError):
             IceServer.model_validate(bad)
     with pytest.raises(ValidationError):
         Settings(ice_servers=[{"urls": "stun:a.example"}] * 9)
+    secret = IceServer(urls=["turns:t.example"], username="u", credential="hidden-turn-pass")
+    assert "hidden-turn-pass" not in repr(Settings(ice_servers=[secret]))
 
 
 async def test_an_employee_without_a_running_line_is_409(api: Api) -> None:

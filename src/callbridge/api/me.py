@@ -86,8 +86,5 @@ async def sip_credentials(
         username=credential.username,
         password=credential.password,
         expires_at=datetime.fromtimestamp(credential.expires_at, UTC),
-        ice_servers=[
-            server.model_dump(exclude_none=True)
-            for server in request.app.state.settings.ice_servers
-        ],
+        ice_servers=[server.for_browser() for server in request.app.state.settings.ice_servers],
     )
