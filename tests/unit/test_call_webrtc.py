@@ -90,6 +90,23 @@ async def test_a_browser_offering_only_opus_is_transcoded_to_the_phones_g711() -
     assert caller_leg.peer is session.legs[1]
 
 
+async def test_a_browser_that_offers_g711_again_is_relayed_not_decoded() -> None:
+    world = World()
+    phone = world.register(BOB)
+    world.invite(ALICE, "102", opus_only(browser_sdp(9)))
+    await world.settle()
+    caller_leg = world.media.sessions[world.recorder.only().id].legs[0]
+    world.sip.last_request("INVITE", to=phone).respond(200, to_tag="bob-tag", body=sdp(8000))
+    ok = world.sip.responses[-1][1]
+    assert caller_leg.transcoding is not None
+    dialog = Dialog(ok.call_id, ok.from_.tag or "", ok.to.tag or "", cseq=2)
+    world.in_dialog(dialog, "ACK", cseq=2)
+    world.in_dialog(dialog, "INVITE", browser_sdp(9))  # G.711 among its formats again
+    relayed = world.sip.last_request("INVITE", to=phone)
+    relayed.respond(200, to_tag="bob-tag", body=sdp(8000))
+    assert caller_leg.transcoding is None
+
+
 async def test_a_browser_offering_neither_g711_nor_opus_is_refused_with_488() -> None:
     world = World()
     world.register(BOB)

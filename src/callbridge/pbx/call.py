@@ -1067,6 +1067,9 @@ class Call:
         assert self.session is not None
         if audio.opus is not None and leg.webrtc is not None:
             audio = self._transcoded(leg, audio)
+        elif audio.webrtc is not None and leg.webrtc is not None:
+            # G.711 again (a re-offer that kept it): relayed, not decoded.
+            self.session.set_transcoding(leg, None)
         self.remote_audio[leg] = audio
         self._dtmf_negotiated(leg, audio)
         self.session.expect_media(leg, audio.sends)
