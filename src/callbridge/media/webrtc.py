@@ -236,8 +236,10 @@ class WebRtcTransport(asyncio.DatagramProtocol):
         if destination is None or dtls is None or self.transport is None:
             return
         transcoder = self.transcoder
-        if transcoder is not None and not rtcp:
-            for packet in transcoder.to_browser(data):
+        if transcoder is not None:
+            # The phone's reports are about streams the browser never saw
+            # (the transcoder's own): they end here.
+            for packet in () if rtcp else transcoder.to_browser(data):
                 self._protect_and_send(packet, False, destination, dtls)
             return
         self._protect_and_send(data, rtcp, destination, dtls)
