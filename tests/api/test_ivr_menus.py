@@ -7,20 +7,20 @@ from __future__ import annotations
 import io
 import shutil
 import wave
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from callbridge.api import create_app
 from callbridge.media.greetings import DIRECTORY
-from callbridge.store.models import ConfigVersion
 
 from ..audio import mp3_bytes, sine, strongest_frequency, wav_bytes
 from .conftest import Api
-from .test_routing_rules import default_rule  # noqa: F401 - a fixture
+from .test_routing_rules import (
+    default_rule,  # noqa: F401 - a fixture
+    internal_line,
+)
 
 URL = "/api/v1/ivr-menus"
 APPLY = "/api/v1/config/apply"
@@ -41,13 +41,17 @@ async def create(api: Api, **fields: Any) -> dict[str, Any]:
     return body
 
 
-async def internal_line(api: Api, number: str) -> None:
-    answer = await api.client.post(
-        "/api/v1/internal-lines",
-        json={"number": number, "username": f"u{number}", "password": "line-password-1"},
+async def ivr_rule(api: Api, menu_id: int, name: str = "To the menu") -> httpx.Response:
+    return await api.client.post(
+        RULES,
+        json={
+            "name": name,
+            "direction": "incoming",
+            "priority": 5,
+            "action": {"type": "ivr", "target": menu_id},
+        },
         headers=api.auth(),
     )
-    assert answer.status_code == 201, answer.text
 
 
 async def set_default_line(api: Api, number: str) -> None:
@@ -184,16 +188,7 @@ async def test_a_destination_naming_a_line_or_menu_that_does_not_exist_is_422(ap
 async def test_a_menu_pointed_at_cannot_be_deleted_and_the_409_names_who(api: Api) -> None:
     target = await create(api, name="Target")
     other = await create(api, name="Other", options={"3": {"type": "menu", "target": target["id"]}})
-    rule = await api.client.post(
-        RULES,
-        json={
-            "name": "To the menu",
-            "direction": "incoming",
-            "priority": 5,
-            "action": {"type": "ivr", "target": target["id"]},
-        },
-        headers=api.auth(),
-    )
+    rule = await ivr_rule(api, target["id"])
     assert rule.status_code == 201, rule.text
     assert rule.json()["action"] == {"type": "ivr", "target": target["id"]}
 
@@ -207,16 +202,7 @@ async def test_a_menu_pointed_at_cannot_be_deleted_and_the_409_names_who(api: Ap
 
 
 async def test_a_rule_to_a_menu_that_does_not_exist_is_422(api: Api) -> None:
-    answer = await api.client.post(
-        RULES,
-        json={
-            "name": "Nowhere",
-            "direction": "incoming",
-            "priority": 5,
-            "action": {"type": "ivr", "target": 4242},
-        },
-        headers=api.auth(),
-    )
+    answer = await ivr_rule(api, 4242)
     assert locs(answer, 422) == [["body", "action", "target"]]
 
 
@@ -287,23 +273,8 @@ async def test_a_text_greeting_is_spoken_by_espeak_ng(api: Api) -> None:
     assert np.abs(samples.astype(np.int32)).max() > 1000  # speech, not silence
 
 
-@pytest.fixture
-async def pbx(api: Api) -> AsyncIterator[tuple[httpx.AsyncClient, list[ConfigVersion]]]:
-    """The API with a SIP side that records each version it runs."""
-    running: list[ConfigVersion] = []
-
-    async def run(version: ConfigVersion) -> None:
-        running.append(version)
-
-    app = create_app(api.settings, api.database, on_apply=run)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as client:
-        yield client, running
-
-
 async def test_apply_checks_the_menus_and_carries_them_in_the_version(
-    api: Api, pbx: tuple[httpx.AsyncClient, list[ConfigVersion]]
+    api: Api, pbx: tuple[httpx.AsyncClient, list[dict[str, Any]]]
 ) -> None:
     client, running = pbx
     await internal_line(api, "101")
@@ -340,26 +311,17 @@ async def test_apply_checks_the_menus_and_carries_them_in_the_version(
         headers=api.auth(),
     )
     await upload(api, spoken["id"], wav_bytes([sine(300, 0.5, 8000, 0.5)], 8000), "audio/wav")
-    rule = await api.client.post(
-        RULES,
-        json={
-            "name": "IVR",
-            "direction": "incoming",
-            "priority": 1,
-            "action": {"type": "ivr", "target": spoken["id"]},
-        },
-        headers=api.auth(),
-    )
+    rule = await ivr_rule(api, spoken["id"])
     assert rule.status_code == 201, rule.text
     applied = await client.post(APPLY, headers=api.auth())
     assert applied.status_code == 200, applied.text
     assert applied.json()["counts"]["ivr_menus"] == 2
-    [version] = running
-    assert [m["name"] for m in version.snapshot["ivr_menus"]] == ["Audio", "Spoken"]
+    [snapshot] = running
+    assert [m["name"] for m in snapshot["ivr_menus"]] == ["Audio", "Spoken"]
 
 
 async def test_apply_refuses_a_text_greeting_when_espeak_ng_is_missing(
-    api: Api, pbx: tuple[httpx.AsyncClient, list[ConfigVersion]], monkeypatch: pytest.MonkeyPatch
+    api: Api, pbx: tuple[httpx.AsyncClient, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, _ = pbx
     await internal_line(api, "101")

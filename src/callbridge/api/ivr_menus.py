@@ -15,9 +15,8 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from sqlalchemy import func, select
 
-from ..media.audio_files import CONTENT_TYPES, AudioError, kind_of, wav_bytes
+from ..media.audio_files import AudioError, wav_bytes
 from ..media.greetings import MAX_SECONDS
-from ..media.music import MAX_UPLOAD_BYTES
 from ..pbx.ivr import (
     DEFAULT_REPEATS,
     DEFAULT_TIMEOUT_SECONDS,
@@ -32,10 +31,10 @@ from ..pbx.ivr import (
 )
 from ..store import InternalLine
 from ..store.models import IvrMenu, RoutingRule
+from .audio_uploads import UPLOAD_RESPONSES, read_audio, stored_or_refused, upload_body
 from .deps import GreetingsDep, Reader, SessionDep, Writer
 from .external_lines import invalid, not_null
 from .fields import IdPath, Input, Limit, Offset
-from .limits import read_body
 
 router = APIRouter(prefix="/ivr-menus", tags=["IVR menus"])
 GREETING_PATH = "/ivr-menus/{menu_id}/greeting"
@@ -229,29 +228,10 @@ async def delete_menu(menu_id: IdPath, session: SessionDep, _user: Writer) -> Re
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-_UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "description": f"The audio file itself, at most {MAX_UPLOAD_BYTES} bytes and "
-        f"{MAX_SECONDS:g} seconds.",
-        "content": {
-            content_type: {"schema": {"type": "string", "format": "binary"}}
-            for content_type in ("audio/wav", "audio/mpeg")
-        },
-    }
-}
-
-
 @router.put(
     "/{menu_id}/greeting",
-    openapi_extra=_UPLOAD_BODY,
-    responses={
-        404: {"description": "No such IVR menu."},
-        413: {"description": "Larger than the limit."},
-        415: {"description": "Not audio/wav or audio/mpeg."},
-        422: {"description": "A file that does not decode, or is too long; `msg` says why."},
-        507: {"description": "The data directory cannot take the file (see the log)."},
-    },
+    openapi_extra=upload_body(MAX_SECONDS),
+    responses={404: {"description": "No such IVR menu."}, **UPLOAD_RESPONSES},
 )
 async def upload_greeting(
     menu_id: IdPath, request: Request, session: SessionDep, _user: Writer, greetings: GreetingsDep
@@ -260,21 +240,9 @@ async def upload_greeting(
     the next apply, if the menu's `greeting_kind` is `audio`). It is
     converted to 8 kHz mono and kept under the data directory."""
     menu = await _get(session, menu_id)
-    content_type = request.headers.get("content-type")
-    if kind_of(content_type) is None:
-        raise HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            f"send the file as one of {', '.join(CONTENT_TYPES)}",
-        )
-    assert content_type is not None
-    data = await read_body(request, MAX_UPLOAD_BYTES)
-    try:
+    data, content_type = await read_audio(request)
+    with stored_or_refused():
         name, _seconds = await greetings.store(data, content_type)
-    except AudioError as error:
-        detail = [{"loc": ["body"], "msg": error.problem, "type": "audio_error"}]
-        raise HTTPException(422, detail) from None
-    except OSError:
-        raise HTTPException(507, "the server could not store the file") from None
     menu.greeting_file = name
     await session.commit()
     await session.refresh(menu)
