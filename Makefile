@@ -4,8 +4,19 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-# Debian packages the tests drive as real peers.
-TEST_DEBS := sip-tester baresip-core linphone-cli kamailio chromium
+# Debian packages callbridge runs: espeak-ng speaks IVR menus' text greetings.
+RUN_DEBS := espeak-ng
+# Debian packages the tests drive as real peers (and what callbridge runs).
+TEST_DEBS := $(RUN_DEBS) sip-tester baresip-core linphone-cli kamailio chromium
+# Installs the Debian packages of $(1) that are missing.
+define install_debs
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing Debian packages:$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
 # The web panel: its sources, and the bundle `callbridge serve` serves at /.
 WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.html \
   web/vite.config.ts web/tsconfig.json web/tsconfig.node.json
@@ -41,15 +52,11 @@ $(WEB_BUNDLE): $(WEB_MODULES) $(WEB_SOURCES)
 web: $(WEB_BUNDLE)
 
 run: venv web
+	$(call install_debs,$(RUN_DEBS))
 	$(VENV)/bin/callbridge serve
 
 test-deps: venv web
-	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  echo "installing Debian packages:$$missing"; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	$(call install_debs,$(TEST_DEBS))
 	@# JsSIP (the browser softphone's SIP stack) runs under Node as a test peer
 	@# of /ws/sip, from the npm lock file in tests/integration/jssip (npm is
 	@# there: `web` installed it if it was missing).

@@ -273,6 +273,13 @@ class Settings(BaseSettings):
         "the music on hold; off, the hold re-INVITE goes on to the other phone (which may "
         "play its own).",
     )
+    ivr_voice: str = Field(
+        "en",
+        max_length=40,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_+-]*(/[A-Za-z0-9][A-Za-z0-9_+-]*)?$",
+        description="The espeak-ng voice IVR menus' text greetings are spoken in (`espeak-ng "
+        "--voices` lists them: `en`, `en-us`, `ru`, `de`, ...).",
+    )
     recording: bool = Field(
         True,
         description="Record every answered call (one stereo WAV per call: the customer "

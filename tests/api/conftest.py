@@ -19,7 +19,7 @@ from callbridge.api import create_app
 from callbridge.settings import Settings
 from callbridge.store import Database, Employee, User
 from callbridge.store.accounts import hash_password, issue_token
-from callbridge.store.models import CallRecord, Contact, utcnow
+from callbridge.store.models import CallRecord, ConfigVersion, Contact, utcnow
 
 PASSWORD = "user-password-1"
 # One argon2 hash for every test's users: hashing is slow on purpose.
@@ -117,3 +117,18 @@ async def api(database: Database, tmp_path: Path) -> AsyncIterator[Api]:
         transport=transport, base_url="http://testserver", event_hooks={"response": [keep_body]}
     ) as client:
         yield Api(client, database, settings, tokens, bodies, app)
+
+
+@pytest.fixture
+async def pbx(api: Api) -> AsyncIterator[tuple[httpx.AsyncClient, list[dict[str, Any]]]]:
+    """The API with a SIP side that records each version it is told to run."""
+    running: list[dict[str, Any]] = []
+
+    async def run(version: ConfigVersion) -> None:
+        running.append(version.snapshot)
+
+    app = create_app(api.settings, api.database, on_apply=run)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        yield client, running

@@ -4,35 +4,15 @@ one; versions are listed and an earlier one can be applied again."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
-
-from callbridge.api import create_app
-from callbridge.store.models import ConfigVersion
 
 from .conftest import Api
 from .test_routing_rules import default_rule  # noqa: F401 - an autouse fixture
 
 APPLY = "/api/v1/config/apply"
 VERSIONS = "/api/v1/config/versions"
-
-
-@pytest.fixture
-async def pbx(api: Api) -> AsyncIterator[tuple[httpx.AsyncClient, list[dict[str, Any]]]]:
-    """The API with a SIP side that records each version it is told to run."""
-    running: list[dict[str, Any]] = []
-
-    async def run(version: ConfigVersion) -> None:
-        running.append(version.snapshot)
-
-    app = create_app(api.settings, api.database, on_apply=run)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as client:
-        yield client, running
 
 
 async def line(client: httpx.AsyncClient, api: Api, number: str) -> int:

@@ -226,10 +226,10 @@ async def test_a_rule_is_created_read_updated_and_deleted(api: Api) -> None:
 
 
 async def test_masks_default_to_any_number(api: Api) -> None:
-    created = await create(api, action={"type": "ivr"}, source_mask="")
+    created = await create(api, action={"type": "deny"}, source_mask="")
     assert (created["source_mask"], created["destination_mask"]) == ("*", "*")
     assert created["destination_rewrite"] is None
-    assert created["action"] == {"type": "ivr", "target": None}
+    assert created["action"] == {"type": "deny", "target": None}
     assert created["external_line_id"] is None
 
 
@@ -254,6 +254,9 @@ async def test_masks_default_to_any_number(api: Api) -> None:
         ("action", {"type": "voicemail"}, ("action", "type")),
         ("action", {"target": "101"}, ("action", "type")),
         ("action", {"type": "deny", "target": "101"}, ("action", "target")),
+        ("action", {"type": "ivr"}, ("action", "target")),
+        ("action", {"type": "ivr", "target": "menu"}, ("action", "target")),
+        ("action", {"type": "ivr", "target": 0}, ("action", "target")),
         ("action", {"type": "ivr", "target": 3}, ("action", "target")),
         ("action", {"type": "internal_line"}, ("action", "target")),
         ("action", {"type": "internal_line", "target": "1O1"}, ("action", "target")),

@@ -384,11 +384,11 @@ def test_an_internal_line_target_wins_over_the_rewritten_destination() -> None:
 
 
 def test_without_rewrite_the_destination_is_the_dialled_number() -> None:
-    decision = Router([rule(2, action=Action("ivr")), DEFAULT]).route(
+    decision = Router([rule(2, action=Action("ivr", "4")), DEFAULT]).route(
         "incoming", external_line_id=7, source="+380501234567", destination="+380441234102"
     )
     assert decision is not None
-    assert (decision.action, decision.destination) == (Action("ivr"), "+380441234102")
+    assert (decision.action, decision.destination) == (Action("ivr", "4"), "+380441234102")
 
 
 def test_a_rule_whose_rewrite_leaves_nothing_does_not_take_the_call() -> None:
@@ -412,14 +412,25 @@ def test_the_router_keeps_its_rules_when_the_list_it_was_given_changes() -> None
 
 VALID = [
     DEFAULT,
-    rule(2, action=Action("ivr")),
+    rule(2, action=Action("ivr", "4")),
     rule(3, direction="outgoing", line=5, action=Action("external_line", "5")),
     rule(4, direction="outgoing", destination="112", action=Action("deny")),
 ]
 
 
 def test_a_sound_set_has_no_problems() -> None:
-    assert validate_rules(VALID, internal_numbers={"100", "101"}, external_line_ids={5}) == []
+    assert (
+        validate_rules(
+            VALID, internal_numbers={"100", "101"}, external_line_ids={5}, ivr_menu_ids={4}
+        )
+        == []
+    )
+
+
+def test_an_ivr_rule_needs_a_menu_that_exists() -> None:
+    assert validate_rules(VALID, ivr_menu_ids={3}) == [
+        RuleProblem(2, "action.target", "there is no IVR menu 4")
+    ]
 
 
 def test_a_set_without_a_default_incoming_rule_is_refused() -> None:
@@ -444,7 +455,9 @@ def test_an_outgoing_rule_cannot_be_the_default() -> None:
     ]
 
 
-@pytest.mark.parametrize("action", [Action("deny"), Action("ivr"), Action("external_line", "5")])
+@pytest.mark.parametrize(
+    "action", [Action("deny"), Action("ivr", "4"), Action("external_line", "5")]
+)
 def test_the_default_rule_must_send_calls_to_an_internal_line(action: Action) -> None:
     default = rule(1, action=action, is_default=True)
     assert RuleProblem(
@@ -471,7 +484,9 @@ def test_the_default_rule_needs_an_internal_line_as_its_target() -> None:
         (Action("external_line"), "an external_line action needs the external line's id"),
         (Action("external_line", "five"), "the target 'five' is not an external line's id"),
         (Action("external_line", "\u0665"), "the target '\u0665' is not an external line's id"),
-        (Action("ivr", "101"), "the action ivr takes no target"),
+        (Action("ivr"), "an ivr action needs the IVR menu's id as its target"),
+        (Action("ivr", "first"), "the target 'first' is not an IVR menu's id"),
+        (Action("ivr", "0"), "the target '0' is not an IVR menu's id"),
         (Action("deny", ""), "the action deny takes no target"),
     ],
 )

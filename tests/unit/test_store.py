@@ -39,7 +39,7 @@ async def test_migrations_build_the_schema_the_models_describe(empty_database: D
     async with empty_database.engine.connect() as connection:
         assert await connection.run_sync(_differences) == []
         version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
-    assert version == "0013"
+    assert version == "0014"
 
 
 async def test_migration_0007_scrubs_credentials_from_stored_versions(

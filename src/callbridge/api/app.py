@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 
 from .. import __version__
 from ..events import EventBus
+from ..media.greetings import Greetings
 from ..media.music import MusicOnHold
 from ..pbx.browser_credentials import BrowserCredentials
 from ..pbx.dtmf import SendDigits
@@ -32,6 +33,7 @@ from . import (
     hang_up,
     hold,
     internal_lines,
+    ivr_menus,
     me,
     music_on_hold,
     normalization_rules,
@@ -67,6 +69,7 @@ def create_app(
     end_call: EndCall | None = None,
     send_digits: SendDigits | None = None,
     music: MusicOnHold | None = None,
+    greetings: Greetings | None = None,
     setup_token: SetupToken | None = None,
     sip_ws: WsTransport | None = None,
     browser_credentials: BrowserCredentials | None = None,
@@ -90,7 +93,8 @@ def create_app(
     `send_digits(call_id, employee_id, digits)` plays DTMF into a call
     (`POST /calls/{id}/dtmf`; without it, 503).
     `music` is the music on hold the SIP side plays (without it, the one
-    stored under the data directory, read now).
+    stored under the data directory, read now). `greetings` are the IVR
+    menus' (without it, those under the data directory).
     `sip_ws` is the SIP side's WebSocket transport: `/ws/sip` hands
     it every socket (refused without it). `browser_credentials` issues the
     softphone's SIP credential for `POST /me/sip-credentials` (503 without
@@ -127,6 +131,11 @@ def create_app(
     app.state.events = event_bus if event_bus is not None else EventBus()
     app.state.on_employees_changed = on_employees_changed
     app.state.music = music if music is not None else MusicOnHold.load(settings.data_dir)
+    app.state.greetings = (
+        greetings
+        if greetings is not None
+        else Greetings(settings.data_dir, voice=settings.ivr_voice)
+    )
     app.state.setup_token = setup_token
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(FieldError, field_error_handler)
@@ -134,13 +143,17 @@ def create_app(
         BodySizeLimit,
         max_bytes=MAX_BODY_SIZE,
         # An audio file is larger: the route bounds it, after the role check.
-        own_limits=[("PUT", f"/api/v1{music_on_hold.PATH}")],
+        own_limits=[
+            ("PUT", f"/api/v1{music_on_hold.PATH}"),
+            ("PUT", f"/api/v1{ivr_menus.GREETING_PATH}"),
+        ],
     )
     v1 = APIRouter(prefix="/api/v1")
     v1.include_router(auth.router)
     v1.include_router(setup.router)
     v1.include_router(internal_lines.router)
     v1.include_router(external_lines.router)
+    v1.include_router(ivr_menus.router)
     v1.include_router(routing_rules.router)
     v1.include_router(normalization_rules.router)
     v1.include_router(config.router)

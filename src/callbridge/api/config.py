@@ -1,4 +1,4 @@
-"""`/api/v1/config`: apply the staged lines and rules as one version, list
+"""`/api/v1/config`: apply the staged lines, menus and rules as one version, list
 the applied versions, and apply an earlier one again (rollback).
 
 Edits through the other routes are staged: nothing reaches calls until an
@@ -7,6 +7,8 @@ names every object and field at fault."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
@@ -17,12 +19,15 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from ..logs import log_event
+from ..media.greetings import Greetings, speech_available
 from ..pbx.config import InvalidConfig, apply_staged, stage_version, summary
 from ..store.models import ConfigVersion
-from .deps import Reader, SessionDep, Writer
+from .deps import GreetingsDep, Reader, SessionDep, Writer
 from .fields import IdPath, Limit, Offset
 
 router = APIRouter(prefix="/config", tags=["configuration"])
+logger = logging.getLogger("callbridge.api")
 
 
 class VersionOut(BaseModel):
@@ -70,10 +75,10 @@ def _refused(error: InvalidConfig) -> JSONResponse:
     response_model=VersionOut,
     responses={422: {"description": "The staged set cannot run; nothing changed."}},
 )
-async def apply(session: SessionDep, user: Writer, run: Runner) -> Any:
-    """Check the staged lines and rules as a whole and swap them in."""
+async def apply(session: SessionDep, user: Writer, run: Runner, greetings: GreetingsDep) -> Any:
+    """Check the staged lines, menus and rules as a whole and swap them in."""
     try:
-        version = await apply_staged(session, by=user.username)
+        version = await _apply(session, greetings, by=user.username)
     except InvalidConfig as error:
         return _refused(error)
     await run(version)
@@ -100,7 +105,9 @@ async def list_versions(
     response_model=VersionOut,
     responses={404: {"description": "No such version."}, 422: {"description": "Cannot run."}},
 )
-async def reapply(version_id: IdPath, session: SessionDep, user: Writer, run: Runner) -> Any:
+async def reapply(
+    version_id: IdPath, session: SessionDep, user: Writer, run: Runner, greetings: GreetingsDep
+) -> Any:
     """Roll back: make version `version_id` the staged set and apply it as a
     new version. Staged edits not applied yet are discarded."""
     old = await session.get(ConfigVersion, version_id)
@@ -116,9 +123,33 @@ async def reapply(version_id: IdPath, session: SessionDep, user: Writer, run: Ru
             "or code now used by another row): undo those edits, then roll back",
         ) from None
     try:
-        version = await apply_staged(session, by=user.username, source=f"rollback to {version_id}")
+        version = await _apply(
+            session, greetings, by=user.username, source=f"rollback to {version_id}"
+        )
     except InvalidConfig as error:
         await session.rollback()
         return _refused(error)
     await run(version)
     return summary(version)
+
+
+async def _apply(
+    session: SessionDep, greetings: Greetings, *, by: str, source: str = "apply"
+) -> ConfigVersion:
+    """`apply_staged`, with the menus' greetings checked against this node:
+    whether espeak-ng can speak text, and which uploads are on disk."""
+    speech = speech_available()
+    files = await asyncio.to_thread(greetings.names)
+    try:
+        return await apply_staged(
+            session, by=by, source=source, speech=speech, greeting_files=files
+        )
+    except InvalidConfig as error:
+        if not speech and any(p.field == "greeting_text" for p in error.problems):
+            log_event(
+                logger,
+                logging.WARNING,
+                "config.text_greeting_refused",
+                reason="espeak-ng is not installed (Debian package espeak-ng)",
+            )
+        raise

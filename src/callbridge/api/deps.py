@@ -1,5 +1,6 @@
 """Dependencies every route shares: the settings, a database session, the
-signed-in user with the role a route asks for, and the music on hold."""
+signed-in user with the role a route asks for, the music on hold and the
+IVR greetings."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..media.greetings import Greetings
 from ..media.music import MusicOnHold
 from ..settings import Settings
 from ..store import Database, User
@@ -35,9 +37,15 @@ def get_music(request: Request) -> MusicOnHold:
     return music
 
 
+def get_greetings(request: Request) -> Greetings:
+    greetings: Greetings = request.app.state.greetings
+    return greetings
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MusicDep = Annotated[MusicOnHold, Depends(get_music)]
+GreetingsDep = Annotated[Greetings, Depends(get_greetings)]
 
 
 def unauthorized() -> HTTPException:

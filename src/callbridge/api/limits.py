@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection
 
 from fastapi import HTTPException, Request
@@ -17,7 +18,8 @@ class BodySizeLimit:
     the limit is read here and handed on whole.
 
     `own_limits` names the routes, as (method, path), that take larger bodies
-    (an audio file) and bound them themselves: their bodies pass untouched,
+    (an audio file) and bound them themselves (a `{name}` segment of the
+    path stands for any one segment): their bodies pass untouched,
     so a route reads one only after its role check, a chunk at a time
     (`read_body`), and a caller without the role never gets it buffered."""
 
@@ -29,10 +31,16 @@ class BodySizeLimit:
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.own_limits = frozenset(own_limits)
+        self.own_limits = [(method, _path_pattern(path)) for method, path in own_limits]
+
+    def _own_limit(self, scope: Scope) -> bool:
+        return any(
+            scope["method"] == method and pattern.fullmatch(scope["path"])
+            for method, pattern in self.own_limits
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"]) in self.own_limits:
+        if scope["type"] != "http" or self._own_limit(scope):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
@@ -56,6 +64,11 @@ class BodySizeLimit:
                 break
         whole: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
         await self.app(scope, _replay([whole], receive), send)
+
+
+def _path_pattern(path: str) -> re.Pattern[str]:
+    parts = re.split(r"\{[^/{}]+\}", path)
+    return re.compile("[^/]+".join(re.escape(part) for part in parts))
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

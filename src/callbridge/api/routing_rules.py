@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..pbx.routing import MaskError, RewriteError, parse_mask, parse_rewrite
 from ..store import InternalLine
-from ..store.models import ExternalLine, RoutingRule
+from ..store.models import ExternalLine, IvrMenu, RoutingRule
 from .deps import Reader, SessionDep, Writer
 from .errors import not_found_reference
 from .external_lines import invalid, not_null
@@ -80,10 +80,17 @@ Rewrite = Annotated[
 ]
 
 
+_TARGETS = {
+    "internal_line": "internal line's number",
+    "external_line": "external line's id",
+    "ivr": "IVR menu's id",
+}
+
+
 class Action(Input):
     """`{"type": "internal_line", "target": "101"}` (the line's number),
-    `{"type": "external_line", "target": 3}` (the line's id), `{"type": "ivr"}`
-    or `{"type": "deny"}`."""
+    `{"type": "external_line", "target": 3}` (the line's id), `{"type": "ivr",
+    "target": 2}` (the IVR menu's id) or `{"type": "deny"}`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -96,12 +103,12 @@ class Action(Input):
         kind = info.data.get("type")
         if kind is None:  # the type is wrong, and named already
             return value
-        if kind in ("ivr", "deny"):
+        if kind == "deny":
             if value is not None:
                 raise ValueError(f"the action {kind} takes no target")
             return None
+        what = _TARGETS[kind]
         if value is None or value == "":
-            what = "internal line's number" if kind == "internal_line" else "external line's id"
             raise ValueError(f"an {kind} action needs the {what} as its target")
         text = str(value)
         if kind == "internal_line":
@@ -113,15 +120,15 @@ class Action(Input):
             or not (text.isascii() and text.isdigit())
             or not 1 <= int(text) <= MAX_ID
         ):
-            raise ValueError(f"an external line's id is a whole number from 1 to {MAX_ID}")
+            raise ValueError(f"an {what} is a whole number from 1 to {MAX_ID}")
         return int(text)
 
 
 class ActionOut(BaseModel):
     type: ActionTypeName
     target: str | int | None = Field(
-        description="The internal line's number or the external line's id; null for ivr and "
-        "deny, and for the default incoming rule until its internal line is set."
+        description="The internal line's number, the external line's id or the IVR menu's id; "
+        "null for deny, and for the default incoming rule until its internal line is set."
     )
 
 
@@ -179,7 +186,7 @@ class RoutingRulePage(BaseModel):
 
 def _out(rule: RoutingRule) -> RoutingRuleOut:
     target: str | int | None = rule.action_target
-    if rule.action_type == "external_line" and target is not None:
+    if rule.action_type in ("external_line", "ivr") and target is not None:
         target = int(target)
     return RoutingRuleOut(
         id=rule.id,
@@ -223,7 +230,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"description": "The default incoming rule cannot be deleted."},
     422: {
         "description": "A field is invalid (a mask or rewrite that does not parse), or "
-        "names an external or internal line that does not exist; it is named."
+        "names an external or internal line or IVR menu that does not exist; it is named."
     },
 }
 
@@ -325,6 +332,8 @@ async def _check_references(
         await session.get(ExternalLine, int(action.target)) is None
     ):
         invalid(("action", "target"), f"no external line with id {action.target}", "not_found")
+    elif action.type == "ivr" and await session.get(IvrMenu, int(action.target)) is None:
+        invalid(("action", "target"), f"no IVR menu with id {action.target}", "not_found")
 
 
 async def _commit(session: SessionDep, external_line_id: int | None, action: Action | None) -> None:

@@ -249,11 +249,7 @@ def write_wav(path: Path, samples: Samples) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
-            with wave.open(file, "wb") as writer:
-                writer.setnchannels(1)
-                writer.setsampwidth(2)
-                writer.setframerate(RATE)
-                writer.writeframes(samples.astype("<i2").tobytes())
+            _write_wav_to(file, samples)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -262,6 +258,21 @@ def write_wav(path: Path, samples: Samples) -> None:
             os.unlink(temporary)
         raise
     _sync_directory(path.parent)
+
+
+def wav_bytes(samples: Samples) -> bytes:
+    """8 kHz mono 16-bit samples as the bytes of a WAV file."""
+    buffer = io.BytesIO()
+    _write_wav_to(buffer, samples)
+    return buffer.getvalue()
+
+
+def _write_wav_to(file: Any, samples: Samples) -> None:
+    with wave.open(file, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(RATE)
+        writer.writeframes(samples.astype("<i2").tobytes())
 
 
 def _sync_directory(directory: Path) -> None:

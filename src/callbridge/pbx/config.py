@@ -1,5 +1,5 @@
 """Apply: the staged configuration (what the API edits: internal lines,
-external lines, routing and normalization rules) checked as a whole and
+external lines, IVR menus, routing and normalization rules) checked as a whole and
 stored as a numbered version; the running PBX takes a version as one
 immutable snapshot. Any version can be applied again (rollback). Versions
 keep no credentials: a version runs with the current ones.
@@ -9,8 +9,10 @@ Nothing here touches SIP: `RunningConfig` is what the SIP side swaps in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -20,10 +22,13 @@ from ..store.models import (
     ConfigVersion,
     ExternalLine,
     InternalLine,
+    IvrMenu,
     NormalizationRule,
     RoutingRule,
 )
 from .dialplan import Dialplan, RuleError, dialplan_of, normalization_rule_of, routing_rule_of
+from .ivr import IvrMenu as Menu
+from .ivr import menus_of, validate_menus
 from .lines import Lines, lines_of
 from .normalize import validate_rules as validate_normalization
 from .routing import validate_rules as validate_routing
@@ -33,6 +38,7 @@ from .trunks import Trunk, trunks_of
 _TABLES: tuple[tuple[str, type[Any]], ...] = (
     ("internal_lines", InternalLine),
     ("external_lines", ExternalLine),
+    ("ivr_menus", IvrMenu),
     ("routing_rules", RoutingRule),
     ("normalization_rules", NormalizationRule),
 )
@@ -77,6 +83,8 @@ class RunningConfig:
     lines: Lines
     trunks: tuple[Trunk, ...]
     dialplan: Dialplan
+    # By id: what an `ivr` routing action (or a menu's `menu` destination) plays.
+    ivr_menus: Mapping[int, Menu] = field(default_factory=lambda: MappingProxyType({}))
 
 
 async def read_staged(session: AsyncSession) -> Snapshot:
@@ -134,10 +142,14 @@ async def read_live_state(session: AsyncSession) -> LiveState:
     return state
 
 
-def validate(snapshot: Snapshot) -> list[Problem]:
+def validate(
+    snapshot: Snapshot, *, speech: bool = True, greeting_files: Collection[str] | None = None
+) -> list[Problem]:
     """Every reason the set cannot run: references that do not exist,
-    inconsistent limits, masks and patterns that do not compile, and not
-    exactly one default incoming rule with its internal line."""
+    inconsistent limits, masks and patterns that do not compile, not
+    exactly one default incoming rule with its internal line, and menus
+    whose greeting cannot play (`speech`: text can be spoken;
+    `greeting_files`: the uploaded greetings there are, when known)."""
     problems: list[Problem] = []
     numbers = {row["number"] for row in snapshot.get("internal_lines", [])}
     trunk_ids = set()
@@ -162,6 +174,13 @@ def validate(snapshot: Snapshot) -> list[Problem]:
                     "checking the provider's calls needs a login and password",
                 )
             )
+    menus = snapshot.get("ivr_menus", [])
+    problems += [
+        Problem("ivr_menu", p.menu_id, p.field, p.problem)
+        for p in validate_menus(
+            menus, internal_numbers=numbers, speech=speech, greeting_files=greeting_files
+        )
+    ]
     routing = []
     for row in snapshot.get("routing_rules", []):
         try:
@@ -171,7 +190,12 @@ def validate(snapshot: Snapshot) -> list[Problem]:
     unset_defaults = {r.id for r in routing if r.is_default and r.action.target is None}
     problems += [
         Problem("routing_rule", p.rule_id, p.field, p.problem)
-        for p in validate_routing(routing, internal_numbers=numbers, external_line_ids=trunk_ids)
+        for p in validate_routing(
+            routing,
+            internal_numbers=numbers,
+            external_line_ids=trunk_ids,
+            ivr_menu_ids={row["id"] for row in menus},
+        )
         # A default rule not pointed at a line yet is allowed: a new PBX has
         # no lines, and until it is set incoming calls get 480.
         if not (p.rule_id in unset_defaults and p.field == "action.target")
@@ -192,12 +216,18 @@ def validate(snapshot: Snapshot) -> list[Problem]:
 
 
 async def apply_staged(
-    session: AsyncSession, *, by: str | None, source: str = "apply"
+    session: AsyncSession,
+    *,
+    by: str | None,
+    source: str = "apply",
+    speech: bool = True,
+    greeting_files: Collection[str] | None = None,
 ) -> ConfigVersion:
     """Check the staged set and store it as the next version; `InvalidConfig`
-    (and nothing stored) when it cannot run."""
+    (and nothing stored) when it cannot run. `speech` and `greeting_files`
+    are what `validate` checks the menus' greetings against."""
     snapshot = await read_staged(session)
-    problems = validate(snapshot)
+    problems = validate(snapshot, speech=speech, greeting_files=greeting_files)
     if problems:
         raise InvalidConfig(problems)
     version = ConfigVersion(applied_by=by, source=source, snapshot=without_live_state(snapshot))
@@ -235,6 +265,7 @@ async def running_config(version: ConfigVersion, live: LiveState) -> RunningConf
         dialplan=dialplan_of(
             trunks, snapshot.get("routing_rules", []), snapshot.get("normalization_rules", [])
         ),
+        ivr_menus=menus_of(snapshot.get("ivr_menus", [])),
     )
 
 

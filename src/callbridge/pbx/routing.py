@@ -226,7 +226,8 @@ def _rewrite_problem(text: str, index: int) -> str:
 class Action:
     """What a matching rule does with the call. `target` is the internal
     line's number for `internal_line`, the external line's id (as text) for
-    `external_line`, and None for `ivr` and `deny`."""
+    `external_line`, the IVR menu's id (as text) for `ivr`, and None for
+    `deny`."""
 
     type: ActionType
     target: str | None = None
@@ -391,7 +392,12 @@ class RuleProblem:
     problem: str
 
 
-_TARGETED: frozenset[ActionType] = frozenset({"internal_line", "external_line"})
+_TARGETED: frozenset[ActionType] = frozenset({"internal_line", "external_line", "ivr"})
+_TARGET_KINDS = {
+    "internal_line": "internal line's number",
+    "external_line": "external line's id",
+    "ivr": "IVR menu's id",
+}
 
 
 def validate_rules(
@@ -399,14 +405,15 @@ def validate_rules(
     *,
     internal_numbers: Collection[str] | None = None,
     external_line_ids: Collection[int] | None = None,
+    ivr_menu_ids: Collection[int] | None = None,
 ) -> list[RuleProblem]:
     """Every problem of the set, empty when it can be applied. Targets and
-    lines are checked against `internal_numbers` and `external_line_ids`
-    only when those are given."""
+    lines are checked against `internal_numbers`, `external_line_ids` and
+    `ivr_menu_ids` only when those are given."""
     listed = list(rules)
     problems = _default_problems(listed)
     for rule in listed:
-        problems += _rule_problems(rule, internal_numbers, external_line_ids)
+        problems += _rule_problems(rule, internal_numbers, external_line_ids, ivr_menu_ids)
     return problems
 
 
@@ -435,6 +442,7 @@ def _rule_problems(
     rule: RoutingRule,
     internal_numbers: Collection[str] | None,
     external_line_ids: Collection[int] | None,
+    ivr_menu_ids: Collection[int] | None,
 ) -> list[RuleProblem]:
     problems: list[RuleProblem] = []
 
@@ -460,13 +468,16 @@ def _rule_problems(
         if target is not None:
             problem("action.target", f"the action {action} takes no target")
     elif not target:
-        kind = "internal line's number" if action == "internal_line" else "external line's id"
+        kind = _TARGET_KINDS[action]
         problem("action.target", f"an {action} action needs the {kind} as its target")
     elif action == "internal_line":
         if internal_numbers is not None and target not in internal_numbers:
             problem("action.target", f"there is no internal line {target}")
-    elif not target.isascii() or not target.isdigit():
-        problem("action.target", f"the target {target!r} is not an external line's id")
-    elif external_line_ids is not None and int(target) not in external_line_ids:
-        problem("action.target", f"there is no external line {target}")
+    elif not target.isascii() or not target.isdigit() or int(target) < 1:
+        problem("action.target", f"the target {target!r} is not an {_TARGET_KINDS[action]}")
+    elif action == "external_line":
+        if external_line_ids is not None and int(target) not in external_line_ids:
+            problem("action.target", f"there is no external line {target}")
+    elif ivr_menu_ids is not None and int(target) not in ivr_menu_ids:
+        problem("action.target", f"there is no IVR menu {target}")
     return problems

@@ -1,7 +1,7 @@
 """The tables: employees, internal lines, API users and their tokens,
-registrations, call records, external lines, the routing and normalization
-rules, and the CRM's cards (contacts, accounts, leads), their phone index
-and notes."""
+registrations, call records, external lines, IVR menus, the routing and
+normalization rules, and the CRM's cards (contacts, accounts, leads), their
+phone index and notes."""
 
 from __future__ import annotations
 
@@ -390,9 +390,44 @@ class NormalizationRule(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
 
+class IvrMenu(Base):
+    """A voice menu a routing rule (action `ivr`) sends incoming calls to:
+    a greeting (`audio`: the uploaded file `greeting_file`, kept converted
+    under the data directory; `text`: `greeting_text` spoken by espeak-ng),
+    then the caller's digit decides where the call goes.
+
+    Destinations (`options` by digit, `on_timeout`, `on_invalid`) are JSON
+    objects `{"type": ..., "target": ...}`, checked by `callbridge.pbx.ivr`;
+    a target names an internal line's number, a number dialled out, or
+    another menu's id, so none is a foreign key: apply checks them all.
+    """
+
+    __tablename__ = "ivr_menus"
+    __table_args__ = (
+        CheckConstraint("greeting_kind IN ('audio', 'text')", name="greeting_kind"),
+        CheckConstraint("timeout_seconds >= 1 AND timeout_seconds <= 60", name="timeout_seconds"),
+        CheckConstraint("repeats >= 0 AND repeats <= 5", name="repeats"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    greeting_kind: Mapped[str] = mapped_column(String(8))
+    greeting_text: Mapped[str | None] = mapped_column(String(1000), default=None)
+    # The converted upload's name under data_dir/ivr-greetings (without .wav).
+    greeting_file: Mapped[str | None] = mapped_column(String(64), default=None)
+    timeout_seconds: Mapped[int] = mapped_column(Integer, default=5)
+    repeats: Mapped[int] = mapped_column(Integer, default=2)
+    dial_by_extension: Mapped[bool] = mapped_column(Boolean, default=False)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    on_timeout: Mapped[dict[str, Any]] = mapped_column(JSON)
+    on_invalid: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
 class ConfigVersion(Base):
     """One applied configuration: the whole set of internal lines, external
-    lines, routing and normalization rules as it was swapped in, so any
+    lines, IVR menus, routing and normalization rules as it was swapped in, so any
     version can be applied again (rollback). It holds no credentials (SIP
     HA1s, provider passwords): those are always the current ones."""
 
