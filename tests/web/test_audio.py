@@ -114,6 +114,16 @@ def music_pbx(start_pbx: Callable[..., Pbx]) -> Pbx:
     return start_pbx(CALLBRIDGE_MUSIC_ON_HOLD="true")
 
 
+def _operator_with_a_colleague(pbx: Pbx, page: Page) -> Page:
+    """Bob signed in to the panel, its softphone registered; Alice's line
+    (101) for the desk phone that calls him or that he calls."""
+    _line_with_operator(pbx)
+    pbx.line(ALICE)
+    _sign_in(page, pbx)
+    expect(page.locator(".badge")).to_have_attribute("data-state", "registered")
+    return page
+
+
 def _desk_phone(pbx: Pbx, tmp_path: Path, *, auto_answer: bool = False) -> Baresip:
     server = pbx.server
     desk_dir = tmp_path / "caller"
@@ -147,11 +157,7 @@ def test_a_call_answered_in_the_panel_carries_audio_both_ways(
     music_pbx: Pbx, tone_page: Page, tmp_path: Path
 ) -> None:
     pbx = music_pbx
-    _line_with_operator(pbx)
-    pbx.line(ALICE)
-    page = tone_page
-    _sign_in(page, pbx)
-    expect(page.locator(".badge")).to_have_attribute("data-state", "registered")
+    page = _operator_with_a_colleague(pbx, tone_page)
     server = pbx.server
     with _desk_phone(pbx, tmp_path) as desk:
         established = _answered_in_the_panel(pbx, page, desk)
@@ -234,11 +240,7 @@ def test_a_call_answered_in_the_panel_carries_audio_both_ways(
 def test_a_reload_ends_the_softphone_call_and_says_so(
     pbx: Pbx, tone_page: Page, tmp_path: Path
 ) -> None:
-    _line_with_operator(pbx)
-    pbx.line(ALICE)
-    page = tone_page
-    _sign_in(page, pbx)
-    expect(page.locator(".badge")).to_have_attribute("data-state", "registered")
+    page = _operator_with_a_colleague(pbx, tone_page)
     with _desk_phone(pbx, tmp_path) as desk:
         _answered_in_the_panel(pbx, page, desk)
         expect(page.locator(".ringing.answered")).to_be_visible()
@@ -256,11 +258,7 @@ def test_a_reload_ends_the_softphone_call_and_says_so(
 def test_the_operator_dials_a_colleague_from_the_pad_and_hangs_up(
     pbx: Pbx, tone_page: Page, tmp_path: Path
 ) -> None:
-    _line_with_operator(pbx)
-    pbx.line(ALICE)
-    page = tone_page
-    _sign_in(page, pbx)
-    expect(page.locator(".badge")).to_have_attribute("data-state", "registered")
+    page = _operator_with_a_colleague(pbx, tone_page)
     with _desk_phone(pbx, tmp_path, auto_answer=True) as desk:
         desk.wait_registered()
         page.get_by_label("Number").fill(ALICE.number)
@@ -287,11 +285,7 @@ def test_a_delayed_offer_rings_the_panel_which_gets_our_own_offer(
     callbridge offers the browser the relay's formats itself; the browser's
     answer becomes our offer in the caller's 200, and the caller answers in
     its ACK; then audio flows both ways."""
-    _line_with_operator(pbx)
-    pbx.line(ALICE)
-    page = tone_page
-    _sign_in(page, pbx)
-    expect(page.locator(".badge")).to_have_attribute("data-state", "registered")
+    page = _operator_with_a_colleague(pbx, tone_page)
     alice_media = pbx.rtp(0x11)
     caller = pbx.call(
         ALICE, "102", "call_uac_delayed_offer.xml", rtp_port=alice_media.port, talk_ms=5000

@@ -870,20 +870,14 @@ class Call:
         assert offered is not None
         self.awaiting_answer = None
         first = offered.ack is None  # a delayed offer's: the call never had media
-        try:
-            answer = sdp_of(ack)
-            if answer is None:
-                raise SdpError("the ACK has no SDP answer", status=488)
-            audio = checked_audio(answer, self.b2bua.media)
-        except SdpError as error:
-            log_event(
-                logger, logging.INFO, "call.bad_answer", record=self.record, error=error.reason
-            )
+        found = self._ack_answer(ack)
+        if found is None:
             offered.acknowledge()
             self.hang_up(
                 None, "failed" if first else "answered", "system", "no SDP answer in the ACK"
             )
             return
+        answer, audio = found
         self.set_remote(leg.media, audio, leg.peer)
         body = offered.sdp_sent = self.anchored(answer, audio, offered.media)
         offered.acknowledge(body=body)
@@ -894,19 +888,26 @@ class Call:
         took a delayed offer: the caller's media starts; without one the
         call cannot carry media and both legs are BYEd."""
         self.answer_in_callers_ack = False
+        found = self._ack_answer(ack)
+        if found is None:
+            self.hang_up(None, "failed", "system", "no SDP answer in the ACK")
+            return
+        self.set_remote(leg.media, found[1], leg.peer)
+        self.sdp_sent(leg.media)
+
+    def _ack_answer(self, ack: Request) -> tuple[SessionDescription, Audio] | None:
+        """The SDP answer an ACK must carry, and its audio; None (logged)
+        when it has none or one the relay cannot use."""
         try:
             answer = sdp_of(ack)
             if answer is None:
                 raise SdpError("the ACK has no SDP answer", status=488)
-            audio = checked_audio(answer, self.b2bua.media)
+            return answer, checked_audio(answer, self.b2bua.media)
         except SdpError as error:
             log_event(
                 logger, logging.INFO, "call.bad_answer", record=self.record, error=error.reason
             )
-            self.hang_up(None, "failed", "system", "no SDP answer in the ACK")
-            return
-        self.set_remote(leg.media, audio, leg.peer)
-        self.sdp_sent(leg.media)
+            return None
 
     def stray_answer(self, response: Response) -> None:
         """A 2xx that came after its INVITE transaction handed over: a
