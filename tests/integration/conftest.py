@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -32,9 +32,19 @@ class Server:
     process: subprocess.Popen[str]
     log_path: Path
     http_port: int
+    log_start: int = 0  # where in the log this view of the server begins (bytes)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """The log from `log_start` on: all of it, or what a test sharing the
+        server logged since it began (see `since_now`)."""
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_start)
+            return log.read().decode(errors="replace")
+
+    def since_now(self) -> Server:
+        """The same running server, its log read from here on: what a test
+        that shares a module's server sees of it."""
+        return replace(self, log_start=self.log_path.stat().st_size)
 
 
 def start_server(tmp_path: Path, **env: str) -> Server:
