@@ -1,4 +1,15 @@
-"""Real peers on loopback: a `callbridge serve` subprocess and SIPp runs."""
+"""Real peers on loopback: a `callbridge serve` subprocess and SIPp runs.
+
+Ports are picked free at run time, but for the RTP ranges tests fix (below
+the kernel's ephemeral ports, 32768 on). `make test` runs two groups of
+these files at once, so each file keeps ranges of its own: callbridge's
+relay ranges may overlap one another (it skips a port another process
+holds), a phone's overlaps nothing. In use: 10000-19999 (callbridge's
+default), 20000-20999 (test_calls' ENV: every test on its `pbx`, the
+panel's too), 21000-22399 test_audio, 23000-24399 test_proxy, 24400-24599
+tests/web/test_audio, 24600-24699 test_flows, 25000-26399 test_hold,
+27000-28399 test_recording, 29000-30399 test_dtmf, 30400-30599 test_proxy
+(linphone), 31000-32399 test_webrtc_calls."""
 
 from __future__ import annotations
 
