@@ -17,7 +17,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -245,20 +245,8 @@ class Pbx:
 def start_pbx(tmp_path: Path) -> Iterator[Callable[..., Pbx]]:
     """Start a callbridge for calls, with extra settings; all is stopped at
     the end of the test."""
-    started: list[Pbx] = []
-
-    def start(**env: str) -> Pbx:
-        pbx = Pbx(start_server(tmp_path, **{**ENV, **env}), tmp_path)
-        started.append(pbx)
-        return pbx
-
-    try:
-        yield start
-    finally:
-        for pbx in started:
-            pbx.stop()
-    for pbx in started:
-        assert pbx.server.process.returncode == 0, pbx.server.log()
+    with ExitStack() as started:
+        yield lambda **env: started.enter_context(pbx_running(tmp_path, **env))
 
 
 @pytest.fixture
@@ -268,8 +256,9 @@ def pbx(start_pbx: Callable[..., Pbx]) -> Pbx:
 
 @contextmanager
 def pbx_running(tmp_path: Path, **env: str) -> Iterator[Pbx]:
-    """`start_pbx` for a fixture of a wider scope: a callbridge for calls,
-    stopped (with what the tests started) when the block ends."""
+    """A callbridge for calls, with extra settings, stopped (with the phones
+    and media the tests started) when the block ends: `start_pbx`'s, and a
+    fixture's of a wider scope."""
     pbx = Pbx(start_server(tmp_path, **{**ENV, **env}), tmp_path)
     try:
         yield pbx
