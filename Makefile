@@ -79,17 +79,32 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-# Two groups at once, one a core: the unit, API and fuzz tests (no fixed
-# ports) beside the integration and panel tests (real peers and headless
-# Chromium, one file after another; their fixed RTP ranges sit below the
-# kernel's ephemeral ports).
+# The tests with real peers and headless Chromium in two groups of files
+# that take about as long: the second listed here (the phones and browsers,
+# baresip, linphone, aiortc, JsSIP and the panel, and the tests of a server
+# alone), the first the rest of tests/integration (SIPp and raw sockets), so
+# a new file runs there unless listed. Mostly they wait on their peers, so
+# two at once share the cores well; each file keeps its own fixed RTP ranges
+# (tests/integration/conftest.py says which).
+INTEGRATION_B := tests/web $(addprefix tests/integration/test_,$(addsuffix .py, \
+  audio digest_choices dtmf flows hold proxy recording sip_websocket webrtc webrtc_calls \
+  cli http_api int_bounds music_on_hold plain_text register sessions sipp trunks))
+
+# Three runs at once on two cores: the unit, API and fuzz tests (no fixed
+# ports), and the two groups above, one file after another in each. The
+# first group reports as it goes, the others' logs follow.
 test: test-deps lint typecheck
 	@$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit tests/api tests/fuzz \
 	  > .pytest-unit.log 2>&1 & unit=$$!; \
-	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 tests/integration tests/web; integration=$$?; \
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 $(INTEGRATION_B) \
+	  > .pytest-integration-b.log 2>&1 & second=$$!; \
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 tests/integration \
+	  $(addprefix --ignore=,$(INTEGRATION_B)); first=$$?; \
+	wait $$second; second_status=$$?; \
 	wait $$unit; unit_status=$$?; \
+	echo "--- integration and panel tests, second group ---"; cat .pytest-integration-b.log; \
 	echo "--- unit, API and fuzz tests ---"; cat .pytest-unit.log; \
-	exit $$(( integration || unit_status ))
+	exit $$(( first || second_status || unit_status ))
 
 # The fast loop: everything but the real peers.
 unit: venv

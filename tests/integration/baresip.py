@@ -187,6 +187,18 @@ class Baresip:
                 process.kill()
                 process.wait()
 
+    def kill(self) -> None:
+        """Die without a word (no BYE, no un-REGISTER): a phone that lost power,
+        or one whose server is gone, where `quit` would wait on transactions
+        nobody answers."""
+        process, self._process = self._process, None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if process is not None:
+            process.kill()
+            process.wait()
+
     def __enter__(self) -> Baresip:
         self.start()
         return self

@@ -1,4 +1,17 @@
-"""Real peers on loopback: a `callbridge serve` subprocess and SIPp runs."""
+"""Real peers on loopback: a `callbridge serve` subprocess and SIPp runs.
+
+Ports are picked free at run time, but for the RTP ranges tests fix (below
+the kernel's ephemeral ports, 32768 on). `make test` runs two groups of
+these files at once, so each file keeps ranges of its own: callbridge's
+relay ranges may overlap one another (it skips a port another process
+holds), a phone's overlaps nothing. In use: 10000-19999 (callbridge's
+default), 20000-20999 (test_calls' ENV: every test on its `pbx`, the
+panel's too), 21000-22399 test_audio, 23000-24399 test_proxy, 24400-24599
+tests/web/test_audio, 24600-24699 test_flows, 25000-26399 test_hold,
+27000-28399 test_recording, 29000-30399 test_dtmf, 30400-30599 test_proxy
+(linphone), 31000-32399 test_webrtc_calls; and above the ephemeral ports
+(61000 on) the ranges `free_port_range` finds free (test_webrtc,
+test_music_on_hold and the unit tests)."""
 
 from __future__ import annotations
 
@@ -14,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -32,9 +45,19 @@ class Server:
     process: subprocess.Popen[str]
     log_path: Path
     http_port: int
+    log_start: int = 0  # where in the log this view of the server begins (bytes)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """The log from `log_start` on: all of it, or what a test sharing the
+        server logged since it began (see `since_now`)."""
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_start)
+            return log.read().decode(errors="replace")
+
+    def since_now(self) -> Server:
+        """The same running server, its log read from here on: what a test
+        that shares a module's server sees of it."""
+        return replace(self, log_start=self.log_path.stat().st_size)
 
 
 def start_server(tmp_path: Path, **env: str) -> Server:

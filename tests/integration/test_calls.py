@@ -17,7 +17,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -226,6 +226,14 @@ class Pbx:
         assert page["total"] == expected and done, f"call records: {items}"
         return items
 
+    def stop(self) -> None:
+        """Stop its phones, its media and the server."""
+        for phone in self.phones:
+            phone.stop()
+        for endpoint in self.media:
+            endpoint.close()
+        stop_server(self.server.process)
+
     def explain(self) -> str:
         """What every phone sent and received, and where callbridge's log is."""
         return "\n".join(
@@ -238,29 +246,26 @@ class Pbx:
 def start_pbx(tmp_path: Path) -> Iterator[Callable[..., Pbx]]:
     """Start a callbridge for calls, with extra settings; all is stopped at
     the end of the test."""
-    started: list[Pbx] = []
-
-    def start(**env: str) -> Pbx:
-        pbx = Pbx(start_server(tmp_path, **{**ENV, **env}), tmp_path)
-        started.append(pbx)
-        return pbx
-
-    try:
-        yield start
-    finally:
-        for pbx in started:
-            for phone in pbx.phones:
-                phone.stop()
-            for endpoint in pbx.media:
-                endpoint.close()
-            stop_server(pbx.server.process)
-    for pbx in started:
-        assert pbx.server.process.returncode == 0, pbx.server.log()
+    with ExitStack() as started:
+        yield lambda **env: started.enter_context(pbx_running(tmp_path, **env))
 
 
 @pytest.fixture
 def pbx(start_pbx: Callable[..., Pbx]) -> Pbx:
     return start_pbx()
+
+
+@contextmanager
+def pbx_running(tmp_path: Path, **env: str) -> Iterator[Pbx]:
+    """A callbridge for calls, with extra settings, stopped (with the phones
+    and media the tests started) when the block ends: `start_pbx`'s, and a
+    fixture's of a wider scope."""
+    pbx = Pbx(start_server(tmp_path, **{**ENV, **env}), tmp_path)
+    try:
+        yield pbx
+    finally:
+        pbx.stop()
+    assert pbx.server.process.returncode == 0, pbx.server.log()
 
 
 def _free_ports(count: int) -> list[int]:
@@ -980,6 +985,13 @@ def test_a_reinvite_without_sdp_is_offered_by_the_other_side_and_answered_in_the
 @pytest.fixture
 def fresh_postgres() -> Iterator[str]:
     """A PostgreSQL database of this test's own (the server migrates it)."""
+    with postgres_database() as url:
+        yield url
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped when the block ends."""
     name = f"callbridge_calls_{secrets.token_hex(6)}"
     user = asyncio.run(_pg_admin(f"CREATE DATABASE {name}"))
     try:

@@ -1,4 +1,8 @@
-"""`callbridge serve` against SIPp on loopback, over UDP and TCP."""
+"""`callbridge serve` against SIPp on loopback, over UDP and TCP.
+
+The tests share one server (a start costs seconds): none configures it or
+leaves a binding or a block behind, and each reads the log from its own
+beginning. Those that need a server of their own start it."""
 
 from __future__ import annotations
 
@@ -7,15 +11,33 @@ import random
 import re
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import Server, run_sipp
+from .conftest import Server, run_sipp, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 
 TRANSPORTS = [pytest.param("u1", id="udp"), pytest.param("t1", id="tcp")]
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("sipp"))
+    try:
+        yield srv
+    finally:
+        stop_server(srv.process)
+    assert srv.process.returncode == 0, srv.log()
+
+
+@pytest.fixture
+def server(shared_server: Server) -> Server:
+    """The module's server, its log from this test's beginning."""
+    assert shared_server.process.poll() is None, "callbridge died:\n" + shared_server.log()
+    return shared_server.since_now()
 
 
 def _events(server: Server, event: str, **fields: str) -> list[str]:
@@ -185,8 +207,6 @@ def test_options_load_is_answered_without_loss(server: Server, tmp_path: Path) -
 
 
 def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
-    from .conftest import start_server, stop_server
-
     srv = start_server(tmp_path)
     stop_server(srv.process)
     assert srv.process.returncode == 0
@@ -194,8 +214,6 @@ def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
 
 
 def test_full_sip_messages_are_logged_as_json_lines_when_asked(tmp_path: Path) -> None:
-    from .conftest import start_server, stop_server
-
     srv = start_server(tmp_path, CALLBRIDGE_LOG_FORMAT="json", CALLBRIDGE_LOG_SIP_MESSAGES="true")
     try:
         result = run_sipp("options.xml", srv, tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -12,9 +13,16 @@ from callbridge.media import PortRange, PortRangeError, PortsExhausted, RtpPortA
 
 
 def free_port_range(pairs: int) -> PortRange:
-    """A range of `pairs` RTP/RTCP pairs on 127.0.0.1 that is free right now."""
+    """A range of `pairs` RTP/RTCP pairs on 127.0.0.1 that is free right now,
+    above the kernel's ephemeral ports: no socket bound to port 0 lands in
+    it (a test's own phone, or another process's), nor does a fixed range of
+    the integration tests (tests/integration/conftest.py)."""
+    low = _ephemeral_ports_end() + 1
+    low += low % 2  # RTP on the even ports
+    if low + 2 * pairs > 65536:
+        raise RuntimeError(f"no room for {pairs} port pairs above the ephemeral ports")
     for _ in range(100):
-        first = random.randrange(20000, 60000, 2)
+        first = random.randrange(low, 65536 - 2 * pairs + 1, 2)
         probes = []
         try:
             for port in range(first, first + 2 * pairs):
@@ -28,6 +36,14 @@ def free_port_range(pairs: int) -> PortRange:
                 probe.close()
         return PortRange(first, first + 2 * pairs - 1)
     raise RuntimeError("no free UDP port range on 127.0.0.1")
+
+
+def _ephemeral_ports_end() -> int:
+    """The last of the ports the kernel picks for a socket bound to port 0."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 60999  # Linux's default
 
 
 @pytest.mark.parametrize(
