@@ -87,7 +87,7 @@ typecheck: venv
 # two at once share the cores well; each file keeps its own fixed RTP ranges
 # (tests/integration/conftest.py says which).
 INTEGRATION_B := tests/web $(addprefix tests/integration/test_,$(addsuffix .py, \
-  audio digest_choices dtmf flows hold proxy recording sip_websocket webrtc webrtc_calls \
+  audio digest_choices dtmf flows hold proxy recording sip_websocket webrtc webrtc_calls webrtc_opus \
   cli http_api int_bounds music_on_hold plain_text register sessions sipp trunks))
 
 # Three runs at once on two cores: the unit, API and fuzz tests (no fixed
