@@ -9,9 +9,10 @@ default), 20000-20999 (test_calls' ENV: every test on its `pbx`, the
 panel's too), 21000-22399 test_audio, 23000-24399 test_proxy, 24400-24599
 tests/web/test_audio, 24600-24699 test_flows, 25000-26399 test_hold,
 27000-28399 test_recording, 29000-30399 test_dtmf, 30400-30599 test_proxy
-(linphone), 31000-32399 test_webrtc_calls (and test_webrtc_opus, in the same group); and above the ephemeral ports
-(61000 on) the ranges `free_port_range` finds free (test_webrtc,
-test_music_on_hold and the unit tests)."""
+(linphone), 31000-32399 test_webrtc_calls (and test_webrtc_opus, in the
+same group); and above the ephemeral ports (61000 on) the ranges
+`free_port_range` finds free (test_webrtc, test_music_on_hold and the unit
+tests)."""
 
 from __future__ import annotations
 
