@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from callbridge.media import g711
-from callbridge.media.mixer import MAX_BACKLOG, MIXABLE, PREFILL, Mixer, Room
+from callbridge.media.mixer import MAX_BACKLOG, MIXABLE, PREFILL, RELEASE, Mixer, Room
 from callbridge.media.player import FRAME, FRAME_SAMPLES, MAX_CATCH_UP
 from callbridge.media.rtp import RtpPacket
 
@@ -170,6 +170,28 @@ def test_a_loud_room_is_scaled_not_clipped(clock: Clock, timers: Timers) -> None
     crest = heard.max() / np.sqrt((heard**2).mean())
     assert crest > 1.3, crest
     assert share_near(heard, 440) > 0.95
+
+
+def test_the_gain_falls_within_a_frame_and_comes_back_slowly(clock: Clock, timers: Timers) -> None:
+    mixer = Mixer(clock=clock, call_later=timers).room()
+    a, b, listener = FakeLeg("a"), FakeLeg("b"), FakeLeg("listener")
+    for leg in (a, b, listener):
+        mixer.join(leg, 0, "PCMU")
+    [heard_by] = [p for p in mixer.participants if p.leg is listener]
+    loud = tone(440, 12, level=0.9)
+    gains = []
+    for frame in range(30):
+        if frame < 12:
+            talk({a: (loud, "PCMU"), b: (loud, "PCMU")}, frame)
+        timers.fire()
+        gains.append(heard_by.gain)
+    # Turned down to about half while both shout (0.9 + 0.9 of full scale)...
+    assert min(gains) == pytest.approx(1 / 1.8, rel=0.05)
+    # ... and back to full by a tenth a frame once they stop, never a jump.
+    steps = [b - a for a, b in itertools.pairwise(gains[12:])]
+    assert max(steps) <= RELEASE + 1e-9 and gains[-1] == 1.0
+    # What the listener got: never past full scale.
+    assert np.abs(listener.heard("PCMU").astype(np.int32)).max() <= 32767
 
 
 def test_a_burst_is_trimmed_to_the_backlog(clock: Clock, timers: Timers) -> None:

@@ -9,8 +9,8 @@ SDP) into 16-bit linear samples and queued, 20 ms a frame. Every 20 ms the
 mixer takes one frame from each participant that has one (a participant
 whose packets are late or lost adds silence that tick; nobody waits for
 anyone), sums them in 64 bits, and sends each participant the sum minus
-their own frame — scaled down when it would overflow 16 bits rather than
-clipped into distortion — encoded in their codec, as a stream of the
+their own frame — turned down smoothly when it would overflow 16 bits
+rather than clipped into distortion — encoded in their codec, as a stream of the
 mixer's own (its SSRC, sequence numbers and timestamps, RFC 3550 §5.1).
 
 A participant's queue holds at most `MAX_BACKLOG` frames: a burst after a
@@ -56,6 +56,10 @@ PREFILL = 2
 # A frame mixed this long after it fell due went out late (one frame's time).
 LATE = FRAME
 INT16_MAX = 32767
+# How fast a turned-down participant's gain comes back: a tenth a frame
+# (full level in 200 ms after the room quietens).
+RELEASE = 0.1
+_RAMP = np.linspace(1 / FRAME_SAMPLES, 1.0, FRAME_SAMPLES)
 
 _HEADER = struct.Struct("!BBHII")
 _DECODERS: dict[str, Callable[[bytes], npt.NDArray[np.int16]]] = {
@@ -89,6 +93,7 @@ class Participant:
         "_speaking",
         "dropped",
         "encoding",
+        "gain",
         "ignored",
         "leg",
         "marker",
@@ -113,6 +118,7 @@ class Participant:
         # Samples of a packet longer or shorter than a frame, until a frame is whole.
         self._partial: npt.NDArray[np.int16] = _SILENCE[:0]
         self._speaking = False
+        self.gain = 1.0  # how loud the mix goes out to them (below 1 in a loud room)
         self.received = 0  # voice packets taken
         self.ignored = 0  # packets not mixed: other payload types, malformed
         self.dropped = 0  # frames dropped from a full queue
@@ -239,12 +245,7 @@ class Room:
         room = list(self._participants)
         heard = np.stack([p.take() for p in room]).astype(np.int64)
         mix = heard.sum(axis=0) - heard  # each row: everyone but its own
-        peaks = np.abs(mix).max(axis=1)
-        loud = peaks > INT16_MAX
-        if loud.any():
-            # Scaled, not clipped: a loud room gets quieter, not distorted.
-            mix[loud] = mix[loud] * INT16_MAX // peaks[loud, None]
-        out = mix.astype(np.int16)
+        out = _limited(mix, room)
         for encoding, encode in _ENCODERS.items():
             rows = [i for i, p in enumerate(room) if p.encoding == encoding]
             if not rows:
@@ -336,6 +337,25 @@ class Mixer:
         delay = max(0.0, self._epoch + (self._grid(now) + 1) * FRAME - now)
         call_later = self._call_later or asyncio.get_running_loop().call_later
         self._timer = call_later(delay, self.tick)
+
+
+def _limited(mix: npt.NDArray[np.int64], room: list[Participant]) -> npt.NDArray[np.int16]:
+    """Each row of `mix` (one participant's) within 16 bits: a loud room is
+    turned down rather than clipped into distortion, and smoothly: the gain
+    falls within the frame that needs it (a ramp from the last gain, not a
+    step) and comes back by `RELEASE` a frame. What a ramp still leaves
+    over full scale is clipped."""
+    peaks = np.abs(mix).max(axis=1)
+    gains = np.array([p.gain for p in room])
+    needed = np.minimum(1.0, INT16_MAX / np.maximum(peaks, 1))
+    target = np.where(needed < gains, needed, np.minimum(needed, gains + RELEASE))
+    if (gains == 1.0).all() and (target == 1.0).all():
+        return mix.astype(np.int16)  # the common case: nobody loud, nothing to scale
+    ramps = gains[:, None] + (target - gains)[:, None] * _RAMP[None, :]
+    for participant, gain in zip(room, target, strict=True):
+        participant.gain = float(gain)
+    scaled: npt.NDArray[np.float64] = np.clip(np.rint(mix * ramps), -INT16_MAX - 1, INT16_MAX)
+    return scaled.astype(np.int16)
 
 
 def _payload(packet: bytes) -> bytes | None:
