@@ -22,13 +22,14 @@ import struct
 import subprocess
 import sys
 import time
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import uvloop
 
 from callbridge.media import LocalMediaEngine, RtpPortAllocator, g711
 from callbridge.media.mixer import Mixer
+from moh_player import HeldPhone
 from options_load import _cpu_seconds, _rss_kib
 
 # Below the ephemeral range the phones bind in (32768 and up, on Linux).
@@ -77,21 +78,7 @@ async def serve() -> None:
     )
 
 
-class Phone(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.arrivals: list[float] = []
-        self.sequences: list[int] = []
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.arrivals.append(time.monotonic())
-        self.sequences.append((data[2] << 8) | data[3])
-
-
-async def talk(phones: list[Phone], targets: list[int], seconds: float) -> None:
+async def talk(phones: list[HeldPhone], targets: list[int], seconds: float) -> None:
     """Every phone sends a 440 Hz tone, 20 ms a packet, on one shared clock."""
     tone = (np.sin(2 * np.pi * 440 * np.arange(8000) / 8000) * 8000).astype(np.int16)
     frames = [g711.pcmu_encode(tone[i : i + 160]) for i in range(0, 8000, 160)]
@@ -113,7 +100,7 @@ async def run(rooms: int, size: int, seconds: float) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     phones = []
     for _ in range(rooms * size):
-        _, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+        _, phone = await loop.create_datagram_endpoint(HeldPhone, local_addr=("127.0.0.1", 0))
         phones.append(phone)
     ports = [p.transport.get_extra_info("sockname")[1] for p in phones]  # type: ignore[union-attr]
     layout = [ports[r * size : (r + 1) * size] for r in range(rooms)]

@@ -224,6 +224,29 @@ def callbridge(tmp_path: Path) -> Iterator[Server]:
         stop_server(server.process)
 
 
+def recording_of(server: Server, workdir: Path) -> Path:
+    """The answered call's recording, fetched from a link as the panel's
+    player does (no Authorization header), once the call's record has it."""
+    base_url = f"http://127.0.0.1:{server.http_port}"
+    with httpx.Client(base_url=base_url, timeout=10) as api:
+        token = api.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        ).json()["token"]
+        api.headers["Authorization"] = f"Bearer {token}"
+        for _ in range(50):
+            items = api.get("/api/v1/calls").json()["items"]
+            if items and items[0]["status"] != "in_progress" and items[0]["recording"]:
+                break
+            time.sleep(0.1)
+        assert items[0]["status"] == "answered", items
+        link = api.post(f"/api/v1/calls/{items[0]['id']}/recording/link").json()["url"]
+        played = httpx.get(base_url + link, timeout=10)
+    assert played.status_code == 200, played.text
+    path = workdir / "recording.wav"
+    path.write_bytes(played.content)
+    return path
+
+
 async def test_a_browser_calls_a_desk_phone_and_each_hears_the_other(
     callbridge: Server, tmp_path: Path
 ) -> None:
@@ -262,26 +285,10 @@ async def test_a_browser_calls_a_desk_phone_and_each_hears_the_other(
     rms, peak, purity = tone_level(browser.samples(last=TALK - 1), CALLEE_TONE)
     assert abs(peak - CALLEE_TONE) < 20 and purity > 0.9 and rms > 5000, (rms, peak, purity)
 
-    base_url = f"http://127.0.0.1:{callbridge.http_port}"
-    with httpx.Client(base_url=base_url, timeout=10) as api:
-        token = api.post(
-            "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-        ).json()["token"]
-        api.headers["Authorization"] = f"Bearer {token}"
-        for _ in range(50):
-            items = api.get("/api/v1/calls").json()["items"]
-            if items and items[0]["status"] != "in_progress" and items[0]["recording"]:
-                break
-            time.sleep(0.1)
-        assert items[0]["status"] == "answered", items
-        # Recorded like any call: the browser (the caller, an internal
-        # call's customer) on the left, the desk phone on the right; played
-        # from a link as the panel's player does, without the header.
-        link = api.post(f"/api/v1/calls/{items[0]['id']}/recording/link").json()["url"]
-        played = httpx.get(base_url + link, timeout=10)
-    assert played.status_code == 200, played.text
-    recording = tmp_path / "recording.wav"
-    recording.write_bytes(played.content)
+    # Recorded like any call: the browser (the caller, an internal call's
+    # customer) on the left, the desk phone on the right; played from a
+    # link as the panel's player does, without the header.
+    recording = recording_of(callbridge, tmp_path)
     left = tones.channel_heard(recording, 0, CALLER_TONE, tmp_path)
     right = tones.channel_heard(recording, 1, CALLEE_TONE, tmp_path)
     for heard, tone in ((left, CALLER_TONE), (right, CALLEE_TONE)):

@@ -12,7 +12,6 @@ import secrets
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.webrtc_peer import Browser, tone_level
@@ -20,7 +19,7 @@ from tests.webrtc_peer import Browser, tone_level
 from . import tones
 from .baresip import Baresip
 from .conftest import Server
-from .test_audio import ADMIN_PASSWORD, ALICE, BOB, line_account, phone
+from .test_audio import ALICE, BOB, line_account, phone
 from .test_webrtc_calls import (
     CALLEE_RTP_PORTS,
     CALLER_RTP_PORTS,
@@ -29,6 +28,7 @@ from .test_webrtc_calls import (
     callbridge,
     header,
     open_agent,
+    recording_of,
     register_browser,
 )
 from .tones import CALLEE_TONE, CALLER_TONE
@@ -45,27 +45,6 @@ async def wait_connected(browser: Browser, server: Server) -> None:
     while browser.state != "connected" and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert browser.state == "connected", server.log()
-
-
-def recording_of(server: Server, workdir: Path) -> Path:
-    base_url = f"http://127.0.0.1:{server.http_port}"
-    with httpx.Client(base_url=base_url, timeout=10) as api:
-        token = api.post(
-            "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-        ).json()["token"]
-        api.headers["Authorization"] = f"Bearer {token}"
-        for _ in range(50):
-            items = api.get("/api/v1/calls").json()["items"]
-            if items and items[0]["status"] != "in_progress" and items[0]["recording"]:
-                break
-            time.sleep(0.1)
-        assert items[0]["status"] == "answered", items
-        link = api.post(f"/api/v1/calls/{items[0]['id']}/recording/link").json()["url"]
-        played = httpx.get(base_url + link, timeout=10)
-    assert played.status_code == 200, played.text
-    path = workdir / "recording.wav"
-    path.write_bytes(played.content)
-    return path
 
 
 async def test_an_opus_only_browser_calls_a_desk_phone_transcoded_and_each_hears_the_other(

@@ -43,7 +43,16 @@ import numpy.typing as npt
 from ..logs import log_event
 from . import g711
 from .engine import Leg
-from .player import FRAME, FRAME_SAMPLES, MAX_CATCH_UP, CallLater, Clock, Timer
+from .player import (
+    FRAME,
+    FRAME_SAMPLES,
+    MAX_CATCH_UP,
+    CallLater,
+    Clock,
+    Timer,
+    frames_since,
+    next_tick_in,
+)
 from .rtp import payload_offset
 
 logger = logging.getLogger("callbridge.media.mixer")
@@ -314,9 +323,8 @@ class Mixer:
             self._arm(now)
 
     def _grid(self, now: float) -> int:
-        """The grid point at or just before `now` (float sums drift: a
-        clock a hair before a point counts as on it)."""
-        return int((now - self._epoch) / FRAME + 1e-6)
+        """The grid point at or just before `now`."""
+        return frames_since(self._epoch, now)
 
     def _started(self, room: Room) -> int:
         """`room` has its first participant: the grid point it starts from."""
@@ -334,9 +342,8 @@ class Mixer:
             self._timer = None
 
     def _arm(self, now: float) -> None:
-        delay = max(0.0, self._epoch + (self._grid(now) + 1) * FRAME - now)
         call_later = self._call_later or asyncio.get_running_loop().call_later
-        self._timer = call_later(delay, self.tick)
+        self._timer = call_later(next_tick_in(self._epoch, now), self.tick)
 
 
 def _limited(mix: npt.NDArray[np.int64], room: list[Participant]) -> npt.NDArray[np.int16]:

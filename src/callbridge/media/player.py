@@ -57,6 +57,8 @@ __all__ = [
     "Player",
     "Playing",
     "default_music",
+    "frames_since",
+    "next_tick_in",
     "playable_codec",
 ]
 
@@ -68,6 +70,17 @@ _ENCODERS: dict[str, Callable[[Any], bytes]] = {
 
 Samples = npt.NDArray[np.int16]
 Clock = Callable[[], float]
+
+
+def frames_since(start: float, now: float) -> int:
+    """Whole 20 ms frames from `start` to `now` on the pacing grid (a clock
+    that reads a hair before a grid point counts as on it: float sums drift)."""
+    return int((now - start) / FRAME + 1e-6)
+
+
+def next_tick_in(epoch: float, now: float) -> float:
+    """Seconds from `now` to the grid point after it, the grid's from `epoch`."""
+    return max(0.0, epoch + (frames_since(epoch, now) + 1) * FRAME - now)
 
 
 class Timer(Protocol):
@@ -172,7 +185,7 @@ class Playing:
 
     def send_due(self, now: float, music: Music) -> None:
         """Send every frame due by `now`; past `MAX_CATCH_UP`, skip the oldest."""
-        due = int((now - self.started) / FRAME + 1e-6) + 1 - self.sent
+        due = frames_since(self.started, now) + 1 - self.sent
         if due <= 0:
             return
         if due > MAX_CATCH_UP:
@@ -245,7 +258,7 @@ class Player:
             self._epoch = now
         # A leg that joins between two ticks starts on the last one, so each
         # tick sends it one frame, as to every other leg.
-        start = self._epoch + int((now - self._epoch) / FRAME + 1e-6) * FRAME
+        start = self._epoch + frames_since(self._epoch, now) * FRAME
         stream = Playing(self, leg, payload_type, name, ssrc, start)
         self._streams[stream] = None
         self._send(stream, now)
@@ -292,12 +305,8 @@ class Player:
             stream.stop()
 
     def _arm(self, now: float) -> None:
-        # The next point of the grid strictly after now (a clock that reads
-        # a hair before a grid point counts as on it: float sums drift).
-        ticks = int((now - self._epoch) / FRAME + 1e-6) + 1
-        delay = max(0.0, self._epoch + ticks * FRAME - now)
         call_later = self._call_later or asyncio.get_running_loop().call_later
-        self._timer = call_later(delay, self.tick)
+        self._timer = call_later(next_tick_in(self._epoch, now), self.tick)
 
     def _forget(self, stream: Playing) -> None:
         self._streams.pop(stream, None)

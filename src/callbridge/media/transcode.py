@@ -137,6 +137,23 @@ def _parts(packet: bytes) -> tuple[int, int, int, int, bytes] | None:
     return second & 0x7F, ssrc, sequence, timestamp, packet[offset:end]
 
 
+def _event_packets(
+    events: _Events,
+    stream: _OwnStream,
+    payload: bytes,
+    timestamp: int,
+    payload_type: int,
+    ratio: float,
+) -> list[bytes]:
+    """An RFC 4733 event's packet on `stream`, its clock scaled by `ratio`;
+    none for one that does not cross."""
+    converted = events.convert(payload, timestamp, stream.timestamp, ratio)
+    if converted is None:
+        return []
+    body, mapped, began = converted
+    return [stream.packet(payload_type, body, mapped, began)]
+
+
 class _Frames:
     """Samples waiting to make whole frames."""
 
@@ -215,14 +232,9 @@ class OpusToG711:
         return out
 
     def _event(self, payload: bytes, timestamp: int, payload_type: int) -> list[bytes]:
-        stream = self.stream
-        converted = self._events.convert(
-            payload, timestamp, stream.timestamp, G711_RATE / OPUS_RATE
+        return _event_packets(
+            self._events, self.stream, payload, timestamp, payload_type, G711_RATE / OPUS_RATE
         )
-        if converted is None:
-            return []
-        body, mapped, began = converted
-        return [stream.packet(payload_type, body, mapped, began)]
 
 
 class G711ToOpus:
@@ -288,14 +300,9 @@ class G711ToOpus:
         return out
 
     def _event(self, payload: bytes, timestamp: int, payload_type: int) -> list[bytes]:
-        stream = self.stream
-        converted = self._events.convert(
-            payload, timestamp, stream.timestamp, OPUS_RATE / G711_RATE
+        return _event_packets(
+            self._events, self.stream, payload, timestamp, payload_type, OPUS_RATE / G711_RATE
         )
-        if converted is None:
-            return []
-        body, mapped, began = converted
-        return [stream.packet(payload_type, body, mapped, began)]
 
 
 class OpusTranscoder:
